@@ -1,0 +1,101 @@
+"""Keel: MLOps in one install.
+
+The module-level API is loaded on first use so that ``import keel`` (and
+``keel --help``) stay fast::
+
+    import keel
+
+    keel.set_experiment("churn")
+    with keel.start_run():
+        keel.log_params({"model": "rf", "max_depth": 8})
+        for epoch in range(10):
+            keel.log_metric("loss", 1 / (epoch + 1))
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Client": "keel.client",
+    "init": "keel.tracking.fluent",
+    "set_experiment": "keel.tracking.fluent",
+    "start_run": "keel.tracking.fluent",
+    "end_run": "keel.tracking.fluent",
+    "active_run": "keel.tracking.fluent",
+    "log_param": "keel.tracking.fluent",
+    "log_params": "keel.tracking.fluent",
+    "log_metric": "keel.tracking.fluent",
+    "log_metrics": "keel.tracking.fluent",
+    "set_tag": "keel.tracking.fluent",
+    "set_tags": "keel.tracking.fluent",
+    "log_artifact": "keel.tracking.fluent",
+    "log_artifacts": "keel.tracking.fluent",
+    "log_dict": "keel.tracking.fluent",
+    "flush": "keel.tracking.fluent",
+    "get_run": "keel.tracking.fluent",
+    "search_runs": "keel.tracking.fluent",
+    "seed_everything": "keel.tracking.fluent",
+}
+
+__all__ = [
+    "Client",
+    "__version__",
+    "active_run",
+    "end_run",
+    "flush",
+    "get_run",
+    "init",
+    "log_artifact",
+    "log_artifacts",
+    "log_dict",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "log_params",
+    "search_runs",
+    "seed_everything",
+    "set_experiment",
+    "set_tag",
+    "set_tags",
+    "start_run",
+]
+
+if TYPE_CHECKING:
+    from keel.client import Client
+    from keel.tracking.fluent import (
+        active_run,
+        end_run,
+        flush,
+        get_run,
+        init,
+        log_artifact,
+        log_artifacts,
+        log_dict,
+        log_metric,
+        log_metrics,
+        log_param,
+        log_params,
+        search_runs,
+        seed_everything,
+        set_experiment,
+        set_tag,
+        set_tags,
+        start_run,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keel' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

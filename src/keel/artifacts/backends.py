@@ -1,0 +1,224 @@
+"""Where artifact bytes live: a small interface and its two implementations.
+
+A backend stores opaque bytes under string keys. It knows nothing of
+digests; :class:`keel.artifacts.ArtifactStore` builds content addressing
+on top. Every ``put_*`` is atomic: a reader sees the whole object under its
+key or nothing, even if the writer is killed midway.
+
+- :class:`LocalBackend` writes to a temporary file in the same folder tree,
+  flushes it to disk, then renames it into place.
+- :class:`FsspecBackend` serves any fsspec filesystem (``s3://`` through
+  s3fs). An S3 PUT or completed multipart upload is atomic by itself; other
+  filesystems get the temporary-name-then-move treatment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, runtime_checkable
+
+from keel.errors import BackendUnavailable, InvalidInput, NotFound, StorageError
+
+__all__ = ["Backend", "FsspecBackend", "LocalBackend", "backend_for_url"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Bytes under keys. Keys are ``/``-separated relative paths."""
+
+    url: str
+
+    def exists(self, key: str) -> bool: ...
+
+    def put_file(self, key: str, src: Path) -> None: ...
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def open(self, key: str) -> BinaryIO: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def keys(self, prefix: str = "") -> Iterator[str]: ...
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise InvalidInput(f"artifact key {key!r} must be a relative path without '..' or '//'")
+    return key
+
+
+class LocalBackend:
+    """A folder on this machine (or a mounted share)."""
+
+    def __init__(self, root: str | os.PathLike[str], durable: bool = True) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.url = str(self.root)
+        self.durable = durable
+        self._tmp = self.root / "tmp"
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    @contextlib.contextmanager
+    def _staged(self, key: str) -> Iterator[Path]:
+        """Yield a temporary path; on success move it to ``key`` atomically."""
+        final = self._path(key)
+        try:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            final.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create folders under {self.root}: {exc}") from exc
+        tmp = self._tmp / f"{uuid.uuid4().hex}.part"
+        try:
+            yield tmp
+            if self.durable:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            os.replace(tmp, final)
+        except OSError as exc:
+            raise StorageError(f"cannot write {final}: {exc}") from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def put_file(self, key: str, src: Path) -> None:
+        with self._staged(key) as tmp:
+            shutil.copyfile(src, tmp)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with self._staged(key) as tmp:
+            tmp.write_bytes(data)
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"no object {key!r} in {self.root}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key!r} in {self.root}: {exc}") from exc
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        base = self.root / prefix if prefix else self.root
+        if not base.exists():
+            return
+        for dirpath, _dirs, files in os.walk(base):
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            if rel == "tmp" or rel.startswith("tmp/"):
+                continue
+            for name in files:
+                yield name if rel == "." else f"{rel}/{name}"
+
+
+class FsspecBackend:
+    """Any fsspec filesystem; ``s3://bucket/prefix`` is the one Keel tests."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        try:
+            import fsspec
+        except ImportError:  # pragma: no cover - fsspec is a core dependency
+            raise InvalidInput("remote artifact stores need fsspec: pip install fsspec") from None
+        self.url = url.rstrip("/")
+        protocol = url.split("://", 1)[0]
+        try:
+            self.fs = fsspec.filesystem(protocol, **(storage_options or {}))
+        except ImportError:
+            extra = {"s3": "s3"}.get(protocol)
+            hint = (
+                f"pip install 'keel[{extra}]'"
+                if extra
+                else f"install the fsspec driver for {protocol}"
+            )
+            raise InvalidInput(f"artifact store {url!r} needs a driver: {hint}") from None
+        self._base = self.url.split("://", 1)[1]
+        self._atomic_put = protocol in ("s3", "s3a", "gs", "gcs", "az", "abfs")
+
+    def _path(self, key: str) -> str:
+        return f"{self._base}/{_check_key(key)}"
+
+    @contextlib.contextmanager
+    def _errors(self, key: str) -> Iterator[None]:
+        try:
+            yield
+        except FileNotFoundError:
+            raise NotFound(f"no object {key!r} in {self.url}") from None
+        except PermissionError as exc:
+            raise StorageError(f"access denied to {self.url}/{key}: {exc}") from exc
+        except (ConnectionError, TimeoutError) as exc:
+            raise BackendUnavailable(f"cannot reach {self.url}: {exc}") from exc
+        except OSError as exc:
+            raise StorageError(f"{self.url}/{key}: {exc}") from exc
+
+    def exists(self, key: str) -> bool:
+        with self._errors(key):
+            return bool(self.fs.exists(self._path(key)))
+
+    def put_file(self, key: str, src: Path) -> None:
+        with self._errors(key):
+            if self._atomic_put:
+                self.fs.put_file(str(src), self._path(key))
+            else:
+                tmp = f"{self._base}/tmp/{uuid.uuid4().hex}.part"
+                self.fs.put_file(str(src), tmp)
+                self.fs.mv(tmp, self._path(key))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with self._errors(key):
+            if self._atomic_put:
+                self.fs.pipe_file(self._path(key), data)
+            else:
+                tmp = f"{self._base}/tmp/{uuid.uuid4().hex}.part"
+                self.fs.pipe_file(tmp, data)
+                self.fs.mv(tmp, self._path(key))
+
+    def open(self, key: str) -> BinaryIO:
+        with self._errors(key):
+            return self.fs.open(self._path(key), "rb")  # type: ignore[no-any-return]
+
+    def delete(self, key: str) -> None:
+        with self._errors(key), contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self._path(key))
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        base = f"{self._base}/{prefix}".rstrip("/")
+        with self._errors(prefix or "/"):
+            try:
+                found = self.fs.find(base)
+            except FileNotFoundError:
+                return
+        for path in found:
+            rel = path[len(self._base) + 1 :]
+            if not rel.startswith("tmp/"):
+                yield rel
+
+
+def backend_for_url(url: str, s3_endpoint_url: str | None = None) -> Backend:
+    """The backend for a local path, ``file://`` URL or fsspec URL such as ``s3://bucket/x``."""
+    if "://" not in url:
+        return LocalBackend(url)
+    if url.startswith("file://"):
+        return LocalBackend(url[len("file://") :])
+    options: dict[str, Any] = {}
+    if url.startswith(("s3://", "s3a://")):
+        if s3_endpoint_url:
+            options["client_kwargs"] = {"endpoint_url": s3_endpoint_url}
+        # Fresh listings matter more than saved round trips: another process may
+        # have written the object a moment ago.
+        options["use_listings_cache"] = False
+        options["skip_instance_cache"] = True
+    return FsspecBackend(url, options)

@@ -1,0 +1,182 @@
+"""Settings: one object, one precedence.
+
+A value comes from the first of these that sets it:
+
+1. an argument (``keel.init(store_url=...)``, ``load_settings(flush_interval=0.5)``),
+2. an environment variable ``KEEL_<NAME>`` (``KEEL_STORE_URL``, ``KEEL_ARTIFACTS_URL`` …),
+3. ``<home>/config.toml`` (flat ``name = value`` pairs),
+4. the default.
+
+``<home>`` is ``KEEL_HOME`` (or the ``home`` argument) if set; otherwise the
+nearest ``.keel`` folder found walking up from the working directory, like
+git; otherwise ``./.keel``, created on first use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+import threading
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from keel.errors import InvalidInput
+
+__all__ = [
+    "Settings",
+    "find_home",
+    "get_settings",
+    "load_settings",
+    "reset_settings",
+    "set_settings",
+]
+
+HOME_DIRNAME = ".keel"
+CONFIG_FILENAME = "config.toml"
+
+
+def _default_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (containers): fall back to a stable name
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration. Build it with :func:`load_settings`, not directly.
+
+    Attributes:
+        home: folder holding the default database, artifacts and ``config.toml``.
+        store_url: SQLAlchemy URL of the metadata store.
+        artifacts_url: local folder or ``s3://bucket/prefix`` for the content store.
+        s3_endpoint_url: S3-compatible endpoint (MinIO, a loopback server), if not AWS.
+        flush_interval: seconds between background flushes of buffered metrics.
+        busy_timeout: seconds a SQLite writer waits for the lock before failing.
+        user: identity recorded on runs and audit entries.
+        default_experiment: experiment used when none was set.
+    """
+
+    home: Path
+    store_url: str = ""
+    artifacts_url: str = ""
+    s3_endpoint_url: str | None = None
+    flush_interval: float = 1.0
+    busy_timeout: float = 60.0
+    user: str = field(default_factory=_default_user)
+    default_experiment: str = "Default"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.store_url.startswith("sqlite")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "home"}
+
+
+def find_home(start: Path | None = None) -> Path:
+    """Return the nearest ``.keel`` folder at or above ``start``, else ``start/.keel``."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        candidate = folder / HOME_DIRNAME
+        if candidate.is_dir():
+            return candidate
+    return start / HOME_DIRNAME
+
+
+def _coerce(name: str, raw: Any, source: str) -> Any:
+    kind = _FIELDS[name].type
+    if raw is None:
+        return None
+    try:
+        if kind == "float":
+            value = float(raw)
+            if value <= 0:
+                raise ValueError
+            return value
+        return str(raw)
+    except (TypeError, ValueError):
+        raise InvalidInput(
+            f"setting {name!r} from {source} must be a positive number, got {raw!r}"
+        ) from None
+
+
+def load_settings(home: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Resolve settings from arguments, ``KEEL_*`` variables, ``config.toml`` and defaults.
+
+    Args:
+        home: the Keel home folder; default as described in the module docstring.
+        **overrides: any :class:`Settings` field; ``None`` means "not given".
+
+    Raises:
+        InvalidInput: an unknown setting name, a malformed value, or an unreadable config file.
+    """
+    unknown = sorted(set(overrides) - set(_FIELDS))
+    if unknown:
+        raise InvalidInput(
+            f"unknown setting(s) {', '.join(unknown)}; valid names are {', '.join(sorted(_FIELDS))}"
+        )
+    env_home = os.environ.get("KEEL_HOME")
+    home_path = Path(home) if home is not None else Path(env_home) if env_home else find_home()
+    home_path = home_path.expanduser().resolve()
+
+    file_values: Mapping[str, Any] = {}
+    config_file = home_path / CONFIG_FILENAME
+    if config_file.is_file():
+        try:
+            file_values = tomllib.loads(config_file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidInput(
+                f"cannot read {config_file}: {exc}; fix or delete the file"
+            ) from None
+        bad = sorted(set(file_values) - set(_FIELDS))
+        if bad:
+            raise InvalidInput(
+                f"{config_file} has unknown setting(s) {', '.join(bad)}; "
+                f"valid names are {', '.join(sorted(_FIELDS))}"
+            )
+
+    values: dict[str, Any] = {}
+    for name in _FIELDS:
+        env_name = f"KEEL_{name.upper()}"
+        if overrides.get(name) is not None:
+            values[name] = _coerce(name, overrides[name], "argument")
+        elif os.environ.get(env_name):
+            values[name] = _coerce(name, os.environ[env_name], env_name)
+        elif name in file_values:
+            values[name] = _coerce(name, file_values[name], str(config_file))
+
+    values.setdefault("store_url", f"sqlite:///{home_path / 'keel.db'}")
+    values.setdefault("artifacts_url", str(home_path / "artifacts"))
+    return Settings(home=home_path, **values)
+
+
+_lock = threading.Lock()
+_current: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process's settings, resolved on first use."""
+    global _current
+    with _lock:
+        if _current is None:
+            _current = load_settings()
+        return _current
+
+
+def set_settings(settings: Settings) -> None:
+    """Make ``settings`` the process's settings (``keel.init`` calls this)."""
+    global _current
+    with _lock:
+        _current = settings
+
+
+def reset_settings() -> None:
+    """Forget the resolved settings so the next use resolves them again."""
+    global _current
+    with _lock:
+        _current = None

@@ -1,0 +1,807 @@
+"""Tracking by id: experiments, runs, params, metrics, tags, artifacts, search.
+
+:class:`TrackingClient` writes synchronously; the fluent API in
+``keel.tracking.fluent`` sits on top of it and buffers metric points.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, func, select, update
+from sqlalchemy.exc import IntegrityError as SQLIntegrityError
+
+from keel.artifacts import ArtifactStore
+from keel.config import Settings, get_settings
+from keel.errors import Conflict, InvalidInput, NotFound
+from keel.store import Store, get_store
+from keel.store import schema as s
+from keel.store.sql import insert_on_conflict, now_ms
+from keel.tracking import search as q
+from keel.tracking.entities import (
+    RUN_STATUSES,
+    ArtifactEntry,
+    Experiment,
+    Metric,
+    Run,
+    RunInfo,
+    RunsPage,
+)
+from keel.tracking.environment import GitState, capture_environment, capture_git, command_line
+from keel.tracking.validation import (
+    check_key,
+    check_metric_value,
+    check_param_value,
+    check_step,
+    check_tag_value,
+    numeric_or_none,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["MetricRow", "TrackingClient", "write_metrics"]
+
+#: (run_id, key, step, timestamp_ms, value) — the shape buffered and written in bulk.
+MetricRow = tuple[str, str, int, int, float]
+
+_RUN_COLUMNS = (
+    s.runs.c.id,
+    s.runs.c.experiment_id,
+    s.runs.c.name,
+    s.runs.c.status,
+    s.runs.c.start_time,
+    s.runs.c.end_time,
+    s.runs.c.parent_id,
+    s.runs.c.user_name,
+)
+_IN_CHUNK = 500
+
+
+def _stored(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _loaded(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def write_metrics(conn: Connection, rows: Sequence[MetricRow]) -> None:
+    """Append metric points and advance each (run, key)'s latest value, in one transaction."""
+    if not rows:
+        return
+    conn.execute(
+        s.metrics.insert(),
+        [
+            {"run_id": r, "key": k, "step": st, "timestamp": ts, "value": _stored(v)}
+            for r, k, st, ts, v in rows
+        ],
+    )
+    latest: dict[tuple[str, str], MetricRow] = {}
+    for row in rows:
+        current = latest.get((row[0], row[1]))
+        if current is None or (row[2], row[3]) >= (current[2], current[3]):
+            latest[(row[0], row[1])] = row
+    stmt = insert_on_conflict(conn, s.latest_metrics)
+    excluded = stmt.excluded
+    target = s.latest_metrics.c
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[target.run_id, target.key],
+        set_={"step": excluded.step, "timestamp": excluded.timestamp, "value": excluded.value},
+        where=(excluded.step > target.step)
+        | ((excluded.step == target.step) & (excluded.timestamp >= target.timestamp)),
+    )
+    conn.execute(
+        stmt,
+        [
+            {"run_id": r, "key": k, "step": st, "timestamp": ts, "value": _stored(v)}
+            for r, k, st, ts, v in latest.values()
+        ],
+    )
+
+
+class TrackingClient:
+    """Experiments and runs addressed by id.
+
+    Args:
+        settings: defaults to the process's settings (``keel.config.get_settings()``).
+        store: a metadata store to use instead of the one ``settings`` names.
+        artifacts: an artifact store to use instead of the one ``settings`` names.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: Store | None = None,
+        artifacts: ArtifactStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self._store = store
+        self._artifacts = artifacts
+
+    @property
+    def _settings(self) -> Settings:
+        return self.settings or get_settings()
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = get_store(self._settings)
+        return self._store
+
+    @property
+    def artifacts(self) -> ArtifactStore:
+        if self._artifacts is None:
+            settings = self._settings
+            self._artifacts = ArtifactStore.from_url(
+                settings.artifacts_url, settings.s3_endpoint_url
+            )
+        return self._artifacts
+
+    # -- experiments ---------------------------------------------------------
+
+    def create_experiment(self, name: str) -> int:
+        """Create an experiment and return its id; ``Conflict`` if the name is taken."""
+        name = _check_name(name, "experiment name")
+        try:
+            with self.store.write() as conn:
+                result = conn.execute(s.experiments.insert().values(name=name, created_at=now_ms()))
+                return int(result.inserted_primary_key[0])  # type: ignore[index]
+        except SQLIntegrityError:
+            raise Conflict(f"an experiment named {name!r} already exists") from None
+
+    def get_or_create_experiment(self, name: str) -> Experiment:
+        """The experiment named ``name``, created if absent (safe under concurrent callers)."""
+        name = _check_name(name, "experiment name")
+        found = self.get_experiment_by_name(name)
+        if found is not None:
+            return found
+        with self.store.write() as conn:
+            conn.execute(
+                insert_on_conflict(conn, s.experiments)
+                .values(name=name, created_at=now_ms())
+                .on_conflict_do_nothing(index_elements=[s.experiments.c.name])
+            )
+        found = self.get_experiment_by_name(name)
+        assert found is not None
+        return found
+
+    def get_experiment(self, experiment_id: int) -> Experiment:
+        with self.store.read() as conn:
+            row = conn.execute(
+                select(s.experiments).where(s.experiments.c.id == experiment_id)
+            ).first()
+        if row is None:
+            raise NotFound(f"no experiment with id {experiment_id}; see `keel experiments list`")
+        return Experiment(row.id, row.name, row.created_at, row.lifecycle)
+
+    def get_experiment_by_name(self, name: str) -> Experiment | None:
+        with self.store.read() as conn:
+            row = conn.execute(select(s.experiments).where(s.experiments.c.name == name)).first()
+        return None if row is None else Experiment(row.id, row.name, row.created_at, row.lifecycle)
+
+    def list_experiments(self) -> list[Experiment]:
+        with self.store.read() as conn:
+            rows = conn.execute(select(s.experiments).order_by(s.experiments.c.id)).all()
+        return [Experiment(r.id, r.name, r.created_at, r.lifecycle) for r in rows]
+
+    def experiment_run_counts(self) -> dict[int, int]:
+        with self.store.read() as conn:
+            rows = conn.execute(
+                select(s.runs.c.experiment_id, func.count()).group_by(s.runs.c.experiment_id)
+            ).all()
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    # -- runs ----------------------------------------------------------------
+
+    def create_run(
+        self,
+        experiment_id: int,
+        name: str | None = None,
+        *,
+        parent_id: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        capture: bool = True,
+        seeds: Mapping[str, int] | None = None,
+    ) -> RunInfo:
+        """Start a run in ``RUNNING`` state, recording its environment unless ``capture=False``."""
+        run_id = uuid.uuid4().hex
+        run_name = _check_name(name, "run name") if name else f"run-{run_id[:8]}"
+        start = now_ms()
+        values: dict[str, Any] = {
+            "id": run_id,
+            "experiment_id": experiment_id,
+            "name": run_name,
+            "status": "RUNNING",
+            "start_time": start,
+            "parent_id": parent_id,
+            "user_name": self._settings.user,
+            "seeds": json.dumps(dict(seeds)) if seeds else None,
+        }
+        environment = None
+        if capture:
+            environment = capture_environment()
+            git: GitState | None = capture_git()
+            values["command"] = command_line()
+            values["environment_digest"] = environment.digest
+            if git is not None:
+                values.update(
+                    git_commit=git.commit, git_dirty=git.dirty, git_diff_digest=git.diff_digest
+                )
+        tag_rows = _tag_rows(run_id, tags or {})
+        try:
+            with self.store.write() as conn:
+                if environment is not None:
+                    conn.execute(
+                        insert_on_conflict(conn, s.environments)
+                        .values(
+                            digest=environment.digest,
+                            python_version=environment.python_version,
+                            implementation=environment.implementation,
+                            platform=environment.platform,
+                            distributions=json.dumps(list(environment.distributions)),
+                        )
+                        .on_conflict_do_nothing(index_elements=[s.environments.c.digest])
+                    )
+                conn.execute(s.runs.insert().values(**values))
+                if tag_rows:
+                    conn.execute(s.tags.insert(), tag_rows)
+        except SQLIntegrityError:
+            self.get_experiment(experiment_id)  # NotFound names the experiment
+            if parent_id is not None:
+                self.get_run_info(parent_id)
+            raise
+        return RunInfo(
+            run_id, experiment_id, run_name, "RUNNING", start, None, parent_id, values["user_name"]
+        )
+
+    def get_run_info(self, run_id: str) -> RunInfo:
+        with self.store.read() as conn:
+            row = conn.execute(select(*_RUN_COLUMNS).where(s.runs.c.id == run_id)).first()
+        if row is None:
+            raise NotFound(_no_run(run_id))
+        return RunInfo(*row)
+
+    def get_run(self, run_id: str) -> Run:
+        """The run with its params, tags and latest metric values."""
+        with self.store.read() as conn:
+            runs = self._load_runs(conn, [run_id])
+        if not runs:
+            raise NotFound(_no_run(run_id))
+        return runs[0]
+
+    def resolve_run_id(self, prefix: str) -> str:
+        """A full run id from an unambiguous prefix of at least 6 characters."""
+        if len(prefix) == 32:
+            return prefix
+        if len(prefix) < 6:
+            raise InvalidInput(f"run id prefix {prefix!r} is too short; give at least 6 characters")
+        with self.store.read() as conn:
+            ids = (
+                conn.execute(select(s.runs.c.id).where(s.runs.c.id.like(f"{prefix}%")).limit(2))
+                .scalars()
+                .all()
+            )
+        if not ids:
+            raise NotFound(_no_run(prefix))
+        if len(ids) > 1:
+            raise InvalidInput(f"run id prefix {prefix!r} matches several runs; give more of it")
+        return ids[0]
+
+    def set_terminated(
+        self, run_id: str, status: str = "FINISHED", end_time: int | None = None
+    ) -> None:
+        """Mark a run ended with ``status`` (FINISHED, FAILED or KILLED)."""
+        if status not in RUN_STATUSES or status == "RUNNING":
+            raise InvalidInput(f"status must be one of FINISHED, FAILED, KILLED, got {status!r}")
+        with self.store.write() as conn:
+            done = conn.execute(
+                update(s.runs)
+                .where(s.runs.c.id == run_id)
+                .values(status=status, end_time=end_time or now_ms())
+            )
+        if done.rowcount == 0:
+            raise NotFound(_no_run(run_id))
+
+    def set_running(self, run_id: str) -> RunInfo:
+        """Reopen an ended run so more can be logged to it."""
+        with self.store.write() as conn:
+            done = conn.execute(
+                update(s.runs).where(s.runs.c.id == run_id).values(status="RUNNING", end_time=None)
+            )
+        if done.rowcount == 0:
+            raise NotFound(_no_run(run_id))
+        return self.get_run_info(run_id)
+
+    def record_seeds(self, run_id: str, seeds: Mapping[str, int]) -> None:
+        with self.store.write() as conn:
+            row = conn.execute(select(s.runs.c.seeds).where(s.runs.c.id == run_id)).first()
+            if row is None:
+                raise NotFound(_no_run(run_id))
+            merged = {**json.loads(row[0] or "{}"), **seeds}
+            conn.execute(
+                update(s.runs).where(s.runs.c.id == run_id).values(seeds=json.dumps(merged))
+            )
+
+    def get_environment(self, run_id: str) -> dict[str, Any]:
+        """Interpreter, platform, distributions, git state, command and seeds of a run."""
+        with self.store.read() as conn:
+            row = conn.execute(
+                select(
+                    s.runs.c.command,
+                    s.runs.c.git_commit,
+                    s.runs.c.git_dirty,
+                    s.runs.c.git_diff_digest,
+                    s.runs.c.seeds,
+                    s.environments,
+                )
+                .select_from(s.runs.outerjoin(s.environments))
+                .where(s.runs.c.id == run_id)
+            ).first()
+        if row is None:
+            raise NotFound(_no_run(run_id))
+        return {
+            "python_version": row.python_version,
+            "implementation": row.implementation,
+            "platform": row.platform,
+            "distributions": json.loads(row.distributions) if row.distributions else [],
+            "environment_digest": row.digest,
+            "git_commit": row.git_commit,
+            "git_dirty": row.git_dirty,
+            "git_diff_digest": row.git_diff_digest,
+            "command": row.command,
+            "seeds": json.loads(row.seeds) if row.seeds else {},
+        }
+
+    # -- params and tags -----------------------------------------------------
+
+    def log_param(self, run_id: str, key: str, value: Any) -> None:
+        self.log_params(run_id, {key: value})
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Record params; each key is write-once (the same value again is fine).
+
+        Raises:
+            Conflict: a key already holds a different value; nothing is written.
+        """
+        rows = []
+        for key, value in params.items():
+            check_key(key, "param key")
+            text = check_param_value(key, value)
+            rows.append(
+                {"run_id": run_id, "key": key, "value": text, "value_num": numeric_or_none(text)}
+            )
+        if not rows:
+            return
+        try:
+            with self.store.write() as conn:
+                conn.execute(
+                    insert_on_conflict(conn, s.params).on_conflict_do_nothing(
+                        index_elements=[s.params.c.run_id, s.params.c.key]
+                    ),
+                    rows,
+                )
+                stored = dict(
+                    conn.execute(
+                        select(s.params.c.key, s.params.c.value).where(
+                            s.params.c.run_id == run_id,
+                            s.params.c.key.in_([r["key"] for r in rows]),
+                        )
+                    ).all()
+                )
+                for row in rows:
+                    if stored.get(row["key"]) != row["value"]:
+                        raise Conflict(
+                            f"param {row['key']!r} of run {run_id} is already "
+                            f"{stored.get(row['key'])!r}; params are write-once, so "
+                            f"{row['value']!r} was not logged. Log it under another key or "
+                            "start a new run"
+                        )
+        except SQLIntegrityError:
+            raise NotFound(_no_run(run_id)) from None
+
+    def set_tag(self, run_id: str, key: str, value: Any) -> None:
+        self.set_tags(run_id, {key: value})
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        """Set tags (mutable: a new value replaces the old one)."""
+        rows = _tag_rows(run_id, tags)
+        if not rows:
+            return
+        try:
+            with self.store.write() as conn:
+                stmt = insert_on_conflict(conn, s.tags)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[s.tags.c.run_id, s.tags.c.key],
+                    set_={"value": stmt.excluded.value, "value_num": stmt.excluded.value_num},
+                )
+                conn.execute(stmt, rows)
+        except SQLIntegrityError:
+            raise NotFound(_no_run(run_id)) from None
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        with self.store.write() as conn:
+            done = conn.execute(
+                s.tags.delete().where(s.tags.c.run_id == run_id, s.tags.c.key == key)
+            )
+        if done.rowcount == 0:
+            raise NotFound(f"run {run_id} has no tag {key!r}")
+
+    # -- metrics ---------------------------------------------------------------
+
+    def log_metric(
+        self, run_id: str, key: str, value: Any, step: int = 0, timestamp: int | None = None
+    ) -> None:
+        """Write one metric point now (the fluent ``keel.log_metric`` buffers instead)."""
+        self.log_batch(run_id, metrics=[Metric(key, value, step, timestamp or now_ms())])
+
+    def log_batch(
+        self,
+        run_id: str,
+        metrics: Iterable[Metric] = (),
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write metric points, params and tags of one run."""
+        rows = [
+            (
+                run_id,
+                check_key(m.key, "metric key"),
+                check_step(m.step),
+                check_step(m.timestamp),
+                check_metric_value(m.key, m.value),
+            )
+            for m in metrics
+        ]
+        if params:
+            self.log_params(run_id, params)
+        if tags:
+            self.set_tags(run_id, tags)
+        self.write_metric_rows(rows)
+
+    def write_metric_rows(self, rows: Sequence[MetricRow]) -> None:
+        """Bulk-write already validated points (the buffer's flush path)."""
+        if not rows:
+            return
+        try:
+            with self.store.write() as conn:
+                write_metrics(conn, rows)
+        except SQLIntegrityError:
+            missing = sorted(
+                {r[0] for r in rows} - set(self._existing_run_ids({r[0] for r in rows}))
+            )
+            raise NotFound(_no_run(missing[0] if missing else rows[0][0])) from None
+
+    def _existing_run_ids(self, ids: set[str]) -> list[str]:
+        with self.store.read() as conn:
+            return list(conn.execute(select(s.runs.c.id).where(s.runs.c.id.in_(ids))).scalars())
+
+    def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
+        """Every point of one metric, by step then time."""
+        with self.store.read() as conn:
+            rows = conn.execute(
+                select(s.metrics.c.key, s.metrics.c.value, s.metrics.c.step, s.metrics.c.timestamp)
+                .where(s.metrics.c.run_id == run_id, s.metrics.c.key == key)
+                .order_by(s.metrics.c.step, s.metrics.c.timestamp)
+            ).all()
+            if (
+                not rows
+                and conn.execute(select(s.runs.c.id).where(s.runs.c.id == run_id)).first() is None
+            ):
+                raise NotFound(_no_run(run_id))
+        return [Metric(k, _loaded(v), st, ts) for k, v, st, ts in rows]
+
+    def count_metric_points(self, run_id: str | None = None) -> int:
+        query = select(func.count()).select_from(s.metrics)
+        if run_id is not None:
+            query = query.where(s.metrics.c.run_id == run_id)
+        with self.store.read() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    # -- artifacts ---------------------------------------------------------------
+
+    def log_artifact(
+        self, run_id: str, local_path: str | os.PathLike[str], artifact_path: str | None = None
+    ) -> ArtifactEntry:
+        """Store a file in the content store and list it under the run."""
+        src = Path(local_path)
+        if src.is_dir():
+            raise InvalidInput(f"{src} is a folder; use log_artifacts for folders")
+        dest = _artifact_path(artifact_path, src.name)
+        self.get_run_info(run_id)
+        blob = self.artifacts.put_file(src)
+        entry = ArtifactEntry(dest, blob.digest, blob.size)
+        self._record_artifacts(run_id, [entry])
+        return entry
+
+    def log_artifacts(
+        self, run_id: str, local_dir: str | os.PathLike[str], artifact_path: str | None = None
+    ) -> list[ArtifactEntry]:
+        """Store every file under a folder and list each under the run."""
+        src = Path(local_dir)
+        if not src.is_dir():
+            raise InvalidInput(f"expected a folder, got {src}")
+        self.get_run_info(run_id)
+        _manifest, files = self.artifacts.put_dir(src)
+        entries = [
+            ArtifactEntry(_artifact_path(artifact_path, f.path), f.digest, f.size) for f in files
+        ]
+        self._record_artifacts(run_id, entries)
+        return entries
+
+    def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> ArtifactEntry:
+        """Store a JSON-serializable object as ``artifact_file`` (JSON, sorted keys)."""
+        if not artifact_file.endswith(".json"):
+            raise InvalidInput(
+                f"log_dict writes JSON; artifact_file must end in .json, got {artifact_file!r}"
+            )
+        try:
+            data = json.dumps(obj, indent=2, sort_keys=True, allow_nan=True).encode()
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"log_dict needs a JSON-serializable object: {exc}") from None
+        dest = _artifact_path(None, artifact_file)
+        self.get_run_info(run_id)
+        blob = self.artifacts.put_bytes(data)
+        entry = ArtifactEntry(dest, blob.digest, blob.size)
+        self._record_artifacts(run_id, [entry])
+        return entry
+
+    def _record_artifacts(self, run_id: str, entries: Sequence[ArtifactEntry]) -> None:
+        if not entries:
+            return
+        with self.store.write() as conn:
+            stmt = insert_on_conflict(conn, s.run_artifacts)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[s.run_artifacts.c.run_id, s.run_artifacts.c.path],
+                set_={"digest": stmt.excluded.digest, "size": stmt.excluded.size},
+            )
+            conn.execute(
+                stmt,
+                [
+                    {"run_id": run_id, "path": e.path, "digest": e.digest, "size": e.size}
+                    for e in entries
+                ],
+            )
+
+    def list_artifacts(self, run_id: str, path: str | None = None) -> list[ArtifactEntry]:
+        """Artifacts of a run, optionally only those at or under ``path``."""
+        query = select(
+            s.run_artifacts.c.path, s.run_artifacts.c.digest, s.run_artifacts.c.size
+        ).where(s.run_artifacts.c.run_id == run_id)
+        if path:
+            prefix = path.strip("/")
+            query = query.where(
+                (s.run_artifacts.c.path == prefix) | s.run_artifacts.c.path.like(f"{prefix}/%")
+            )
+        with self.store.read() as conn:
+            rows = conn.execute(query.order_by(s.run_artifacts.c.path)).all()
+        if not rows:
+            self.get_run_info(run_id)
+        return [ArtifactEntry(*r) for r in rows]
+
+    def download_artifacts(self, run_id: str, path: str, dst: str | os.PathLike[str]) -> Path:
+        """Copy an artifact file, or every file under an artifact folder, into ``dst``."""
+        entries = self.list_artifacts(run_id, path)
+        if not entries:
+            raise NotFound(f"run {run_id} has no artifact at {path!r}")
+        root = Path(dst)
+        prefix = path.strip("/")
+        for entry in entries:
+            rel = (
+                PurePosixPath(entry.path).name
+                if entry.path == prefix
+                else entry.path[len(prefix) + 1 :]
+            )
+            self.artifacts.get_file(entry.digest, root / rel)
+        return (
+            root / PurePosixPath(prefix).name
+            if len(entries) == 1 and entries[0].path == prefix
+            else root
+        )
+
+    def load_dict(self, run_id: str, artifact_file: str) -> Any:
+        entries = [e for e in self.list_artifacts(run_id, artifact_file) if e.path == artifact_file]
+        if not entries:
+            raise NotFound(f"run {run_id} has no artifact {artifact_file!r}")
+        return json.loads(self.artifacts.get_bytes(entries[0].digest))
+
+    # -- search ------------------------------------------------------------------
+
+    def search_runs(
+        self,
+        experiment_ids: Sequence[int] | None = None,
+        filter_string: str | None = None,
+        order_by: Sequence[str] | str | None = None,
+        max_results: int = 1000,
+        page_token: str | None = None,
+    ) -> RunsPage:
+        """Runs matching a filter, in order, one page at a time.
+
+        Args:
+            experiment_ids: restrict to these experiments; ``None`` searches all.
+            filter_string: see ``keel.tracking.search`` for the grammar, e.g.
+                ``"metrics.acc > 0.9 AND (params.model = 'rf' OR tags.stage = 'prod')"``.
+            order_by: e.g. ``["metrics.acc DESC", "attributes.start_time"]``; missing values last.
+            max_results: page size (1 to 100,000).
+            page_token: the ``next_page_token`` of the previous page.
+        """
+        ids, next_token = self._search_ids(
+            experiment_ids, filter_string, order_by, max_results, page_token
+        )
+        with self.store.read() as conn:
+            runs = self._load_runs(conn, ids)
+        return RunsPage(runs, next_token)
+
+    def search_runs_frame(
+        self,
+        experiment_ids: Sequence[int] | None = None,
+        filter_string: str | None = None,
+        order_by: Sequence[str] | str | None = None,
+        max_results: int = 100_000,
+        page_token: str | None = None,
+    ) -> pd.DataFrame:
+        """Like :meth:`search_runs`, as a DataFrame with ``metrics.*``, ``params.*``, ``tags.*`` columns."""
+        ids, _ = self._search_ids(experiment_ids, filter_string, order_by, max_results, page_token)
+        with self.store.read() as conn:
+            return self._runs_frame(conn, ids)
+
+    def _search_ids(
+        self,
+        experiment_ids: Sequence[int] | None,
+        filter_string: str | None,
+        order_by: Sequence[str] | str | None,
+        max_results: int,
+        page_token: str | None,
+    ) -> tuple[list[str], str | None]:
+        if (
+            isinstance(max_results, bool)
+            or not isinstance(max_results, int)
+            or not 1 <= max_results <= 100_000
+        ):
+            raise InvalidInput(
+                f"max_results must be an integer from 1 to 100000, got {max_results!r}"
+            )
+        condition = q.compile_filter(q.parse_filter(filter_string))
+        order = q.parse_order_by(order_by)
+        offset = q.decode_page_token(page_token)
+        query = select(s.runs.c.id).where(condition)
+        if experiment_ids is not None:
+            query = query.where(s.runs.c.experiment_id.in_(list(experiment_ids)))
+        query = q.apply_order(query, order).limit(max_results + 1).offset(offset)
+        with self.store.read() as conn:
+            ids = list(conn.execute(query).scalars())
+        next_token = q.encode_page_token(offset + max_results) if len(ids) > max_results else None
+        return ids[:max_results], next_token
+
+    def _fetch_children(self, conn: Connection, table: Any, ids: Sequence[str]) -> list[Any]:
+        rows: list[Any] = []
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            rows.extend(
+                conn.execute(
+                    select(table.c.run_id, table.c.key, table.c.value).where(
+                        table.c.run_id.in_(chunk)
+                    )
+                ).all()
+            )
+        return rows
+
+    def _fetch_infos(self, conn: Connection, ids: Sequence[str]) -> dict[str, RunInfo]:
+        infos: dict[str, RunInfo] = {}
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            for row in conn.execute(select(*_RUN_COLUMNS).where(s.runs.c.id.in_(chunk))):
+                infos[row[0]] = RunInfo(*row)
+        return infos
+
+    def _load_runs(self, conn: Connection, ids: Sequence[str]) -> list[Run]:
+        if not ids:
+            return []
+        infos = self._fetch_infos(conn, ids)
+        params: dict[str, dict[str, str]] = {i: {} for i in ids}
+        metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
+        tags: dict[str, dict[str, str]] = {i: {} for i in ids}
+        for run_id, key, value in self._fetch_children(conn, s.params, ids):
+            params[run_id][key] = value
+        for run_id, key, value in self._fetch_children(conn, s.latest_metrics, ids):
+            metrics[run_id][key] = _loaded(value)
+        for run_id, key, value in self._fetch_children(conn, s.tags, ids):
+            tags[run_id][key] = value
+        return [
+            Run(
+                infos[i],
+                dict(sorted(params[i].items())),
+                dict(sorted(metrics[i].items())),
+                dict(sorted(tags[i].items())),
+            )
+            for i in ids
+            if i in infos
+        ]
+
+    def _runs_frame(self, conn: Connection, ids: list[str]) -> pd.DataFrame:
+        import numpy as np
+        import pandas as pd
+
+        infos = self._fetch_infos(conn, ids)
+        ordered = [infos[i] for i in ids if i in infos]
+        base = pd.DataFrame(
+            {
+                "run_id": [r.id for r in ordered],
+                "experiment_id": [r.experiment_id for r in ordered],
+                "name": [r.name for r in ordered],
+                "status": [r.status for r in ordered],
+                "start_time": pd.to_datetime([r.start_time for r in ordered], unit="ms", utc=True),
+                "end_time": pd.to_datetime(
+                    [np.nan if r.end_time is None else r.end_time for r in ordered],
+                    unit="ms",
+                    utc=True,
+                ),
+                "parent_id": [r.parent_id for r in ordered],
+                "user": [r.user for r in ordered],
+            }
+        )
+        index = {r.id: n for n, r in enumerate(ordered)}
+        columns: dict[str, Any] = {}
+        for prefix, table in (
+            ("metrics", s.latest_metrics),
+            ("params", s.params),
+            ("tags", s.tags),
+        ):
+            rows = self._fetch_children(conn, table, ids)
+            if not rows:
+                continue
+            by_key: dict[str, list[tuple[int, Any]]] = {}
+            for run_id, key, value in rows:
+                by_key.setdefault(key, []).append((index[run_id], value))
+            for key in sorted(by_key):
+                pairs = by_key[key]
+                positions = np.fromiter((p for p, _ in pairs), dtype=np.int64, count=len(pairs))
+                if prefix == "metrics":
+                    values = np.full(len(ordered), np.nan)
+                    values[positions] = [np.nan if v is None else v for _, v in pairs]
+                else:
+                    values = np.full(len(ordered), None, dtype=object)
+                    values[positions] = [v for _, v in pairs]
+                columns[f"{prefix}.{key}"] = values
+        if columns:
+            base = pd.concat([base, pd.DataFrame(columns)], axis=1)
+        return base
+
+
+def _check_name(name: Any, what: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput(f"{what} must be a non-empty string, got {name!r}")
+    if len(name) > 256:
+        raise InvalidInput(f"{what} is {len(name)} characters; the limit is 256")
+    return name
+
+
+def _tag_rows(run_id: str, tags: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for key, value in tags.items():
+        check_key(key, "tag key")
+        text = check_tag_value(key, value)
+        rows.append(
+            {"run_id": run_id, "key": key, "value": text, "value_num": numeric_or_none(text)}
+        )
+    return rows
+
+
+def _artifact_path(artifact_path: str | None, name: str) -> str:
+    path = PurePosixPath(artifact_path.strip("/")) / name if artifact_path else PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts:
+        raise InvalidInput(
+            f"artifact path {str(path)!r} must be relative and must not contain '..'"
+        )
+    return path.as_posix()
+
+
+def _no_run(run_id: str) -> str:
+    return f"no run with id {run_id!r}; list runs with `keel runs list`"

@@ -1,0 +1,176 @@
+"""What a run needs to be reproduced: interpreter, platform, packages, code, seeds.
+
+The interpreter, platform and installed distributions form an *environment*
+named by the digest of their canonical JSON, stored once and shared by the
+runs that used it. The code state (git commit, whether the tree was dirty
+and a digest of the uncommitted changes) and the command line belong to
+each run.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import random
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+from keel.artifacts.store import canonical_json
+
+__all__ = [
+    "Environment",
+    "GitState",
+    "capture_environment",
+    "capture_git",
+    "command_line",
+    "seed_everything",
+]
+
+_UNTRACKED_CONTENT_LIMIT = 16 << 20  # larger untracked files count by path, size and mtime
+
+
+@dataclass(frozen=True)
+class Environment:
+    python_version: str
+    implementation: str
+    platform: str
+    distributions: tuple[str, ...]
+
+    @property
+    def digest(self) -> str:
+        return blake3.blake3(canonical_json(self.to_dict())).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "python_version": self.python_version,
+            "implementation": self.implementation,
+            "platform": self.platform,
+            "distributions": list(self.distributions),
+        }
+
+
+@dataclass(frozen=True)
+class GitState:
+    commit: str
+    dirty: bool
+    diff_digest: str | None
+
+
+def _distributions() -> tuple[str, ...]:
+    seen: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata.get("Name")
+        if name:
+            seen.setdefault(name.lower().replace("_", "-"), dist.version)
+    return tuple(sorted(f"{name}=={version}" for name, version in seen.items()))
+
+
+@functools.lru_cache(maxsize=1)
+def capture_environment() -> Environment:
+    """The interpreter, platform and installed distributions (``name==version``), sorted.
+
+    Computed once per process: packages installed while a process runs are not
+    seen by code it already imported either.
+    """
+    return Environment(
+        python_version=platform.python_version(),
+        implementation=platform.python_implementation(),
+        platform=platform.platform(),
+        distributions=_distributions(),
+    )
+
+
+def _git(args: list[str], cwd: Path) -> bytes | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def capture_git(cwd: str | os.PathLike[str] | None = None) -> GitState | None:
+    """The commit checked out at ``cwd`` and a digest of everything not committed.
+
+    The digest covers ``git diff HEAD`` (staged and unstaged changes to tracked
+    files) and the untracked, not-ignored files with their contents, so two
+    runs with the same commit and digest ran the same code. Returns ``None``
+    outside a git work tree or when git is not installed.
+    """
+    where = Path(cwd or Path.cwd())
+    head = _git(["rev-parse", "HEAD"], where)
+    if head is None:
+        return None
+    diff = _git(["diff", "HEAD", "--binary", "--no-ext-diff", "--no-color"], where) or b""
+    untracked_raw = _git(["ls-files", "--others", "--exclude-standard", "-z"], where) or b""
+    top = _git(["rev-parse", "--show-toplevel"], where)
+    root = Path(top.decode().strip()) if top else where
+    untracked = sorted(p for p in untracked_raw.split(b"\0") if p)
+    # ls-files prints paths relative to cwd; resolve them from there.
+    if not diff and not untracked:
+        return GitState(commit=head.decode().strip(), dirty=False, diff_digest=None)
+    hasher = blake3.blake3()
+    hasher.update(diff)
+    for rel in untracked:
+        path = where / os.fsdecode(rel)
+        hasher.update(b"\0untracked\0" + os.fsencode(path.relative_to(root)) + b"\0")
+        try:
+            stat = path.stat()
+            if stat.st_size <= _UNTRACKED_CONTENT_LIMIT:
+                hasher.update(path.read_bytes())
+            else:
+                hasher.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+        except OSError:
+            continue
+    return GitState(commit=head.decode().strip(), dirty=True, diff_digest=hasher.hexdigest())
+
+
+def command_line() -> str:
+    """The command that started this process, shell-quoted."""
+    return shlex.join(getattr(sys, "orig_argv", sys.argv))
+
+
+def seed_everything(seed: int) -> dict[str, int]:
+    """Seed Python's ``random``, NumPy and (when installed) PyTorch; return what was seeded.
+
+    ``PYTHONHASHSEED`` is set for child processes; it cannot change the
+    current interpreter's string hashing.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        from keel.errors import InvalidInput
+
+        raise InvalidInput(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    seeded = {"python": seed}
+    random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+        seeded["numpy"] = seed
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        pass
+    if "torch" in sys.modules or _installed("torch"):
+        try:
+            import torch
+
+            torch.manual_seed(seed)
+            seeded["torch"] = seed
+        except ImportError:  # pragma: no cover - broken install
+            pass
+    return seeded
+
+
+def _installed(name: str) -> bool:
+    try:
+        metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return False
+    return True

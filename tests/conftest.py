@@ -1,0 +1,165 @@
+"""Shared fixtures: real SQLite and PostgreSQL stores, a local folder and a loopback S3 server.
+
+- ``store_url`` is parametrized over ``sqlite`` and ``postgres``; the PostgreSQL
+  case needs ``KEEL_TEST_POSTGRES_URL`` and otherwise skips, saying so. Each
+  test session gets its own PostgreSQL database, emptied between tests.
+- ``artifacts_url`` is parametrized over ``local`` and ``s3``; the S3 case runs
+  moto's S3 server on a free loopback port (a real HTTP server, no patching).
+- ``keel_env`` points the process's Keel at a fresh home with those two.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import keel
+from keel.config import Settings
+
+POSTGRES_ENV = "KEEL_TEST_POSTGRES_URL"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test reads the developer's KEEL_* variables or a .keel above the checkout."""
+    for name in list(os.environ):
+        if name.startswith("KEEL_") and not name.startswith("KEEL_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    yield
+    from keel.tracking import fluent
+
+    fluent._shutdown()
+    from keel.config import reset_settings
+    from keel.store import reset_stores
+
+    reset_settings()
+    reset_stores()
+
+
+# -- PostgreSQL ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database for this test session on the server ``KEEL_TEST_POSTGRES_URL`` names."""
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV} (e.g. postgresql://postgres@127.0.0.1/test)")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from keel.store import normalize_url
+
+    admin_url = make_url(normalize_url(base))
+    name = f"keel_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # the server is configured but not reachable: that is a failure
+        pytest.fail(f"cannot create a test database on {base}: {exc}")
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    yield url
+    from keel.store import reset_stores
+
+    reset_stores()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _truncate_postgres(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        tables = conn.execute(
+            text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "AND tablename <> 'alembic_version'"
+            )
+        ).scalars().all()
+        if tables:
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A metadata store URL: SQLite in the test's folder, or the session's PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'keel.db'}"
+    url = request.getfixturevalue("postgres_url")
+    _truncate_postgres(url)
+    return str(url)
+
+
+# -- S3 -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """moto's S3 server on a free loopback port; yields its endpoint URL."""
+    server_mod = pytest.importorskip("moto.server", reason="S3 tests need moto[server]")
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    port = free_port()
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new, empty bucket on the loopback server; yields ``s3://<bucket>``."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    bucket = f"keel-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}"
+
+
+@pytest.fixture(params=["local", "s3"])
+def artifacts_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An artifact store URL: a local folder, or a prefix in a fresh loopback S3 bucket."""
+    if request.param == "local":
+        return str(tmp_path / "artifacts")
+    bucket = request.getfixturevalue("s3_bucket")
+    return f"{bucket}/keel"
+
+
+@pytest.fixture
+def s3_endpoint(request: pytest.FixtureRequest, artifacts_url: str) -> str | None:
+    return request.getfixturevalue("s3_server") if artifacts_url.startswith("s3://") else None
+
+
+# -- Keel ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def keel_env(tmp_path: Path, store_url: str) -> Settings:
+    """Keel initialised on a fresh home with the parametrized metadata store."""
+    return keel.init(home=tmp_path / ".keel", store_url=store_url)
+
+
+@pytest.fixture
+def sqlite_env(tmp_path: Path) -> Settings:
+    """Keel on the embedded default only (SQLite and a local folder in a fresh home)."""
+    return keel.init(home=tmp_path / ".keel")
