@@ -54,6 +54,8 @@ class Store:
         self.busy_timeout = busy_timeout
         self._engine: Engine | None = None
         self._lock = threading.Lock()
+        #: True when opening this store applied migrations (False if already current).
+        self.migrated = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -71,7 +73,7 @@ class Store:
                 from keel.store.migrate import ensure_schema
 
                 with self._translate_errors():
-                    ensure_schema(engine)
+                    self.migrated = ensure_schema(engine)
                 self._engine = engine
             return self._engine
 

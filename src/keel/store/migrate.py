@@ -46,20 +46,26 @@ def _known_revisions() -> set[str]:
     return {p.stem.split("_", 1)[0] for p in (MIGRATIONS_DIR / "versions").glob("[0-9]*.py")}
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Bring the database to ``HEAD_REVISION``, migrating at most once across processes."""
+def ensure_schema(engine: Engine) -> bool:
+    """Bring the database to ``HEAD_REVISION``, migrating at most once across processes.
+
+    Returns:
+        True if this call ran the migrations, False if another process had.
+    """
     with engine.connect() as conn:
         revision = current_revision(conn)
     if revision == HEAD_REVISION:
-        return
+        return False
     if revision is not None and revision not in _known_revisions():
         raise StorageError(
             f"the metadata store is at schema revision {revision}, newer than this Keel "
             f"knows ({HEAD_REVISION}); upgrade keel to use it"
         )
     with _migration_lock(engine) as conn:
-        if current_revision(conn) != HEAD_REVISION:
-            upgrade(conn)
+        if current_revision(conn) == HEAD_REVISION:
+            return False
+        upgrade(conn)
+        return True
 
 
 @contextlib.contextmanager

@@ -1,0 +1,654 @@
+"""Keel vs MLflow tracking, side by side, on SQLite: logging throughput and run search.
+
+What is measured
+----------------
+Workload A, logging: ``R`` runs x 10 params x 5 metrics x ``S`` steps, written
+the way users write it, one ``log_metric(key, value, step=step)`` call per
+point through the fluent API (``keel.start_run`` / ``keel.log_param`` /
+``keel.log_metric`` and the same ``mlflow.*`` calls). The clock runs from the
+first ``start_run`` to the end of the last run, so Keel's buffered points are
+really written (``end_run`` flushes). After timing, the stored points are
+counted (``Client.count_metric_points`` for Keel, ``get_metric_history`` for
+MLflow) and the benchmark fails if any is missing. A second line writes the
+same runs with the client API, one ``log_batch`` per run carrying all of its
+points and params (``create_run`` + ``log_batch`` + ``set_terminated``): the
+fastest path MLflow offers, as a reference.
+
+Workload B, search: ``N`` runs in one experiment, each with 10 params (numbers
+and strings) and 5 metrics, created with each tool's bulk client path
+(``create_run`` + ``log_batch``; setup time is printed, not compared). Then a
+filtered, ordered search returning a pandas DataFrame is timed ``K`` times
+after one untimed warm-up call (median and p90, nearest rank):
+
+* ``metrics.m0 > 0.5 and params.p1 = 'rf'`` by ``metrics.m1 DESC``, top 100
+  (a leaderboard), and the same returning every matching row;
+* Keel only (MLflow's filter language has no OR): a filter with OR and
+  parentheses.
+
+Both tools get identical data (seeded per run) and each search's row count
+and sum of ``metrics.m1`` are compared between the tools as a sanity check.
+
+How it runs
+-----------
+Each tool runs in its own subprocess (a "worker": this same file with
+``--worker``) against a fresh SQLite database in its own temporary folder,
+which is also the worker's working directory (so neither tool finds a git
+repository to record) and holds its artifacts. Keel runs under the current
+interpreter; MLflow under ``--mlflow-python`` (default
+``.venv-mlflow/bin/python`` next to this repository's ``bench/`` folder),
+because MLflow's pins clash with Keel's. ``KEEL_*`` and ``MLFLOW_*`` variables
+are not passed on; MLflow gets telemetry off and logging at WARNING. The
+workers run one after the other, never at the same time. If the MLflow
+interpreter is missing or cannot ``import mlflow``, Keel's figures are
+printed alone.
+
+Usage::
+
+    make bench                      # creates .venv-mlflow (pip install mlflow), then runs this
+    python bench/tracking.py        # from the dev venv: .venv/bin/python bench/tracking.py
+    python bench/tracking.py --runs 5 --steps 50 --search-runs 1000 --repeat 5 --json
+
+The default run takes about 3 to 4 minutes on 2 cores, nearly all of it
+MLflow's (each of its per-point calls and each created run is a transaction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+RESULT_MARKER = "KEEL_BENCH_RESULT "
+N_PARAMS = 10
+N_METRICS = 5
+METRIC_KEYS = tuple(f"m{k}" for k in range(N_METRICS))
+MODELS = ("rf", "gb", "lr", "mlp", "svm")
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+LOG_EXPERIMENT = "bench-logging"
+BATCH_EXPERIMENT = "bench-logging-batch"
+SEARCH_EXPERIMENT = "bench-search"
+FILTER = "metrics.m0 > 0.5 and params.p1 = 'rf'"
+ORDER_BY = "metrics.m1 DESC"
+OR_FILTER = "(params.p1 = 'rf' OR params.p1 = 'gb') AND (metrics.m0 > 0.9 OR params.p0 < 0.001)"
+TOP_N = 100
+ALL_ROWS = 100_000
+REPO = Path(__file__).resolve().parent.parent
+
+#: name -> (description, filter, max_results, tools that support it)
+QUERIES: dict[str, tuple[str, str, int, tuple[str, ...]]] = {
+    "top100": (f"filter + order, top {TOP_N}", FILTER, TOP_N, ("keel", "mlflow")),
+    "all": ("filter + order, all matches", FILTER, ALL_ROWS, ("keel", "mlflow")),
+    "or_top100": (f"OR + parentheses, top {TOP_N}", OR_FILTER, TOP_N, ("keel",)),
+}
+
+Result = dict[str, Any]
+
+
+# -- data both tools log ---------------------------------------------------------
+
+
+def run_params(index: int) -> dict[str, Any]:
+    """The 10 params of run ``index``: numbers and strings, the same for both tools."""
+    rng = random.Random(index)
+    return {
+        "p0": round(10 ** rng.uniform(-4, -1), 6),  # learning rate
+        "p1": rng.choice(MODELS),
+        "p2": rng.randint(2, 16),  # max depth
+        "p3": rng.choice(OPTIMIZERS),
+        "p4": rng.choice((32, 64, 128, 256)),  # batch size
+        "p5": round(rng.uniform(0.0, 0.5), 3),  # dropout
+        "p6": rng.randrange(50, 1000, 50),  # estimators
+        "p7": rng.choice(("true", "false")),  # early stopping
+        "p8": rng.randrange(2**31),  # seed
+        "p9": f"v{rng.randint(1, 20)}",  # dataset version
+    }
+
+
+def run_metrics(index: int) -> dict[str, float]:
+    """The 5 final metric values of run ``index`` (seeded apart from its params)."""
+    rng = random.Random(1_000_003 * (index + 1))
+    return {key: rng.random() for key in METRIC_KEYS}
+
+
+def point_value(run: int, metric: int, step: int) -> float:
+    """A loss-like curve; cheap so that logging, not the data, is what is timed."""
+    return 1.0 / (1.0 + step + metric) + 0.001 * run
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def timings(call: Callable[[], Any], repeat: int) -> tuple[list[float], Any]:
+    """Run ``call`` once untimed (warm-up), then ``repeat`` times timed; seconds and last result."""
+    result = call()
+    seconds = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = call()
+        seconds.append(time.perf_counter() - start)
+    return seconds, result
+
+
+def summarize(seconds: Sequence[float]) -> Result:
+    ordered = sorted(seconds)
+    p90 = ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]  # nearest rank
+    return {
+        "median_ms": statistics.median(ordered) * 1000,
+        "p90_ms": p90 * 1000,
+        "min_ms": ordered[0] * 1000,
+        "samples": len(ordered),
+    }
+
+
+def frame_check(frame: Any) -> Result:
+    """Row count and sum of ``metrics.m1`` of a search result, to compare the tools."""
+    rows = len(frame)
+    total = float(frame["metrics.m1"].sum()) if rows else 0.0
+    return {"rows": rows, "m1_sum": round(total, 6)}
+
+
+def throughput(points: int, seconds: float) -> Result:
+    return {"points": points, "seconds": seconds, "points_per_s": points / seconds}
+
+
+def verify(tool: str, what: str, stored: int, expected: int) -> None:
+    if stored != expected:
+        raise SystemExit(
+            f"{tool} {what}: {stored} metric points stored, expected {expected}; "
+            "the throughput figure would be a lie"
+        )
+
+
+def search_progress(tool: str, done: int, total: int, started: float) -> None:
+    if done % 1000 == 0 or done == total:
+        elapsed = time.perf_counter() - started
+        eta = elapsed / done * (total - done)
+        progress(
+            f"  {tool}: {done:,}/{total:,} runs created, {elapsed:.0f}s elapsed, ~{eta:.0f}s to go"
+        )
+
+
+# -- Keel worker ---------------------------------------------------------------
+
+
+def keel_worker(args: argparse.Namespace, tmp: Path) -> Result:
+    import keel
+    from keel.tracking.entities import Metric
+
+    keel.init(
+        home=tmp / "home",
+        store_url=f"sqlite:///{(tmp / 'keel.db').as_posix()}",
+        artifacts_url=str(tmp / "artifacts"),
+    )
+    client = keel.Client()
+    result: Result = {"tool": "keel", "version": keel.__version__}
+    runs, steps = args.runs, args.steps
+    expected = runs * N_METRICS * steps
+
+    # Workload A: per-point fluent logging.
+    keel.set_experiment(LOG_EXPERIMENT)  # creates the database: not timed
+    progress(f"keel: per-point logging, {expected:,} points")
+    run_ids = []
+    start = time.perf_counter()
+    for r in range(runs):
+        with keel.start_run() as run:
+            run_ids.append(run.id)
+            for key, value in run_params(r).items():
+                keel.log_param(key, value)
+            for step in range(steps):
+                for m, key in enumerate(METRIC_KEYS):
+                    keel.log_metric(key, point_value(r, m, step), step=step)
+    seconds = time.perf_counter() - start
+    verify("keel", "per-point", sum(client.count_metric_points(i) for i in run_ids), expected)
+    result["per_point"] = throughput(expected, seconds)
+
+    # Workload A, reference: one log_batch per run with all of its points.
+    progress("keel: log_batch per run")
+    experiment_id = client.create_experiment(BATCH_EXPERIMENT)
+    run_ids = []
+    start = time.perf_counter()
+    for r in range(runs):
+        info = client.create_run(experiment_id, capture=False)
+        run_ids.append(info.id)
+        stamp = now_ms()
+        metrics = [
+            Metric(key, point_value(r, m, step), step, stamp)
+            for step in range(steps)
+            for m, key in enumerate(METRIC_KEYS)
+        ]
+        client.log_batch(info.id, metrics=metrics, params=run_params(r))
+        client.set_terminated(info.id)
+    seconds = time.perf_counter() - start
+    verify("keel", "log_batch", sum(client.count_metric_points(i) for i in run_ids), expected)
+    result["batch"] = throughput(expected, seconds)
+
+    if args.skip_search:
+        return result
+
+    # Workload B: search.
+    total = args.search_runs
+    progress(f"keel: creating {total:,} runs to search")
+    experiment_id = client.create_experiment(SEARCH_EXPERIMENT)
+    keel.set_experiment(SEARCH_EXPERIMENT)
+    start = time.perf_counter()
+    for r in range(total):
+        info = client.create_run(experiment_id, capture=False)
+        stamp = now_ms()
+        final = [Metric(k, v, 0, stamp) for k, v in run_metrics(r).items()]
+        client.log_batch(info.id, metrics=final, params=run_params(r))
+        client.set_terminated(info.id)
+        search_progress("keel", r + 1, total, start)
+    setup = time.perf_counter() - start
+    queries: Result = {}
+    for name, (_, filter_string, max_results, _tools) in QUERIES.items():
+
+        def call(f: str = filter_string, n: int = max_results) -> Any:
+            return keel.search_runs(
+                f, order_by=[ORDER_BY], max_results=n, experiment_names=[SEARCH_EXPERIMENT]
+            )
+
+        seconds_list, frame = timings(call, args.repeat)
+        queries[name] = {**summarize(seconds_list), **frame_check(frame)}
+    result["search"] = {"runs": total, "setup_seconds": setup, "queries": queries}
+    return result
+
+
+# -- MLflow worker ---------------------------------------------------------------
+
+
+def mlflow_worker(args: argparse.Namespace, tmp: Path) -> Result:
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    client = MlflowClient()
+    artifacts = (tmp / "artifacts").as_uri()
+    result: Result = {"tool": "mlflow", "version": mlflow.__version__}
+    runs, steps = args.runs, args.steps
+    expected = runs * N_METRICS * steps
+
+    def stored_points(run_ids: Sequence[str]) -> int:
+        return sum(
+            len(client.get_metric_history(run_id, key)) for run_id in run_ids for key in METRIC_KEYS
+        )
+
+    def params_of(index: int) -> list[Any]:
+        return [Param(k, str(v)) for k, v in run_params(index).items()]
+
+    # Workload A: per-point fluent logging.
+    progress("mlflow: creating the database")
+    experiment_id = client.create_experiment(LOG_EXPERIMENT, artifact_location=artifacts)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    progress(f"mlflow: per-point logging, {expected:,} points")
+    run_ids = []
+    start = time.perf_counter()
+    for r in range(runs):
+        with mlflow.start_run() as run:
+            run_ids.append(run.info.run_id)
+            for key, value in run_params(r).items():
+                mlflow.log_param(key, value)
+            for step in range(steps):
+                for m, key in enumerate(METRIC_KEYS):
+                    mlflow.log_metric(key, point_value(r, m, step), step=step)
+        if (r + 1) % 5 == 0 or r + 1 == runs:
+            progress(f"  mlflow: {r + 1}/{runs} runs, {time.perf_counter() - start:.0f}s")
+    seconds = time.perf_counter() - start
+    verify("mlflow", "per-point", stored_points(run_ids), expected)
+    result["per_point"] = throughput(expected, seconds)
+
+    # Workload A, reference: one log_batch per run with all of its points.
+    progress("mlflow: log_batch per run")
+    experiment_id = client.create_experiment(BATCH_EXPERIMENT, artifact_location=artifacts)
+    run_ids = []
+    start = time.perf_counter()
+    for r in range(runs):
+        run_id = client.create_run(experiment_id).info.run_id
+        run_ids.append(run_id)
+        stamp = now_ms()
+        metrics = [
+            Metric(key, point_value(r, m, step), stamp, step)
+            for step in range(steps)
+            for m, key in enumerate(METRIC_KEYS)
+        ]
+        client.log_batch(run_id, metrics=metrics, params=params_of(r))
+        client.set_terminated(run_id)
+    seconds = time.perf_counter() - start
+    verify("mlflow", "log_batch", stored_points(run_ids), expected)
+    result["batch"] = throughput(expected, seconds)
+
+    if args.skip_search:
+        return result
+
+    # Workload B: search.
+    total = args.search_runs
+    progress(f"mlflow: creating {total:,} runs to search (the slow part)")
+    experiment_id = client.create_experiment(SEARCH_EXPERIMENT, artifact_location=artifacts)
+    start = time.perf_counter()
+    for r in range(total):
+        run_id = client.create_run(experiment_id).info.run_id
+        stamp = now_ms()
+        final = [Metric(k, v, stamp, 0) for k, v in run_metrics(r).items()]
+        client.log_batch(run_id, metrics=final, params=params_of(r))
+        client.set_terminated(run_id)
+        search_progress("mlflow", r + 1, total, start)
+    setup = time.perf_counter() - start
+    queries: Result = {}
+    for name, (_, filter_string, max_results, tools) in QUERIES.items():
+        if "mlflow" not in tools:
+            continue
+
+        def call(f: str = filter_string, n: int = max_results) -> Any:
+            return mlflow.search_runs(
+                experiment_ids=[experiment_id], filter_string=f, order_by=[ORDER_BY], max_results=n
+            )
+
+        seconds_list, frame = timings(call, args.repeat)
+        queries[name] = {**summarize(seconds_list), **frame_check(frame)}
+    result["search"] = {"runs": total, "setup_seconds": setup, "queries": queries}
+    return result
+
+
+WORKERS: dict[str, Callable[[argparse.Namespace, Path], Result]] = {
+    "keel": keel_worker,
+    "mlflow": mlflow_worker,
+}
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-{args.worker}-"))
+    try:
+        os.chdir(tmp)
+        if args.worker == "mlflow":
+            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{(tmp / 'mlflow.db').as_posix()}"
+        result = WORKERS[args.worker](args, tmp)
+        result["python"] = platform.python_version()
+        print(RESULT_MARKER + json.dumps(result), flush=True)
+    finally:
+        os.chdir(REPO)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+# -- driver ------------------------------------------------------------------------
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a worker: no KEEL_*/MLFLOW_* overrides, MLflow quiet and offline."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "MLFLOW_"))}
+    env.update(
+        MLFLOW_DISABLE_TELEMETRY="true",
+        DO_NOT_TRACK="true",
+        MLFLOW_LOGGING_LEVEL="WARNING",
+        MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true",
+        MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING="false",
+        MLFLOW_ENABLE_ASYNC_LOGGING="false",
+        PYTHONWARNINGS="ignore",
+    )
+    return env
+
+
+def default_mlflow_python() -> Path | None:
+    for candidate in (
+        REPO / ".venv-mlflow" / "bin" / "python",
+        REPO / ".venv-mlflow" / "Scripts" / "python.exe",
+    ):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def mlflow_unavailable(python: Path | None) -> str | None:
+    """Why MLflow cannot run, or None if its interpreter imports it."""
+    if python is None:
+        return "no .venv-mlflow interpreter (run `make bench-venvs` or pass --mlflow-python)"
+    if not python.exists():
+        return f"{python} does not exist"
+    probe = subprocess.run(
+        [str(python), "-c", "import mlflow"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        check=False,
+    )
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["unknown error"])[-1]
+        return f"`import mlflow` failed under {python}: {last}"
+    return None
+
+
+def run_child(python: str, tool: str, args: argparse.Namespace) -> Result:
+    command = [
+        python,
+        str(Path(__file__).resolve()),
+        "--worker",
+        tool,
+        "--runs",
+        str(args.runs),
+        "--steps",
+        str(args.steps),
+        "--search-runs",
+        str(args.search_runs),
+        "--repeat",
+        str(args.repeat),
+    ]
+    if args.skip_search:
+        command.append("--skip-search")
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=child_env(), check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARKER)]
+    if done.returncode != 0 or not lines:
+        sys.stderr.write(done.stdout)
+        raise SystemExit(f"the {tool} worker failed (exit code {done.returncode}); see above")
+    result: Result = json.loads(lines[-1][len(RESULT_MARKER) :])
+    return result
+
+
+def speedup(keel_value: float | None, mlflow_value: float | None, higher_is_better: bool) -> str:
+    if keel_value is None or mlflow_value is None or not keel_value or not mlflow_value:
+        return "-"
+    ratio = keel_value / mlflow_value if higher_is_better else mlflow_value / keel_value
+    return f"{ratio:,.1f}x"
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def dig(result: Result | None, *path: str) -> Any:
+    node: Any = result
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def ratios(keel: Result, mlflow: Result | None) -> Result:
+    """Keel/MLflow for throughput, MLflow/Keel for latency: above 1 means Keel is faster."""
+    out: Result = {}
+    for line in ("per_point", "batch"):
+        k, m = dig(keel, line, "points_per_s"), dig(mlflow, line, "points_per_s")
+        if k and m:
+            out[f"{line}_points_per_s_keel_over_mlflow"] = k / m
+    k = dig(keel, "per_point", "points_per_s")
+    m = dig(mlflow, "batch", "points_per_s")
+    if k and m:
+        out["keel_per_point_over_mlflow_batch"] = k / m
+    for name in QUERIES:
+        for stat in ("median_ms", "p90_ms"):
+            k = dig(keel, "search", "queries", name, stat)
+            m = dig(mlflow, "search", "queries", name, stat)
+            if k and m:
+                out[f"search_{name}_{stat}_mlflow_over_keel"] = m / k
+    return out
+
+
+def mismatches(keel: Result, mlflow: Result | None) -> list[str]:
+    """Searches whose results differ between the tools (they got the same data)."""
+    problems = []
+    for name in QUERIES:
+        k = dig(keel, "search", "queries", name)
+        m = dig(mlflow, "search", "queries", name)
+        if k and m and (k["rows"], k["m1_sum"]) != (m["rows"], m["m1_sum"]):
+            problems.append(
+                f"{name}: keel returned {k['rows']} rows (sum m1 {k['m1_sum']}), "
+                f"mlflow {m['rows']} rows (sum m1 {m['m1_sum']})"
+            )
+    return problems
+
+
+def print_table(
+    args: argparse.Namespace, keel: Result, mlflow: Result | None, skipped: str | None
+) -> None:
+    rows: list[tuple[str, str, str, str]] = []
+
+    def add(label: str, k: str, m: str, ratio: str = "") -> None:
+        rows.append((label, k, m, ratio))
+
+    for line, label in (
+        ("per_point", "per-point log_metric, points/s"),
+        ("batch", "client log_batch per run, points/s"),
+    ):
+        k, m = dig(keel, line, "points_per_s"), dig(mlflow, line, "points_per_s")
+        add(label, fmt(k), fmt(m), speedup(k, m, True))
+        add(
+            "  wall time, s",
+            fmt(dig(keel, line, "seconds"), 2),
+            fmt(dig(mlflow, line, "seconds"), 2),
+        )
+    k = dig(keel, "per_point", "points_per_s")
+    m = dig(mlflow, "batch", "points_per_s")
+    add("keel per-point vs mlflow log_batch", "", "", speedup(k, m, True))
+    if "search" in keel:
+        add(
+            "search setup (not compared), s",
+            fmt(dig(keel, "search", "setup_seconds"), 1),
+            fmt(dig(mlflow, "search", "setup_seconds"), 1),
+        )
+        for name, (label, _filter, _n, _tools) in QUERIES.items():
+            kq = dig(keel, "search", "queries", name)
+            mq = dig(mlflow, "search", "queries", name)
+            for stat in ("median_ms", "p90_ms"):
+                kv, mv = dig(kq, stat), dig(mq, stat)
+                add(f"{label}, {stat[:-3]} ms", fmt(kv, 1), fmt(mv, 1), speedup(kv, mv, False))
+            add("  rows returned", fmt(dig(kq, "rows")), fmt(dig(mq, "rows")))
+
+    mlflow_name = f"mlflow {mlflow['version']}" if mlflow else "mlflow"
+    header = ("", f"keel {keel['version']}", mlflow_name, "keel speedup")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    print(
+        f"Tracking on SQLite, {os.cpu_count()} CPUs, Python {keel['python']}"
+        + (f" (mlflow: Python {mlflow['python']})" if mlflow else "")
+    )
+    print(
+        f"A: {args.runs:,} runs x {N_PARAMS} params x {N_METRICS} metrics x {args.steps:,} "
+        f"steps = {args.runs * N_METRICS * args.steps:,} points, one call per point"
+    )
+    if "search" in keel:
+        print(
+            f"B: {keel['search']['runs']:,} runs; filter {FILTER!r} by {ORDER_BY!r}; "
+            f"OR filter {OR_FILTER!r}"
+        )
+    print()
+    for n, row in enumerate([header, *rows]):
+        print(
+            f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
+            f"{row[3]:>{widths[3]}}".rstrip()
+        )
+        if n == 0:
+            print("-" * (sum(widths) + 6))
+    print()
+    print(
+        "keel speedup: throughput keel/mlflow, latency mlflow/keel; above 1 means Keel is faster."
+    )
+    if skipped:
+        print(f"MLflow was skipped: {skipped}.")
+        return
+    per_point = ratios(keel, mlflow).get("per_point_points_per_s_keel_over_mlflow")
+    median = dig(keel, "search", "queries", "top100", "median_ms")
+    checks = [f"per-point >= 100x MLflow: {'met' if per_point and per_point >= 100 else 'MISSED'}"]
+    if median is not None:
+        checks.append(f"top-100 search median < 100 ms: {'met' if median < 100 else 'MISSED'}")
+    print("Targets: " + "; ".join(checks) + ".")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=20, help="runs in workload A (default 20)")
+    parser.add_argument("--steps", type=int, default=200, help="steps per metric (default 200)")
+    parser.add_argument(
+        "--search-runs", type=int, default=10_000, help="runs to search (default 10000)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=15, help="timed repetitions per search (default 15)"
+    )
+    parser.add_argument(
+        "--mlflow-python",
+        type=Path,
+        default=None,
+        help="interpreter with mlflow installed (default .venv-mlflow/bin/python)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--skip-search", action="store_true", help="run workload A only")
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if min(args.runs, args.steps, args.search_runs, args.repeat) < 1:
+        parser.error("--runs, --steps, --search-runs and --repeat must be at least 1")
+    if args.worker:
+        return run_worker(args)
+
+    keel = run_child(sys.executable, "keel", args)
+    mlflow_python = args.mlflow_python or default_mlflow_python()
+    skipped = mlflow_unavailable(mlflow_python)
+    mlflow = None
+    if skipped is None:
+        assert mlflow_python is not None
+        mlflow = run_child(str(mlflow_python), "mlflow", args)
+    else:
+        progress(f"MLflow skipped: {skipped}")
+    problems = mismatches(keel, mlflow)
+    if args.json:
+        combined = {
+            "config": {
+                "runs": args.runs,
+                "steps": args.steps,
+                "search_runs": None if args.skip_search else args.search_runs,
+                "repeat": args.repeat,
+                "cpus": os.cpu_count(),
+                "filter": FILTER,
+                "order_by": ORDER_BY,
+                "or_filter": OR_FILTER,
+            },
+            "keel": keel,
+            "mlflow": mlflow,
+            "mlflow_skipped": skipped,
+            "ratios": ratios(keel, mlflow),
+            "mismatches": problems,
+        }
+        print(json.dumps(combined, indent=2))
+    else:
+        print_table(args, keel, mlflow, skipped)
+    for problem in problems:
+        print(f"MISMATCH between the tools' search results: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
