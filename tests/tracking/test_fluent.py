@@ -86,7 +86,7 @@ def test_explicit_steps_and_latest_value_is_the_highest_step(keel_env):
 
 def test_nested_runs_and_refusal_without_nested(keel_env):
     with keel.start_run(name="parent") as parent:
-        with pytest.raises(InvalidInput, match="already active.*nested=True"):
+        with pytest.raises(InvalidInput, match=r"already active.*nested=True"):
             keel.start_run()
         with keel.start_run(name="child", nested=True) as child:
             keel.log_metric("m", 1)
@@ -109,7 +109,7 @@ def test_resume_run_continues_steps(keel_env):
 def test_bad_input_raises_clear_errors_and_changes_nothing(keel_env):
     client = keel.Client()
     with keel.start_run() as run:
-        with pytest.raises(InvalidInput, match="metric 'acc' must be a number.*got str"):
+        with pytest.raises(InvalidInput, match=r"metric 'acc' must be a number.*got str"):
             keel.log_metric("acc", "high")
         with pytest.raises(InvalidInput, match="must be a number"):
             keel.log_metric("acc", None)

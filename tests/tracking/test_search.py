@@ -82,7 +82,7 @@ def world(keel_env) -> World:
     other = client.create_experiment("elsewhere")
     start: dict[str, int] = {}
     ids = {name: _create(client, exp, name, start) for name in NAMES}
-    outsider = client.create_run(other, "outsider", capture=False).id
+    outsider = ids["outsider"] = client.create_run(other, "outsider", capture=False).id
     client.log_batch(
         outsider,
         metrics=[_metric("acc", 0.9)],
@@ -618,7 +618,7 @@ def test_search_runs_frame_shape(world: World) -> None:
     assert math.isnan(by_name.loc["delta", "metrics.acc"])  # missing
     assert math.isnan(by_name.loc["gamma", "metrics.loss"])  # NaN kept
     assert by_name.loc["gamma", "params.lr"] == "1e-3"  # params stay text
-    assert by_name.loc["delta", "params.lr"] is None
+    assert pd.isna(by_name.loc["delta", "params.lr"])  # missing
     assert by_name.loc["beta", "tags.desc"] == "baseline"
     assert by_name.loc["alpha", "status"] == "FINISHED"
     assert pd.api.types.is_float_dtype(frame["metrics.acc"])

@@ -1,0 +1,175 @@
+"""The ``keel`` command, run as users run it: a real process, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import keel
+
+
+def run_keel(
+    *args: str, home: Path | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+    if home is not None:
+        env["KEEL_HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, "-m", "keel.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def populated(tmp_path: Path):
+    settings = keel.init(home=tmp_path / "home")
+    keel.set_experiment("cli")
+    ids = []
+    for n, model in enumerate(["rf", "gb", "rf"]):
+        with keel.start_run(name=f"r{n}") as run:
+            keel.log_params({"model": model, "depth": n + 2})
+            keel.log_metric("acc", 0.8 + n / 100)
+            keel.log_metric("nan", float("nan"))
+            keel.set_tag("team", "fraud")
+        ids.append(run.id)
+    keel.init(home=tmp_path / "elsewhere")  # release the home: the CLI opens it itself
+    return settings.home, ids
+
+
+def test_init_creates_a_home_and_is_idempotent(tmp_path: Path):
+    first = run_keel("init", str(tmp_path), "--json")
+    assert first.returncode == 0, first.stderr
+    info = json.loads(first.stdout)
+    assert info["created"] is True and Path(info["home"]) == tmp_path / ".keel"
+    assert (tmp_path / ".keel" / "keel.db").is_file()
+    assert (tmp_path / ".keel" / "config.toml").is_file()
+    again = json.loads(run_keel("init", str(tmp_path), "--json").stdout)
+    assert again["created"] is False
+
+
+def test_commands_find_the_home_by_walking_up(tmp_path: Path):
+    run_keel("init", str(tmp_path))
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    made = run_keel("experiments", "create", "walk", "--json", cwd=nested)
+    assert made.returncode == 0, made.stderr
+    listed = json.loads(run_keel("experiments", "list", "--json", cwd=tmp_path).stdout)
+    assert [e["name"] for e in listed] == ["walk"]
+
+
+def test_experiments_and_runs_list_json(populated):
+    home, ids = populated
+    experiments = json.loads(run_keel("experiments", "list", "--json", home=home).stdout)
+    assert [(e["name"], e["runs"]) for e in experiments] == [("cli", 3)]
+    listed = json.loads(run_keel("runs", "list", "--json", home=home).stdout)
+    assert [r["run_id"] for r in listed["runs"]] == ids[::-1]  # newest first
+    assert listed["runs"][0]["metrics"]["nan"] == "NaN"
+
+
+def test_runs_search_with_or_and_order(populated):
+    home, ids = populated
+    result = run_keel(
+        "runs",
+        "search",
+        "params.model = 'gb' OR params.depth >= 4",
+        "--order-by",
+        "metrics.acc DESC",
+        "--json",
+        home=home,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [r["run_id"] for r in json.loads(result.stdout)["runs"]] == [ids[2], ids[1]]
+
+
+def test_runs_search_pages(populated):
+    home, ids = populated
+    first = json.loads(
+        run_keel("runs", "search", "metrics.acc > 0", "-n", "2", "--json", home=home).stdout
+    )
+    assert len(first["runs"]) == 2 and first["next_page_token"]
+    rest = json.loads(
+        run_keel(
+            "runs",
+            "search",
+            "metrics.acc > 0",
+            "-n",
+            "2",
+            "--page-token",
+            first["next_page_token"],
+            "--json",
+            home=home,
+        ).stdout
+    )
+    assert {r["run_id"] for r in first["runs"] + rest["runs"]} == set(ids)
+    assert rest["next_page_token"] is None
+
+
+def test_runs_show_by_prefix_includes_environment(populated):
+    home, ids = populated
+    shown = json.loads(run_keel("runs", "show", ids[0][:8], "--json", home=home).stdout)
+    assert shown["run_id"] == ids[0]
+    assert shown["params"] == {"depth": "2", "model": "rf"}
+    env = shown["environment"]
+    assert env["python_version"] == ".".join(map(str, sys.version_info[:3]))
+    assert any(d.startswith("sqlalchemy==") for d in env["distributions"])
+    human = run_keel("runs", "show", ids[0], home=home)
+    assert human.returncode == 0 and "model" in human.stdout and "rf" in human.stdout
+
+
+def test_runs_compare_marks_differences(populated):
+    home, ids = populated
+    result = json.loads(
+        run_keel("runs", "compare", ids[0], ids[1], "--diff", "--json", home=home).stdout
+    )
+    keys = {(row["kind"], row["key"]) for row in result["rows"]}
+    assert keys == {("params", "depth"), ("params", "model"), ("metrics", "acc")}
+    assert all(row["differs"] for row in result["rows"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("runs", "search", "metrics.acc >"), "invalid filter at position 14"),
+        (("runs", "show", "ffffffffff"), "no run with id"),
+        (("runs", "compare", "abcdefabcdef"), "at least two run ids"),
+        (
+            ("runs", "search", "metrics.acc > 1", "--experiment", "nope"),
+            "no experiment named 'nope'",
+        ),
+        (("experiments", "create", "cli"), "already exists"),
+    ],
+)
+def test_errors_are_one_line_and_exit_non_zero(populated, args, message):
+    home, _ = populated
+    result = run_keel(*args, home=home)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_help_explains_the_filter_grammar():
+    result = run_keel("runs", "search", "--help")
+    assert result.returncode == 0
+    assert "ILIKE" in result.stdout and "parentheses" in result.stdout
+
+
+def test_demo_runs_end_to_end(tmp_path: Path):
+    result = run_keel("demo", "--home", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr
+    assert "Done in" in result.stdout
+    keel.init(home=tmp_path / "demo")
+    frame = keel.search_runs(search_all_experiments=True)
+    assert len(frame) == 5 and set(frame["status"]) == {"FINISHED"}
+    assert (frame["metrics.val_roc_auc"] > 0.9).all()
