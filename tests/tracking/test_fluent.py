@@ -223,3 +223,27 @@ def test_search_runs_returns_dataframe_for_the_current_experiment(keel_env):
     assert list(frame["metrics.acc"]) == pytest.approx([0.999, 0.99])
     everywhere = keel.search_runs("metrics.acc > 0.95", search_all_experiments=True)
     assert len(everywhere) == 3
+
+
+def test_run_artifacts_on_local_folder_and_s3(tmp_path: Path, store_url, artifacts_url, s3_endpoint):
+    keel.init(
+        home=tmp_path / ".keel",
+        store_url=store_url,
+        artifacts_url=artifacts_url,
+        s3_endpoint_url=s3_endpoint,
+    )
+    src = tmp_path / "data"
+    src.mkdir()
+    (src / "a.csv").write_text("x,y\n1,2\n")
+    (src / "b.bin").write_bytes(bytes(range(256)) * 64)
+    with keel.start_run() as run:
+        keel.log_artifacts(src, artifact_path="data")
+        keel.log_dict({"nan": float("nan")}, "meta.json")
+    client = keel.Client()
+    assert [a.path for a in client.list_artifacts(run.id)] == ["data/a.csv", "data/b.bin", "meta.json"]
+    out = client.download_artifacts(run.id, "data", tmp_path / "back")
+    assert (out / "b.bin").read_bytes() == bytes(range(256)) * 64
+    assert math.isnan(client.load_dict(run.id, "meta.json")["nan"])
+    if artifacts_url.startswith("s3://"):
+        assert client.artifacts.url == artifacts_url
+        assert not (tmp_path / ".keel" / "artifacts").exists()

@@ -421,8 +421,9 @@ def test_backtick_quoted_keys_with_spaces(world: World) -> None:
 
 def test_keys_spelled_like_keywords_keep_their_case(world: World) -> None:
     # beta has the tag "desc"; keywords are case-insensitive, keys are not.
-    assert world.match("tags.desc = 'baseline'") == {"beta"}
     assert world.match("tags.`desc` = 'baseline'") == {"beta"}
+    assert world.match("tags.desc = 'baseline'") == {"beta"}
+    assert world.search(order_by="tags.desc DESC")[0] == "beta"
 
 
 # -- order_by ------------------------------------------------------------------------------
@@ -565,7 +566,7 @@ def test_last_full_page_has_no_next_token(world: World) -> None:
     ],
 )
 def test_bad_page_token_is_invalid_input(world: World, token: str) -> None:
-    with pytest.raises(InvalidInput, match="page token .* is not one this search returned"):
+    with pytest.raises(InvalidInput, match=r"page token .* is not one this search returned"):
         world.client.search_runs([world.experiment_id], page_token=token)
 
 
