@@ -225,7 +225,9 @@ def test_search_runs_returns_dataframe_for_the_current_experiment(keel_env):
     assert len(everywhere) == 3
 
 
-def test_run_artifacts_on_local_folder_and_s3(tmp_path: Path, store_url, artifacts_url, s3_endpoint):
+def test_run_artifacts_on_local_folder_and_s3(
+    tmp_path: Path, store_url, artifacts_url, s3_endpoint
+):
     keel.init(
         home=tmp_path / ".keel",
         store_url=store_url,
@@ -240,7 +242,11 @@ def test_run_artifacts_on_local_folder_and_s3(tmp_path: Path, store_url, artifac
         keel.log_artifacts(src, artifact_path="data")
         keel.log_dict({"nan": float("nan")}, "meta.json")
     client = keel.Client()
-    assert [a.path for a in client.list_artifacts(run.id)] == ["data/a.csv", "data/b.bin", "meta.json"]
+    assert [a.path for a in client.list_artifacts(run.id)] == [
+        "data/a.csv",
+        "data/b.bin",
+        "meta.json",
+    ]
     out = client.download_artifacts(run.id, "data", tmp_path / "back")
     assert (out / "b.bin").read_bytes() == bytes(range(256)) * 64
     assert math.isnan(client.load_dict(run.id, "meta.json")["nan"])

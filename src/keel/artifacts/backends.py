@@ -43,6 +43,8 @@ class Backend(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def move(self, key: str, new_key: str) -> None: ...
+
     def keys(self, prefix: str = "") -> Iterator[str]: ...
 
 
@@ -113,6 +115,16 @@ class LocalBackend:
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
 
+    def move(self, key: str, new_key: str) -> None:
+        target = self._path(new_key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._path(key), target)
+        except FileNotFoundError:
+            raise NotFound(f"no object {key!r} in {self.root}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot move {key!r} in {self.root}: {exc}") from exc
+
     def keys(self, prefix: str = "") -> Iterator[str]:
         base = self.root / prefix if prefix else self.root
         if not base.exists():
@@ -147,12 +159,33 @@ class FsspecBackend:
             raise InvalidInput(f"artifact store {url!r} needs a driver: {hint}") from None
         self._base = self.url.split("://", 1)[1]
         self._atomic_put = protocol in ("s3", "s3a", "gs", "gcs", "az", "abfs")
+        self._bucket = self._base.split("/", 1)[0] if self._atomic_put else None
+        self._root_checked = False
+
+    def _check_root(self) -> None:
+        """Fail clearly, once, when the bucket itself is missing (not just an object)."""
+        if self._root_checked or self._bucket is None:
+            return
+        try:
+            present = self.fs.exists(self._bucket)
+        except PermissionError:
+            present = True  # listing may be denied while objects are readable
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise BackendUnavailable(f"cannot reach {self.url}: {exc}") from exc
+        if not present:
+            raise StorageError(
+                f"bucket {self._bucket!r} of artifact store {self.url} does not exist or is not "
+                "visible with these credentials; create it, or fix KEEL_ARTIFACTS_URL / "
+                "KEEL_S3_ENDPOINT_URL"
+            )
+        self._root_checked = True
 
     def _path(self, key: str) -> str:
         return f"{self._base}/{_check_key(key)}"
 
     @contextlib.contextmanager
     def _errors(self, key: str) -> Iterator[None]:
+        self._check_root()
         try:
             yield
         except FileNotFoundError:
@@ -193,6 +226,10 @@ class FsspecBackend:
     def delete(self, key: str) -> None:
         with self._errors(key), contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._path(key))
+
+    def move(self, key: str, new_key: str) -> None:
+        with self._errors(key):
+            self.fs.mv(self._path(key), self._path(new_key))
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         base = f"{self._base}/{prefix}".rstrip("/")

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 import blake3
 
@@ -161,17 +161,38 @@ class ArtifactStore:
     def exists(self, digest: str) -> bool:
         return self.backend.exists(self.key(digest))
 
+    def _open(self, digest: str) -> BinaryIO:
+        try:
+            return self.backend.open(self.key(digest))
+        except NotFound:
+            if self.backend.exists(f"corrupt/{digest}"):
+                raise IntegrityError(
+                    f"object {digest} in {self.url} was found corrupt earlier and moved to "
+                    f"corrupt/{digest}; re-log the artifact to restore it"
+                ) from None
+            raise
+
     def get_bytes(self, digest: str) -> bytes:
         """The object's bytes, verified against its digest."""
-        with self.backend.open(self.key(digest)) as f:
+        with self._open(digest) as f:
             data = f.read()
         actual = hash_bytes(data)
         if actual != digest:
-            raise IntegrityError(
-                f"object {digest} in {self.url} is corrupt: its bytes hash to {actual}; "
-                "restore it from a copy or re-log the artifact"
-            )
+            raise self._corrupt(digest, actual)
         return data
+
+    def _corrupt(self, digest: str, actual: str) -> IntegrityError:
+        """Move a damaged object aside so that storing the right bytes again repairs it."""
+        aside = f"corrupt/{digest}"
+        try:
+            self.backend.move(self.key(digest), aside)
+            where = f"it was moved to {aside}"
+        except Exception as exc:  # the move is a courtesy; the error below is the news
+            where = f"it could not be moved aside ({exc})"
+        return IntegrityError(
+            f"object {digest} in {self.url} is corrupt: its bytes hash to {actual}; {where}. "
+            "Restore it from a copy or re-log the artifact"
+        )
 
     def get_json(self, digest: str) -> Any:
         return json.loads(self.get_bytes(digest))
@@ -183,16 +204,13 @@ class ArtifactStore:
         tmp = dest_path.with_name(f".{dest_path.name}.{uuid.uuid4().hex[:8]}.part")
         hasher = blake3.blake3()
         try:
-            with self.backend.open(self.key(digest)) as src, open(tmp, "wb") as out:
+            with self._open(digest) as src, open(tmp, "wb") as out:
                 while chunk := src.read(_CHUNK):
                     hasher.update(chunk)
                     out.write(chunk)
             actual = hasher.hexdigest()
             if actual != digest:
-                raise IntegrityError(
-                    f"object {digest} in {self.url} is corrupt: its bytes hash to {actual}; "
-                    "restore it from a copy or re-log the artifact"
-                )
+                raise self._corrupt(digest, actual)
             os.replace(tmp, dest_path)
         finally:
             with contextlib.suppress(FileNotFoundError):

@@ -116,6 +116,8 @@ class Store:
             cur.execute("PRAGMA journal_mode = WAL")
             cur.execute("PRAGMA synchronous = NORMAL")
             cur.execute("PRAGMA foreign_keys = ON")
+            # LIKE is case-sensitive on PostgreSQL; make SQLite agree (ILIKE is the other one).
+            cur.execute("PRAGMA case_sensitive_like = ON")
             cur.close()
 
         @event.listens_for(engine, "begin")

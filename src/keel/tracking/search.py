@@ -99,7 +99,7 @@ _OPS = {"=": "=", "==": "=", "!=": "!=", "<>": "!=", "<": "<", "<=": "<=", ">": 
 _TOKEN_RE = re.compile(
     r"""
     (?P<ws>\s+)
-  | (?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![A-Za-z_]))
+  | (?P<number>(?<![A-Za-z0-9_`.])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![A-Za-z_]))
   | (?P<string>'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*")
   | (?P<backtick>`[^`]*`)
   | (?P<op>==|!=|<>|<=|>=|=|<|>)
@@ -171,7 +171,7 @@ def _tokenize(source: str) -> list[Token]:
         kind = m.lastgroup or ""
         text = m.group()
         if kind == "word" and text.upper() in _KEYWORDS:
-            tokens.append(Token("keyword", text.upper(), pos))
+            tokens.append(Token("keyword", text, pos))  # original spelling: it may be a key
         elif kind != "ws":
             tokens.append(Token(kind, text, pos))
         pos = m.end()
@@ -205,8 +205,8 @@ class _Parser:
         return _error(self.source, tok.pos, f"expected {expected}, got {_describe(tok)}")
 
     def accept_keyword(self, *words: str) -> str | None:
-        if self.tok.kind == "keyword" and self.tok.text in words:
-            return self.advance().text
+        if self.tok.kind == "keyword" and self.tok.text.upper() in words:
+            return self.advance().text.upper()
         return None
 
     def expect_punct(self, char: str, expected: str) -> None:
