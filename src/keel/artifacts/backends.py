@@ -221,7 +221,7 @@ class FsspecBackend:
 
     def open(self, key: str) -> BinaryIO:
         with self._errors(key):
-            return self.fs.open(self._path(key), "rb")  # type: ignore[no-any-return]
+            return self.fs.open(self._path(key), "rb")
 
     def delete(self, key: str) -> None:
         with self._errors(key), contextlib.suppress(FileNotFoundError):

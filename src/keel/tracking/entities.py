@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -104,7 +105,7 @@ class RunsPage:
     runs: list[Run]
     next_page_token: str | None
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Run]:
         return iter(self.runs)
 
     def __len__(self) -> int:

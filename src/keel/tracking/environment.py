@@ -67,7 +67,10 @@ class GitState:
 def _distributions() -> tuple[str, ...]:
     seen: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name")
+        try:
+            name = dist.metadata["Name"]
+        except KeyError:  # a broken install without metadata
+            continue
         if name:
             seen.setdefault(name.lower().replace("_", "-"), dist.version)
     return tuple(sorted(f"{name}=={version}" for name, version in seen.items()))

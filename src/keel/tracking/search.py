@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -381,7 +382,7 @@ def parse_filter(source: str | None) -> Any:
     return _Parser(source).parse_filter()
 
 
-def parse_order_by(clauses: list[str] | tuple[str, ...] | str | None) -> list[OrderKey]:
+def parse_order_by(clauses: Sequence[str] | str | None) -> list[OrderKey]:
     """Parse ``["metrics.acc DESC", "params.lr"]`` into :class:`OrderKey` items."""
     if clauses is None:
         return []
