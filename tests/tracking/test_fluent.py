@@ -253,3 +253,15 @@ def test_run_artifacts_on_local_folder_and_s3(
     if artifacts_url.startswith("s3://"):
         assert client.artifacts.url == artifacts_url
         assert not (tmp_path / ".keel" / "artifacts").exists()
+
+
+def test_search_frame_time_columns_have_one_dtype_whether_or_not_runs_ended(keel_env):
+    keel.set_experiment("times")
+    keel.start_run()
+    running = keel.search_runs()
+    keel.end_run()
+    ended = keel.search_runs()
+    assert str(running["start_time"].dtype) == str(running["end_time"].dtype) == "datetime64[ms, UTC]"
+    assert running["end_time"].isna().all()
+    assert str(ended["end_time"].dtype) == "datetime64[ms, UTC]"
+    assert (ended["end_time"] >= ended["start_time"]).all()

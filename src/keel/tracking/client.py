@@ -737,12 +737,8 @@ class TrackingClient:
                 "experiment_id": [r.experiment_id for r in ordered],
                 "name": [r.name for r in ordered],
                 "status": [r.status for r in ordered],
-                "start_time": pd.to_datetime([r.start_time for r in ordered], unit="ms", utc=True),
-                "end_time": pd.to_datetime(
-                    [np.nan if r.end_time is None else r.end_time for r in ordered],
-                    unit="ms",
-                    utc=True,
-                ),
+                "start_time": _timestamps(pd, [r.start_time for r in ordered]),
+                "end_time": _timestamps(pd, [r.end_time for r in ordered]),
                 "parent_id": [r.parent_id for r in ordered],
                 "user": [r.user for r in ordered],
             }
@@ -773,6 +769,11 @@ class TrackingClient:
         if columns:
             base = pd.concat([base, pd.DataFrame(columns)], axis=1)
         return base
+
+
+def _timestamps(pd: Any, values: list[int | None]) -> Any:
+    """UTC timestamps at millisecond resolution, whether or not any value is missing."""
+    return pd.to_datetime(pd.array(values, dtype="Int64"), unit="ms", utc=True).as_unit("ms")
 
 
 def _check_name(name: Any, what: str) -> str:
