@@ -26,6 +26,7 @@ def test_keel_all_is_the_documented_api():
             "log_metrics",
             "log_param",
             "log_params",
+            "register_model",
             "search_runs",
             "seed_everything",
             "set_experiment",

@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Client": "keel.client",
     "init": "keel.tracking.fluent",
+    "register_model": "keel.registry",
     "set_experiment": "keel.tracking.fluent",
     "start_run": "keel.tracking.fluent",
     "end_run": "keel.tracking.fluent",
@@ -56,6 +57,7 @@ __all__ = [
     "log_metrics",
     "log_param",
     "log_params",
+    "register_model",
     "search_runs",
     "seed_everything",
     "set_experiment",
@@ -66,6 +68,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from keel.client import Client
+    from keel.registry import register_model
     from keel.tracking.fluent import (
         active_run,
         end_run,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from keel.tracking.client import TrackingClient
+from keel.registry.client import RegistryClient
 
 __all__ = ["Client"]
 
 
-class Client(TrackingClient):
-    """One client for experiments, runs, metrics, artifacts and search.
+class Client(RegistryClient):
+    """One client for experiments, runs, metrics, artifacts, search and the registry.
 
     Args:
         settings: defaults to the process's settings.
@@ -16,4 +16,5 @@ class Client(TrackingClient):
     Example:
         >>> client = keel.Client()
         >>> page = client.search_runs(filter_string="metrics.acc > 0.9", max_results=10)
+        >>> client.set_alias("churn", "champion", 3)
     """

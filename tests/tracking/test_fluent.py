@@ -261,7 +261,9 @@ def test_search_frame_time_columns_have_one_dtype_whether_or_not_runs_ended(keel
     running = keel.search_runs()
     keel.end_run()
     ended = keel.search_runs()
-    assert str(running["start_time"].dtype) == str(running["end_time"].dtype) == "datetime64[ms, UTC]"
+    assert (
+        str(running["start_time"].dtype) == str(running["end_time"].dtype) == "datetime64[ms, UTC]"
+    )
     assert running["end_time"].isna().all()
     assert str(ended["end_time"].dtype) == "datetime64[ms, UTC]"
     assert (ended["end_time"] >= ended["start_time"]).all()

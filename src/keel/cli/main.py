@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from keel.cli import experiments, runs
+from keel.cli import audit, experiments, governance, models, runs
 from keel.cli.output import console, err, print_json
 
 app = typer.Typer(
@@ -27,6 +27,10 @@ app = typer.Typer(
 )
 app.add_typer(experiments.app, name="experiments")
 app.add_typer(runs.app, name="runs")
+app.add_typer(models.app, name="models")
+app.add_typer(audit.app, name="audit")
+app.add_typer(governance.policy_app, name="policy")
+app.add_typer(governance.roles_app, name="roles")
 
 
 def _version(value: bool) -> None:

@@ -23,15 +23,26 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 __all__ = [
+    "alias_history",
+    "alias_policies",
+    "aliases",
+    "approvals",
+    "audit_head",
+    "audit_log",
     "environments",
     "experiments",
     "latest_metrics",
     "metadata",
     "metrics",
+    "model_version_tags",
+    "model_versions",
     "params",
+    "registered_models",
+    "role_grants",
     "run_artifacts",
     "runs",
     "tags",
@@ -128,4 +139,130 @@ run_artifacts = Table(
     Column("path", String(1024), primary_key=True),
     Column("digest", String(64), nullable=False),
     Column("size", BigInteger, nullable=False),
+)
+
+# -- registry ------------------------------------------------------------------
+
+registered_models = Table(
+    "registered_models",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(256), nullable=False, unique=True),
+    Column("description", Text),
+    # The store numbers versions: registering increments this in the same transaction.
+    Column("last_version", Integer, nullable=False, server_default="0"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("registered_models.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("source", String(1024), nullable=False),
+    Column("run_id", String(32), ForeignKey("runs.id")),
+    # The package's manifest at registration: the version's bytes never change.
+    Column("manifest_digest", String(64)),
+    Column("description", Text),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    UniqueConstraint("model_id", "version", name="uq_model_versions_model_version"),
+)
+
+model_version_tags = Table(
+    "model_version_tags",
+    metadata,
+    Column(
+        "version_id", Integer, ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("key", String(250), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("model_id", Integer, ForeignKey("registered_models.id"), primary_key=True),
+    Column("alias", String(128), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("updated_by", String(256), nullable=False),
+)
+
+alias_history = Table(
+    "alias_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("registered_models.id"), nullable=False),
+    Column("alias", String(128), nullable=False),
+    Column("from_version", Integer),
+    Column("to_version", Integer),
+    Column("at", BigInteger, nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("comment", Text),
+    Index("ix_alias_history_model_alias", "model_id", "alias", "id"),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("registered_models.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("alias", String(128), nullable=False),
+    Column("approver", String(256), nullable=False),
+    Column("comment", Text),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint(
+        "model_id", "version", "alias", "approver", name="uq_approvals_one_per_approver"
+    ),
+)
+
+alias_policies = Table(
+    "alias_policies",
+    metadata,
+    Column("alias", String(128), primary_key=True),
+    Column("approvals", Integer, nullable=False),
+    Column("role", String(128), nullable=False),
+    Column("allow_registrant", Boolean, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("updated_by", String(256), nullable=False),
+)
+
+role_grants = Table(
+    "role_grants",
+    metadata,
+    Column("user_name", String(256), primary_key=True),
+    Column("role", String(128), primary_key=True),
+    Column("granted_at", BigInteger, nullable=False),
+    Column("granted_by", String(256), nullable=False),
+)
+
+# -- governance ------------------------------------------------------------------
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", BigInteger, nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("object_type", String(64), nullable=False),
+    Column("object_id", String(512), nullable=False),
+    Column("before", Text),
+    Column("after", Text),
+    Column("prev_digest", String(64), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Index("ix_audit_log_object", "object_type", "object_id"),
+)
+
+#: One row (id 1): the newest entry's seq and digest. Locking it serializes the chain.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("digest", String(64), nullable=False),
 )

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from keel.artifacts import ArtifactStore
 from keel.config import Settings, get_settings
 from keel.errors import Conflict, InvalidInput, NotFound
+from keel.governance import audit
 from keel.store import Store, get_store
 from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
@@ -251,6 +252,14 @@ class TrackingClient:
                         .on_conflict_do_nothing(index_elements=[s.environments.c.digest])
                     )
                 conn.execute(s.runs.insert().values(**values))
+                audit.record(
+                    conn,
+                    actor=values["user_name"],
+                    action="run.create",
+                    object_type="run",
+                    object_id=run_id,
+                    after={"status": "RUNNING", "experiment_id": experiment_id, "name": run_name},
+                )
                 if tag_rows:
                     conn.execute(s.tags.insert(), tag_rows)
         except SQLIntegrityError:
@@ -301,23 +310,29 @@ class TrackingClient:
         """Mark a run ended with ``status`` (FINISHED, FAILED or KILLED)."""
         if status not in RUN_STATUSES or status == "RUNNING":
             raise InvalidInput(f"status must be one of FINISHED, FAILED, KILLED, got {status!r}")
+        self._change_status(run_id, status, end_time or now_ms())
+
+    def _change_status(self, run_id: str, status: str, end_time: int | None) -> None:
         with self.store.write() as conn:
-            done = conn.execute(
-                update(s.runs)
-                .where(s.runs.c.id == run_id)
-                .values(status=status, end_time=end_time or now_ms())
+            before = conn.execute(select(s.runs.c.status).where(s.runs.c.id == run_id)).first()
+            if before is None:
+                raise NotFound(_no_run(run_id))
+            conn.execute(
+                update(s.runs).where(s.runs.c.id == run_id).values(status=status, end_time=end_time)
             )
-        if done.rowcount == 0:
-            raise NotFound(_no_run(run_id))
+            audit.record(
+                conn,
+                actor=self._settings.user,
+                action="run.status",
+                object_type="run",
+                object_id=run_id,
+                before={"status": before.status},
+                after={"status": status},
+            )
 
     def set_running(self, run_id: str) -> RunInfo:
         """Reopen an ended run so more can be logged to it."""
-        with self.store.write() as conn:
-            done = conn.execute(
-                update(s.runs).where(s.runs.c.id == run_id).values(status="RUNNING", end_time=None)
-            )
-        if done.rowcount == 0:
-            raise NotFound(_no_run(run_id))
+        self._change_status(run_id, "RUNNING", None)
         return self.get_run_info(run_id)
 
     def record_seeds(self, run_id: str, seeds: Mapping[str, int]) -> None:

@@ -1,0 +1,87 @@
+"""``keel audit …``: read and verify the audit chain."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from keel.cli.output import console, err, fmt_time, print_json
+
+app = typer.Typer(help="Read and verify the tamper-evident audit trail.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_command(
+    object_ref: Annotated[
+        str | None,
+        typer.Option(
+            "--object",
+            help="Only this object, as TYPE:ID (e.g. alias:churn@champion, run:<id>, "
+            "model_version:churn/3); an ID ending in * matches a prefix.",
+        ),
+    ] = None,
+    actor: Annotated[str | None, typer.Option(help="Only entries by this user.")] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", help="At most this many, newest first.")
+    ] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """List audit entries, newest first."""
+    from keel.config import get_settings
+    from keel.errors import InvalidInput
+    from keel.governance import audit
+    from keel.store import get_store
+
+    object_type = object_id = None
+    if object_ref:
+        object_type, sep, object_id = object_ref.partition(":")
+        if not sep or not object_type or not object_id:
+            raise InvalidInput(
+                f"--object must be TYPE:ID such as alias:churn@champion, got {object_ref!r}"
+            )
+    entries = audit.list_entries(
+        get_store(get_settings()),
+        object_type=object_type,
+        object_id=object_id,
+        actor=actor,
+        limit=limit,
+    )
+    if as_json:
+        print_json([e.to_dict() for e in entries])
+        return
+    if not entries:
+        console.print("No audit entries match.")
+        return
+    table = Table("seq", "time", "actor", "action", "object", "after")
+    for e in entries:
+        table.add_row(
+            str(e.seq),
+            fmt_time(e.at),
+            e.actor,
+            e.action,
+            f"{e.object_type}:{e.object_id}",
+            "" if e.after is None else str(e.after)[:60],
+        )
+    console.print(table)
+
+
+@app.command("verify")
+def verify_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Check the hash chain; exit 1 and name the first broken entry if any row was altered."""
+    from keel.config import get_settings
+    from keel.governance import audit
+    from keel.store import get_store
+
+    result = audit.verify(get_store(get_settings()))
+    if as_json:
+        print_json(result)
+    elif result.ok:
+        console.print(f"[green]ok[/green]: {result.checked} entries, chain intact")
+    else:
+        err.print(f"[bold red]broken[/bold red] at entry {result.first_bad_seq}: {result.reason}")
+    if not result.ok:
+        raise typer.Exit(1)

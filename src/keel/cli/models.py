@@ -1,0 +1,191 @@
+"""``keel models …``: the registry from the command line."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from keel.cli.output import console, fmt_time, print_json
+
+app = typer.Typer(
+    help="Register models, move aliases, approve, check and document versions.",
+    no_args_is_help=True,
+)
+alias_app = typer.Typer(
+    help="Move, remove and trace aliases (champion, production, …).", no_args_is_help=True
+)
+app.add_typer(alias_app, name="alias")
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@app.command("list")
+def list_command(as_json: JsonOption = False) -> None:
+    """List registered models with their latest version and aliases."""
+    from keel.client import Client
+
+    models = Client().list_registered_models()
+    if as_json:
+        print_json([m.to_dict() for m in models])
+        return
+    if not models:
+        console.print("No registered models yet. Register one with keel.register_model(uri, name).")
+        return
+    table = Table("name", "latest", "aliases", "created")
+    for m in models:
+        aliases = ", ".join(f"{a}→{v}" for a, v in m.aliases.items())
+        table.add_row(m.name, str(m.latest_version), aliases, fmt_time(m.created_at))
+    console.print(table)
+
+
+@app.command("register")
+def register_command(
+    uri: Annotated[str, typer.Argument(help="runs:/<run_id>/<path> of a logged model.")],
+    name: Annotated[str, typer.Argument(help="Registered model name (created if new).")],
+    description: Annotated[str | None, typer.Option(help="Intended use and limitations.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register a logged model as a new, immutable version."""
+    from keel.client import Client
+
+    version = Client().create_model_version(name, uri, description=description)
+    if as_json:
+        print_json(version.to_dict())
+    else:
+        console.print(f"Registered {name} version {version.version} from {version.source}")
+
+
+@app.command("versions")
+def versions_command(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    as_json: JsonOption = False,
+) -> None:
+    """List a model's versions."""
+    from keel.client import Client
+
+    versions = Client().list_model_versions(name)
+    if as_json:
+        print_json([v.to_dict() for v in versions])
+        return
+    table = Table("version", "aliases", "run", "registered by", "created")
+    for v in versions:
+        table.add_row(
+            str(v.version),
+            ", ".join(v.aliases),
+            (v.run_id or "")[:12],
+            v.created_by,
+            fmt_time(v.created_at),
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show_command(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[int | None, typer.Argument(help="Version (default: the model).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a registered model, or one of its versions with its approvals."""
+    from keel.client import Client
+
+    client = Client()
+    if version is None:
+        model = client.get_registered_model(name)
+        if as_json:
+            print_json(model.to_dict())
+            return
+        console.print(f"[bold]{model.name}[/bold]  latest version {model.latest_version}")
+        for alias, v in model.aliases.items():
+            console.print(f"  {alias} → {v}")
+        return
+    mv = client.get_model_version(name, version)
+    approvals = client.list_approvals(name, version)
+    if as_json:
+        print_json({**mv.to_dict(), "approvals": [a.to_dict() for a in approvals]})
+        return
+    console.print(f"[bold]{mv.name} version {mv.version}[/bold]  {mv.uri}")
+    console.print(f"  source   {mv.source}")
+    console.print(f"  bytes    manifest {mv.manifest_digest}")
+    console.print(f"  by       {mv.created_by} at {fmt_time(mv.created_at)}")
+    if mv.aliases:
+        console.print(f"  aliases  {', '.join(mv.aliases)}")
+    if mv.description:
+        console.print(f"  about    {mv.description}")
+    for a in approvals:
+        console.print(f"  approved for {a.alias} by {a.approver}: {a.comment or ''}")
+
+
+@alias_app.command("set")
+def alias_set_command(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias, e.g. champion.")],
+    version: Annotated[int, typer.Argument(help="Version to point it at.")],
+    expected: Annotated[
+        int | None,
+        typer.Option(help="Only move it if it points at this version now (compare-and-set)."),
+    ] = None,
+    comment: Annotated[str | None, typer.Option(help="Why; kept in the alias history.")] = None,
+) -> None:
+    """Point an alias at a version (protected aliases need approvals first)."""
+    from keel.client import Client
+    from keel.registry import UNSET
+
+    change = Client().set_alias(
+        name, alias, version, expected=UNSET if expected is None else expected, comment=comment
+    )
+    before = "unset" if change.from_version is None else f"version {change.from_version}"
+    console.print(f"{name}@{alias}: {before} → version {change.to_version}")
+
+
+@alias_app.command("unset")
+def alias_unset_command(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias to remove.")],
+    comment: Annotated[str | None, typer.Option(help="Why; kept in the alias history.")] = None,
+) -> None:
+    """Remove an alias."""
+    from keel.client import Client
+
+    change = Client().delete_alias(name, alias, comment=comment)
+    console.print(f"{name}@{alias}: version {change.from_version} → unset")
+
+
+@alias_app.command("history")
+def alias_history_command(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    alias: Annotated[str | None, typer.Argument(help="Only this alias.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every move of a model's aliases, oldest first."""
+    from keel.client import Client
+
+    history = Client().alias_history(name, alias)
+    if as_json:
+        print_json([h.to_dict() for h in history])
+        return
+    table = Table("time", "alias", "from", "to", "by", "comment")
+    for h in history:
+        table.add_row(
+            fmt_time(h.at),
+            h.alias,
+            "—" if h.from_version is None else str(h.from_version),
+            "—" if h.to_version is None else str(h.to_version),
+            h.actor,
+            h.comment or "",
+        )
+    console.print(table)
+
+
+@app.command("approve")
+def approve_command(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[int, typer.Argument(help="Version to approve.")],
+    alias: Annotated[str, typer.Option("--for", help="The protected alias it may move to.")],
+    comment: Annotated[str | None, typer.Option(help="What was reviewed.")] = None,
+) -> None:
+    """Approve a version for a protected alias, as the current user (KEEL_USER)."""
+    from keel.client import Client
+
+    approval = Client().approve(name, version, alias, comment)
+    console.print(f"{approval.approver} approved {name} version {version} for {alias!r}")

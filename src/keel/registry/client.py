@@ -1,0 +1,867 @@
+"""The model registry: named models, immutable numbered versions, aliases, approvals.
+
+Every write is one transaction that also appends its audit entry. The
+races the registry must win are settled by the database, never by a
+read-modify-write in Python:
+
+- version numbers: ``UPDATE registered_models SET last_version = last_version + 1
+  … RETURNING`` takes the model's row lock, so concurrent registrations get
+  consecutive numbers with no gap and no duplicate;
+- aliases: an alias moves with ``UPDATE … WHERE version = <the version the
+  caller saw>`` (compare-and-set); a caller that lost the race gets
+  :class:`~keel.errors.Conflict` instead of silently overwriting;
+- approvals: one per approver, version and alias (a unique constraint).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy.exc import IntegrityError as SQLIntegrityError
+
+from keel.artifacts import ManifestEntry
+from keel.errors import ApprovalRequired, Conflict, InvalidInput, NotFound, PermissionDenied
+from keel.governance import audit
+from keel.registry.entities import (
+    AliasChange,
+    AliasPolicy,
+    Approval,
+    ModelVersion,
+    RegisteredModel,
+    ResolvedModel,
+)
+from keel.store import schema as s
+from keel.store.sql import insert_on_conflict, now_ms
+from keel.tracking.client import TrackingClient
+
+__all__ = ["UNSET", "RegistryClient", "parse_model_uri"]
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: "The caller did not say which version it expects the alias to hold."
+UNSET: Final = _Unset()
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}$")
+_ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,127}$")
+_RESERVED_ALIASES = {"latest"}
+ADMIN_ROLE = "admin"
+
+
+def _check_model_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise InvalidInput(
+            f"model name must be 1-256 letters, digits, '_', '-' or '.', starting with a letter "
+            f"or digit; got {name!r}"
+        )
+    return name
+
+
+def _check_alias(alias: Any) -> str:
+    if not isinstance(alias, str) or not _ALIAS_RE.match(alias) or alias in _RESERVED_ALIASES:
+        raise InvalidInput(
+            f"alias must start with a letter and contain only letters, digits, '_' or '-' "
+            f"(and not be 'latest'); got {alias!r}"
+        )
+    return alias
+
+
+def _check_version(version: Any) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        try:
+            number = int(str(version))
+        except ValueError:
+            number = 0
+        if number < 1 or isinstance(version, bool):
+            raise InvalidInput(f"version must be a positive integer, got {version!r}")
+        return number
+    return version
+
+
+def parse_model_uri(uri: str) -> tuple[str, str, str]:
+    """Split a model URI into ``(kind, first, second)``.
+
+    - ``runs:/<run_id>/<path>`` → ``("runs", run_id, path)``
+    - ``models:/<name>/<version>`` → ``("version", name, version)``
+    - ``models:/<name>/latest`` → ``("latest", name, "")``
+    - ``models:/<name>@<alias>`` → ``("alias", name, alias)``
+    """
+    if not isinstance(uri, str):
+        raise InvalidInput(f"model URI must be a string, got {type(uri).__name__}")
+    if uri.startswith("runs:/"):
+        rest = uri[len("runs:/") :].strip("/")
+        run_id, _, path = rest.partition("/")
+        if not run_id or not path:
+            raise InvalidInput(f"expected runs:/<run_id>/<artifact path>, got {uri!r}")
+        return "runs", run_id, path
+    if uri.startswith("models:/"):
+        rest = uri[len("models:/") :].strip("/")
+        if "@" in rest:
+            name, _, alias = rest.partition("@")
+            return "alias", _check_model_name(name), _check_alias(alias)
+        name, _, version = rest.partition("/")
+        if version == "latest":
+            return "latest", _check_model_name(name), ""
+        if not version.isdigit() or int(version) < 1:
+            raise InvalidInput(
+                f"expected models:/<name>/<version>, models:/<name>/latest or "
+                f"models:/<name>@<alias>, got {uri!r}"
+            )
+        return "version", _check_model_name(name), version
+    raise InvalidInput(
+        f"model URI must start with runs:/ or models:/ (e.g. models:/churn@champion), got {uri!r}"
+    )
+
+
+class RegistryClient(TrackingClient):
+    """Registry operations on top of the tracking client."""
+
+    @property
+    def _actor(self) -> str:
+        return self._settings.user
+
+    # -- registered models ----------------------------------------------------
+
+    def create_registered_model(self, name: str, description: str | None = None) -> RegisteredModel:
+        """Create an empty registered model; ``Conflict`` if the name exists."""
+        _check_model_name(name)
+        try:
+            with self.store.write() as conn:
+                self._insert_model(conn, name, description)
+        except SQLIntegrityError:
+            raise Conflict(f"a registered model named {name!r} already exists") from None
+        return self.get_registered_model(name)
+
+    def _insert_model(self, conn: Connection, name: str, description: str | None) -> None:
+        conn.execute(
+            s.registered_models.insert().values(
+                name=name, description=description, created_at=now_ms(), created_by=self._actor
+            )
+        )
+        audit.record(
+            conn,
+            actor=self._actor,
+            action="model.create",
+            object_type="model",
+            object_id=name,
+            after={"description": description},
+        )
+
+    def _model_row(self, conn: Connection, name: str) -> Any:
+        row = conn.execute(
+            select(s.registered_models).where(s.registered_models.c.name == name)
+        ).first()
+        if row is None:
+            raise NotFound(f"no registered model named {name!r}; see `keel models list`")
+        return row
+
+    def get_registered_model(self, name: str) -> RegisteredModel:
+        with self.store.read() as conn:
+            row = self._model_row(conn, name)
+            aliases = dict(
+                conn.execute(
+                    select(s.aliases.c.alias, s.aliases.c.version)
+                    .where(s.aliases.c.model_id == row.id)
+                    .order_by(s.aliases.c.alias)
+                ).all()
+            )
+        return RegisteredModel(
+            row.name, row.description, row.last_version, row.created_at, row.created_by, aliases
+        )
+
+    def list_registered_models(self) -> list[RegisteredModel]:
+        with self.store.read() as conn:
+            rows = conn.execute(
+                select(s.registered_models).order_by(s.registered_models.c.name)
+            ).all()
+            alias_rows = conn.execute(
+                select(s.aliases.c.model_id, s.aliases.c.alias, s.aliases.c.version)
+            ).all()
+        by_model: dict[int, dict[str, int]] = {}
+        for model_id, alias, version in alias_rows:
+            by_model.setdefault(model_id, {})[alias] = version
+        return [
+            RegisteredModel(
+                r.name,
+                r.description,
+                r.last_version,
+                r.created_at,
+                r.created_by,
+                dict(sorted(by_model.get(r.id, {}).items())),
+            )
+            for r in rows
+        ]
+
+    # -- versions ----------------------------------------------------------------
+
+    def create_model_version(
+        self,
+        name: str,
+        source: str,
+        *,
+        description: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Register the model package at ``source`` (``runs:/<run_id>/<path>``) as a new version.
+
+        The model is created on first registration. The version's bytes are
+        pinned: the manifest of the package's files at this moment is stored
+        with the version, so re-logging the run's artifacts later cannot
+        change what the version loads.
+        """
+        _check_model_name(name)
+        kind, run_id, path = parse_model_uri(source)
+        if kind != "runs":
+            raise InvalidInput(f"register a run's model (runs:/<run_id>/<path>), got {source!r}")
+        run_id = self.resolve_run_id(run_id)
+        entries = self.list_artifacts(run_id, path)
+        if not entries:
+            raise NotFound(
+                f"run {run_id} has no artifacts at {path!r}; log a model there first "
+                "(keel.log_model(model, name=...))"
+            )
+        prefix = path.strip("/") + "/"
+        manifest = self.artifacts.put_manifest(
+            [
+                ManifestEntry(
+                    e.path[len(prefix) :] if e.path.startswith(prefix) else e.path, e.digest, e.size
+                )
+                for e in entries
+            ]
+        )
+        tag_values = {str(k): str(v) for k, v in (tags or {}).items()}
+        source = f"runs:/{run_id}/{path.strip('/')}"
+        with self.store.write() as conn:
+            conn.execute(
+                insert_on_conflict(conn, s.registered_models)
+                .values(name=name, created_at=now_ms(), created_by=self._actor)
+                .on_conflict_do_nothing(index_elements=[s.registered_models.c.name])
+            )
+            model_id, version = conn.execute(
+                update(s.registered_models)
+                .where(s.registered_models.c.name == name)
+                .values(last_version=s.registered_models.c.last_version + 1)
+                .returning(s.registered_models.c.id, s.registered_models.c.last_version)
+            ).one()
+            created = now_ms()
+            version_id = conn.execute(
+                s.model_versions.insert()
+                .values(
+                    model_id=model_id,
+                    version=version,
+                    source=source,
+                    run_id=run_id,
+                    manifest_digest=manifest.digest,
+                    description=description,
+                    created_at=created,
+                    created_by=self._actor,
+                )
+                .returning(s.model_versions.c.id)
+            ).scalar_one()
+            if tag_values:
+                conn.execute(
+                    s.model_version_tags.insert(),
+                    [
+                        {"version_id": version_id, "key": k, "value": v}
+                        for k, v in tag_values.items()
+                    ],
+                )
+            audit.record(
+                conn,
+                actor=self._actor,
+                action="model_version.create",
+                object_type="model_version",
+                object_id=f"{name}/{version}",
+                after={"source": source, "run_id": run_id, "manifest_digest": manifest.digest},
+            )
+        return ModelVersion(
+            name,
+            version,
+            source,
+            run_id,
+            manifest.digest,
+            description,
+            created,
+            self._actor,
+            tag_values,
+        )
+
+    def _version_row(self, conn: Connection, name: str, version: int) -> Any:
+        row = conn.execute(
+            select(s.model_versions, s.registered_models.c.name)
+            .join(s.registered_models)
+            .where(s.registered_models.c.name == name, s.model_versions.c.version == version)
+        ).first()
+        if row is None:
+            self._model_row(conn, name)  # NotFound for the model itself first
+            raise NotFound(
+                f"model {name!r} has no version {version}; see `keel models versions {name}`"
+            )
+        return row
+
+    def _to_version(self, conn: Connection, row: Any) -> ModelVersion:
+        tags = dict(
+            conn.execute(
+                select(s.model_version_tags.c.key, s.model_version_tags.c.value).where(
+                    s.model_version_tags.c.version_id == row.id
+                )
+            ).all()
+        )
+        aliases = list(
+            conn.execute(
+                select(s.aliases.c.alias)
+                .where(s.aliases.c.model_id == row.model_id, s.aliases.c.version == row.version)
+                .order_by(s.aliases.c.alias)
+            ).scalars()
+        )
+        return ModelVersion(
+            row.name,
+            row.version,
+            row.source,
+            row.run_id,
+            row.manifest_digest,
+            row.description,
+            row.created_at,
+            row.created_by,
+            dict(sorted(tags.items())),
+            aliases,
+        )
+
+    def get_model_version(self, name: str, version: int) -> ModelVersion:
+        version = _check_version(version)
+        with self.store.read() as conn:
+            return self._to_version(conn, self._version_row(conn, name, version))
+
+    def list_model_versions(self, name: str) -> list[ModelVersion]:
+        with self.store.read() as conn:
+            model = self._model_row(conn, name)
+            rows = conn.execute(
+                select(s.model_versions, s.registered_models.c.name)
+                .join(s.registered_models)
+                .where(s.model_versions.c.model_id == model.id)
+                .order_by(s.model_versions.c.version)
+            ).all()
+            return [self._to_version(conn, row) for row in rows]
+
+    def set_model_version_tag(self, name: str, version: int, key: str, value: Any) -> None:
+        """Tag a version (tags are metadata; the version's bytes never change)."""
+        from keel.tracking.validation import check_key, check_tag_value
+
+        check_key(key, "tag key")
+        text = check_tag_value(key, value)
+        with self.store.write() as conn:
+            row = self._version_row(conn, name, _check_version(version))
+            before = conn.execute(
+                select(s.model_version_tags.c.value).where(
+                    s.model_version_tags.c.version_id == row.id, s.model_version_tags.c.key == key
+                )
+            ).scalar()
+            stmt = insert_on_conflict(conn, s.model_version_tags)
+            conn.execute(
+                stmt.values(version_id=row.id, key=key, value=text).on_conflict_do_update(
+                    index_elements=[s.model_version_tags.c.version_id, s.model_version_tags.c.key],
+                    set_={"value": stmt.excluded.value},
+                )
+            )
+            audit.record(
+                conn,
+                actor=self._actor,
+                action="model_version.tag",
+                object_type="model_version",
+                object_id=f"{name}/{row.version}",
+                before=None if before is None else {key: before},
+                after={key: text},
+            )
+
+    def update_model_version(self, name: str, version: int, *, description: str) -> ModelVersion:
+        """Replace a version's description (its intended use and limitations, for the card)."""
+        with self.store.write() as conn:
+            row = self._version_row(conn, name, _check_version(version))
+            conn.execute(
+                update(s.model_versions)
+                .where(s.model_versions.c.id == row.id)
+                .values(description=description)
+            )
+            audit.record(
+                conn,
+                actor=self._actor,
+                action="model_version.describe",
+                object_type="model_version",
+                object_id=f"{name}/{row.version}",
+                before={"description": row.description},
+                after={"description": description},
+            )
+        return self.get_model_version(name, version)
+
+    # -- aliases ------------------------------------------------------------------
+
+    def get_alias(self, name: str, alias: str) -> int | None:
+        """The version ``alias`` points at, or ``None``."""
+        with self.store.read() as conn:
+            model = self._model_row(conn, name)
+            return conn.execute(
+                select(s.aliases.c.version).where(
+                    s.aliases.c.model_id == model.id, s.aliases.c.alias == alias
+                )
+            ).scalar()
+
+    def get_model_version_by_alias(self, name: str, alias: str) -> ModelVersion:
+        _check_alias(alias)
+        version = self.get_alias(name, alias)
+        if version is None:
+            raise NotFound(
+                f"model {name!r} has no alias {alias!r}; set it with "
+                f"`keel models alias set {name} {alias} VERSION`"
+            )
+        return self.get_model_version(name, version)
+
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        *,
+        expected: int | _Unset | None = UNSET,
+        comment: str | None = None,
+    ) -> AliasChange:
+        """Point ``alias`` at ``version``, as a compare-and-set.
+
+        Args:
+            expected: the version the caller believes the alias holds now
+                (``None``: not set). Default: whatever it holds when the call
+                starts. If another client moved it meanwhile, nothing changes and
+                ``Conflict`` is raised.
+            comment: recorded in the alias history.
+
+        Raises:
+            ApprovalRequired: the alias is protected and ``version`` lacks approvals.
+            Conflict: the alias moved since ``expected``.
+        """
+        _check_alias(alias)
+        version = _check_version(version)
+        if isinstance(expected, _Unset):
+            expected = self.get_alias(name, alias)
+        with self.store.write() as conn:
+            model = self._model_row(conn, name)
+            target = self._version_row(conn, name, version)
+            self._check_approvals(conn, model, target, alias)
+            if expected == version:
+                current = conn.execute(
+                    select(s.aliases.c.version).where(
+                        s.aliases.c.model_id == model.id, s.aliases.c.alias == alias
+                    )
+                ).scalar()
+                if current == version:
+                    return AliasChange(alias, version, version, now_ms(), self._actor, comment)
+            at = now_ms()
+            if expected is None:
+                done = conn.execute(
+                    insert_on_conflict(conn, s.aliases)
+                    .values(
+                        model_id=model.id,
+                        alias=alias,
+                        version=version,
+                        updated_at=at,
+                        updated_by=self._actor,
+                    )
+                    .on_conflict_do_nothing(
+                        index_elements=[s.aliases.c.model_id, s.aliases.c.alias]
+                    )
+                    .returning(s.aliases.c.version)
+                )
+            else:
+                done = conn.execute(
+                    update(s.aliases)
+                    .where(
+                        s.aliases.c.model_id == model.id,
+                        s.aliases.c.alias == alias,
+                        s.aliases.c.version == expected,
+                    )
+                    .values(version=version, updated_at=at, updated_by=self._actor)
+                )
+            # An INSERT's rowcount is not reliable across drivers; a returned row is.
+            moved = done.first() is not None if expected is None else done.rowcount == 1
+            if not moved:
+                now = conn.execute(
+                    select(s.aliases.c.version).where(
+                        s.aliases.c.model_id == model.id, s.aliases.c.alias == alias
+                    )
+                ).scalar()
+                raise Conflict(
+                    f"alias {alias!r} of model {name!r} is at "
+                    f"{'no version' if now is None else f'version {now}'}, not "
+                    f"{'unset' if expected is None else f'version {expected}'} as this call "
+                    "expected: another client moved it. Reload and retry"
+                )
+            conn.execute(
+                s.alias_history.insert().values(
+                    model_id=model.id,
+                    alias=alias,
+                    from_version=expected,
+                    to_version=version,
+                    at=at,
+                    actor=self._actor,
+                    comment=comment,
+                )
+            )
+            audit.record(
+                conn,
+                actor=self._actor,
+                action="alias.set",
+                object_type="alias",
+                object_id=f"{name}@{alias}",
+                before=None if expected is None else {"version": expected},
+                after={"version": version, "comment": comment},
+            )
+        return AliasChange(alias, expected, version, at, self._actor, comment)
+
+    def delete_alias(
+        self,
+        name: str,
+        alias: str,
+        *,
+        expected: int | _Unset | None = UNSET,
+        comment: str | None = None,
+    ) -> AliasChange:
+        """Remove an alias (compare-and-set like :meth:`set_alias`)."""
+        _check_alias(alias)
+        if isinstance(expected, _Unset):
+            expected = self.get_alias(name, alias)
+        if expected is None:
+            raise NotFound(f"model {name!r} has no alias {alias!r}")
+        with self.store.write() as conn:
+            model = self._model_row(conn, name)
+            done = conn.execute(
+                delete(s.aliases).where(
+                    s.aliases.c.model_id == model.id,
+                    s.aliases.c.alias == alias,
+                    s.aliases.c.version == expected,
+                )
+            )
+            if done.rowcount != 1:
+                raise Conflict(
+                    f"alias {alias!r} of model {name!r} no longer points at version {expected}: "
+                    "another client moved or removed it. Reload and retry"
+                )
+            at = now_ms()
+            conn.execute(
+                s.alias_history.insert().values(
+                    model_id=model.id,
+                    alias=alias,
+                    from_version=expected,
+                    to_version=None,
+                    at=at,
+                    actor=self._actor,
+                    comment=comment,
+                )
+            )
+            audit.record(
+                conn,
+                actor=self._actor,
+                action="alias.delete",
+                object_type="alias",
+                object_id=f"{name}@{alias}",
+                before={"version": expected},
+                after=None,
+            )
+        return AliasChange(alias, expected, None, at, self._actor, comment)
+
+    def alias_history(self, name: str, alias: str | None = None) -> list[AliasChange]:
+        """Every move of the model's aliases (or of one alias), oldest first."""
+        with self.store.read() as conn:
+            model = self._model_row(conn, name)
+            query = select(s.alias_history).where(s.alias_history.c.model_id == model.id)
+            if alias:
+                query = query.where(s.alias_history.c.alias == alias)
+            rows = conn.execute(query.order_by(s.alias_history.c.id)).all()
+        return [
+            AliasChange(r.alias, r.from_version, r.to_version, r.at, r.actor, r.comment)
+            for r in rows
+        ]
+
+    # -- approvals and policy ----------------------------------------------------------
+
+    def _policy(self, conn: Connection, alias: str) -> AliasPolicy | None:
+        row = conn.execute(
+            select(s.alias_policies).where(s.alias_policies.c.alias == alias)
+        ).first()
+        return (
+            None
+            if row is None
+            else AliasPolicy(row.alias, row.approvals, row.role, row.allow_registrant)
+        )
+
+    def _roles_of(self, conn: Connection, user: str) -> set[str]:
+        return set(
+            conn.execute(
+                select(s.role_grants.c.role).where(s.role_grants.c.user_name == user)
+            ).scalars()
+        )
+
+    def _check_approvals(self, conn: Connection, model: Any, target: Any, alias: str) -> None:
+        policy = self._policy(conn, alias)
+        if policy is None or policy.approvals <= 0:
+            return
+        holders = select(s.role_grants.c.user_name).where(s.role_grants.c.role == policy.role)
+        query = select(func.count()).where(
+            s.approvals.c.model_id == model.id,
+            s.approvals.c.version == target.version,
+            s.approvals.c.alias == alias,
+            s.approvals.c.approver.in_(holders),
+        )
+        if not policy.allow_registrant:
+            query = query.where(s.approvals.c.approver != target.created_by)
+        have = int(conn.execute(query).scalar_one())
+        if have < policy.approvals:
+            registrant = (
+                ""
+                if policy.allow_registrant
+                else f", not from its registrant {target.created_by!r}"
+            )
+            raise ApprovalRequired(
+                f"alias {alias!r} is protected: moving it to {model.name} version {target.version} "
+                f"needs {policy.approvals} approval(s) from role {policy.role!r}{registrant}; it has "
+                f"{have}. Approve with: keel models approve {model.name} {target.version} "
+                f"--for {alias} --comment '...'"
+            )
+
+    def approve(self, name: str, version: int, alias: str, comment: str | None = None) -> Approval:
+        """Record the current user's approval of ``version`` for the protected ``alias``.
+
+        Raises:
+            InvalidInput: the alias is not protected (nothing to approve).
+            PermissionDenied: the user lacks the policy's role, or registered the version.
+            Conflict: the user already approved it.
+        """
+        _check_alias(alias)
+        version = _check_version(version)
+        approver = self._actor
+        with self.store.write() as conn:
+            model = self._model_row(conn, name)
+            target = self._version_row(conn, name, version)
+            policy = self._policy(conn, alias)
+            if policy is None:
+                raise InvalidInput(
+                    f"alias {alias!r} is not protected, so moving it needs no approval; protect it "
+                    f"with `keel policy protect {alias} --approvals 1 --role approver`"
+                )
+            roles = self._roles_of(conn, approver)
+            if policy.role not in roles:
+                raise PermissionDenied(
+                    f"approving for {alias!r} needs role {policy.role!r}; user {approver!r} has "
+                    f"{', '.join(sorted(roles)) or 'no roles'}. An admin can grant it: "
+                    f"keel roles grant {approver} {policy.role}"
+                )
+            if not policy.allow_registrant and target.created_by == approver:
+                raise PermissionDenied(
+                    f"four-eyes rule: {approver!r} registered {name} version {version} and cannot "
+                    f"approve it for {alias!r}; ask another holder of role {policy.role!r}"
+                )
+            created = now_ms()
+            done = conn.execute(
+                insert_on_conflict(conn, s.approvals)
+                .values(
+                    model_id=model.id,
+                    version=version,
+                    alias=alias,
+                    approver=approver,
+                    comment=comment,
+                    created_at=created,
+                )
+                .on_conflict_do_nothing(
+                    index_elements=[
+                        s.approvals.c.model_id,
+                        s.approvals.c.version,
+                        s.approvals.c.alias,
+                        s.approvals.c.approver,
+                    ]
+                )
+                .returning(s.approvals.c.id)
+            )
+            if done.first() is None:
+                raise Conflict(
+                    f"{approver!r} already approved {name} version {version} for {alias!r}"
+                )
+            audit.record(
+                conn,
+                actor=approver,
+                action="approval.create",
+                object_type="model_version",
+                object_id=f"{name}/{version}",
+                after={"alias": alias, "comment": comment},
+            )
+        return Approval(name, version, alias, approver, comment, created)
+
+    def list_approvals(self, name: str, version: int | None = None) -> list[Approval]:
+        with self.store.read() as conn:
+            model = self._model_row(conn, name)
+            query = select(s.approvals).where(s.approvals.c.model_id == model.id)
+            if version is not None:
+                query = query.where(s.approvals.c.version == _check_version(version))
+            rows = conn.execute(query.order_by(s.approvals.c.id)).all()
+        return [
+            Approval(name, r.version, r.alias, r.approver, r.comment, r.created_at) for r in rows
+        ]
+
+    def _require_admin(self, conn: Connection) -> None:
+        """Policy and roles change only by admins, once anyone is an admin."""
+        admins = conn.execute(
+            select(func.count()).where(s.role_grants.c.role == ADMIN_ROLE)
+        ).scalar_one()
+        if admins and ADMIN_ROLE not in self._roles_of(conn, self._actor):
+            raise PermissionDenied(
+                f"changing policies and roles needs role {ADMIN_ROLE!r}; user {self._actor!r} "
+                "does not have it"
+            )
+
+    def set_alias_policy(
+        self,
+        alias: str,
+        *,
+        approvals: int = 1,
+        role: str = "approver",
+        allow_registrant: bool = False,
+    ) -> AliasPolicy:
+        """Protect ``alias`` for every model: moving it needs approvals from ``role``."""
+        _check_alias(alias)
+        if isinstance(approvals, bool) or not isinstance(approvals, int) or approvals < 1:
+            raise InvalidInput(f"approvals must be a positive integer, got {approvals!r}")
+        if not isinstance(role, str) or not _ALIAS_RE.match(role):
+            raise InvalidInput(f"role must be a simple name such as 'approver', got {role!r}")
+        policy = AliasPolicy(alias, approvals, role, allow_registrant)
+        with self.store.write() as conn:
+            self._require_admin(conn)
+            before = self._policy(conn, alias)
+            stmt = insert_on_conflict(conn, s.alias_policies).values(
+                alias=alias,
+                approvals=approvals,
+                role=role,
+                allow_registrant=allow_registrant,
+                updated_at=now_ms(),
+                updated_by=self._actor,
+            )
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[s.alias_policies.c.alias],
+                    set_={
+                        "approvals": stmt.excluded.approvals,
+                        "role": stmt.excluded.role,
+                        "allow_registrant": stmt.excluded.allow_registrant,
+                        "updated_at": stmt.excluded.updated_at,
+                        "updated_by": stmt.excluded.updated_by,
+                    },
+                )
+            )
+            audit.record(
+                conn,
+                actor=self._actor,
+                action="policy.set",
+                object_type="policy",
+                object_id=alias,
+                before=None if before is None else before.to_dict(),
+                after=policy.to_dict(),
+            )
+        return policy
+
+    def delete_alias_policy(self, alias: str) -> None:
+        with self.store.write() as conn:
+            self._require_admin(conn)
+            before = self._policy(conn, alias)
+            if before is None:
+                raise NotFound(f"alias {alias!r} is not protected")
+            conn.execute(delete(s.alias_policies).where(s.alias_policies.c.alias == alias))
+            audit.record(
+                conn,
+                actor=self._actor,
+                action="policy.delete",
+                object_type="policy",
+                object_id=alias,
+                before=before.to_dict(),
+            )
+
+    def list_alias_policies(self) -> list[AliasPolicy]:
+        with self.store.read() as conn:
+            rows = conn.execute(select(s.alias_policies).order_by(s.alias_policies.c.alias)).all()
+        return [AliasPolicy(r.alias, r.approvals, r.role, r.allow_registrant) for r in rows]
+
+    def grant_role(self, user: str, role: str) -> None:
+        """Give ``user`` a role. Once anyone is an admin, only admins may grant."""
+        if not isinstance(role, str) or not _ALIAS_RE.match(role):
+            raise InvalidInput(f"role must be a simple name such as 'approver', got {role!r}")
+        if not isinstance(user, str) or not user.strip():
+            raise InvalidInput(f"user must be a non-empty name, got {user!r}")
+        with self.store.write() as conn:
+            self._require_admin(conn)
+            done = conn.execute(
+                insert_on_conflict(conn, s.role_grants)
+                .values(user_name=user, role=role, granted_at=now_ms(), granted_by=self._actor)
+                .on_conflict_do_nothing(
+                    index_elements=[s.role_grants.c.user_name, s.role_grants.c.role]
+                )
+                .returning(s.role_grants.c.role)
+            )
+            if done.first() is not None:
+                audit.record(
+                    conn,
+                    actor=self._actor,
+                    action="role.grant",
+                    object_type="role",
+                    object_id=f"{user}/{role}",
+                    after={"user": user, "role": role},
+                )
+
+    def revoke_role(self, user: str, role: str) -> None:
+        with self.store.write() as conn:
+            self._require_admin(conn)
+            done = conn.execute(
+                delete(s.role_grants).where(
+                    s.role_grants.c.user_name == user, s.role_grants.c.role == role
+                )
+            )
+            if not done.rowcount:
+                raise NotFound(f"user {user!r} does not have role {role!r}")
+            audit.record(
+                conn,
+                actor=self._actor,
+                action="role.revoke",
+                object_type="role",
+                object_id=f"{user}/{role}",
+                before={"user": user, "role": role},
+            )
+
+    def list_roles(self) -> dict[str, list[str]]:
+        with self.store.read() as conn:
+            rows = conn.execute(
+                select(s.role_grants.c.user_name, s.role_grants.c.role).order_by(
+                    s.role_grants.c.user_name, s.role_grants.c.role
+                )
+            ).all()
+        roles: dict[str, list[str]] = {}
+        for user, role in rows:
+            roles.setdefault(user, []).append(role)
+        return roles
+
+    # -- URIs -------------------------------------------------------------------------
+
+    def resolve_model(self, uri: str) -> ResolvedModel:
+        """Where ``uri``'s package lives (``runs:/``, ``models:/name/3``, ``models:/name@alias``)."""
+        kind, first, second = parse_model_uri(uri)
+        if kind == "runs":
+            return ResolvedModel(self.resolve_run_id(first), second)
+        if kind == "alias":
+            mv = self.get_model_version_by_alias(first, second)
+        elif kind == "latest":
+            model = self.get_registered_model(first)
+            if model.latest_version == 0:
+                raise NotFound(f"model {first!r} has no versions yet")
+            mv = self.get_model_version(first, model.latest_version)
+        else:
+            mv = self.get_model_version(first, int(second))
+        _, run_id, path = parse_model_uri(mv.source)
+        return ResolvedModel(run_id, path, mv.manifest_digest, mv.name, mv.version)
