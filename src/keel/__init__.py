@@ -23,6 +23,8 @@ _EXPORTS = {
     "Client": "keel.client",
     "init": "keel.tracking.fluent",
     "register_model": "keel.registry",
+    "log_model": "keel.models",
+    "load_model": "keel.models",
     "set_experiment": "keel.tracking.fluent",
     "start_run": "keel.tracking.fluent",
     "end_run": "keel.tracking.fluent",
@@ -50,11 +52,13 @@ __all__ = [
     "flush",
     "get_run",
     "init",
+    "load_model",
     "log_artifact",
     "log_artifacts",
     "log_dict",
     "log_metric",
     "log_metrics",
+    "log_model",
     "log_param",
     "log_params",
     "register_model",
@@ -68,6 +72,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from keel.client import Client
+    from keel.models import load_model, log_model
     from keel.registry import register_model
     from keel.tracking.fluent import (
         active_run,
@@ -91,7 +96,13 @@ if TYPE_CHECKING:
     )
 
 
+#: Subpackages reachable as attributes (``keel.models.log_model``) without an import.
+_SUBPACKAGES = {"artifacts", "checks", "errors", "governance", "models", "registry", "tracking"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"keel.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'keel' has no attribute {name!r}")

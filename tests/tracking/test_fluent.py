@@ -267,3 +267,17 @@ def test_search_frame_time_columns_have_one_dtype_whether_or_not_runs_ended(keel
     assert running["end_time"].isna().all()
     assert str(ended["end_time"].dtype) == "datetime64[ms, UTC]"
     assert (ended["end_time"] >= ended["start_time"]).all()
+
+
+def test_artifact_prefixes_match_literally_not_as_like_patterns(keel_env, tmp_path: Path):
+    for folder in ("clf", "c_f", "100%"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.txt").write_text(folder)
+    with keel.start_run() as run:
+        for folder in ("clf", "c_f", "100%"):
+            keel.log_artifacts(tmp_path / folder, artifact_path=folder)
+    client = keel.Client()
+    assert [a.path for a in client.list_artifacts(run.id, "c_f")] == ["c_f/a.txt"]
+    assert [a.path for a in client.list_artifacts(run.id, "100%")] == ["100%/a.txt"]
+    out = client.download_artifacts(run.id, "c_f", tmp_path / "out")
+    assert (out / "a.txt").read_text() == "c_f"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -189,3 +190,121 @@ def approve_command(
 
     approval = Client().approve(name, version, alias, comment)
     console.print(f"{approval.approver} approved {name} version {version} for {alias!r}")
+
+
+@app.command("describe")
+def describe_command(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[int, typer.Argument(help="Version.")],
+    description: Annotated[
+        str,
+        typer.Option(
+            help="Text with optional '## Intended use' and '## Limitations' sections (shown on the card)."
+        ),
+    ],
+) -> None:
+    """Set a version's description (its summary, intended use and limitations)."""
+    from keel.client import Client
+
+    Client().update_model_version(name, version, description=description)
+    console.print(f"Described {name} version {version}")
+
+
+@app.command("check")
+def check_command(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[int, typer.Argument(help="Version to check.")],
+    data: Annotated[Path, typer.Option(help="Holdout data, .parquet or .csv.")],
+    target: Annotated[str, typer.Option(help="Label column in the data.")],
+    rules: Annotated[
+        Path | None, typer.Option(help="Gates file (YAML/JSON): thresholds, against, slices, data.")
+    ] = None,
+    against: Annotated[
+        str | None,
+        typer.Option(help="Alias or version to compare with on the same rows, e.g. champion."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure a version on a holdout and apply gates; exit 1 when any gate fails.
+
+    Measures accuracy, F1, ROC AUC and log loss for classification (the last two
+    when the model gives probabilities), RMSE, MAE and R² for regression; the
+    same on the compared version; per-slice metrics and the largest gap between
+    slices; and validates the holdout against the model's signature.
+    """
+    from keel.checks import check_model_version
+
+    report = check_model_version(name, version, data, target, rules, against=against)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        _print_report(report)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _print_report(report: Any) -> None:
+    from keel.cli.output import fmt_value
+
+    versus = (
+        f" against {report.against['ref']} (v{report.against['version']})" if report.against else ""
+    )
+    console.print(
+        f"[bold]{report.model} version {report.version}[/bold]: {report.task}, {report.n_rows} rows{versus}"
+    )
+    table = Table("metric", "candidate", *(["baseline"] if report.baseline_metrics else []))
+    for key, value in report.metrics.items():
+        row = [key, fmt_value(value)]
+        if report.baseline_metrics:
+            row.append(fmt_value(report.baseline_metrics.get(key)))
+        table.add_row(*row)
+    console.print(table)
+    for column, per in report.slices.items():
+        slice_table = Table(
+            column, "rows", *(k for k in next(iter(per.values())) if k != "n"), title_justify="left"
+        )
+        for value, metrics in per.items():
+            slice_table.add_row(
+                value,
+                str(int(metrics["n"])),
+                *(fmt_value(v) for k, v in metrics.items() if k != "n"),
+            )
+        console.print(slice_table)
+    if report.gates:
+        gates = Table("gate", "verdict", "detail")
+        for gate in report.gates:
+            verdict = "[green]pass[/green]" if gate.passed else "[bold red]FAIL[/bold red]"
+            gates.add_row(gate.name, verdict, gate.detail)
+        console.print(gates)
+    for problem in report.data_problems:
+        console.print(f"[bold red]data:[/bold red] {problem}")
+    for note in report.notes:
+        console.print(f"[dim]{note}[/dim]")
+    console.print(
+        "[bold green]PASSED[/bold green]" if report.passed else "[bold red]FAILED[/bold red]"
+    )
+
+
+@app.command("card")
+def card_command(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[int, typer.Argument(help="Version.")],
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write a self-contained HTML card to this file.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a version's model card: lineage, checks, approvals, intended use and limitations."""
+    from keel.client import Client
+    from keel.registry.card import build_card, render_html, render_markdown
+
+    card = build_card(Client(), name, version)
+    if as_json:
+        print_json(card)
+    elif html_out is not None:
+        html_out.write_text(render_html(card))
+        console.print(f"Wrote {html_out}")
+    else:
+        from rich.markdown import Markdown
+
+        console.print(Markdown(render_markdown(card)))

@@ -38,6 +38,7 @@ __all__ = [
     "latest_metrics",
     "metadata",
     "metrics",
+    "model_checks",
     "model_version_tags",
     "model_versions",
     "params",
@@ -238,6 +239,22 @@ role_grants = Table(
     Column("role", String(128), primary_key=True),
     Column("granted_at", BigInteger, nullable=False),
     Column("granted_by", String(256), nullable=False),
+)
+
+#: Results of ``keel models check``; the full report is a JSON object in the artifact store.
+model_checks = Table(
+    "model_checks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("registered_models.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("against_version", Integer),
+    Column("passed", Boolean, nullable=False),
+    Column("data_digest", String(64), nullable=False),
+    Column("report_digest", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Index("ix_model_checks_model_version", "model_id", "version", "id"),
 )
 
 # -- governance ------------------------------------------------------------------

@@ -593,7 +593,8 @@ class TrackingClient:
         if path:
             prefix = path.strip("/")
             query = query.where(
-                (s.run_artifacts.c.path == prefix) | s.run_artifacts.c.path.like(f"{prefix}/%")
+                (s.run_artifacts.c.path == prefix)
+                | s.run_artifacts.c.path.like(f"{_escape_like(prefix)}/%", escape="\\")
             )
         with self.store.read() as conn:
             rows = conn.execute(query.order_by(s.run_artifacts.c.path)).all()
@@ -784,6 +785,11 @@ class TrackingClient:
         if columns:
             base = pd.concat([base, pd.DataFrame(columns)], axis=1)
         return base
+
+
+def _escape_like(text: str) -> str:
+    """``text`` matched literally inside a LIKE pattern (escape character: backslash)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _timestamps(pd: Any, values: list[int | None]) -> Any:

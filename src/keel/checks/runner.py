@@ -1,0 +1,146 @@
+"""``keel models check``: measure a registered version on a holdout and apply gates."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from keel.checks.gates import CheckReport, Rules, evaluate, load_rules
+from keel.errors import InvalidInput, NotFound
+from keel.governance import audit
+from keel.store import schema as s
+from keel.store.sql import now_ms
+
+__all__ = ["check_model_version", "latest_check", "read_table"]
+
+
+def read_table(path: str | os.PathLike[str]) -> Any:
+    """A Parquet or CSV file as a DataFrame."""
+    import pandas as pd
+
+    file = Path(path)
+    if not file.exists():
+        raise InvalidInput(f"data file {file} does not exist")
+    suffix = file.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(file)
+    if suffix in (".csv", ".txt"):
+        return pd.read_csv(file)
+    raise InvalidInput(f"data file {file} must be .parquet or .csv, got {suffix or 'no suffix'!r}")
+
+
+def _baseline_uri(name: str, against: str) -> str:
+    return f"models:/{name}/{against}" if against.isdigit() else f"models:/{name}@{against}"
+
+
+def check_model_version(
+    name: str,
+    version: int,
+    data: str | os.PathLike[str] | Any,
+    target: str,
+    rules: Rules | str | os.PathLike[str] | None = None,
+    *,
+    against: str | None = None,
+    client: Any = None,
+    record: bool = True,
+) -> CheckReport:
+    """Evaluate ``models:/name/version`` on ``data`` and decide the gates.
+
+    Args:
+        data: a DataFrame, or the path of a Parquet or CSV file.
+        target: the label column in ``data``.
+        rules: a :class:`Rules`, a YAML/JSON rules file, or ``None`` (measure only).
+        against: an alias (``champion``) or version number to compare with on the same rows.
+        record: store the report with the version (for model cards and history).
+    """
+    from keel.artifacts import hash_bytes
+    from keel.client import Client
+    from keel.models import load_model
+    from keel.models.signature import enforce
+
+    client = client or Client()
+    frame = data if not isinstance(data, (str, os.PathLike)) else read_table(data)
+    parsed = rules if isinstance(rules, Rules) else load_rules(rules)
+    candidate = client.get_model_version(name, version)
+    model = load_model(candidate.uri)
+    baseline = None
+    against_info = None
+    if against is not None:
+        try:
+            base_version = client.resolve_model(_baseline_uri(name, against)).version
+        except NotFound:
+            base_version = None
+        if base_version is None:
+            raise NotFound(f"nothing to check against: model {name!r} has no {against!r}")
+        baseline = load_model(f"models:/{name}/{base_version}")
+        against_info = {"ref": against, "version": base_version}
+    signature = getattr(model, "signature", None)
+    validate = None
+    if signature is not None and getattr(signature, "inputs", None) is not None:
+
+        def validate(features: Any) -> None:
+            enforce(signature.inputs, features)
+
+    report = evaluate(model, frame, target, parsed, baseline=baseline, validate=validate)
+    report.model, report.version, report.against = name, candidate.version, against_info
+    if record:
+        import pandas as pd
+
+        data_digest = hash_bytes(
+            pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
+        )
+        blob = client.artifacts.put_json(report.to_dict())
+        with client.store.write() as conn:
+            model_id = conn.execute(
+                select(s.registered_models.c.id).where(s.registered_models.c.name == name)
+            ).scalar_one()
+            conn.execute(
+                s.model_checks.insert().values(
+                    model_id=model_id,
+                    version=candidate.version,
+                    against_version=None if against_info is None else against_info["version"],
+                    passed=report.passed,
+                    data_digest=data_digest,
+                    report_digest=blob.digest,
+                    created_at=now_ms(),
+                    created_by=client._settings.user,
+                )
+            )
+            audit.record(
+                conn,
+                actor=client._settings.user,
+                action="model_version.check",
+                object_type="model_version",
+                object_id=f"{name}/{candidate.version}",
+                after={
+                    "passed": report.passed,
+                    "report_digest": blob.digest,
+                    "against": against_info,
+                },
+            )
+    return report
+
+
+def latest_check(client: Any, name: str, version: int) -> dict[str, Any] | None:
+    """The most recent recorded check report of a version, if any."""
+    with client.store.read() as conn:
+        row = conn.execute(
+            select(
+                s.model_checks.c.report_digest,
+                s.model_checks.c.created_at,
+                s.model_checks.c.created_by,
+            )
+            .join(s.registered_models)
+            .where(s.registered_models.c.name == name, s.model_checks.c.version == version)
+            .order_by(s.model_checks.c.id.desc())
+            .limit(1)
+        ).first()
+    if row is None:
+        return None
+    report = client.artifacts.get_json(row.report_digest)
+    report["checked_at"] = row.created_at
+    report["checked_by"] = row.created_by
+    return dict(report)
