@@ -351,28 +351,14 @@ def evaluate(
             )
     for name, min_delta in rules.against.items():
         value = metrics.get(name)
-        if baseline_metrics is None:
-            gates.append(
-                Gate(
-                    f"{name} vs baseline",
-                    False,
-                    None,
-                    min_delta,
-                    "no baseline to compare with (pass --against ALIAS)",
-                )
-            )
-            continue
-        base = baseline_metrics.get(name)
+        base = None if baseline_metrics is None else baseline_metrics.get(name)
         if value is None or base is None or math.isnan(value) or math.isnan(base):
-            gates.append(
-                Gate(
-                    f"{name} vs baseline",
-                    False,
-                    None,
-                    min_delta,
-                    f"{name} was not measured for both",
-                )
+            why = (
+                "no baseline to compare with (pass --against ALIAS)"
+                if baseline_metrics is None
+                else f"{name} was not measured for both"
             )
+            gates.append(Gate(f"{name} vs baseline", False, None, min_delta, why))
             continue
         delta = value - base if HIGHER_IS_BETTER[name] else base - value
         gates.append(

@@ -499,27 +499,9 @@ class RegistryClient(TrackingClient):
                     f"{'unset' if expected is None else f'version {expected}'} as this call "
                     "expected: another client moved it. Reload and retry"
                 )
-            conn.execute(
-                s.alias_history.insert().values(
-                    model_id=model.id,
-                    alias=alias,
-                    from_version=expected,
-                    to_version=version,
-                    at=at,
-                    actor=self._actor,
-                    comment=comment,
-                )
-            )
-            audit.record(
-                conn,
-                actor=self._actor,
-                action="alias.set",
-                object_type="alias",
-                object_id=f"{name}@{alias}",
-                before=None if expected is None else {"version": expected},
-                after={"version": version, "comment": comment},
-            )
-        return AliasChange(alias, expected, version, at, self._actor, comment)
+            change = AliasChange(alias, expected, version, at, self._actor, comment)
+            self._record_move(conn, model, change)
+        return change
 
     def delete_alias(
         self,
@@ -549,28 +531,34 @@ class RegistryClient(TrackingClient):
                     f"alias {alias!r} of model {name!r} no longer points at version {expected}: "
                     "another client moved or removed it. Reload and retry"
                 )
-            at = now_ms()
-            conn.execute(
-                s.alias_history.insert().values(
-                    model_id=model.id,
-                    alias=alias,
-                    from_version=expected,
-                    to_version=None,
-                    at=at,
-                    actor=self._actor,
-                    comment=comment,
-                )
+            change = AliasChange(alias, expected, None, now_ms(), self._actor, comment)
+            self._record_move(conn, model, change)
+        return change
+
+    def _record_move(self, conn: Connection, model: Any, change: AliasChange) -> None:
+        """Append an alias move to its history and to the audit chain (caller's transaction)."""
+        conn.execute(
+            s.alias_history.insert().values(
+                model_id=model.id,
+                alias=change.alias,
+                from_version=change.from_version,
+                to_version=change.to_version,
+                at=change.at,
+                actor=change.actor,
+                comment=change.comment,
             )
-            audit.record(
-                conn,
-                actor=self._actor,
-                action="alias.delete",
-                object_type="alias",
-                object_id=f"{name}@{alias}",
-                before={"version": expected},
-                after=None,
-            )
-        return AliasChange(alias, expected, None, at, self._actor, comment)
+        )
+        audit.record(
+            conn,
+            actor=change.actor,
+            action="alias.delete" if change.to_version is None else "alias.set",
+            object_type="alias",
+            object_id=f"{model.name}@{change.alias}",
+            before=None if change.from_version is None else {"version": change.from_version},
+            after=None
+            if change.to_version is None
+            else {"version": change.to_version, "comment": change.comment},
+        )
 
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasChange]:
         """Every move of the model's aliases (or of one alias), oldest first."""
