@@ -1,9 +1,11 @@
 """``keel demo``: a narrated, real example on data scikit-learn ships.
 
-Until the whole loop exists, the demo shows tracking end to end: seeded
-training runs on the Wisconsin breast-cancer data set (shipped inside
-scikit-learn, no download), per-epoch metrics, params, a model-card-like
-JSON artifact, then a search that MLflow cannot express (it has no OR).
+Until the whole loop exists, the demo shows tracking and the registry end
+to end: seeded training runs on the Wisconsin breast-cancer data set
+(shipped inside scikit-learn, no download) with per-epoch metrics and
+params, a search that MLflow cannot express (it has no OR), then two
+models registered, a challenger checked against the champion on the same
+holdout and promoted by compare-and-set, and its model card.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def run_demo(home: str | os.PathLike[str] | None = None, console: Console | None
         f"Keel home: [bold]{settings.home}[/bold] (SQLite metadata + a local artifact folder)"
     )
 
-    data = load_breast_cancer()
+    data = load_breast_cancer(as_frame=True)
     x_train, x_test, y_train, y_test = train_test_split(
         data.data, data.target, test_size=0.25, random_state=7, stratify=data.target
     )
@@ -79,6 +81,7 @@ def run_demo(home: str | os.PathLike[str] | None = None, console: Console | None
         {"model": "random-forest", "n_estimators": 100, "max_depth": 8},
     ]
     run_ids: list[str] = []
+    forests: list[str] = []
     for n, config in enumerate(configs):
         keel.seed_everything(n)
         with keel.start_run(name=f"{config['model']}-{n}") as run:
@@ -107,6 +110,7 @@ def run_demo(home: str | os.PathLike[str] | None = None, console: Console | None
                 keel.log_metric("val_accuracy", accuracy_score(y_test, model.predict(x_test)))
                 scores = model.predict_proba(x_test)[:, 1]
                 keel.log_metric("val_log_loss", log_loss(y_test, model.predict_proba(x_test)))
+                forests.append(keel.log_model(model, "model", input_example=x_train.head(5)).uri)
             auc = roc_auc_score(y_test, scores)
             keel.log_metric("val_roc_auc", auc)
             keel.log_dict(
@@ -135,6 +139,50 @@ def run_demo(home: str | os.PathLike[str] | None = None, console: Console | None
         )
     out.print(table)
 
+    out.print(
+        "\n[bold]4. Register[/bold]  both forests as versions of 'breast-cancer' "
+        "(skops files, digests pinned); the shallow one becomes champion"
+    )
+    client = keel.Client()
+    for uri in forests:
+        version = keel.register_model(uri, "breast-cancer")
+        out.print(f"   version {version} ← {uri}")
+    client.set_alias("breast-cancer", "champion", 1, comment="first model")
+    client.update_model_version(
+        "breast-cancer",
+        2,
+        description="Random forest on the Wisconsin breast-cancer features.\n"
+        "## Intended use\nA demo of Keel's registry; not for clinical use.\n"
+        "## Limitations\nTrained on 426 rows from one hospital.",
+    )
+
+    from keel.checks import Rules, check_model_version
+
+    holdout = settings.home / "holdout.parquet"
+    x_test.assign(y=y_test).to_parquet(holdout)
+    rules = Rules.from_dict(
+        {
+            "metrics": {"accuracy": {"min": 0.9}, "roc_auc": {"min": 0.95}},
+            "against": {"log_loss": {"min_delta": 0.0}},
+        }
+    )
+    out.print("\n[bold]5. Check[/bold]  version 2 against the champion on the same holdout rows")
+    report = check_model_version("breast-cancer", 2, holdout, "y", rules, against="champion")
+    gates = Table("gate", "verdict", "detail")
+    for gate in report.gates:
+        gates.add_row(gate.name, "pass" if gate.passed else "FAIL", gate.detail)
+    out.print(gates)
+    if report.passed:
+        client.set_alias("breast-cancer", "champion", 2, expected=1, comment="passed its gates")
+        out.print("   gates passed: champion 1 → 2 (compare-and-set, audited)")
+    else:
+        out.print("   a gate failed: the champion stays at version 1")
+    from keel.registry.card import build_card, render_html
+
+    card_path = settings.home / "card-breast-cancer-v2.html"
+    card_path.write_text(render_html(build_card(client, "breast-cancer", 2)))
+    out.print(f"   model card: {card_path}", soft_wrap=True)
+
     elapsed = time.perf_counter() - started
     prefix = f"keel --home {settings.home}"
     out.rule(f"[bold]Done in {elapsed:.1f}s")
@@ -144,6 +192,11 @@ def run_demo(home: str | os.PathLike[str] | None = None, console: Console | None
         f"{prefix} runs show {run_ids[-1][:12]}",
         f"{prefix} runs compare {run_ids[0][:12]} {run_ids[1][:12]} --diff",
         f'{prefix} runs search "{query}" --order-by "metrics.val_roc_auc DESC"',
+        f"{prefix} models versions breast-cancer",
+        f"{prefix} models check breast-cancer 1 --data {holdout} --target y --against champion",
+        f"{prefix} models card breast-cancer 2",
+        f"{prefix} audit list",
+        f"{prefix} audit verify",
     ):
         out.print(f"  [green]{command}[/green]", soft_wrap=True)
     return settings.home

@@ -173,3 +173,12 @@ def test_demo_runs_end_to_end(tmp_path: Path):
     frame = keel.search_runs(search_all_experiments=True)
     assert len(frame) == 5 and set(frame["status"]) == {"FINISHED"}
     assert (frame["metrics.val_roc_auc"] > 0.9).all()
+    client = keel.Client()
+    assert [v.version for v in client.list_model_versions("breast-cancer")] == [1, 2]
+    moves = [(h.from_version, h.to_version) for h in client.alias_history("breast-cancer", "champion")]
+    assert moves == [(None, 1), (1, 2)]  # the challenger passed its gates and was promoted
+    assert (tmp_path / "demo" / "card-breast-cancer-v2.html").is_file()
+    from keel.governance import audit
+    from keel.store import get_store
+
+    assert audit.verify(get_store(client._settings)).ok
