@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from keel.cli import audit, experiments, governance, models, runs
+from keel.cli import audit, experiments, governance, models, runs, serving
 from keel.cli.output import console, err, print_json
 
 app = typer.Typer(
@@ -31,6 +31,9 @@ app.add_typer(models.app, name="models")
 app.add_typer(audit.app, name="audit")
 app.add_typer(governance.policy_app, name="policy")
 app.add_typer(governance.roles_app, name="roles")
+app.add_typer(serving.deploy_app, name="deploy")
+app.add_typer(serving.predictions_app, name="predictions")
+app.command("serve")(serving.serve_command)
 
 
 def _version(value: bool) -> None:

@@ -33,6 +33,8 @@ __all__ = [
     "approvals",
     "audit_head",
     "audit_log",
+    "deployment_revisions",
+    "deployments",
     "environments",
     "experiments",
     "latest_metrics",
@@ -255,6 +257,32 @@ model_checks = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("created_by", String(256), nullable=False),
     Index("ix_model_checks_model_version", "model_id", "version", "id"),
+)
+
+# -- serving ----------------------------------------------------------------------
+
+#: A named endpoint; ``revision`` is the one in force (moved by compare-and-set).
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("revision", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+)
+
+#: Every spec a deployment has had (routes, shadow, batching) as JSON; never edited.
+deployment_revisions = Table(
+    "deployment_revisions",
+    metadata,
+    Column("deployment", String(128), ForeignKey("deployments.name"), primary_key=True),
+    Column("revision", Integer, primary_key=True),
+    Column("spec", Text, nullable=False),
+    # The revision this one undoes to on rollback: an undo stack, not a toggle.
+    Column("previous", Integer),
+    Column("comment", Text),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
 )
 
 # -- governance ------------------------------------------------------------------

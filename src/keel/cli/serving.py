@@ -1,0 +1,238 @@
+"""``keel deploy …``, ``keel serve`` and ``keel predictions label``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from keel.cli.output import console, fmt_time, print_json
+
+deploy_app = typer.Typer(
+    help="Create, change, inspect and roll back deployments.", no_args_is_help=True
+)
+predictions_app = typer.Typer(help="Work with logged predictions.", no_args_is_help=True)
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+CanaryOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--canary", help="Extra route with a weight, e.g. churn/5:10 (10% of traffic). Repeatable."
+    ),
+]
+ShadowOption = Annotated[
+    str | None,
+    typer.Option(
+        help="A version that gets a copy of every request, e.g. churn/6; its answers are only logged."
+    ),
+]
+BatchingOption = Annotated[
+    str | None, typer.Option(help="Micro-batching, e.g. max_size=32,max_latency_ms=5.")
+]
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    console.print(f"[bold]{status['name']}[/bold]  revision {status['revision']}")
+    table = Table("role", "route", "weight", "serves version", "problem")
+    for r in status["routes"]:
+        weight = f"{r['weight']}%" if r["role"] == "route" else "copy"
+        table.add_row(r["role"], r["label"], weight, str(r["version"] or "—"), r["problem"] or "")
+    console.print(table)
+    batching = status["spec"]["batching"]
+    if batching:
+        console.print(
+            f"  batching: max_size={batching['max_size']}, max_latency_ms={batching['max_latency_ms']}"
+        )
+
+
+@deploy_app.command("create")
+def create_command(
+    name: Annotated[str, typer.Argument(help="Deployment name (used in URLs).")],
+    model: Annotated[
+        str, typer.Option(help="Primary model: churn@champion (follows the alias) or churn/3.")
+    ],
+    canary: CanaryOption = None,
+    shadow: ShadowOption = None,
+    batching: BatchingOption = None,
+    comment: Annotated[str | None, typer.Option(help="Why; kept with the revision.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a deployment (revision 1)."""
+    from keel.serving.deployments import Deployments, build_spec
+
+    deployments = Deployments()
+    deployments.create(name, build_spec(model, canary, shadow, batching), comment)
+    status = deployments.status(name)
+    print_json(status) if as_json else _print_status(status)
+
+
+@deploy_app.command("update")
+def update_command(
+    name: Annotated[str, typer.Argument(help="Deployment name.")],
+    model: Annotated[str | None, typer.Option(help="New primary model reference.")] = None,
+    canary: CanaryOption = None,
+    shadow: ShadowOption = None,
+    batching: BatchingOption = None,
+    no_canary: Annotated[
+        bool, typer.Option("--no-canary", help="Remove the canary routes.")
+    ] = False,
+    no_shadow: Annotated[bool, typer.Option("--no-shadow", help="Remove the shadow.")] = False,
+    no_batching: Annotated[bool, typer.Option("--no-batching", help="Stop batching.")] = False,
+    comment: Annotated[str | None, typer.Option(help="Why; kept with the revision.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a new revision changing only what is given; running servers pick it up."""
+    from keel.serving.deployments import Deployments
+
+    deployments = Deployments()
+    deployments.update(
+        name,
+        model=model,
+        canary=canary,
+        shadow=shadow,
+        batching=batching,
+        clear_canary=no_canary,
+        clear_shadow=no_shadow,
+        clear_batching=no_batching,
+        comment=comment,
+    )
+    status = deployments.status(name)
+    print_json(status) if as_json else _print_status(status)
+
+
+@deploy_app.command("rollback")
+def rollback_command(
+    name: Annotated[str, typer.Argument(help="Deployment name.")],
+    to: Annotated[
+        int | None, typer.Option(help="Revision to restore (default: the one before).")
+    ] = None,
+    comment: Annotated[str | None, typer.Option(help="Why; kept with the revision.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Restore the previous revision's spec as a new revision (one call, audited)."""
+    from keel.serving.deployments import Deployments
+
+    deployments = Deployments()
+    done = deployments.rollback(name, to, comment)
+    status = deployments.status(name)
+    if as_json:
+        print_json(status)
+    else:
+        console.print(f"{name}: {done.comment}")
+        _print_status(status)
+
+
+@deploy_app.command("status")
+def status_command(
+    name: Annotated[str, typer.Argument(help="Deployment name.")], as_json: JsonOption = False
+) -> None:
+    """Routes, weights and the versions they serve right now."""
+    from keel.serving.deployments import Deployments
+
+    status = Deployments().status(name)
+    print_json(status) if as_json else _print_status(status)
+
+
+@deploy_app.command("history")
+def history_command(
+    name: Annotated[str, typer.Argument(help="Deployment name.")], as_json: JsonOption = False
+) -> None:
+    """Every revision, oldest first."""
+    from keel.serving.deployments import Deployments
+
+    history = Deployments().history(name)
+    if as_json:
+        print_json(
+            [
+                {**d.to_dict(), "created_at": d.created_at, "created_by": d.created_by}
+                for d in history
+            ]
+        )
+        return
+    table = Table("revision", "time", "by", "routes", "shadow", "comment")
+    for d in history:
+        routes = ", ".join(f"{r.label} {r.weight}%" for r in d.spec.routes)
+        table.add_row(
+            str(d.revision),
+            fmt_time(d.created_at),
+            d.created_by,
+            routes,
+            d.spec.shadow.label if d.spec.shadow else "",
+            d.comment or "",
+        )
+    console.print(table)
+
+
+@deploy_app.command("list")
+def list_command(as_json: JsonOption = False) -> None:
+    """List deployments."""
+    from keel.serving.deployments import Deployments
+
+    deployments = Deployments().all()
+    if as_json:
+        print_json([d.to_dict() for d in deployments])
+        return
+    table = Table("name", "revision", "routes")
+    for d in deployments:
+        table.add_row(
+            d.name, str(d.revision), ", ".join(f"{r.label} {r.weight}%" for r in d.spec.routes)
+        )
+    console.print(table)
+
+
+def serve_command(
+    target: Annotated[
+        str,
+        typer.Argument(help="A deployment name, or a model URI such as models:/churn@champion."),
+    ],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    no_log: Annotated[bool, typer.Option("--no-log", help="Do not log predictions.")] = False,
+) -> None:
+    """Serve a deployment over HTTP: Open Inference Protocol v2, /invocations, KServe v1, /metrics."""
+    from keel.errors import InvalidInput
+    from keel.serving.server import serve
+
+    if workers < 1:
+        raise InvalidInput(f"--workers must be at least 1, got {workers}")
+    console.print(
+        f"Serving {target} on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})"
+    )
+    serve(target, host=host, port=port, workers=workers, log_predictions=not no_log)
+
+
+@predictions_app.command("label")
+def label_command(
+    deployment: Annotated[str, typer.Argument(help="Deployment the predictions came from.")],
+    file: Annotated[
+        Path, typer.Argument(help="CSV or Parquet with request_id, label and optionally row.")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Attach labels that arrived later to logged predictions (joined by request id)."""
+    from keel.checks import read_table
+    from keel.config import get_settings
+    from keel.errors import InvalidInput
+    from keel.serving.predlog import PredictionLogger
+
+    frame = read_table(file)
+    missing = [c for c in ("request_id", "label") if c not in frame.columns]
+    if missing:
+        raise InvalidInput(
+            f"{file} needs columns request_id and label; missing {', '.join(missing)}"
+        )
+    settings = get_settings()
+    logger = PredictionLogger(settings.artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)
+    try:
+        rows = None if "row" not in frame.columns else [int(r) for r in frame["row"]]
+        written = logger.log_feedback(
+            deployment, [str(i) for i in frame["request_id"]], list(frame["label"]), rows
+        )
+    finally:
+        logger.close()
+    if as_json:
+        print_json({"deployment": deployment, "labels": written})
+    else:
+        console.print(f"Stored {written} labels for {deployment}")

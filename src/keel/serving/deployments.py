@@ -1,0 +1,465 @@
+"""Deployments: named endpoints whose routes, shadow and batching are revisioned.
+
+A deployment's *spec* says which model versions answer (routes with
+weights: a primary plus optional canaries), which version sees a copy of
+the traffic without answering (shadow), and whether requests are batched.
+A route names a version (``churn/5``) or follows an alias
+(``churn@champion``): a running server re-resolves aliases, so moving the
+alias moves the traffic without a restart.
+
+Every change writes a new, immutable revision; the deployment's current
+revision moves by compare-and-set. Rollback is one call: it writes a new
+revision whose spec is the one before the current one (or any revision).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import select, update
+
+from keel.errors import Conflict, InvalidInput, NotFound
+from keel.governance import audit
+from keel.store import schema as s
+from keel.store.sql import now_ms
+
+__all__ = [
+    "Batching",
+    "Deployment",
+    "DeploymentSpec",
+    "Deployments",
+    "Route",
+    "parse_batching",
+    "parse_route",
+]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_REF_RE = re.compile(
+    r"^(?:models:/)?(?P<model>[A-Za-z0-9][A-Za-z0-9_.\-]*)(?:@(?P<alias>[A-Za-z][A-Za-z0-9_\-]*)|/(?P<version>[0-9]+))$"
+)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A model version (``ref`` a number) or an alias to follow (``ref`` a name), with a weight."""
+
+    model: str
+    ref: str
+    weight: int = 100
+
+    @property
+    def follows_alias(self) -> bool:
+        return not self.ref.isdigit()
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}@{self.ref}" if self.follows_alias else f"{self.model}/{self.ref}"
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.label}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "ref": self.ref, "weight": self.weight}
+
+
+@dataclass(frozen=True)
+class Batching:
+    """Collect up to ``max_size`` rows or wait at most ``max_latency_ms`` before predicting."""
+
+    max_size: int = 32
+    max_latency_ms: float = 5.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_size": self.max_size, "max_latency_ms": self.max_latency_ms}
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    routes: tuple[Route, ...]
+    shadow: Route | None = None
+    batching: Batching | None = None
+
+    def __post_init__(self) -> None:
+        if not self.routes:
+            raise InvalidInput("a deployment needs at least one route (--model NAME@ALIAS)")
+        if sum(r.weight for r in self.routes) != 100:
+            raise InvalidInput(
+                f"route weights must add up to 100, got {[r.weight for r in self.routes]}"
+            )
+        if any(r.weight <= 0 for r in self.routes):
+            raise InvalidInput("every route needs a weight above 0; remove a route instead")
+
+    @property
+    def primary(self) -> Route:
+        return self.routes[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "routes": [r.to_dict() for r in self.routes],
+            "shadow": None if self.shadow is None else self.shadow.to_dict(),
+            "batching": None if self.batching is None else self.batching.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> DeploymentSpec:
+        return cls(
+            routes=tuple(Route(**r) for r in doc["routes"]),
+            shadow=None if doc.get("shadow") is None else Route(**doc["shadow"]),
+            batching=None if doc.get("batching") is None else Batching(**doc["batching"]),
+        )
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    revision: int
+    spec: DeploymentSpec
+    created_at: int
+    created_by: str
+    comment: str | None = None
+    previous: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "revision": self.revision,
+            "spec": self.spec.to_dict(),
+            "comment": self.comment,
+            "previous": self.previous,
+        }
+
+
+def parse_route(text: str, weight: int = 100) -> Route:
+    """``churn@champion``, ``churn/5`` or ``models:/churn@champion`` → :class:`Route`."""
+    match = _REF_RE.match(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise InvalidInput(
+            f"expected a model reference like churn@champion or churn/5, got {text!r}"
+        )
+    ref = match.group("alias") or match.group("version")
+    return Route(match.group("model"), ref, weight)
+
+
+def parse_canary(text: str) -> Route:
+    """``churn/5:10`` → route to churn version 5 with weight 10."""
+    ref, sep, weight = text.rpartition(":")
+    if not sep or not weight.isdigit() or not 0 < int(weight) < 100:
+        raise InvalidInput(
+            f"expected a canary like churn/5:10 (reference, then a weight from 1 to 99), got {text!r}"
+        )
+    return parse_route(ref, int(weight))
+
+
+def parse_batching(text: str) -> Batching:
+    """``max_size=32,max_latency_ms=5`` → :class:`Batching`."""
+    values: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in ("max_size", "max_latency_ms"):
+            raise InvalidInput(
+                f"batching takes max_size=N,max_latency_ms=M, got {part!r} in {text!r}"
+            )
+        try:
+            values[key] = int(value) if key == "max_size" else float(value)
+        except ValueError:
+            raise InvalidInput(f"batching {key} must be a number, got {value!r}") from None
+    batching = Batching(**values)
+    if batching.max_size < 1 or batching.max_latency_ms < 0:
+        raise InvalidInput(f"batching needs max_size ≥ 1 and max_latency_ms ≥ 0, got {text!r}")
+    return batching
+
+
+def build_spec(
+    model: str,
+    canary: list[str] | None = None,
+    shadow: str | None = None,
+    batching: str | None = None,
+) -> DeploymentSpec:
+    """A spec from the command-line spelling of its parts."""
+    canaries = [parse_canary(c) for c in canary or []]
+    primary = parse_route(model, 100 - sum(c.weight for c in canaries))
+    if primary.weight <= 0:
+        raise InvalidInput(
+            "canary weights leave no traffic for the primary model; keep their sum below 100"
+        )
+    return DeploymentSpec(
+        routes=(primary, *canaries),
+        shadow=None if shadow is None else parse_route(shadow),
+        batching=None if batching is None else parse_batching(batching),
+    )
+
+
+class Deployments:
+    """Create, change, roll back and read deployments (``client``: a ``keel.Client``)."""
+
+    def __init__(self, client: Any = None) -> None:
+        from keel.client import Client
+
+        self.client = client or Client()
+
+    @property
+    def _actor(self) -> str:
+        return str(self.client._settings.user)
+
+    def _check_refs(self, spec: DeploymentSpec) -> None:
+        for route in (*spec.routes, *([spec.shadow] if spec.shadow else [])):
+            self.client.resolve_model(route.uri)  # NotFound names the missing model or alias
+
+    def create(self, name: str, spec: DeploymentSpec, comment: str | None = None) -> Deployment:
+        """A new deployment at revision 1; ``Conflict`` if the name is taken."""
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise InvalidInput(
+                f"deployment name must be letters, digits, '_', '-' or '.', up to 128; got {name!r}"
+            )
+        self._check_refs(spec)
+        at = now_ms()
+        with self.client.store.write() as conn:
+            exists = conn.execute(
+                select(s.deployments.c.name).where(s.deployments.c.name == name)
+            ).first()
+            if exists is not None:
+                raise Conflict(
+                    f"a deployment named {name!r} exists; change it with `keel deploy update`"
+                )
+            conn.execute(
+                s.deployments.insert().values(
+                    name=name, revision=1, created_at=at, created_by=self._actor
+                )
+            )
+            self._write_revision(conn, name, 1, spec, comment, at, None)
+            audit.record(
+                conn,
+                actor=self._actor,
+                action="deployment.create",
+                object_type="deployment",
+                object_id=name,
+                after={"revision": 1, "spec": spec.to_dict()},
+            )
+        return Deployment(name, 1, spec, at, self._actor, comment)
+
+    def _write_revision(
+        self,
+        conn: Any,
+        name: str,
+        revision: int,
+        spec: DeploymentSpec,
+        comment: str | None,
+        at: int,
+        previous: int | None,
+    ) -> None:
+        conn.execute(
+            s.deployment_revisions.insert().values(
+                deployment=name,
+                revision=revision,
+                spec=json.dumps(spec.to_dict(), sort_keys=True),
+                previous=previous,
+                comment=comment,
+                created_at=at,
+                created_by=self._actor,
+            )
+        )
+
+    def get(self, name: str, revision: int | None = None) -> Deployment:
+        """The deployment at its current revision (or at ``revision``)."""
+        with self.client.store.read() as conn:
+            current = conn.execute(
+                select(s.deployments).where(s.deployments.c.name == name)
+            ).first()
+            if current is None:
+                raise NotFound(f"no deployment named {name!r}; see `keel deploy list`")
+            wanted = revision or current.revision
+            row = conn.execute(
+                select(s.deployment_revisions).where(
+                    s.deployment_revisions.c.deployment == name,
+                    s.deployment_revisions.c.revision == wanted,
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"deployment {name!r} has no revision {wanted}")
+        return _deployment(name, row)
+
+    def current_revision(self, name: str) -> int:
+        with self.client.store.read() as conn:
+            value = conn.execute(
+                select(s.deployments.c.revision).where(s.deployments.c.name == name)
+            ).scalar()
+        if value is None:
+            raise NotFound(f"no deployment named {name!r}; see `keel deploy list`")
+        return int(value)
+
+    def all(self) -> list[Deployment]:
+        with self.client.store.read() as conn:
+            names = (
+                conn.execute(select(s.deployments.c.name).order_by(s.deployments.c.name))
+                .scalars()
+                .all()
+            )
+        return [self.get(n) for n in names]
+
+    def history(self, name: str) -> list[Deployment]:
+        """Every revision, oldest first."""
+        self.current_revision(name)
+        with self.client.store.read() as conn:
+            rows = conn.execute(
+                select(s.deployment_revisions)
+                .where(s.deployment_revisions.c.deployment == name)
+                .order_by(s.deployment_revisions.c.revision)
+            ).all()
+        return [_deployment(name, r) for r in rows]
+
+    def _advance(
+        self,
+        name: str,
+        spec: DeploymentSpec,
+        comment: str | None,
+        action: str,
+        expected: int | None,
+        previous: int | bool | None = True,
+    ) -> Deployment:
+        """Write revision ``base + 1``; ``previous=True`` means "undo returns to ``base``"."""
+        current = self.get(name)
+        base = current.revision if expected is None else expected
+        undo_to = base if previous is True else (None if previous is False else previous)
+        at = now_ms()
+        with self.client.store.write() as conn:
+            done = conn.execute(
+                update(s.deployments)
+                .where(s.deployments.c.name == name, s.deployments.c.revision == base)
+                .values(revision=base + 1)
+            )
+            if done.rowcount != 1:
+                raise Conflict(
+                    f"deployment {name!r} moved past revision {base} meanwhile; reload and retry"
+                )
+            self._write_revision(conn, name, base + 1, spec, comment, at, undo_to)
+            audit.record(
+                conn,
+                actor=self._actor,
+                action=action,
+                object_type="deployment",
+                object_id=name,
+                before={"revision": base, "spec": current.spec.to_dict()},
+                after={"revision": base + 1, "spec": spec.to_dict(), "comment": comment},
+            )
+        return Deployment(name, base + 1, spec, at, self._actor, comment, undo_to)
+
+    def update(
+        self,
+        name: str,
+        *,
+        model: str | None = None,
+        canary: list[str] | None = None,
+        shadow: str | None = None,
+        batching: str | None = None,
+        clear_canary: bool = False,
+        clear_shadow: bool = False,
+        clear_batching: bool = False,
+        comment: str | None = None,
+        expected_revision: int | None = None,
+    ) -> Deployment:
+        """A new revision changing only what is given."""
+        current = self.get(name)
+        spec = current.spec
+        primary = spec.primary if model is None else parse_route(model)
+        canaries = list(spec.routes[1:])
+        if clear_canary:
+            canaries = []
+        if canary is not None:
+            canaries = [parse_canary(c) for c in canary]
+        primary = replace(primary, weight=100 - sum(c.weight for c in canaries))
+        if primary.weight <= 0:
+            raise InvalidInput(
+                "canary weights leave no traffic for the primary model; keep their sum below 100"
+            )
+        new = DeploymentSpec(
+            routes=(primary, *canaries),
+            shadow=None if clear_shadow else (parse_route(shadow) if shadow else spec.shadow),
+            batching=None
+            if clear_batching
+            else (parse_batching(batching) if batching else spec.batching),
+        )
+        if new == spec:
+            raise InvalidInput(f"nothing to change: deployment {name!r} already has that spec")
+        self._check_refs(new)
+        return self._advance(name, new, comment, "deployment.update", expected_revision)
+
+    def set_spec(
+        self,
+        name: str,
+        spec: DeploymentSpec,
+        comment: str | None = None,
+        expected_revision: int | None = None,
+    ) -> Deployment:
+        """A new revision with exactly ``spec`` (automation uses this)."""
+        self._check_refs(spec)
+        return self._advance(name, spec, comment, "deployment.update", expected_revision)
+
+    def rollback(self, name: str, to: int | None = None, comment: str | None = None) -> Deployment:
+        """Put back an earlier spec as a new revision.
+
+        Without ``to``, undo: return to the spec in force before the current
+        one. Rolling back twice goes back twice (an undo stack), it does not
+        toggle between the last two specs.
+        """
+        current = self.get(name)
+        if to is None:
+            if current.previous is None:
+                raise InvalidInput(
+                    f"deployment {name!r} revision {current.revision} has no earlier spec to roll back to"
+                )
+            target = self.get(name, current.previous)
+            undo_to: int | None = target.previous
+        else:
+            if not 1 <= to < current.revision:
+                raise InvalidInput(
+                    f"deployment {name!r} can roll back to revisions 1 to {current.revision - 1}, got {to}"
+                )
+            target = self.get(name, to)
+            undo_to = current.revision
+        return self._advance(
+            name,
+            target.spec,
+            comment or f"rollback to revision {target.revision}",
+            "deployment.rollback",
+            current.revision,
+            previous=undo_to if undo_to is not None else False,
+        )
+
+    def status(self, name: str) -> dict[str, Any]:
+        """The current spec with every route resolved to the version it serves now."""
+        deployment = self.get(name)
+        routes = []
+        for role, route in [("route", r) for r in deployment.spec.routes] + (
+            [("shadow", deployment.spec.shadow)] if deployment.spec.shadow else []
+        ):
+            try:
+                version: int | None = self.client.resolve_model(route.uri).version
+                problem = None
+            except NotFound as exc:
+                version, problem = None, str(exc)
+            routes.append(
+                {
+                    "role": role,
+                    **route.to_dict(),
+                    "label": route.label,
+                    "version": version,
+                    "problem": problem,
+                }
+            )
+        return {**deployment.to_dict(), "routes": routes}
+
+
+def _deployment(name: str, row: Any) -> Deployment:
+    return Deployment(
+        name,
+        row.revision,
+        DeploymentSpec.from_dict(json.loads(row.spec)),
+        row.created_at,
+        row.created_by,
+        row.comment,
+        row.previous,
+    )

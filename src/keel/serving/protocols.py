@@ -1,0 +1,383 @@
+"""Wire formats: Open Inference Protocol v2, MLflow's /invocations, KServe v1.
+
+Parsing turns a request body into what a model's ``predict`` takes (a
+DataFrame for columnar signatures, arrays for tensor signatures) and
+raises :class:`~keel.errors.InvalidInput` with what was wrong and what was
+expected. It never echoes the payload back.
+
+The v2 binary tensor extension (used by default by tritonclient's HTTP
+client) is supported both ways: a JSON header of ``Inference-Header-Content-Length``
+bytes followed by raw little-endian tensors, each input declaring its
+``parameters.binary_data_size``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from keel.errors import InvalidInput
+
+__all__ = [
+    "V2_DATATYPES",
+    "V2Request",
+    "encode_v2_response",
+    "parse_invocations",
+    "parse_v1",
+    "parse_v2",
+    "to_jsonable",
+    "to_model_input",
+    "v2_datatype",
+]
+
+#: v2 datatype → NumPy dtype.
+V2_DATATYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(bool),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(object),
+}
+_NUMPY_TO_V2 = {v: k for k, v in V2_DATATYPES.items() if k != "BYTES"}
+_COLUMN_TO_V2 = {
+    "bool": "BOOL",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+    "string": "BYTES",
+    "datetime": "BYTES",
+}
+
+
+def v2_datatype(type_name: str | np.dtype[Any]) -> str:
+    """The v2 datatype for a signature column type or a NumPy dtype."""
+    if isinstance(type_name, np.dtype):
+        return _NUMPY_TO_V2.get(type_name, "BYTES")
+    if type_name in _COLUMN_TO_V2:
+        return _COLUMN_TO_V2[type_name]
+    return type_name.upper() if type_name.upper() in V2_DATATYPES else "BYTES"
+
+
+def _loads(body: bytes) -> Any:
+    if not body:
+        raise InvalidInput("the request body is empty; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"the request body is not valid JSON ({exc.msg} at byte {exc.pos})"
+        ) from None
+
+
+@dataclass
+class V2Request:
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    output_names: list[str] | None
+    binary_output: bool
+
+
+def _split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    if header_length is None:
+        return body, b""
+    try:
+        n = int(header_length)
+    except ValueError:
+        raise InvalidInput(
+            f"Inference-Header-Content-Length must be an integer, got {header_length[:20]!r}"
+        ) from None
+    if not 0 < n <= len(body):
+        raise InvalidInput(
+            f"Inference-Header-Content-Length is {n} but the body has {len(body)} bytes"
+        )
+    return body[:n], body[n:]
+
+
+def _decode_bytes_tensor(raw: bytes, count: int, name: str) -> np.ndarray:
+    """Triton's BYTES encoding: each element is a 4-byte little-endian length then the bytes."""
+    out = np.empty(count, dtype=object)
+    pos = 0
+    for i in range(count):
+        if pos + 4 > len(raw):
+            raise InvalidInput(f"input {name!r}: binary BYTES data ends early")
+        length = int.from_bytes(raw[pos : pos + 4], "little")
+        pos += 4
+        out[i] = raw[pos : pos + length].decode("utf-8", errors="replace")
+        pos += length
+    return out
+
+
+def parse_v2(body: bytes, header_length: str | None = None) -> V2Request:
+    """Parse a v2 ``/infer`` request (JSON, or JSON plus binary tensors)."""
+    header, binary = _split_binary(body, header_length)
+    doc = _loads(header)
+    if not isinstance(doc, Mapping):
+        raise InvalidInput(f"a v2 request must be a JSON object, got {type(doc).__name__}")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInput(
+            'a v2 request needs "inputs": a non-empty list of {name, shape, datatype, data}'
+        )
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for n, item in enumerate(raw_inputs):
+        if not isinstance(item, Mapping):
+            raise InvalidInput(f"inputs[{n}] must be an object with name, shape, datatype and data")
+        name, shape, datatype = item.get("name"), item.get("shape"), item.get("datatype")
+        if not isinstance(name, str) or not name:
+            raise InvalidInput(f"inputs[{n}] needs a string name")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise InvalidInput(f"input {name!r} needs a shape: a list of non-negative integers")
+        if datatype not in V2_DATATYPES:
+            raise InvalidInput(
+                f"input {name!r} has datatype {datatype!r}; expected one of {', '.join(V2_DATATYPES)}"
+            )
+        count = int(np.prod(shape)) if shape else 1
+        dtype = V2_DATATYPES[datatype]
+        params = item.get("parameters") or {}
+        size = params.get("binary_data_size") if isinstance(params, Mapping) else None
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise InvalidInput(f"input {name!r}: binary_data_size does not fit the binary body")
+            raw = binary[offset : offset + size]
+            offset += size
+            if datatype == "BYTES":
+                array = _decode_bytes_tensor(raw, count, name)
+            else:
+                if size != count * dtype.itemsize:
+                    raise InvalidInput(
+                        f"input {name!r}: shape {shape} of {datatype} needs {count * dtype.itemsize} bytes, got {size}"
+                    )
+                array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
+        else:
+            data = item.get("data")
+            if data is None:
+                raise InvalidInput(f"input {name!r} has no data")
+            try:
+                array = np.asarray(data, dtype=dtype if datatype != "BYTES" else object)
+            except (ValueError, TypeError, OverflowError):
+                raise InvalidInput(
+                    f"input {name!r}: data does not fit datatype {datatype}"
+                ) from None
+            if datatype == "BYTES":
+                array = np.array(
+                    [v if isinstance(v, str) else str(v) for v in array.ravel()], dtype=object
+                )
+            if array.size != count:
+                raise InvalidInput(
+                    f"input {name!r}: shape {shape} holds {count} values but data has {array.size}"
+                )
+        inputs[name] = array.reshape(shape) if shape else array.reshape(())
+    outputs = doc.get("outputs")
+    output_names = None
+    binary_output = False
+    if isinstance(outputs, list):
+        output_names = [str(o["name"]) for o in outputs if isinstance(o, Mapping) and o.get("name")]
+        binary_output = any(
+            isinstance(o, Mapping) and (o.get("parameters") or {}).get("binary_data")
+            for o in outputs
+        )
+    params = doc.get("parameters") or {}
+    if isinstance(params, Mapping) and params.get("binary_data_output"):
+        binary_output = True
+    request_id = doc.get("id")
+    return V2Request(
+        None if request_id is None else str(request_id), inputs, output_names, binary_output
+    )
+
+
+def to_model_input(inputs: Mapping[str, np.ndarray], signature: Any) -> Any:
+    """v2 inputs → what the model takes, guided by its signature.
+
+    Columnar signature: one input per column (shape ``[N]`` or ``[N, 1]``), or a
+    single 2-D input whose width matches the number of columns (by position).
+    Tensor signature: arrays by name (or the only one).
+    """
+    import pandas as pd
+
+    if signature is None or signature.inputs.is_tensor:
+        if len(inputs) == 1:
+            return next(iter(inputs.values()))
+        return dict(inputs)
+    columns = [c.name for c in signature.inputs.columns]
+    if len(inputs) == 1:
+        (only,) = inputs.values()
+        name = next(iter(inputs))
+        if name not in columns:
+            if only.ndim != 2 or only.shape[1] != len(columns):
+                raise InvalidInput(
+                    f"input {name!r} has shape {list(only.shape)}; expected one input per column "
+                    f"({', '.join(columns[:8])}{'…' if len(columns) > 8 else ''}) or one [N, {len(columns)}] input"
+                )
+            return pd.DataFrame(only, columns=columns)
+    frame: dict[str, Any] = {}
+    lengths = set()
+    for name, array in inputs.items():
+        if array.ndim == 2 and array.shape[1] == 1:
+            array = array[:, 0]
+        if array.ndim != 1:
+            raise InvalidInput(
+                f"input {name!r} has shape {list(array.shape)}; a column input must be [N] or [N, 1]"
+            )
+        frame[name] = array
+        lengths.add(len(array))
+    if len(lengths) > 1:
+        raise InvalidInput(
+            f"column inputs must have the same length, got lengths {sorted(lengths)}"
+        )
+    return pd.DataFrame(frame)
+
+
+def to_jsonable(predictions: Any) -> list[Any]:
+    """Model output as JSON-ready Python values."""
+    import pandas as pd
+
+    if isinstance(predictions, pd.DataFrame):
+        return list(predictions.to_dict(orient="records"))
+    if isinstance(predictions, pd.Series):
+        predictions = predictions.to_numpy()
+    array = np.asarray(predictions)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        # JSON has no NaN or infinity: send null for them.
+        values = array.astype(object)
+        values[~np.isfinite(array)] = None
+        array = values
+    return list(array.tolist()) if array.ndim else [array.item()]
+
+
+def encode_v2_response(
+    model_name: str,
+    version: str,
+    request_id: str | None,
+    predictions: Any,
+    binary: bool,
+    output_name: str = "predict",
+) -> tuple[bytes, dict[str, str]]:
+    """A v2 response body (JSON, or JSON plus binary) and the extra headers it needs."""
+    array = np.asarray(predictions)
+    datatype = "BYTES" if array.dtype.kind in "OUS" else v2_datatype(array.dtype)
+    output: dict[str, Any] = {"name": output_name, "shape": list(array.shape), "datatype": datatype}
+    head: dict[str, Any] = {"model_name": model_name, "model_version": version, "outputs": [output]}
+    if request_id is not None:
+        head["id"] = request_id
+    if binary:
+        if datatype == "BYTES":
+            raw = b"".join(
+                len(b := str(v).encode()).to_bytes(4, "little") + b for v in array.ravel()
+            )
+        else:
+            raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        output["parameters"] = {"binary_data_size": len(raw)}
+        header = orjson.dumps(head)
+        return header + raw, {"Inference-Header-Content-Length": str(len(header))}
+    output["data"] = (
+        to_jsonable(array.ravel()) if datatype != "BYTES" else [str(v) for v in array.ravel()]
+    )
+    return orjson.dumps(head), {}
+
+
+def parse_invocations(body: bytes, content_type: str | None) -> Any:
+    """MLflow's scoring formats → a DataFrame (or an array for ``instances``/``inputs`` tensors)."""
+    import pandas as pd
+
+    kind = (content_type or "application/json").split(";")[0].strip().lower()
+    if kind == "text/csv":
+        try:
+            return pd.read_csv(io.BytesIO(body))
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise InvalidInput(
+                f"the CSV body could not be parsed: {str(exc).splitlines()[0]}"
+            ) from None
+    if kind not in ("application/json", ""):
+        raise InvalidInput(
+            f"content type {kind!r} is not supported; send application/json or text/csv"
+        )
+    doc = _loads(body)
+    if not isinstance(doc, Mapping):
+        raise InvalidInput(
+            "expected a JSON object with one of dataframe_split, dataframe_records, instances or inputs"
+        )
+    keys = [k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in doc]
+    if len(keys) != 1:
+        raise InvalidInput(
+            "expected exactly one of dataframe_split, dataframe_records, instances or inputs; "
+            f"got {', '.join(map(str, doc)) or 'none'}"
+        )
+    value = doc[keys[0]]
+    if keys[0] == "dataframe_split":
+        if not isinstance(value, Mapping) or "data" not in value:
+            raise InvalidInput('dataframe_split needs {"columns": [...], "data": [[...], ...]}')
+        try:
+            return pd.DataFrame(
+                value["data"], columns=value.get("columns"), index=value.get("index")
+            )
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"dataframe_split does not form a table: {exc}") from None
+    if keys[0] == "dataframe_records":
+        if not isinstance(value, list) or not all(isinstance(r, Mapping) for r in value):
+            raise InvalidInput("dataframe_records must be a list of objects, one per row")
+        return pd.DataFrame.from_records(value)
+    return _records_or_tensor(value, keys[0])
+
+
+def _records_or_tensor(value: Any, key: str) -> Any:
+    import pandas as pd
+
+    if isinstance(value, list) and value and all(isinstance(r, Mapping) for r in value):
+        return pd.DataFrame.from_records(value)
+    if isinstance(value, Mapping):
+        try:
+            return pd.DataFrame({k: np.asarray(v) for k, v in value.items()})
+        except ValueError as exc:
+            raise InvalidInput(f"{key}: columns must have the same length ({exc})") from None
+    if not isinstance(value, list) or not value:
+        raise InvalidInput(f"{key} must be a non-empty list of rows (or of objects)")
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        raise InvalidInput(f"{key}: rows must all have the same length") from None
+    if array.dtype == object:
+        raise InvalidInput(f"{key}: rows must be numbers or strings of one shape")
+    return array
+
+
+def parse_v1(body: bytes) -> Any:
+    """KServe v1 ``{"instances": [...]}`` → a DataFrame or an array."""
+    doc = _loads(body)
+    if not isinstance(doc, Mapping) or "instances" not in doc:
+        raise InvalidInput('a v1 request must be {"instances": [...]}')
+    return _records_or_tensor(doc["instances"], "instances")
+
+
+def frame_rows(data: Any) -> int:
+    """How many rows a parsed request holds."""
+    if hasattr(data, "shape") and data.shape:
+        return int(data.shape[0])
+    if isinstance(data, Mapping) and data:
+        return len(next(iter(data.values())))
+    return 1
+
+
+def as_sequence(values: Any) -> Sequence[Any]:
+    return list(values) if not isinstance(values, list) else values

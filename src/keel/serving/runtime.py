@@ -1,0 +1,231 @@
+"""What a serving process holds: loaded models and the routing table that picks one.
+
+The routing table is an immutable snapshot (routes with cumulative
+weights, the shadow, the deployment revision). A background thread
+re-reads the deployment and re-resolves aliases every ``refresh_interval``
+seconds; when anything changed it loads the new versions *first* and then
+swaps the snapshot in one assignment. A request holds the snapshot it
+started with, so in-flight requests finish on the model they began with
+and none is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import blake3
+
+from keel.errors import KeelError, NotFound
+from keel.serving.deployments import Deployments, DeploymentSpec, Route
+
+__all__ = ["ModelHandle", "RoutingTable", "Runtime"]
+
+log = logging.getLogger("keel.serving")
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    """A loaded model version."""
+
+    model_name: str
+    version: int
+    model: Any  # keel.models.LoadedModel
+
+    @property
+    def signature(self) -> Any:
+        return getattr(self.model, "signature", None)
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    revision: int
+    routes: tuple[tuple[str, Route, ModelHandle], ...]  # (role, route, handle); role primary|canary
+    shadow: ModelHandle | None
+    batching: Any = None
+
+    def choose(self, request_id: str | None) -> tuple[str, ModelHandle]:
+        """Pick a route by weight; a request id always maps to the same route."""
+        if len(self.routes) == 1:
+            role, _, handle = self.routes[0]
+            return role, handle
+        if request_id:
+            bucket = int.from_bytes(blake3.blake3(request_id.encode()).digest()[:8], "big") % 100
+        else:
+            bucket = random.randrange(100)
+        edge = 0
+        for role, route, handle in self.routes:
+            edge += route.weight
+            if bucket < edge:
+                return role, handle
+        role, _, handle = self.routes[-1]
+        return role, handle
+
+    def version(self, version: int) -> ModelHandle | None:
+        """The handle serving ``version`` (for ``/versions/{v}`` URLs), if it is routed."""
+        for _, _, handle in self.routes:
+            if handle.version == version:
+                return handle
+        if self.shadow is not None and self.shadow.version == version:
+            return self.shadow
+        return None
+
+    @property
+    def primary(self) -> ModelHandle:
+        return self.routes[0][2]
+
+
+class Runtime:
+    """Models and routing for one deployment (stored, or implicit from a model URI).
+
+    Args:
+        name: the deployment name clients use in URLs.
+        spec: an implicit deployment's spec; ``None`` reads the stored deployment ``name``.
+        client: a ``keel.Client`` (default: one on the process settings).
+        refresh_interval: seconds between checks for a new revision or a moved alias.
+        loader: loads a model URI (default: ``keel.models.load_model``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        spec: DeploymentSpec | None = None,
+        *,
+        client: Any = None,
+        refresh_interval: float = 1.0,
+        loader: Callable[[str], Any] | None = None,
+    ) -> None:
+        from keel.client import Client
+
+        self.name = name
+        self.implicit_spec = spec
+        self.client = client or Client()
+        self.deployments = Deployments(self.client)
+        self.refresh_interval = refresh_interval
+        self._loader = loader
+        self._cache: dict[tuple[str, int], ModelHandle] = {}
+        self._table: RoutingTable | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.refresh_errors = 0
+        self.swaps = 0
+
+    # -- loading -------------------------------------------------------------------
+
+    def _load(self, model: str, version: int) -> ModelHandle:
+        key = (model, version)
+        handle = self._cache.get(key)
+        if handle is None:
+            if self._loader is not None:
+                loaded = self._loader(f"models:/{model}/{version}")
+            else:
+                from keel.models import load_model
+
+                loaded = load_model(f"models:/{model}/{version}")
+            handle = self._cache[key] = ModelHandle(model, version, loaded)
+        return handle
+
+    def _spec(self) -> tuple[int, DeploymentSpec]:
+        if self.implicit_spec is not None:
+            return 0, self.implicit_spec
+        deployment = self.deployments.get(self.name)
+        return deployment.revision, deployment.spec
+
+    def _resolve(self, route: Route) -> int:
+        version = self.client.resolve_model(route.uri).version
+        if version is None:  # pragma: no cover - models:/ URIs always resolve to a version
+            raise NotFound(f"{route.label} does not name a registered version")
+        return int(version)
+
+    def build(self) -> RoutingTable:
+        """Resolve the spec now and load whatever it needs (blocking)."""
+        revision, spec = self._spec()
+        routes = []
+        for n, route in enumerate(spec.routes):
+            handle = self._load(route.model, self._resolve(route))
+            routes.append(("primary" if n == 0 else "canary", route, handle))
+        shadow = None
+        if spec.shadow is not None:
+            shadow = self._load(spec.shadow.model, self._resolve(spec.shadow))
+        return RoutingTable(revision, tuple(routes), shadow, spec.batching)
+
+    @property
+    def table(self) -> RoutingTable:
+        table = self._table
+        if table is None:
+            with self._lock:
+                if self._table is None:
+                    self._table = self.build()
+                table = self._table
+        return table
+
+    def refresh(self) -> bool:
+        """Rebuild the table if the revision or any alias moved; True if it swapped."""
+        with self._lock:
+            new = self.build()
+            old = self._table
+            if old is not None and _same(old, new):
+                return False
+            self._table = new
+            self.swaps += 1
+            live = {(h.model_name, h.version) for _, _, h in new.routes}
+            if new.shadow is not None:
+                live.add((new.shadow.model_name, new.shadow.version))
+            for key in list(self._cache):
+                if key not in live:
+                    del self._cache[key]  # in-flight requests still hold their handle
+            if old is not None:
+                log.info("keel: %s now serves %s", self.name, describe(new))
+            return True
+
+    # -- background refresh -----------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._run, name="keel-routing-refresh", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.refresh_interval):
+            try:
+                self.refresh()
+            except KeelError as exc:
+                self.refresh_errors += 1
+                log.warning("keel: keeping the current routes of %s: %s", self.name, exc)
+            except Exception:  # never let the refresher die; the old table keeps serving
+                self.refresh_errors += 1
+                log.exception("keel: routing refresh of %s failed", self.name)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+
+def _same(a: RoutingTable, b: RoutingTable) -> bool:
+    key_a = [(role, route, h.model_name, h.version) for role, route, h in a.routes]
+    key_b = [(role, route, h.model_name, h.version) for role, route, h in b.routes]
+    shadow_a = None if a.shadow is None else (a.shadow.model_name, a.shadow.version)
+    shadow_b = None if b.shadow is None else (b.shadow.model_name, b.shadow.version)
+    return (
+        a.revision == b.revision
+        and key_a == key_b
+        and shadow_a == shadow_b
+        and a.batching == b.batching
+    )
+
+
+def describe(table: RoutingTable) -> str:
+    parts = [f"{h.model_name}/{h.version} ({route.weight}%)" for _, route, h in table.routes]
+    if table.shadow is not None:
+        parts.append(f"shadow {table.shadow.model_name}/{table.shadow.version}")
+    return ", ".join(parts)

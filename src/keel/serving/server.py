@@ -1,0 +1,84 @@
+"""Starting a server: ``keel serve NAME`` or ``keel serve models:/churn@champion``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from keel.serving.deployments import DeploymentSpec, parse_route
+from keel.serving.runtime import Runtime
+
+__all__ = ["app_for_target", "app_from_env", "runtime_for_target", "serve"]
+
+_TARGET_ENV = "KEEL_SERVE_TARGET"
+_LOGGING_ENV = "KEEL_SERVE_LOG_PREDICTIONS"
+
+
+def runtime_for_target(target: str, refresh_interval: float = 1.0) -> Runtime:
+    """A stored deployment by name, or an implicit one for a model URI (named after the model)."""
+    if target.startswith("models:/"):
+        route = parse_route(target)
+        return Runtime(
+            route.model, DeploymentSpec(routes=(route,)), refresh_interval=refresh_interval
+        )
+    from keel.serving.deployments import Deployments
+
+    Deployments().get(target)  # NotFound now, not at the first request
+    return Runtime(target, refresh_interval=refresh_interval)
+
+
+def app_for_target(
+    target: str, *, log_predictions: bool = True, refresh_interval: float = 1.0
+) -> Any:
+    """The ASGI app for ``target`` with prediction logging to the artifact root."""
+    from keel.config import get_settings
+    from keel.serving.app import create_app
+
+    runtime = runtime_for_target(target, refresh_interval)
+    logger = None
+    if log_predictions:
+        from keel.serving.predlog import PredictionLogger
+
+        settings = get_settings()
+        logger = PredictionLogger(settings.artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)
+    return create_app(runtime, logger)
+
+
+def app_from_env() -> Any:
+    """uvicorn factory for ``--workers N``: every worker builds its own app from the environment."""
+    target = os.environ.get(_TARGET_ENV)
+    if not target:
+        from keel.errors import InvalidInput
+
+        raise InvalidInput(f"{_TARGET_ENV} is not set; start servers with `keel serve`")
+    return app_for_target(target, log_predictions=os.environ.get(_LOGGING_ENV, "1") != "0")
+
+
+def serve(
+    target: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    workers: int = 1,
+    log_predictions: bool = True,
+    access_log: bool = False,
+) -> None:
+    """Serve ``target`` with uvicorn until interrupted (SIGINT/SIGTERM flush the logs)."""
+    import uvicorn
+
+    if workers > 1:
+        runtime_for_target(target)  # fail fast on a bad target, before forking workers
+        os.environ[_TARGET_ENV] = target
+        os.environ[_LOGGING_ENV] = "1" if log_predictions else "0"
+        uvicorn.run(
+            "keel.serving.server:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=access_log,
+            log_level="warning",
+        )
+        return
+    app = app_for_target(target, log_predictions=log_predictions)
+    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning")
