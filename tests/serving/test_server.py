@@ -317,3 +317,33 @@ def test_failing_shadow_never_changes_the_answer(registered, serve):
         time.sleep(0.3)
         metrics = http.get("/metrics").text
     assert 'keel_shadow_predictions_total{deployment="with-shadow",outcome="failed"}' in metrics
+
+
+def test_micro_batching_answers_each_request_with_its_own_rows(registered, serve):
+    Deployments().create(
+        "batched", build_spec("cancer/2", batching="max_size=16,max_latency_ms=20")
+    )
+    server = serve("batched", log_predictions=False)
+    frames = [registered.features.iloc[n : n + 1 + n % 3] for n in range(40)]
+
+    def ask(frame):
+        with httpx.Client(base_url=server.url) as http:
+            answer = http.post("/v2/models/batched/infer", json=_v2_columns(frame))
+            assert answer.status_code == 200, answer.text
+            return answer.json()["outputs"][0]["data"]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, frames))
+    for frame, answer in zip(frames, answers, strict=True):
+        assert answer == registered.models[2].predict(frame).tolist()
+    # A request that breaks the signature fails alone.
+    with httpx.Client(base_url=server.url) as http:
+        bad = http.post(
+            "/v2/models/batched/infer",
+            json={
+                "inputs": [{"name": "mean radius", "shape": [1], "datatype": "FP64", "data": [1.0]}]
+            },
+        )
+        assert bad.status_code == 422
+    batcher = next(iter(server.app.state.batchers.values()))
+    assert batcher.batches < 40  # requests were actually grouped

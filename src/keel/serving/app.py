@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keel.errors import InvalidInput, KeelError, NotFound
 from keel.serving import protocols as p
+from keel.serving.batching import MicroBatcher
 from keel.serving.runtime import ModelHandle, Runtime
 
 __all__ = ["Unprocessable", "create_app"]
@@ -238,7 +239,20 @@ def create_app(runtime: Runtime, logger: Any = None) -> FastAPI:
 
         shadow_pool.submit(run)
 
-    def serve(
+    batchers: dict[tuple[str, int], MicroBatcher] = {}
+
+    async def run_model(handle: ModelHandle, data: Any, batching: Any) -> Any:
+        if batching is None or not hasattr(data, "columns"):
+            return handle.model.predict(data)
+        key = (handle.model_name, handle.version)
+        batcher = batchers.get(key)
+        if batcher is None or batcher.model is not handle.model:
+            batcher = batchers[key] = MicroBatcher(
+                handle.model, batching.max_size, batching.max_latency_ms
+            )
+        return await batcher.predict(data)
+
+    async def serve(
         name: str, version: str | None, request_id: str, data: Any, protocol: str, started: float
     ) -> tuple[ModelHandle, Any]:
         table = runtime.table
@@ -249,7 +263,7 @@ def create_app(runtime: Runtime, logger: Any = None) -> FastAPI:
         else:
             route, handle, _ = handle_for(name, version)
         try:
-            output = handle.model.predict(data)
+            output = await run_model(handle, data, table.batching)
         except InvalidInput as exc:  # it parsed, but does not fit the signature
             metrics.requests.labels(deployment, route, str(handle.version), protocol, "422").inc()
             raise Unprocessable(str(exc)) from None
@@ -342,7 +356,7 @@ def create_app(runtime: Runtime, logger: Any = None) -> FastAPI:
         parsed = p.parse_v2(body, request.headers.get("inference-header-content-length"))
         request_id = parsed.id or request.headers.get("x-request-id") or uuid.uuid4().hex
         data = p.to_model_input(parsed.inputs, target.signature)
-        handle, output = serve(name, version, request_id, data, "v2", started)
+        handle, output = await serve(name, version, request_id, data, "v2", started)
         payload, headers = p.encode_v2_response(
             name, str(handle.version), request_id, output, parsed.binary_output
         )
@@ -464,7 +478,7 @@ def create_app(runtime: Runtime, logger: Any = None) -> FastAPI:
         started = time.perf_counter()
         data = p.parse_invocations(await request.body(), request.headers.get("content-type"))
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        _, output = serve(deployment, None, request_id, data, "mlflow", started)
+        _, output = await serve(deployment, None, request_id, data, "mlflow", started)
         return _json(200, {"predictions": p.to_jsonable(output)}, {"x-request-id": request_id})
 
     @app.post(
@@ -488,7 +502,7 @@ def create_app(runtime: Runtime, logger: Any = None) -> FastAPI:
         started = time.perf_counter()
         data = p.parse_v1(await request.body())
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        _, output = serve(name, None, request_id, data, "v1", started)
+        _, output = await serve(name, None, request_id, data, "v1", started)
         return _json(200, {"predictions": p.to_jsonable(output)}, {"x-request-id": request_id})
 
     # -- operations -----------------------------------------------------------------------------
@@ -510,6 +524,7 @@ def create_app(runtime: Runtime, logger: Any = None) -> FastAPI:
     app.state.runtime = runtime
     app.state.logger = logger
     app.state.metrics = metrics
+    app.state.batchers = batchers
     return app
 
 
