@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from keel.cli import audit, experiments, governance, models, runs, serving
+from keel.cli import audit, experiments, governance, models, predict, runs, serving
 from keel.cli.output import console, err, print_json
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ app.add_typer(governance.roles_app, name="roles")
 app.add_typer(serving.deploy_app, name="deploy")
 app.add_typer(serving.predictions_app, name="predictions")
 app.command("serve")(serving.serve_command)
+app.command("predict")(predict.predict_command)
 
 
 def _version(value: bool) -> None:

@@ -226,7 +226,11 @@ def label_command(
     settings = get_settings()
     logger = PredictionLogger(settings.artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)
     try:
-        rows = None if "row" not in frame.columns else [int(r) for r in frame["row"]]
+        rows = (
+            None
+            if "row" not in frame.columns
+            else [None if r != r else int(r) for r in frame["row"]]
+        )
         written = logger.log_feedback(
             deployment, [str(i) for i in frame["request_id"]], list(frame["label"]), rows
         )
