@@ -175,7 +175,9 @@ def test_demo_runs_end_to_end(tmp_path: Path):
     assert (frame["metrics.val_roc_auc"] > 0.9).all()
     client = keel.Client()
     assert [v.version for v in client.list_model_versions("breast-cancer")] == [1, 2]
-    moves = [(h.from_version, h.to_version) for h in client.alias_history("breast-cancer", "champion")]
+    moves = [
+        (h.from_version, h.to_version) for h in client.alias_history("breast-cancer", "champion")
+    ]
     assert moves == [(None, 1), (1, 2)]  # the challenger passed its gates and was promoted
     assert (tmp_path / "demo" / "card-breast-cancer-v2.html").is_file()
     from keel.governance import audit
