@@ -172,7 +172,7 @@ def create_app(runtime: Runtime, logger: Any = None) -> FastAPI:
             raise NotFound(f"unknown model {name!r}; this server serves {deployment!r}")
         if version is None:
             return "primary", table.primary, ""
-        if not version.isdigit():
+        if not (version.isascii() and version.isdecimal()):
             raise NotFound(f"model version must be a number, got {version!r}")
         handle = table.version(int(version))
         if handle is None:
@@ -262,6 +262,8 @@ def create_app(runtime: Runtime, logger: Any = None) -> FastAPI:
             route, handle = table.choose(request_id)
         else:
             route, handle, _ = handle_for(name, version)
+        if p.frame_rows(data) == 0:
+            raise InvalidInput("the request has no rows; send at least one")
         try:
             output = await run_model(handle, data, table.batching)
         except InvalidInput as exc:  # it parsed, but does not fit the signature
@@ -354,7 +356,9 @@ def create_app(runtime: Runtime, logger: Any = None) -> FastAPI:
         _, target, _ = handle_for(name, version)  # 404 before reading a byte of the body
         body = await request.body()
         parsed = p.parse_v2(body, request.headers.get("inference-header-content-length"))
-        request_id = parsed.id or request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = parsed.id or p.check_request_id(
+            request.headers.get("x-request-id") or uuid.uuid4().hex
+        )
         data = p.to_model_input(parsed.inputs, target.signature)
         handle, output = await serve(name, version, request_id, data, "v2", started)
         payload, headers = p.encode_v2_response(
@@ -477,7 +481,7 @@ def create_app(runtime: Runtime, logger: Any = None) -> FastAPI:
     async def invocations(request: Request) -> Response:
         started = time.perf_counter()
         data = p.parse_invocations(await request.body(), request.headers.get("content-type"))
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = p.check_request_id(request.headers.get("x-request-id") or uuid.uuid4().hex)
         _, output = await serve(deployment, None, request_id, data, "mlflow", started)
         return _json(200, {"predictions": p.to_jsonable(output)}, {"x-request-id": request_id})
 
@@ -501,7 +505,7 @@ def create_app(runtime: Runtime, logger: Any = None) -> FastAPI:
     async def v1_predict(request: Request, name: str) -> Response:
         started = time.perf_counter()
         data = p.parse_v1(await request.body())
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = p.check_request_id(request.headers.get("x-request-id") or uuid.uuid4().hex)
         _, output = await serve(name, None, request_id, data, "v1", started)
         return _json(200, {"predictions": p.to_jsonable(output)}, {"x-request-id": request_id})
 

@@ -147,7 +147,7 @@ def parse_v2(body: bytes, header_length: str | None = None) -> V2Request:
         name, shape, datatype = item.get("name"), item.get("shape"), item.get("datatype")
         if not isinstance(name, str) or not name:
             raise InvalidInput(f"inputs[{n}] needs a string name")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise InvalidInput(f"input {name!r} needs a shape: a list of non-negative integers")
         if datatype not in V2_DATATYPES:
             raise InvalidInput(
@@ -202,9 +202,18 @@ def parse_v2(body: bytes, header_length: str | None = None) -> V2Request:
     if isinstance(params, Mapping) and params.get("binary_data_output"):
         binary_output = True
     request_id = doc.get("id")
-    return V2Request(
-        None if request_id is None else str(request_id), inputs, output_names, binary_output
-    )
+    if request_id is not None:
+        request_id = check_request_id(str(request_id))
+    if len({i.get("name") for i in raw_inputs}) != len(raw_inputs):
+        raise InvalidInput("v2 input names must be unique")
+    return V2Request(request_id, inputs, output_names, binary_output)
+
+
+def check_request_id(request_id: str) -> str:
+    """Request ids travel in headers and logs: printable ASCII, at most 256 characters."""
+    if not request_id or len(request_id) > 256 or not all(" " <= c <= "~" for c in request_id):
+        raise InvalidInput("a request id must be 1 to 256 printable ASCII characters")
+    return request_id
 
 
 def to_model_input(inputs: Mapping[str, np.ndarray], signature: Any) -> Any:
