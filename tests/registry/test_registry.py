@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -185,6 +184,7 @@ import sys, time
 from pathlib import Path
 import keel
 keel.init(home=sys.argv[1], store_url=sys.argv[2])
+print("ready", flush=True)
 go = Path(sys.argv[4])
 while not go.exists():
     time.sleep(0.005)
@@ -199,6 +199,7 @@ from keel.errors import Conflict
 keel.init(home=sys.argv[1], store_url=sys.argv[2])
 client = keel.Client()
 seen = client.get_alias("race", "champion")
+print("ready", flush=True)
 go = Path(sys.argv[4])
 while not go.exists():
     time.sleep(0.005)
@@ -220,7 +221,9 @@ def _run_together(script: str, settings, args: list[str], go: Path) -> list[str]
         )
         for arg in args
     ]
-    time.sleep(1.5)  # every process imported keel and is polling for the signal
+    for proc in procs:  # every process has read what it needs and is polling for the signal
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
     go.touch()
     outputs = []
     for proc in procs:
