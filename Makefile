@@ -15,10 +15,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/keel demo
 
-test: $(STAMP)
+test: $(STAMP) .venv-kserve/.installed
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+# KServe's own Python client, to test Keel's server with it: its pins (pandas<3) clash with ours.
+.venv-kserve/.installed:
+	$(PYTHON) -m venv .venv-kserve
+	.venv-kserve/bin/python -m pip install --quiet 'kserve>=0.14'
+	touch $@
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow"
@@ -36,7 +42,17 @@ typecheck: $(STAMP)
 	.venv-mlflow/bin/python -m pip install --quiet 'mlflow>=3,<4'
 	touch $@
 
-bench-venvs: .venv-mlflow/.installed
+.venv-evidently/.installed:
+	$(PYTHON) -m venv .venv-evidently
+	.venv-evidently/bin/python -m pip install --quiet 'evidently>=0.7,<0.8' 'pandas<3'
+	touch $@
+
+.venv-dvc/.installed:
+	$(PYTHON) -m venv .venv-dvc
+	.venv-dvc/bin/python -m pip install --quiet 'dvc>=3,<4'
+	touch $@
+
+bench-venvs: .venv-mlflow/.installed .venv-evidently/.installed .venv-dvc/.installed
 
 bench: $(STAMP) bench-venvs
 	$(BIN)/python bench/tracking.py --mlflow-python .venv-mlflow/bin/python

@@ -103,6 +103,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -112,10 +113,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+from _common import clean_env, peer_python, peer_unavailable
 
 RESULT_MARKER = "KEEL_BENCH_RESULT "
-REPO = Path(__file__).resolve().parent.parent
 MODEL_NAME = "bench"
 HOST = "127.0.0.1"
 WARMUP_SECONDS = 2.0
@@ -363,16 +365,7 @@ def free_port() -> int:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """No KEEL_*/MLFLOW_* overrides from the caller; MLflow quiet and offline."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "MLFLOW_"))}
-    env.update(
-        MLFLOW_DISABLE_TELEMETRY="true",
-        DO_NOT_TRACK="true",
-        MLFLOW_LOGGING_LEVEL="WARNING",
-        PYTHONWARNINGS="ignore",
-    )
-    env.update(extra)
-    return env
+    return clean_env(**extra)
 
 
 def server_env(args: argparse.Namespace, **extra: str) -> dict[str, str]:
@@ -637,7 +630,17 @@ def prediction_rows_logged(home: Path) -> int:
     )
 
 
-def bench_floor(tmp: Path, checks: list[Result], args: argparse.Namespace) -> Result:
+class Line(NamedTuple):
+    """One measured line: a server's endpoint and the body it is sent."""
+
+    key: tuple[str, str]  # (server, endpoint) in the results
+    label: str
+    port: int
+    path: str
+    body: bytes
+
+
+def start_floor(tmp: Path, checks: list[Result], args: argparse.Namespace) -> Server:
     progress("floor: Starlette + orjson on uvicorn")
     port = free_port()
     command = [
@@ -651,77 +654,32 @@ def bench_floor(tmp: Path, checks: list[Result], args: argparse.Namespace) -> Re
         str(port),
     ]
     server = Server("floor", command, server_env(args), tmp, port)
-    try:
-        problem = server.wait_ready(READY_TIMEOUT["floor"])
-        if problem:
-            raise SystemExit(problem)
-        check_answers("floor", port, FLOOR_PATH, "v2", checks, read_predictions)
-        return {"v2": measure(tmp, "floor", port, FLOOR_PATH, (tmp / "v2.json").read_bytes(), args)}
-    finally:
+    problem = server.wait_ready(READY_TIMEOUT["floor"])
+    if problem:
         server.stop()
+        raise SystemExit(problem)
+    check_answers("floor", port, FLOOR_PATH, "v2", checks, read_predictions)
+    return server
 
 
-def bench_keel(tmp: Path, checks: list[Result], args: argparse.Namespace) -> Result:
+def start_keel(tmp: Path, checks: list[Result], args: argparse.Namespace) -> Server:
     progress("keel: keel serve models:/bench@champion (validation and prediction logging on)")
     port = free_port()
     home = tmp / "keel-home"
     server = Server("keel", keel_command(port), server_env(args, KEEL_HOME=str(home)), tmp, port)
-    try:
-        problem = server.wait_ready(READY_TIMEOUT["keel"])
-        if problem:
-            raise SystemExit(problem)
-        check_answers("keel v2", port, V2_PATH, "v2", checks, read_v2)
-        check_answers(
-            "keel /invocations", port, INVOCATIONS_PATH, "split", checks, read_predictions
-        )
-        result = {
-            "v2": measure(tmp, "keel-v2", port, V2_PATH, (tmp / "v2.json").read_bytes(), args),
-            "invocations": measure(
-                tmp,
-                "keel-invocations",
-                port,
-                INVOCATIONS_PATH,
-                (tmp / "split.json").read_bytes(),
-                args,
-            ),
-        }
-    finally:
-        server.stop()  # SIGTERM: the prediction log is flushed on the way out
-    result["rows_logged"] = prediction_rows_logged(home)
-    return result
+    problem = server.wait_ready(READY_TIMEOUT["keel"])
+    if problem:
+        server.stop()
+        raise SystemExit(problem)
+    check_answers("keel v2", port, V2_PATH, "v2", checks, read_v2)
+    check_answers("keel /invocations", port, INVOCATIONS_PATH, "split", checks, read_predictions)
+    return server
 
 
-def default_mlflow_python() -> Path | None:
-    for candidate in (
-        REPO / ".venv-mlflow" / "bin" / "python",
-        REPO / ".venv-mlflow" / "Scripts" / "python.exe",
-    ):
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def mlflow_unavailable(python: Path | None) -> str | None:
-    if python is None:
-        return "no .venv-mlflow interpreter (run `make bench-venvs` or pass --mlflow-python)"
-    if not python.exists():
-        return f"{python} does not exist"
-    probe = subprocess.run(
-        [str(python), "-c", "import mlflow, sklearn"],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        check=False,
-    )
-    if probe.returncode != 0:
-        last = (probe.stderr.strip().splitlines() or ["unknown error"])[-1]
-        return f"`import mlflow, sklearn` failed under {python}: {last}"
-    return None
-
-
-def bench_mlflow(
+def start_mlflow(
     tmp: Path, python: Path, checks: list[Result], args: argparse.Namespace
-) -> tuple[Result | None, str | None]:
+) -> tuple[Server | None, str]:
+    """The MLflow server and MLflow's version; ``(None, why)`` when it does not come up."""
     progress("mlflow: mlflow models serve --env-manager local --workers 1")
     bin_dir = python.parent
     env = server_env(
@@ -755,21 +713,43 @@ def bench_mlflow(
         "1",
     ]
     server = Server("mlflow", command, env, tmp, port)
-    try:
-        problem = server.wait_ready(READY_TIMEOUT["mlflow"])
-        if problem:
-            return None, problem
-        check_answers(
-            "mlflow /invocations", port, INVOCATIONS_PATH, "split", checks, read_predictions
-        )
-        body = (tmp / "split.json").read_bytes()
-        result = {
-            "version": logged["version"],
-            "invocations": measure(tmp, "mlflow", port, INVOCATIONS_PATH, body, args),
-        }
-        return result, None
-    finally:
+    problem = server.wait_ready(READY_TIMEOUT["mlflow"])
+    if problem:
         server.stop()
+        return None, problem
+    check_answers("mlflow /invocations", port, INVOCATIONS_PATH, "split", checks, read_predictions)
+    return server, str(logged["version"])
+
+
+def median_result(rounds: list[Result]) -> Result:
+    """The per-round figures and their medians (rps, p50, p99); errors are summed."""
+    return {
+        "rps": statistics.median(r["rps"] for r in rounds),
+        "p50_ms": statistics.median(r["p50_ms"] for r in rounds),
+        "p99_ms": statistics.median(r["p99_ms"] for r in rounds),
+        "errors": sum(r["errors"] for r in rounds),
+        "requests": sum(r["requests"] for r in rounds),
+        "path": rounds[0]["path"],
+        "rounds": rounds,
+    }
+
+
+def measure_rounds(tmp: Path, lines: list[Line], args: argparse.Namespace) -> Result:
+    """Every line once per round, the servers all up, in the same order each round.
+
+    Alternating spreads the machine's slow spells over every server instead of
+    letting one of them take a bad minute whole.
+    """
+    measured: dict[tuple[str, str], list[Result]] = {line.key: [] for line in lines}
+    for n in range(args.rounds):
+        progress(f"round {n + 1} of {args.rounds}")
+        for line in lines:
+            name = f"{line.label}-{n + 1}"
+            measured[line.key].append(measure(tmp, name, line.port, line.path, line.body, args))
+    results: Result = {}
+    for (server, endpoint), rounds in measured.items():
+        results.setdefault(server, {})[endpoint] = median_result(rounds)
+    return results
 
 
 # -- the driver: the report ---------------------------------------------------------------------
@@ -824,7 +804,8 @@ def print_table(results: Result, config: Result, skipped: str | None) -> None:
     )
     print(
         f"{config['connections']} keep-alive connections, {config['duration']:g} s measured "
-        f"after {WARMUP_SECONDS:g} s warm-up; load: {config['load_generator']}; "
+        f"after {WARMUP_SECONDS:g} s warm-up, medians of {config['rounds']} alternating rounds; "
+        f"load: {config['load_generator']}; "
         f"{config['cpus']} CPUs, Python {prep['python']}, "
         f"OMP_NUM_THREADS={config['omp_threads'] or 'unset'}, "
         f"load average {config['loadavg_before']:.2f} before, {config['loadavg_after']:.2f} after"
@@ -924,6 +905,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=1,
         help="OMP_NUM_THREADS for every server (default 1; 0 leaves the library default)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="measure every line this many times, alternating; medians are reported (default 3)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument(
         "--worker", choices=("prepare", "floor", "mlflow-log", "load"), help=argparse.SUPPRESS
@@ -935,8 +922,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         return run_worker(args)
-    if args.duration <= 0 or args.connections < 1:
-        parser.error("--duration must be positive and --connections at least 1")
+    if args.duration <= 0 or args.connections < 1 or args.rounds < 1:
+        parser.error("--duration must be positive, --connections and --rounds at least 1")
 
     wrk = None if args.python_load else shutil.which("wrk")
     if wrk:
@@ -951,6 +938,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config: Result = {
         "connections": args.connections,
         "duration": args.duration,
+        "rounds": args.rounds,
         "warmup": WARMUP_SECONDS,
         "load_generator": load_generator,
         "cpus": os.cpu_count(),
@@ -960,6 +948,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     results: Result = {}
+    servers: list[Server] = []
     skipped: str | None = "--skip-mlflow" if args.skip_mlflow else None
     try:
         progress("preparing: fitting the model, logging and registering it in a fresh Keel home")
@@ -967,17 +956,47 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.executable, ["--worker", "prepare", "--dir", str(tmp)], child_env(), "prepare"
         )
         checks: list[Result] = json.loads((tmp / "checks.json").read_text())
-        results["floor"] = bench_floor(tmp, checks, args)
-        results["keel"] = bench_keel(tmp, checks, args)
+        v2, split = (tmp / "v2.json").read_bytes(), (tmp / "split.json").read_bytes()
+        floor = start_floor(tmp, checks, args)
+        servers.append(floor)
+        keel = start_keel(tmp, checks, args)
+        servers.append(keel)
+        lines = [
+            Line(("floor", "v2"), "floor", floor.port, FLOOR_PATH, v2),
+            Line(("keel", "v2"), "keel-v2", keel.port, V2_PATH, v2),
+            Line(("keel", "invocations"), "keel-invocations", keel.port, INVOCATIONS_PATH, split),
+        ]
+        mlflow_version = None
         if not args.skip_mlflow:
-            python = args.mlflow_python or default_mlflow_python()
-            skipped = mlflow_unavailable(python)
+            python = peer_python(".venv-mlflow", args.mlflow_python)
+            skipped = peer_unavailable(python, ".venv-mlflow", "mlflow, sklearn")
             if skipped is None:
                 assert python is not None
-                results["mlflow"], skipped = bench_mlflow(tmp, python, checks, args)
+                mlflow, started = start_mlflow(tmp, python, checks, args)
+                if mlflow is None:
+                    skipped = started
+                else:
+                    servers.append(mlflow)
+                    mlflow_version = started
+                    lines.append(
+                        Line(
+                            ("mlflow", "invocations"),
+                            "mlflow",
+                            mlflow.port,
+                            INVOCATIONS_PATH,
+                            split,
+                        )
+                    )
             if skipped:
                 progress(f"MLflow skipped: {skipped}")
+        results.update(measure_rounds(tmp, lines, args))
+        if mlflow_version is not None:
+            results["mlflow"]["version"] = mlflow_version
+        keel.stop()  # SIGTERM: the prediction log is flushed on the way out
+        results["keel"]["rows_logged"] = prediction_rows_logged(tmp / "keel-home")
     finally:
+        for server in servers:
+            server.stop()
         if args.keep:
             progress(f"kept {tmp}")
         else:

@@ -72,6 +72,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from _common import REPO, peer_python, peer_unavailable
+
 RESULT_MARKER = "KEEL_BENCH_RESULT "
 N_PARAMS = 10
 N_METRICS = 5
@@ -86,7 +88,6 @@ ORDER_BY = "metrics.m1 DESC"
 OR_FILTER = "(params.p1 = 'rf' OR params.p1 = 'gb') AND (metrics.m0 > 0.9 OR params.p0 < 0.001)"
 TOP_N = 100
 ALL_ROWS = 100_000
-REPO = Path(__file__).resolve().parent.parent
 
 #: name -> (description, filter, max_results, tools that support it)
 QUERIES: dict[str, tuple[str, str, int, tuple[str, ...]]] = {
@@ -405,35 +406,6 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def default_mlflow_python() -> Path | None:
-    for candidate in (
-        REPO / ".venv-mlflow" / "bin" / "python",
-        REPO / ".venv-mlflow" / "Scripts" / "python.exe",
-    ):
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def mlflow_unavailable(python: Path | None) -> str | None:
-    """Why MLflow cannot run, or None if its interpreter imports it."""
-    if python is None:
-        return "no .venv-mlflow interpreter (run `make bench-venvs` or pass --mlflow-python)"
-    if not python.exists():
-        return f"{python} does not exist"
-    probe = subprocess.run(
-        [str(python), "-c", "import mlflow"],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        check=False,
-    )
-    if probe.returncode != 0:
-        last = (probe.stderr.strip().splitlines() or ["unknown error"])[-1]
-        return f"`import mlflow` failed under {python}: {last}"
-    return None
-
-
 def run_child(python: str, tool: str, args: argparse.Namespace) -> Result:
     command = [
         python,
@@ -615,8 +587,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_worker(args)
 
     keel = run_child(sys.executable, "keel", args)
-    mlflow_python = args.mlflow_python or default_mlflow_python()
-    skipped = mlflow_unavailable(mlflow_python)
+    mlflow_python = peer_python(".venv-mlflow", args.mlflow_python)
+    skipped = peer_unavailable(mlflow_python, ".venv-mlflow", "mlflow")
     mlflow = None
     if skipped is None:
         assert mlflow_python is not None
