@@ -17,11 +17,14 @@ import os
 import shutil
 import tempfile
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+import numpy as np
 
 from keel.artifacts import hash_file
 from keel.config import get_settings
@@ -214,6 +217,25 @@ class LoadedModel:
         self.uri = uri
         sig = metadata.get("signature")
         self.signature = None if sig is None else Signature.from_dict(sig)
+        self._matrix: bool | None = None  # decided on the first predict
+
+    def _as_matrix(self) -> bool:
+        """Whether to hand the native model one 2-D array instead of a DataFrame.
+
+        Only for all-numeric columnar signatures, flavors that accept arrays,
+        and after the stored input example predicts the same both ways: a
+        pipeline that selects columns by name needs its DataFrame.
+        """
+        if self._matrix is None:
+            self._matrix = False
+            signature = self.signature
+            if (
+                signature is not None
+                and signature.inputs.is_numeric
+                and self._flavor.takes_matrix(self._native, self._config)
+            ):
+                self._matrix = _same_on_example(self, signature)
+        return self._matrix
 
     @property
     def flavor(self) -> str:
@@ -223,6 +245,20 @@ class LoadedModel:
     def input_example(self) -> Any:
         """The stored input example (its first rows), rebuilt, or ``None``."""
         return examples.decode_example(self.metadata.get("input_example"))
+
+    def check_input(self, data: Any) -> Any:
+        """``data`` checked against the signature, in the form :meth:`predict` hands the model.
+
+        That is a DataFrame with the signature's columns, or one 2-D array when
+        the signature is all-numeric and the flavor takes arrays. Passing the
+        result to :meth:`predict` checks it again at almost no cost.
+
+        Raises:
+            InvalidInput: missing columns, or a type that does not widen safely.
+        """
+        if self.signature is None:
+            return data
+        return enforce(self.signature.inputs, data, as_matrix=self._as_matrix())
 
     def predict(self, data: Any) -> Any:
         """Predict on ``data`` after checking it against the signature.
@@ -234,8 +270,8 @@ class LoadedModel:
         Raises:
             InvalidInput: missing columns, or a type that does not widen safely.
         """
-        if self.signature is not None:
-            data = enforce(self.signature.inputs, data)
+        if self.signature is not None:  # not via check_input: warnings point at the caller
+            data = enforce(self.signature.inputs, data, as_matrix=self._as_matrix())
         return self._flavor.predict(self._native, data, self._config)
 
     def predict_proba(self, data: Any) -> Any:
@@ -246,7 +282,7 @@ class LoadedModel:
                 classifier without ``predict_proba``), or ``data`` breaks the signature.
         """
         if self.signature is not None:
-            data = enforce(self.signature.inputs, data)
+            data = enforce(self.signature.inputs, data, as_matrix=self._as_matrix())
         proba = self._flavor.predict_proba(self._native, data, self._config)
         if proba is None:
             raise InvalidInput(
@@ -265,6 +301,25 @@ class LoadedModel:
 
     def __repr__(self) -> str:
         return f"<LoadedModel {self.uri} flavor={self.flavor}>"
+
+
+def _same_on_example(model: LoadedModel, signature: Signature) -> bool:
+    example = model.input_example
+    if example is None:
+        return False
+    flavor, native, config = model._flavor, model._native, model._config
+    try:
+        frame = enforce(signature.inputs, example)
+        matrix = enforce(signature.inputs, example, as_matrix=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = np.asarray(flavor.predict(native, frame, config))
+            got = np.asarray(flavor.predict(native, matrix, config))
+    except Exception:  # the array path does not work for this model: keep DataFrames
+        return False
+    if expected.shape != got.shape or expected.dtype != got.dtype:
+        return False
+    return bool(np.array_equal(expected, got, equal_nan=expected.dtype.kind in "fc"))
 
 
 def load_model(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ __all__ = [
     "enforce",
     "infer_schema",
     "infer_signature",
+    "matrix_fits",
 ]
 
 _NUMERIC = (
@@ -144,6 +146,16 @@ class Schema:
     @property
     def is_tensor(self) -> bool:
         return bool(self.tensors)
+
+    @cached_property
+    def names(self) -> tuple[str, ...]:
+        """The column names in order (empty for a tensor schema)."""
+        return tuple(c.name for c in self.columns)
+
+    @cached_property
+    def is_numeric(self) -> bool:
+        """Whether every column is an integer or float column (False for tensors)."""
+        return bool(self.columns) and all(c.type in _NUMERIC for c in self.columns)
 
     def to_dict(self) -> dict[str, Any]:
         if self.columns:
@@ -327,7 +339,7 @@ def normalize(data: Any) -> pd.DataFrame | np.ndarray | dict[str, np.ndarray]:
 # -- enforcement -----------------------------------------------------------------
 
 
-def enforce(schema: Schema, data: Any) -> Any:
+def enforce(schema: Schema, data: Any, *, as_matrix: bool = False) -> Any:
     """Check ``data`` against ``schema`` and return it in the schema's exact form.
 
     Columnar schemas return a DataFrame with exactly the schema's columns, in
@@ -336,13 +348,66 @@ def enforce(schema: Schema, data: Any) -> Any:
     the schema maps to the columns by position. Tensor schemas return the
     array (or dict of arrays), cast to the spec's dtype.
 
+    Args:
+        schema: the signature's input schema.
+        data: what the caller passed to ``predict``.
+        as_matrix: for a schema whose columns are all numeric, return one 2-D
+            array (columns in schema order, their common dtype) instead of a
+            DataFrame. The checks are the same; a numeric 2-D array passes
+            through without a copy, which is what keeps one-row serving cheap.
+
     Raises:
         InvalidInput: missing columns or tensors, a type that does not widen
             safely, or a shape that does not match.
     """
     if schema.is_tensor:
         return _enforce_tensors(schema.tensors, data)
+    if as_matrix and schema.is_numeric:
+        return _enforce_matrix(schema.columns, data)
     return _enforce_columns(schema.columns, data)
+
+
+def matrix_fits(schema: Schema, dtype: np.dtype[Any]) -> bool:
+    """Whether a 2-D array of ``dtype`` passes :func:`enforce` with ``as_matrix`` unchanged."""
+    return schema.is_numeric and dtype.kind in "iuf" and _narrowing(schema.columns, dtype) is None
+
+
+def _enforce_matrix(specs: tuple[ColSpec, ...], data: Any) -> np.ndarray:
+    if (
+        isinstance(data, np.ndarray)
+        and data.ndim == 2
+        and data.shape[1] == len(specs)
+        and data.dtype.kind in "iuf"
+    ):
+        bad = _narrowing(specs, data.dtype)
+        if bad is None:
+            return data
+        raise InvalidInput(
+            f"column {bad.name!r}: expected {bad.type}, got {data.dtype.name}; only safe "
+            "widening is applied (int32→int64, int→float, float32→float64), so convert "
+            f"the column to {bad.type} before calling predict"
+        )
+    frame = _enforce_columns(specs, data)
+    return frame.to_numpy(dtype=np.result_type(*(np.dtype(c.type) for c in specs)))
+
+
+_NARROWING: dict[tuple[int, np.dtype[Any]], tuple[tuple[ColSpec, ...], ColSpec | None]] = {}
+
+
+def _narrowing(specs: tuple[ColSpec, ...], dtype: np.dtype[Any]) -> ColSpec | None:
+    """The first column a ``dtype`` matrix does not widen to safely.
+
+    Memoized by the specs' identity (hashing 30 column specs costs more than the
+    check itself, and this runs once per request).
+    """
+    key = (id(specs), dtype)
+    hit = _NARROWING.get(key)
+    if hit is None or hit[0] is not specs:
+        if len(_NARROWING) > 1024:
+            _NARROWING.clear()
+        bad = next((s for s in specs if not _widens(dtype, np.dtype(s.type))), None)
+        hit = _NARROWING[key] = (specs, bad)
+    return hit[1]
 
 
 def _enforce_columns(specs: tuple[ColSpec, ...], data: Any) -> pd.DataFrame:

@@ -62,6 +62,14 @@ class Flavor(ABC):
         """Run the native model on data already shaped by the signature."""
         return native.predict(data)
 
+    def takes_matrix(self, native: Any, config: dict[str, Any]) -> bool:
+        """Whether :meth:`predict` also accepts one 2-D array in signature column order.
+
+        A loaded model uses it for all-numeric signatures once the stored input
+        example predicts the same both ways; it skips building a DataFrame.
+        """
+        return False
+
     def predict_proba(self, native: Any, data: Any, config: dict[str, Any]) -> Any | None:
         """Class probabilities, one column per class in :meth:`classes` order; ``None`` if none."""
         method = getattr(native, "predict_proba", None)

@@ -68,19 +68,47 @@ class SklearnFlavor(Flavor):
             )
         return sio.load(path, trusted=recorded)
 
-    def predict(self, native: Any, data: Any, config: dict[str, Any]) -> Any:
-        import pandas as pd
+    def takes_matrix(self, native: Any, config: dict[str, Any]) -> bool:
+        return True
 
-        # A model fitted on arrays warns when handed column names it never saw.
-        if isinstance(data, pd.DataFrame) and not hasattr(native, "feature_names_in_"):
-            data = data.to_numpy()
-        return native.predict(data)
+    def predict(self, native: Any, data: Any, config: dict[str, Any]) -> Any:
+        return native.predict(_shaped(native, data))
 
     def predict_proba(self, native: Any, data: Any, config: dict[str, Any]) -> Any | None:
-        import pandas as pd
-
         if not hasattr(native, "predict_proba"):
             return None
-        if isinstance(data, pd.DataFrame) and not hasattr(native, "feature_names_in_"):
-            data = data.to_numpy()
-        return native.predict_proba(data)
+        return native.predict_proba(_shaped(native, data))
+
+
+def _shaped(native: Any, data: Any) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(data, pd.DataFrame):
+        # A model fitted on arrays warns when handed column names it never saw.
+        return data if hasattr(native, "feature_names_in_") else data.to_numpy()
+    if isinstance(data, np.ndarray) and hasattr(native, "feature_names_in_"):
+        _quiet_feature_names()
+    return data
+
+
+_quieted_in: object = None
+
+
+def _quiet_feature_names() -> None:
+    """Silence scikit-learn's "X does not have valid feature names" in this process.
+
+    Keel hands a model fitted on a DataFrame a plain array only after checking
+    the columns against the signature (names and order), so the warning says
+    nothing true. Checking it per call (``catch_warnings``) costs more than the
+    prediction and is not thread-safe; the filter is installed once, narrowly,
+    and again whenever ``catch_warnings`` swapped the filter list.
+    """
+    global _quieted_in
+    import warnings
+
+    if _quieted_in is not warnings.filters:
+        warnings.filterwarnings(
+            "ignore", message="X does not have valid feature names", category=UserWarning
+        )
+        _quieted_in = warnings.filters
