@@ -176,3 +176,39 @@ def test_keel_serve_cli_rejects_an_unknown_deployment(registered, tmp_path: Path
     )
     assert done.returncode == 1 and "no deployment named 'nope'" in done.stderr
     assert keel.Client().list_registered_models()[0].name == "cancer"
+
+
+@pytest.mark.slow
+def test_several_workers_serve_and_each_logs_its_own_rows(registered):
+    from keel.serving.predlog import read_predictions
+
+    settings = registered.settings
+    proc, url = _start_server(settings, "models:/cancer@champion", "--workers", "2")
+    rows = registered.features.iloc[:2]
+    expected = registered.models[1].predict(rows).tolist()
+    answered: list[str] = []
+    lock = threading.Lock()
+
+    def client(worker: int) -> None:
+        for n in range(40):  # a new connection each time, so the workers share the load
+            request_id = f"w{worker}-{n}"
+            answer = httpx.post(f"{url}/v2/models/cancer/infer", json=_body(rows, request_id))
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["outputs"][0]["data"] == expected
+            with lock:
+                answered.append(request_id)
+
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert len(answered) == 320
+
+    table = read_predictions(settings.artifacts_url, "cancer", columns=["request_id"])
+    assert sorted(table.column("request_id").to_pylist()) == sorted(answered * 2)
+    files = list((Path(settings.artifacts_url) / "predictions").rglob("*.parquet"))
+    writers = {f.name.split("-")[2] for f in files}  # part-<ms>-<pid>-<id>.parquet
+    assert len(writers) >= 2, f"one process wrote every file: {sorted(writers)}"

@@ -17,7 +17,11 @@ __all__ = ["MicroBatcher"]
 
 
 class MicroBatcher:
-    """Batches DataFrame requests for one loaded model (an object with ``predict``)."""
+    """Batches requests for one loaded model (an object with ``predict``).
+
+    Requests are DataFrames or 2-D arrays; each is checked on its own first
+    (``check_input`` when the model has it, else its signature).
+    """
 
     def __init__(self, model: Any, max_size: int, max_latency_ms: float) -> None:
         self.model = model
@@ -28,16 +32,20 @@ class MicroBatcher:
         self._timer: asyncio.TimerHandle | None = None
         self.batches = 0
 
-    async def predict(self, frame: Any) -> Any:
-        signature = getattr(self.model, "signature", None)
-        if signature is not None:
-            from keel.models.signature import enforce
+    async def predict(self, data: Any) -> Any:
+        check = getattr(self.model, "check_input", None)
+        if check is not None:
+            data = check(data)  # InvalidInput here fails only this request
+        else:
+            signature = getattr(self.model, "signature", None)
+            if signature is not None:
+                from keel.models.signature import enforce
 
-            frame = enforce(signature.inputs, frame)  # InvalidInput here fails only this request
+                data = enforce(signature.inputs, data)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((frame, future))
-        self._rows += len(frame)
+        self._pending.append((data, future))
+        self._rows += len(data)
         if self._rows >= self.max_size:
             self._flush()
         elif self._timer is None:
@@ -51,20 +59,24 @@ class MicroBatcher:
         batch, self._pending, self._rows = self._pending, [], 0
         if not batch:
             return
-        import pandas as pd
-
         self.batches += 1
-        frames = [frame for frame, _ in batch]
+        parts = [data for data, _ in batch]
         try:
-            output = np.asarray(self.model.predict(pd.concat(frames, ignore_index=True)))
+            if all(isinstance(part, np.ndarray) for part in parts):
+                merged: Any = np.concatenate(parts)
+            else:
+                import pandas as pd
+
+                merged = pd.concat([pd.DataFrame(part) for part in parts], ignore_index=True)
+            output = np.asarray(self.model.predict(merged))
         except Exception as exc:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
         start = 0
-        for frame, future in batch:
-            end = start + len(frame)
+        for data, future in batch:
+            end = start + len(data)
             if not future.done():
                 future.set_result(output[start:end])
             start = end

@@ -88,6 +88,7 @@ if sys.platform != "win32":
 __all__ = [
     "FEEDBACK_SCHEMA",
     "PREDICTION_COLUMNS",
+    "Block",
     "PredictionLogger",
     "count_rows",
     "iter_prediction_batches",
@@ -217,6 +218,14 @@ def _fault(exc: BaseException, what: str) -> KeelError:
     if isinstance(exc, PermissionError):
         return StorageError(f"access denied to {what}: {exc}; check the credentials")
     return StorageError(f"{what}: {exc}")
+
+
+def _check_column_name(name: object) -> None:
+    if not isinstance(name, str) or not name or name in _RESERVED:
+        raise InvalidInput(
+            f"column name {name!r} is not allowed: names are non-empty strings other "
+            f"than {', '.join(sorted(_RESERVED))} (partition keys)"
+        )
 
 
 # -- where the dataset lives ---------------------------------------------------------------
@@ -386,10 +395,29 @@ def _write_parquet_file(table: pa.Table, path: Path) -> None:
 # -- building Arrow tables from queued requests --------------------------------------------------
 
 
+class Block(NamedTuple):
+    """Several columns as one 2-D array, ``values[:, j]`` being column ``names[j]``.
+
+    One request's inputs arrive as a matrix; queuing the matrix is one reference
+    where k columns would be k, and the writer slices columns once per file.
+    """
+
+    names: tuple[str, ...]
+    values: np.ndarray
+
+
 class _Entry(NamedTuple):
     deployment: str
     columns: dict[str, Any]
     n_rows: int
+    block: Block | None = None
+
+    def all_columns(self) -> dict[str, Any]:
+        """The columns with the block's spread out, in file order."""
+        if self.block is None:
+            return self.columns
+        spread = {name: self.block.values[:, j] for j, name in enumerate(self.block.names)}
+        return {**self.columns, **spread}
 
 
 class _Piece(NamedTuple):
@@ -465,10 +493,20 @@ def _column(name: str, chunks: Sequence[Any]) -> pa.Array:
 
 
 def _build(entries: Sequence[_Entry]) -> pa.Table:
-    """One table from requests that share their column names."""
-    first = entries[0].columns
-    names = [*PREDICTION_COLUMNS, *(n for n in first if n not in PREDICTION_COLUMNS)]
+    """One table from requests that share their column names (and block names)."""
+    first = entries[0]
+    names = [*PREDICTION_COLUMNS, *(n for n in first.columns if n not in PREDICTION_COLUMNS)]
     arrays = [_column(name, [e.columns[name] for e in entries]) for name in names]
+    block = first.block
+    if block is not None:
+        values = [e.block.values for e in entries if e.block is not None]
+        if len({v.dtype for v in values}) == 1:
+            merged = np.concatenate(values) if len(values) > 1 else values[0]
+            columns = np.ascontiguousarray(merged.T)  # one contiguous row per column
+            arrays += [_from_numpy(columns[j]) for j in range(len(block.names))]
+        else:
+            arrays += [_column(n, [e.all_columns()[n] for e in entries]) for n in block.names]
+        names += block.names
     return pa.Table.from_arrays(arrays, names=names)
 
 
@@ -596,6 +634,8 @@ class PredictionLogger:
             Path(spill_dir).expanduser().resolve() if spill_dir else _default_spill_base()
         )
         self._known: set[str] = set()
+        self._known_blocks: set[tuple[str, ...]] = set()
+        self._known_columns: set[str] = set()
         self._closed = False
         self._reset_process_state()
         self._start_in_this_process()
@@ -827,7 +867,7 @@ class PredictionLogger:
             with open(path, "w", encoding="utf-8") as fh:
                 for e in entries:
                     record = {"deployment": deployment, "n_rows": e.n_rows, "error": str(exc)}
-                    record["columns"] = {k: _flatten([v]) for k, v in e.columns.items()}
+                    record["columns"] = {k: _flatten([v]) for k, v in e.all_columns().items()}
                     fh.write(_json_text(record) + "\n")
         except OSError as io_error:
             log.error(
@@ -851,10 +891,16 @@ class PredictionLogger:
 
     # -- logging ---------------------------------------------------------------------------
 
-    def _entry(self, deployment: str, columns: Mapping[str, Any], n_rows: int) -> _Entry | None:
+    def _entry(
+        self, deployment: str, columns: Mapping[str, Any], n_rows: int, block: Block | None
+    ) -> _Entry | None:
         if deployment not in self._known:
             self._known.add(_check_deployment(deployment))
-        if isinstance(n_rows, bool) or not isinstance(n_rows, numbers.Integral) or n_rows < 0:
+        if type(n_rows) is not int and (  # the common case first: this runs per request
+            isinstance(n_rows, bool) or not isinstance(n_rows, numbers.Integral)
+        ):
+            raise InvalidInput(f"n_rows must be a whole number >= 0, got {n_rows!r}")
+        if n_rows < 0:
             raise InvalidInput(f"n_rows must be a whole number >= 0, got {n_rows!r}")
         n = int(n_rows)
         if n == 0:
@@ -868,12 +914,14 @@ class PredictionLogger:
                 f"missing {', '.join(missing)}"
             )
         cols = dict(columns)
+        if block is not None:
+            self._check_block(block, n, cols)
+        known = self._known_columns
         for name, values in cols.items():
-            if not isinstance(name, str) or not name or name in _RESERVED:
-                raise InvalidInput(
-                    f"column name {name!r} is not allowed: names are non-empty strings other "
-                    f"than {', '.join(sorted(_RESERVED))} (partition keys)"
-                )
+            if name not in known:
+                _check_column_name(name)
+                if len(known) < 100_000:
+                    known.add(name)
             try:
                 length = -1 if isinstance(values, str | bytes) else len(values)
             except TypeError:
@@ -889,19 +937,49 @@ class PredictionLogger:
             ok = times.dtype.kind in "iufM"
         else:
             first = next(iter(times))
-            ok = first is None or (
-                not isinstance(first, bool)
-                and isinstance(first, numbers.Real | dt.datetime | np.datetime64)
+            ok = (
+                type(first) is int
+                or first is None
+                or (
+                    not isinstance(first, bool)
+                    and isinstance(first, numbers.Real | dt.datetime | np.datetime64)
+                )
             )
         if not ok:
             raise InvalidInput(
                 "column 'time' must hold epoch milliseconds (int) or datetimes, "
                 f"got {type(times).__name__} of {type(next(iter(times))).__name__}"
             )
-        return _Entry(deployment, cols, n)
+        return _Entry(deployment, cols, n, block)
+
+    def _check_block(self, block: Block, n: int, columns: Mapping[str, Any]) -> None:
+        values = block.values
+        if (
+            not isinstance(values, np.ndarray)
+            or values.ndim != 2
+            or values.shape != (n, len(block.names))
+        ):
+            got = getattr(values, "shape", type(values).__name__)
+            raise InvalidInput(
+                f"a block must be a 2-D array of {n} rows and {len(block.names)} columns "
+                f"(one per name), got {got}"
+            )
+        if block.names not in self._known_blocks:  # names repeat request after request
+            for name in block.names:
+                _check_column_name(name)
+            if len(set(block.names)) != len(block.names):
+                raise InvalidInput(f"block column names must be unique, got {block.names}")
+            self._known_blocks.add(block.names)
+        clash = [name for name in block.names if name in columns]
+        if clash:
+            raise InvalidInput(f"column(s) {clash} are given both as columns and in the block")
 
     def log(
-        self, deployment: str, columns: Mapping[str, Sequence[Any] | np.ndarray], n_rows: int
+        self,
+        deployment: str,
+        columns: Mapping[str, Sequence[Any] | np.ndarray],
+        n_rows: int,
+        block: Block | None = None,
     ) -> None:
         """Queue one request's rows. O(1) and without I/O while the queue has room.
 
@@ -915,13 +993,15 @@ class PredictionLogger:
                 ``input.<name>``/``output.<name>``; each holds one value per row (a 2-D
                 array or a list per row becomes a list column).
             n_rows: rows in this request.
+            block: more columns as one 2-D array (a request's inputs, say), stored like
+                columns of those names.
 
         Raises:
             InvalidInput: a missing column, a column of the wrong length, a bad name.
             StorageError: the queue was full and the rows could not be spilled to disk either.
         """
         self._ensure_process()
-        entry = self._entry(deployment, columns, n_rows)
+        entry = self._entry(deployment, columns, n_rows, block)
         if entry is None:
             return
         if self._closed:
@@ -1354,9 +1434,10 @@ def _build_all(
     deployment: str, entries: Sequence[_Entry]
 ) -> tuple[list[pa.Table], list[tuple[str, list[_Entry], BaseException]]]:
     """Tables for a deployment's requests, plus the requests that cannot be converted."""
-    by_columns: dict[tuple[str, ...], list[_Entry]] = {}
+    by_columns: dict[tuple[Any, ...], list[_Entry]] = {}
     for e in entries:
-        by_columns.setdefault(tuple(e.columns), []).append(e)
+        key = (tuple(e.columns), None if e.block is None else e.block.names)
+        by_columns.setdefault(key, []).append(e)
     tables: list[pa.Table] = []
     rejected: list[tuple[str, list[_Entry], BaseException]] = []
     for group in by_columns.values():

@@ -27,6 +27,7 @@ __all__ = [
     "V2_DATATYPES",
     "V2Request",
     "encode_v2_response",
+    "parse_feedback",
     "parse_invocations",
     "parse_v1",
     "parse_v2",
@@ -92,10 +93,28 @@ def _loads(body: bytes) -> Any:
 
 @dataclass
 class V2Request:
+    """A parsed v2 request.
+
+    ``inputs`` maps each input's name to its array. When every input is a
+    JSON list of one numeric datatype and shape ``[N]`` (one input per
+    column, the common tabular request), the parser builds a single ``[N,
+    k]`` array instead: ``matrix``, with the inputs' ``names`` in request
+    order; ``inputs`` then holds views of its columns.
+    """
+
     id: str | None
-    inputs: dict[str, np.ndarray]
+    given_inputs: dict[str, np.ndarray] | None
     output_names: list[str] | None
     binary_output: bool
+    matrix: np.ndarray | None = None
+    names: tuple[str, ...] = ()
+
+    @property
+    def inputs(self) -> dict[str, np.ndarray]:
+        if self.given_inputs is None:
+            assert self.matrix is not None
+            self.given_inputs = {name: self.matrix[:, j] for j, name in enumerate(self.names)}
+        return self.given_inputs
 
 
 def _split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -128,6 +147,58 @@ def _decode_bytes_tensor(raw: bytes, count: int, name: str) -> np.ndarray:
     return out
 
 
+#: Datatypes a one-input-per-column request may share to be parsed as one matrix.
+_MATRIX_DATATYPES = {k: v for k, v in V2_DATATYPES.items() if v.kind in "iuf"}
+
+
+def _column_matrix(raw_inputs: list[Any]) -> tuple[tuple[str, ...], np.ndarray] | None:
+    """One ``[N, k]`` array from k JSON inputs of one numeric datatype and shape ``[N]``.
+
+    ``None`` when the request is anything else; the general parser then takes
+    it and reports whatever is wrong.
+    """
+    first = raw_inputs[0]
+    if type(first) is not dict:
+        return None
+    datatype, shape = first.get("datatype"), first.get("shape")
+    if (
+        type(datatype) is not str
+        or datatype not in _MATRIX_DATATYPES
+        or type(shape) is not list
+        or len(shape) != 1
+        or type(shape[0]) is not int
+    ):
+        return None
+    names: list[str] = []
+    columns: list[Any] = []
+    for item in raw_inputs:
+        if type(item) is not dict:
+            return None
+        get = item.get
+        name, data, item_shape = get("name"), get("data"), get("shape")
+        if (
+            get("datatype") != datatype
+            or type(name) is not str
+            or type(data) is not list
+            or item_shape != shape
+            or type(item_shape[0]) is not int  # [True] == [1]; the general parser refuses it
+            or "parameters" in item
+            or not name
+        ):
+            return None
+        names.append(name)
+        columns.append(data)
+    if len(set(names)) != len(names):
+        return None
+    try:
+        array = np.array(columns, dtype=_MATRIX_DATATYPES[datatype])
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if array.shape != (len(columns), shape[0]):
+        return None
+    return tuple(names), array.T
+
+
 def parse_v2(body: bytes, header_length: str | None = None) -> V2Request:
     """Parse a v2 ``/infer`` request (JSON, or JSON plus binary tensors)."""
     header, binary = _split_binary(body, header_length)
@@ -139,6 +210,12 @@ def parse_v2(body: bytes, header_length: str | None = None) -> V2Request:
         raise InvalidInput(
             'a v2 request needs "inputs": a non-empty list of {name, shape, datatype, data}'
         )
+    matrix = _column_matrix(raw_inputs) if not binary else None
+    if matrix is not None:
+        names, array = matrix
+        request = V2Request(None, None, None, False, array, names)
+        _v2_options(doc, request)
+        return request
     inputs: dict[str, np.ndarray] = {}
     offset = 0
     for n, item in enumerate(raw_inputs):
@@ -149,7 +226,7 @@ def parse_v2(body: bytes, header_length: str | None = None) -> V2Request:
             raise InvalidInput(f"inputs[{n}] needs a string name")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise InvalidInput(f"input {name!r} needs a shape: a list of non-negative integers")
-        if datatype not in V2_DATATYPES:
+        if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
             raise InvalidInput(
                 f"input {name!r} has datatype {datatype!r}; expected one of {', '.join(V2_DATATYPES)}"
             )
@@ -189,24 +266,32 @@ def parse_v2(body: bytes, header_length: str | None = None) -> V2Request:
                     f"input {name!r}: shape {shape} holds {count} values but data has {array.size}"
                 )
         inputs[name] = array.reshape(shape) if shape else array.reshape(())
-    outputs = doc.get("outputs")
-    output_names = None
-    binary_output = False
-    if isinstance(outputs, list):
-        output_names = [str(o["name"]) for o in outputs if isinstance(o, Mapping) and o.get("name")]
-        binary_output = any(
-            isinstance(o, Mapping) and (o.get("parameters") or {}).get("binary_data")
-            for o in outputs
-        )
-    params = doc.get("parameters") or {}
-    if isinstance(params, Mapping) and params.get("binary_data_output"):
-        binary_output = True
-    request_id = doc.get("id")
-    if request_id is not None:
-        request_id = check_request_id(str(request_id))
     if len({i.get("name") for i in raw_inputs}) != len(raw_inputs):
         raise InvalidInput("v2 input names must be unique")
-    return V2Request(request_id, inputs, output_names, binary_output)
+    request = V2Request(None, inputs, None, False)
+    _v2_options(doc, request)
+    return request
+
+
+def _v2_options(doc: Mapping[str, Any], request: V2Request) -> None:
+    """The request id and the requested outputs (names, binary or JSON)."""
+    outputs = doc.get("outputs")
+    if isinstance(outputs, list):
+        request.output_names = [
+            str(o["name"]) for o in outputs if isinstance(o, Mapping) and o.get("name")
+        ]
+        request.binary_output = any(
+            isinstance(o, Mapping)
+            and isinstance(o.get("parameters"), Mapping)
+            and o["parameters"].get("binary_data")
+            for o in outputs
+        )
+    params = doc.get("parameters")
+    if isinstance(params, Mapping) and params.get("binary_data_output"):
+        request.binary_output = True
+    request_id = doc.get("id")
+    if request_id is not None:
+        request.id = check_request_id(str(request_id))
 
 
 def check_request_id(request_id: str) -> str:
@@ -216,15 +301,25 @@ def check_request_id(request_id: str) -> str:
     return request_id
 
 
-def to_model_input(inputs: Mapping[str, np.ndarray], signature: Any) -> Any:
+def to_model_input(request: V2Request, signature: Any) -> Any:
     """v2 inputs → what the model takes, guided by its signature.
 
     Columnar signature: one input per column (shape ``[N]`` or ``[N, 1]``), or a
     single 2-D input whose width matches the number of columns (by position).
-    Tensor signature: arrays by name (or the only one).
+    Tensor signature: arrays by name (or the only one). A request parsed as one
+    matrix whose names are exactly the signature's columns stays one 2-D array
+    (columns in signature order), which the model's own checks accept as is.
     """
     import pandas as pd
 
+    inputs = request.inputs
+    if request.matrix is not None and signature is not None and not signature.inputs.is_tensor:
+        columns = signature.inputs.names
+        if request.names == columns:
+            return request.matrix
+        if len(request.names) == len(columns) and set(request.names) == set(columns):
+            order = {name: j for j, name in enumerate(request.names)}
+            return request.matrix[:, [order[c] for c in columns]]
     if signature is None or signature.inputs.is_tensor:
         if len(inputs) == 1:
             return next(iter(inputs.values()))
@@ -306,8 +401,13 @@ def encode_v2_response(
     return orjson.dumps(head), {}
 
 
-def parse_invocations(body: bytes, content_type: str | None) -> Any:
-    """MLflow's scoring formats → a DataFrame (or an array for ``instances``/``inputs`` tensors)."""
+def parse_invocations(body: bytes, content_type: str | None, signature: Any = None) -> Any:
+    """MLflow's scoring formats → a DataFrame (or an array for ``instances``/``inputs`` tensors).
+
+    With the answering model's ``signature``, a ``dataframe_split`` of numbers whose
+    columns are the signature's becomes one 2-D array in signature order instead
+    of a DataFrame (the same values, without building a DataFrame per request).
+    """
     import pandas as pd
 
     kind = (content_type or "application/json").split(";")[0].strip().lower()
@@ -337,6 +437,9 @@ def parse_invocations(body: bytes, content_type: str | None) -> Any:
     if keys[0] == "dataframe_split":
         if not isinstance(value, Mapping) or "data" not in value:
             raise InvalidInput('dataframe_split needs {"columns": [...], "data": [[...], ...]}')
+        matrix = _split_matrix(value, signature)
+        if matrix is not None:
+            return matrix
         try:
             return pd.DataFrame(
                 value["data"], columns=value.get("columns"), index=value.get("index")
@@ -348,6 +451,41 @@ def parse_invocations(body: bytes, content_type: str | None) -> Any:
             raise InvalidInput("dataframe_records must be a list of objects, one per row")
         return pd.DataFrame.from_records(value)
     return _records_or_tensor(value, keys[0])
+
+
+def _split_matrix(split: Mapping[str, Any], signature: Any) -> np.ndarray | None:
+    """A numeric ``dataframe_split`` as one 2-D array in signature order, or None."""
+    from keel.models.signature import matrix_fits
+
+    if signature is None or signature.inputs.is_tensor or not signature.inputs.is_numeric:
+        return None
+    columns, rows = split.get("columns"), split["data"]
+    names = signature.inputs.names
+    if (
+        "index" in split
+        or type(columns) is not list
+        or type(rows) is not list
+        or not rows
+        or len(columns) != len(names)
+    ):
+        return None
+    given = tuple(columns)
+    if given != names and set(given) != set(names):
+        return None
+    try:
+        array = np.array(rows)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if (
+        array.ndim != 2
+        or array.shape[1] != len(names)
+        or not matrix_fits(signature.inputs, array.dtype)
+    ):
+        return None  # the DataFrame path types each column on its own and says what is wrong
+    if given != names:
+        order = {name: j for j, name in enumerate(given)}
+        array = array[:, [order[name] for name in names]]
+    return array
 
 
 def _records_or_tensor(value: Any, key: str) -> Any:
@@ -377,6 +515,31 @@ def parse_v1(body: bytes) -> Any:
     if not isinstance(doc, Mapping) or "instances" not in doc:
         raise InvalidInput('a v1 request must be {"instances": [...]}')
     return _records_or_tensor(doc["instances"], "instances")
+
+
+def parse_feedback(body: bytes) -> tuple[list[str], list[Any], list[int] | None]:
+    """``{"ids": [...], "labels": [...], "rows": [...]?}`` → request ids, labels, row indexes."""
+    doc = _loads(body)
+    if (
+        not isinstance(doc, Mapping)
+        or not isinstance(doc.get("ids"), list)
+        or not isinstance(doc.get("labels"), list)
+    ):
+        raise InvalidInput(
+            'feedback must be {"ids": [request ids], "labels": [labels], '
+            '"rows": [optional row indexes]}'
+        )
+    ids, labels, rows = doc["ids"], doc["labels"], doc.get("rows")
+    if len(ids) != len(labels) or not ids:
+        raise InvalidInput(
+            "feedback needs as many labels as ids (and at least one); "
+            f"got {len(ids)} ids, {len(labels)} labels"
+        )
+    if rows is not None and (
+        not isinstance(rows, list) or len(rows) != len(ids) or not all(type(r) is int for r in rows)
+    ):
+        raise InvalidInput("feedback rows must be a list of integers, one per id")
+    return [str(i) for i in ids], labels, rows
 
 
 def frame_rows(data: Any) -> int:

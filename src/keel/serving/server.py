@@ -28,9 +28,16 @@ def runtime_for_target(target: str, refresh_interval: float = 1.0) -> Runtime:
 
 
 def app_for_target(
-    target: str, *, log_predictions: bool = True, refresh_interval: float = 1.0
+    target: str,
+    *,
+    log_predictions: bool = True,
+    refresh_interval: float = 1.0,
+    own_process: bool = False,
 ) -> Any:
-    """The ASGI app for ``target`` with prediction logging to the artifact root."""
+    """The ASGI app for ``target`` with prediction logging to the artifact root.
+
+    ``own_process``: the process serves nothing else (see :func:`keel.serving.app.create_app`).
+    """
     from keel.config import get_settings
     from keel.serving.app import create_app
 
@@ -41,7 +48,7 @@ def app_for_target(
 
         settings = get_settings()
         logger = PredictionLogger(settings.artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)
-    return create_app(runtime, logger)
+    return create_app(runtime, logger, own_process=own_process)
 
 
 def app_from_env() -> Any:
@@ -51,7 +58,9 @@ def app_from_env() -> Any:
         from keel.errors import InvalidInput
 
         raise InvalidInput(f"{_TARGET_ENV} is not set; start servers with `keel serve`")
-    return app_for_target(target, log_predictions=os.environ.get(_LOGGING_ENV, "1") != "0")
+    return app_for_target(
+        target, log_predictions=os.environ.get(_LOGGING_ENV, "1") != "0", own_process=True
+    )
 
 
 def serve(
@@ -80,5 +89,5 @@ def serve(
             log_level="warning",
         )
         return
-    app = app_for_target(target, log_predictions=log_predictions)
+    app = app_for_target(target, log_predictions=log_predictions, own_process=True)
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning")
