@@ -153,9 +153,17 @@ class _Metrics:
 class ServingApp:
     """The endpoints of one deployment's server, over its runtime and prediction logger."""
 
-    def __init__(self, runtime: Runtime, logger: Any = None, *, own_process: bool = False) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        logger: Any = None,
+        *,
+        error_logger: Any = None,
+        own_process: bool = False,
+    ) -> None:
         self.runtime = runtime
         self.logger = logger
+        self.error_logger = error_logger
         self.own_process = own_process
         self.deployment = runtime.name
         self.metrics = _Metrics(self.deployment, logger)
@@ -263,8 +271,9 @@ class ServingApp:
         finally:
             self.runtime.stop()
             self._shadow_pool.shutdown(wait=True)
-            if self.logger is not None:
-                self.logger.close()
+            for logger in (self.logger, self.error_logger):
+                if logger is not None:
+                    logger.close()
 
     def _guard(self, endpoint: Endpoint) -> Endpoint:
         """Errors become JSON answers here, so none escapes to the server (which would
@@ -335,7 +344,14 @@ class ServingApp:
             output = await self._run_model(handle, data, table.batching)
         except InvalidInput as exc:  # it parsed, but does not fit the signature
             self.metrics.rejected(route, version, protocol, 422)
+            self._record_error(handle, route, request_id, data, 422, str(exc), started)
             raise Unprocessable(str(exc)) from None
+        except Exception as exc:  # the model failed: count it against its version, answer 500
+            self.metrics.rejected(route, version, protocol, 500)
+            self._record_error(
+                handle, route, request_id, data, 500, f"{type(exc).__name__}: {exc}", started
+            )
+            raise
         self._record(handle, route, request_id, data, output, started)
         if table.shadow is not None:
             self._shadow(table.shadow, request_id, data, _input_names(handle, data))
@@ -386,6 +402,36 @@ class ServingApp:
             columns.update(_log_columns("input", data, n))
         columns.update(_log_columns("output", output, n))
         logger.log(self.deployment, columns, n, block)
+
+    def _record_error(
+        self,
+        handle: ModelHandle,
+        route: str,
+        request_id: str,
+        data: Any,
+        status: int,
+        message: str,
+        started: float,
+    ) -> None:
+        """One row per failed request in the ``errors`` dataset: live error rates per version."""
+        if self.error_logger is None:
+            return
+        columns = {
+            "request_id": [request_id],
+            "time": [time.time_ns() // 1_000_000],
+            "model": [handle.model_name],
+            "version": [handle.version],
+            "route": [route],
+            "latency_ms": [(time.perf_counter() - started) * 1000],
+            "row": [0],
+            "rows": [p.frame_rows(data)],
+            "status": [status],
+            "error": [message[:500]],
+        }
+        try:
+            self.error_logger.log(self.deployment, columns, 1)
+        except Exception:  # never turn a failed request into a different failure
+            log.exception("keel: could not log a failed request of %s", self.deployment)
 
     def _shadow(
         self,
@@ -535,16 +581,24 @@ class ServingApp:
         return _json(200, {"status": "ok"})
 
 
-def create_app(runtime: Runtime, logger: Any = None, *, own_process: bool = False) -> Starlette:
+def create_app(
+    runtime: Runtime,
+    logger: Any = None,
+    *,
+    error_logger: Any = None,
+    own_process: bool = False,
+) -> Starlette:
     """The app serving ``runtime``'s deployment.
 
     Args:
         runtime: the deployment's models and routing.
         logger: a ``PredictionLogger``, or None to log nothing.
+        error_logger: a ``PredictionLogger`` on the ``errors`` dataset: one row per request a
+            model version failed (422 or 500), or None.
         own_process: the app is the only thing this process runs (``keel serve``): once
             the models are loaded, tune the interpreter for latency (see ``_tune_process``).
     """
-    return ServingApp(runtime, logger, own_process=own_process).build()
+    return ServingApp(runtime, logger, error_logger=error_logger, own_process=own_process).build()
 
 
 def _tune_process() -> None:

@@ -86,7 +86,10 @@ if sys.platform != "win32":
     import fcntl
 
 __all__ = [
+    "DATASETS",
+    "ERRORS",
     "FEEDBACK_SCHEMA",
+    "PREDICTIONS",
     "PREDICTION_COLUMNS",
     "Block",
     "PredictionLogger",
@@ -99,6 +102,9 @@ __all__ = [
 log = logging.getLogger("keel.serving")
 
 PREDICTIONS = "predictions"
+ERRORS = "errors"
+#: The datasets a logger can append to: served predictions, and requests a model version failed.
+DATASETS = (PREDICTIONS, ERRORS)
 FEEDBACK = "feedback"
 HOUR_MS = 3_600_000
 UTC_MS = pa.timestamp("ms", tz="UTC")
@@ -535,8 +541,8 @@ def _split_hours(table: pa.Table) -> list[tuple[int, pa.Table]]:
     return [(int(ordered[a]), table.slice(a, b - a)) for a, b in itertools.pairwise(bounds)]
 
 
-def _file_rel(deployment: str, hour: int, name: str) -> str:
-    return f"{PREDICTIONS}/deployment={deployment}/hour={_hour_label(hour)}/{name}"
+def _file_rel(dataset: str, deployment: str, hour: int, name: str) -> str:
+    return f"{dataset}/deployment={deployment}/hour={_hour_label(hour)}/{name}"
 
 
 # -- process bookkeeping: live loggers, exit and fork ---------------------------------------------------
@@ -596,6 +602,8 @@ class PredictionLogger:
             lives; a new logger for the same root moves dead processes' files into the
             dataset. Default: ``keel-predlog-<uid>`` in the system temp folder.
         put_timeout: seconds :meth:`log` waits for room in a full queue before spilling.
+        dataset: ``predictions`` (the default), or ``errors`` for requests a model version
+            failed (the same columns plus ``status`` and ``error``).
 
     Raises:
         InvalidInput: a malformed argument.
@@ -612,7 +620,11 @@ class PredictionLogger:
         max_file_rows: int = 100_000,
         spill_dir: str | os.PathLike[str] | None = None,
         put_timeout: float = 5.0,
+        dataset: str = PREDICTIONS,
     ) -> None:
+        if dataset not in DATASETS:
+            raise InvalidInput(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+        self._dataset = dataset
         for name, value in (("flush_interval", flush_interval), ("put_timeout", put_timeout)):
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
                 raise InvalidInput(f"{name} must be a number of seconds >= 0, got {value!r}")
@@ -717,7 +729,11 @@ class PredictionLogger:
         return self._own
 
     def _make_own_spill_dir(self) -> None:
-        group = self._spill_base / self._root.key
+        # Each dataset spills apart, so a logger never imports another dataset's rows.
+        key = (
+            self._root.key if self._dataset == PREDICTIONS else f"{self._root.key}-{self._dataset}"
+        )
+        group = self._spill_base / key
         procid = f"{os.getpid()}-{_uuid8()}"
         staging = group / f".new-{procid}"
         try:
@@ -1090,7 +1106,9 @@ class PredictionLogger:
                 for offset in range(0, part.num_rows, self._max_file_rows):
                     name = f"part-{_now_ms()}-{os.getpid()}-{_uuid8()}.parquet"
                     chunk = part.slice(offset, self._max_file_rows)
-                    pieces.append(_Piece(deployment, _file_rel(deployment, hour, name), chunk))
+                    pieces.append(
+                        _Piece(deployment, _file_rel(self._dataset, deployment, hour, name), chunk)
+                    )
         return pieces
 
     def _cycle(self, *, final: bool = False) -> tuple[int, BaseException | None]:
@@ -1228,7 +1246,9 @@ class PredictionLogger:
             for hour, part in _split_hours(table):
                 for offset in range(0, part.num_rows, self._max_file_rows):
                     digest = hashlib.sha256(f"{key}|{t_index}|{hour}|{offset}".encode()).hexdigest()
-                    rel = _file_rel(deployment, hour, f"part-{stamp}-{pid}-{digest[:8]}.parquet")
+                    rel = _file_rel(
+                        self._dataset, deployment, hour, f"part-{stamp}-{pid}-{digest[:8]}.parquet"
+                    )
                     chunk = part.slice(offset, self._max_file_rows)
                     self._root.write_table(rel, chunk)
                     rows += chunk.num_rows
@@ -1529,13 +1549,16 @@ def _prediction_scan(
     end: Any,
     columns: Sequence[str] | None,
     s3_endpoint_url: str | None,
+    dataset: str = PREDICTIONS,
 ) -> _Scan:
     _check_deployment(deployment)
+    if dataset not in DATASETS:
+        raise InvalidInput(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
     start_ms, end_ms = _to_ms(start, "start"), _to_ms(end, "end")
     if start_ms is not None and end_ms is not None and end_ms < start_ms:
         raise InvalidInput(f"end ({end!r}) is before start ({start!r})")
     root = _Root(root_url, s3_endpoint_url)
-    base = f"{PREDICTIONS}/deployment={deployment}"
+    base = f"{dataset}/deployment={deployment}"
     files: list[str] = []
     # Partition pruning: only the hour folders overlapping [start, end) are listed.
     for name, is_dir in sorted(root.listdir(base)):
@@ -1594,7 +1617,7 @@ def _scan_batches(scan: _Scan, batch_rows: int) -> Iterator[pa.RecordBatch]:
                 columns=scan.columns, filter=scan.filter, batch_size=batch_rows
             )
         except Exception as exc:
-            raise _fault(exc, root.describe(f"{PREDICTIONS}/")) from exc
+            raise _fault(exc, root.describe(scan.files[0].split("/", 1)[0] + "/")) from exc
         return
     for rel in scan.files:  # slower: convert each file to the unified schema here
         with root.errors(rel):
@@ -1615,6 +1638,7 @@ def read_predictions(
     end: Any = None,
     columns: Sequence[str] | None = None,
     s3_endpoint_url: str | None = None,
+    dataset: str = PREDICTIONS,
 ) -> pa.Table:
     """The prediction rows of ``deployment`` with ``start <= time < end``, oldest first.
 
@@ -1629,13 +1653,14 @@ def read_predictions(
         end: exclusive upper bound, the same kinds.
         columns: the columns to return (default all).
         s3_endpoint_url: S3-compatible endpoint, if not AWS.
+        dataset: ``predictions``, or ``errors`` for the requests a model version failed.
 
     Raises:
         InvalidInput: a malformed bound or deployment name, or an unknown column.
         StorageError: a file in the window is unreadable, or the bucket is missing.
         BackendUnavailable: the store cannot be reached.
     """
-    scan = _prediction_scan(root_url, deployment, start, end, columns, s3_endpoint_url)
+    scan = _prediction_scan(root_url, deployment, start, end, columns, s3_endpoint_url, dataset)
     schema = _projected(scan)
     batches = list(_scan_batches(scan, 1 << 20))
     table = pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
@@ -1663,6 +1688,7 @@ def iter_prediction_batches(
     columns: Sequence[str] | None = None,
     batch_rows: int = 65_536,
     s3_endpoint_url: str | None = None,
+    dataset: str = PREDICTIONS,
 ) -> Iterator[pa.RecordBatch]:
     """Like :func:`read_predictions`, as record batches of at most ``batch_rows`` rows.
 
@@ -1676,7 +1702,7 @@ def iter_prediction_batches(
         or batch_rows < 1
     ):
         raise InvalidInput(f"batch_rows must be a whole number >= 1, got {batch_rows!r}")
-    scan = _prediction_scan(root_url, deployment, start, end, columns, s3_endpoint_url)
+    scan = _prediction_scan(root_url, deployment, start, end, columns, s3_endpoint_url, dataset)
     return (b for b in _scan_batches(scan, int(batch_rows)) if b.num_rows)
 
 
@@ -1702,9 +1728,15 @@ def read_feedback(
     return table.take(pc.sort_indices(table, sort_keys=[("time", "ascending")]))
 
 
-def count_rows(root_url: str, deployment: str, *, s3_endpoint_url: str | None = None) -> int:
+def count_rows(
+    root_url: str,
+    deployment: str,
+    *,
+    s3_endpoint_url: str | None = None,
+    dataset: str = PREDICTIONS,
+) -> int:
     """Prediction rows stored for ``deployment``, from Parquet footers only."""
     _check_deployment(deployment)
     root = _Root(root_url, s3_endpoint_url)
-    files = root.parquet_tree(f"{PREDICTIONS}/deployment={deployment}")
+    files = root.parquet_tree(f"{dataset}/deployment={deployment}")
     return sum(int(m.num_rows) for m in root.footers(files))

@@ -42,13 +42,16 @@ def app_for_target(
     from keel.serving.app import create_app
 
     runtime = runtime_for_target(target, refresh_interval)
-    logger = None
+    logger = errors = None
     if log_predictions:
-        from keel.serving.predlog import PredictionLogger
+        from keel.serving.predlog import ERRORS, PredictionLogger
 
         settings = get_settings()
         logger = PredictionLogger(settings.artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)
-    return create_app(runtime, logger, own_process=own_process)
+        errors = PredictionLogger(
+            settings.artifacts_url, s3_endpoint_url=settings.s3_endpoint_url, dataset=ERRORS
+        )
+    return create_app(runtime, logger, error_logger=errors, own_process=own_process)
 
 
 def app_from_env() -> Any:
