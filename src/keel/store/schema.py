@@ -27,27 +27,43 @@ from sqlalchemy import (
 )
 
 __all__ = [
+    "alert_states",
+    "alerts",
     "alias_history",
     "alias_policies",
     "aliases",
     "approvals",
     "audit_head",
     "audit_log",
+    "automation_events",
+    "automation_policies",
+    "automation_state",
+    "automation_triggers",
+    "dataset_versions",
+    "datasets",
     "deployment_revisions",
     "deployments",
     "environments",
     "experiments",
     "latest_metrics",
+    "lineage_edges",
     "metadata",
     "metrics",
     "model_checks",
     "model_version_tags",
     "model_versions",
+    "monitor_runs",
+    "monitor_settings",
     "params",
+    "pipeline_runs",
+    "reference_profiles",
     "registered_models",
     "role_grants",
     "run_artifacts",
+    "run_inputs",
     "runs",
+    "step_cache",
+    "step_runs",
     "tags",
 ]
 
@@ -285,6 +301,206 @@ deployment_revisions = Table(
     Column("created_by", String(256), nullable=False),
 )
 
+# -- monitoring ---------------------------------------------------------------------
+
+#: Reference profiles set with ``keel monitor reference set`` (the newest row of a version
+#: wins); the profile itself is JSON in the artifact store.
+reference_profiles = Table(
+    "reference_profiles",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("registered_models.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("profile_digest", String(64), nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Index("ix_reference_profiles_model_version", "model_id", "version", "id"),
+)
+
+#: A deployment's monitor settings as JSON (no row: the defaults); ``revision`` moves by
+#: compare-and-set.
+monitor_settings = Table(
+    "monitor_settings",
+    metadata,
+    Column("deployment", String(128), primary_key=True),
+    Column("settings", Text, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("updated_by", String(256), nullable=False),
+)
+
+#: One row per monitor run: the time series ``keel monitor history`` reads. The full
+#: report is JSON in the artifact store under ``report_digest``.
+monitor_runs = Table(
+    "monitor_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("deployment", String(128), nullable=False),
+    Column("window_start", BigInteger, nullable=False),
+    Column("window_end", BigInteger, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("labelled_rows", BigInteger, nullable=False),
+    Column("share_drifted", Float),
+    Column("dataset_drift", Boolean),
+    Column("prediction_drift", Boolean),
+    Column("drifted_columns", Text, nullable=False),
+    Column("quality", Text),
+    Column("concept_drift", Boolean),
+    Column("detector", Text),
+    Column("failed_checks", Integer, nullable=False),
+    Column("report_digest", String(64)),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Index("ix_monitor_runs_deployment_end", "deployment", "window_end", "id"),
+)
+
+#: Per deployment and rule: firing or not, and the streak hysteresis counts.
+alert_states = Table(
+    "alert_states",
+    metadata,
+    Column("deployment", String(128), primary_key=True),
+    Column("rule", String(64), primary_key=True),
+    Column("firing", Boolean, nullable=False),
+    Column("streak", Integer, nullable=False),
+    Column("since", BigInteger),
+    Column("last_window_end", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+#: Alert events (a rule started firing, or resolved) and how each sink took them.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("deployment", String(128), nullable=False),
+    Column("rule", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("value", Float),
+    Column("threshold", Float),
+    Column("message", Text, nullable=False),
+    Column("monitor_run_id", Integer, ForeignKey("monitor_runs.id"), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("deliveries", Text),
+    Index("ix_alerts_deployment_id", "deployment", "id"),
+)
+
+# -- data versions, lineage and pipelines ----------------------------------------
+
+#: A named dataset; the store numbers its versions (``last_version``), as for models.
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(256), nullable=False, unique=True),
+    Column("last_version", Integer, nullable=False, server_default="0"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+)
+
+#: An immutable version: the digest of a folder manifest in the content store.
+dataset_versions = Table(
+    "dataset_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # file, folder or table
+    Column("files", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("source", Text),
+    Column("table_schema", Text),  # tables: JSON [{"name", "type"}]
+    Column("num_rows", BigInteger),
+    Column("profile_digest", String(64)),  # tables: per-column statistics, a JSON object
+    Column("packs_digest", String(64)),  # where small files were packed (keel.data.packs)
+    Column("run_id", String(32), ForeignKey("runs.id")),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_dataset_version"),
+    Index("ix_dataset_versions_digest", "digest"),
+)
+
+#: Which dataset versions a run read (``load_dataset``) or logged (``log_dataset``).
+run_inputs = Table(
+    "run_inputs",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("dataset_version_id", Integer, ForeignKey("dataset_versions.id"), primary_key=True),
+    Column("context", String(32), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_run_inputs_dataset_version", "dataset_version_id"),
+)
+
+#: Lineage hops between URIs (``datasets:/``, ``runs:/``, ``artifacts:/``, ``code:/``).
+lineage_edges = Table(
+    "lineage_edges",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("src", String(512), nullable=False),
+    Column("dst", String(512), nullable=False),
+    Column("relation", String(32), nullable=False),  # input, output or code
+    Column("label", String(256), nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("src", "dst", "relation", "label", name="uq_lineage_edges"),
+    Index("ix_lineage_edges_dst", "dst"),
+)
+
+#: A pipeline run: what re-executing it needs (target, code digest, pinned params, seed).
+pipeline_runs = Table(
+    "pipeline_runs",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("pipeline", String(256), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("code_digest", String(64), nullable=False),
+    Column("code_snapshot", String(64)),  # JSON of the hashed sources, in the content store
+    Column("params", Text, nullable=False),
+    Column("executor", String(32), nullable=False),
+    Column("seed", BigInteger),
+    Column("use_cache", Boolean, nullable=False),
+    Column("outputs", Text),
+    Column("reproduces", String(32)),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_pipeline_runs_pipeline", "pipeline", "created_at"),
+)
+
+#: One step of a pipeline run (a nested tracked run), executed or served from the cache.
+step_runs = Table(
+    "step_runs",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "pipeline_run_id",
+        String(32),
+        ForeignKey("pipeline_runs.run_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("node", String(256), nullable=False),
+    Column("step", String(512), nullable=False),
+    Column("code_digest", String(64), nullable=False),
+    Column("cache_key", String(64)),
+    Column("cached", Boolean, nullable=False),
+    Column("source_run_id", String(32)),
+    Column("inputs", Text, nullable=False),
+    Column("outputs", Text),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("error", Text),
+    Column("seconds", Float),
+    UniqueConstraint("pipeline_run_id", "node", name="uq_step_runs_pipeline_node"),
+)
+
+#: Step outputs by cache key; the first writer of a key wins (insert on conflict do nothing).
+step_cache = Table(
+    "step_cache",
+    metadata,
+    Column("cache_key", String(64), primary_key=True),
+    Column("step", String(512), nullable=False),
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("outputs", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
 # -- governance ------------------------------------------------------------------
 
 audit_log = Table(
@@ -310,4 +526,65 @@ audit_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", BigInteger, nullable=False),
     Column("digest", String(64), nullable=False),
+)
+
+
+# -- automation ------------------------------------------------------------------
+
+automation_policies = Table(
+    "automation_policies",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("model", String(256), nullable=False),
+    Column("deployment", String(128), nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("updated_by", String(256), nullable=False),
+)
+
+#: Where each policy's cycle stands. ``epoch`` moves by compare-and-set on every transition,
+#: so two controllers can never both act on one state; ``lease_*`` says who acts now.
+automation_state = Table(
+    "automation_state",
+    metadata,
+    Column("policy", String(128), ForeignKey("automation_policies.name"), primary_key=True),
+    Column("state", String(32), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("trigger_key", String(256)),
+    Column("candidate_version", Integer),
+    Column("baseline_version", Integer),
+    Column("pipeline_run_id", String(64)),
+    Column("phase_started_at", BigInteger),
+    Column("cycle_ended_at", BigInteger),
+    Column("detail", Text),
+    Column("lease_owner", String(256)),
+    Column("lease_until", BigInteger),
+)
+
+#: A trigger key is claimed once: one trigger never starts two retrains.
+automation_triggers = Table(
+    "automation_triggers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("policy", String(128), nullable=False),
+    Column("key", String(256), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("policy", "key", name="uq_automation_triggers_policy_key"),
+)
+
+automation_events = Table(
+    "automation_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("policy", String(128), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("version", Integer),
+    Column("reason", Text, nullable=False),
+    Column("details", Text),
+    Index("ix_automation_events_policy_at", "policy", "at"),
 )
