@@ -86,6 +86,7 @@ def log_model(
     *,
     allow_pickle: bool = False,
     flavor: str | None = None,
+    reference_data: Any = None,
 ) -> ModelInfo:
     """Store ``model`` as a package with the active run.
 
@@ -103,6 +104,10 @@ def log_model(
         allow_pickle: let the python flavor pickle an object that has no
             ``keel_save``/``keel_load``; loading it will need ``allow_pickle=True`` too.
         flavor: force a flavor instead of detecting it from the model's type.
+        reference_data: the training (or validation) features. Their profile and
+            the profile of the model's predictions on them are stored in the
+            package (``reference-profile.json``) as the drift reference that
+            monitoring compares this model's traffic with.
 
     Raises:
         InvalidInput: no active run, a model no flavor stores, a bad argument.
@@ -128,6 +133,18 @@ def log_model(
         folder = Path(tmp)
         config = chosen.save(model, folder, allow_pickle=allow_pickle)
         resolved = _resolve_signature(chosen, model, config, input_example, given_signature)
+        if reference_data is not None:  # the drift reference travels with the package
+            from keel.monitoring.reference import write_package_reference
+
+            runnable = chosen.runnable(model, config)
+            inputs = None if resolved is None else resolved.inputs
+
+            def predict(frame: Any) -> Any:
+                if inputs is not None:
+                    frame = enforce(inputs, frame.to_numpy() if inputs.is_tensor else frame)
+                return chosen.predict(runnable, frame, config)
+
+            write_package_reference(folder, reference_data, predict)
         detected = detect_requirements((*chosen.requirements(config), *_ALWAYS_REQUIRED))
         doc = build_manifest(
             flavor=chosen.name,

@@ -1,0 +1,266 @@
+"""Monitor settings per deployment: stored as JSON, changed by compare-and-set, audited.
+
+A deployment without settings is monitored with the defaults of
+:class:`MonitorSettings`: a one-hour window, the ``drift`` alert at half the
+feature columns (clearing below 30%), alerts to the store only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from sqlalchemy import select, update
+
+from keel.errors import Conflict, InvalidInput
+from keel.monitoring._client import resolve_client
+from keel.monitoring.alerts import CommandSink, Sink, WebhookSink
+from keel.monitoring.drift import DRIFT_SHARE
+
+__all__ = [
+    "DEFAULT_WINDOW",
+    "MonitorSettings",
+    "configure_monitor",
+    "get_monitor_settings",
+    "parse_window",
+]
+
+DEFAULT_WINDOW = "1h"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_WINDOW_RE = re.compile(r"^(?:(\d+)([smhdw]))+$")
+
+
+def parse_window(window: Any) -> int:
+    """A window length in milliseconds from ``"1h"``, ``"90m"``, ``"1h30m"``, seconds or a timedelta.
+
+    Raises:
+        InvalidInput: anything else, or a window that is not positive.
+    """
+    if isinstance(window, dt.timedelta):
+        ms = int(window.total_seconds() * 1000)
+    elif isinstance(window, int | float) and not isinstance(window, bool):
+        ms = int(window * 1000)
+    elif isinstance(window, str) and _WINDOW_RE.match(window.strip().lower()):
+        text = window.strip().lower()
+        ms = 1000 * sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhdw])", text))
+    else:
+        raise InvalidInput(
+            f"window must be like '1h', '30m', '1h30m', '2d' (units s, m, h, d, w), a number "
+            f"of seconds or a timedelta; got {window!r}"
+        )
+    if ms <= 0:
+        raise InvalidInput(f"window must be longer than zero, got {window!r}")
+    return ms
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """How a deployment is monitored. The defaults need no configuration at all.
+
+    Attributes:
+        window: how much of the log one run reads, ending at the run's ``end``.
+        drift_share: the share of drifted feature columns that fires the ``drift`` alert.
+        clear_share: the share below which it resolves (default 0.6 x ``drift_share``).
+        columns: the feature columns to test (plain names or ``input.<name>``); all by default.
+        overrides: per column, a method or ``{"method", "threshold"}`` (as :func:`compare`).
+        quality: alert thresholds per quality metric, e.g. ``{"accuracy": 0.9, "rmse": 3}``
+            (below the first fires, above the second fires).
+        fire_after: consecutive breaching runs before an alert fires.
+        resolve_after: consecutive clear runs before it resolves.
+        webhook_url: POST alerts here; ``webhook_secret_env`` names the variable with the
+            HMAC secret (the secret itself is never stored).
+        command: a shell command run with each alert's JSON on stdin.
+        revision: 0 for the defaults; counts stored changes.
+    """
+
+    window: str = DEFAULT_WINDOW
+    drift_share: float = DRIFT_SHARE
+    clear_share: float | None = None
+    columns: tuple[str, ...] | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, float] = field(default_factory=dict)
+    fire_after: int = 1
+    resolve_after: int = 2
+    webhook_url: str | None = None
+    webhook_secret_env: str | None = None
+    command: str | None = None
+    revision: int = 0
+
+    @property
+    def clear_below(self) -> float:
+        return self.clear_share if self.clear_share is not None else 0.6 * self.drift_share
+
+    def sinks(self) -> list[Sink]:
+        sinks: list[Sink] = []
+        if self.webhook_url:
+            sinks.append(WebhookSink(self.webhook_url, self.webhook_secret_env))
+        if self.command:
+            sinks.append(CommandSink(self.command))
+        return sinks
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["columns"] = None if self.columns is None else list(self.columns)
+        doc["clear_below"] = self.clear_below
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], revision: int = 0) -> MonitorSettings:
+        values = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
+        if values.get("columns") is not None:
+            values["columns"] = tuple(values["columns"])
+        values["revision"] = revision
+        return cls(**values)
+
+
+_SETTABLE = set(MonitorSettings.__dataclass_fields__) - {"revision"}
+
+
+def _check_settings(settings: MonitorSettings) -> MonitorSettings:
+    parse_window(settings.window)
+    if not 0 < settings.drift_share <= 1:
+        raise InvalidInput(f"drift_share must be in (0, 1], got {settings.drift_share!r}")
+    if settings.clear_share is not None and not 0 <= settings.clear_share < settings.drift_share:
+        raise InvalidInput(
+            f"clear_share must be at least 0 and below drift_share ({settings.drift_share}) so "
+            f"the alert cannot flap; got {settings.clear_share!r}"
+        )
+    for name in ("fire_after", "resolve_after"):
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidInput(f"{name} must be a whole number >= 1, got {value!r}")
+    from keel.checks.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+
+    known = set(CLASSIFICATION_METRICS) | set(REGRESSION_METRICS)
+    for metric, limit in settings.quality.items():
+        if metric not in known:
+            raise InvalidInput(
+                f"quality metric {metric!r} is not one Keel measures; use one of "
+                f"{', '.join(sorted(known))}"
+            )
+        if isinstance(limit, bool) or not isinstance(limit, int | float):
+            raise InvalidInput(f"quality threshold of {metric!r} must be a number, got {limit!r}")
+    if settings.webhook_url and not settings.webhook_url.startswith(("http://", "https://")):
+        raise InvalidInput(
+            f"webhook_url must start with http:// or https://, got {settings.webhook_url!r}"
+        )
+    if settings.webhook_secret_env and not re.match(
+        r"^[A-Za-z_][A-Za-z0-9_]*$", settings.webhook_secret_env
+    ):
+        raise InvalidInput(
+            "webhook_secret_env is the NAME of an environment variable holding the secret "
+            f"(letters, digits, '_'), got {settings.webhook_secret_env!r}"
+        )
+    return settings
+
+
+def get_monitor_settings(deployment: str, *, client: Any = None) -> MonitorSettings:
+    """The deployment's stored settings, or the defaults when it has none."""
+    from keel.store import schema as s
+
+    with resolve_client(client).store.read() as conn:
+        row = conn.execute(
+            select(s.monitor_settings).where(s.monitor_settings.c.deployment == deployment)
+        ).first()
+    if row is None:
+        return MonitorSettings()
+    return MonitorSettings.from_dict(json.loads(row.settings), row.revision)
+
+
+def configure_monitor(
+    deployment: str,
+    *,
+    expected_revision: int | None = None,
+    reset: bool = False,
+    client: Any = None,
+    **changes: Any,
+) -> MonitorSettings:
+    """Change a deployment's monitor settings (only the given fields); audited.
+
+    Args:
+        expected_revision: the revision the caller read; a concurrent change makes this
+            raise ``Conflict`` instead of overwriting it (default: the one read here).
+        reset: start from the defaults instead of the stored settings.
+        **changes: :class:`MonitorSettings` fields.
+
+    Raises:
+        InvalidInput: an unknown field or a bad value.
+        Conflict: the settings changed since ``expected_revision``.
+    """
+    from keel.governance import audit
+    from keel.serving.predlog import _check_deployment
+    from keel.store import schema as s
+    from keel.store.sql import insert_on_conflict, now_ms
+
+    _check_deployment(deployment)
+    unknown = sorted(set(changes) - _SETTABLE)
+    if unknown:
+        raise InvalidInput(
+            f"unknown monitor setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(_SETTABLE))}"
+        )
+    if "columns" in changes and changes["columns"] is not None:
+        changes["columns"] = tuple(changes["columns"])
+    client = resolve_client(client)
+    current = get_monitor_settings(deployment, client=client)
+    seen = current.revision if expected_revision is None else expected_revision
+    base = MonitorSettings(revision=current.revision) if reset else current
+    wanted = _check_settings(replace(base, **changes))
+    stored = {k: v for k, v in wanted.to_dict().items() if k not in ("revision", "clear_below")}
+    actor = client._settings.user
+    with client.store.write() as conn:
+        if seen == 0:
+            inserted = conn.execute(
+                insert_on_conflict(conn, s.monitor_settings)
+                .values(
+                    deployment=deployment,
+                    settings=json.dumps(stored, sort_keys=True),
+                    revision=1,
+                    updated_at=now_ms(),
+                    updated_by=actor,
+                )
+                .on_conflict_do_nothing(index_elements=["deployment"])
+                .returning(s.monitor_settings.c.revision)
+            ).first()
+            moved = inserted is not None
+        else:
+            moved = (
+                conn.execute(
+                    update(s.monitor_settings)
+                    .where(
+                        s.monitor_settings.c.deployment == deployment,
+                        s.monitor_settings.c.revision == seen,
+                    )
+                    .values(
+                        settings=json.dumps(stored, sort_keys=True),
+                        revision=seen + 1,
+                        updated_at=now_ms(),
+                        updated_by=actor,
+                    )
+                ).rowcount
+                == 1
+            )
+        if not moved:
+            raise Conflict(
+                f"the monitor settings of {deployment!r} changed since revision {seen}; read "
+                "them again (keel monitor show) and retry"
+            )
+        before = {
+            k: v for k, v in current.to_dict().items() if k not in ("revision", "clear_below")
+        }
+        audit.record(
+            conn,
+            actor=actor,
+            action="monitor.configure",
+            object_type="deployment",
+            object_id=deployment,
+            before=before if current.revision else None,
+            after=stored,
+        )
+    return replace(wanted, revision=seen + 1)
