@@ -21,13 +21,16 @@ def test_keel_all_is_the_documented_api():
             "init",
             "log_artifact",
             "log_artifacts",
+            "log_dataset",
             "log_dict",
             "log_metric",
+            "load_dataset",
             "load_model",
             "log_metrics",
             "log_model",
             "log_param",
             "log_params",
+            "pipeline",
             "register_model",
             "search_runs",
             "seed_everything",
@@ -35,6 +38,7 @@ def test_keel_all_is_the_documented_api():
             "set_tag",
             "set_tags",
             "start_run",
+            "step",
         ]
     )
     for name in keel.__all__:

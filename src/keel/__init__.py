@@ -42,6 +42,10 @@ _EXPORTS = {
     "get_run": "keel.tracking.fluent",
     "search_runs": "keel.tracking.fluent",
     "seed_everything": "keel.tracking.fluent",
+    "log_dataset": "keel.data",
+    "load_dataset": "keel.data",
+    "step": "keel.pipelines",
+    "pipeline": "keel.pipelines",
 }
 
 __all__ = [
@@ -52,15 +56,18 @@ __all__ = [
     "flush",
     "get_run",
     "init",
+    "load_dataset",
     "load_model",
     "log_artifact",
     "log_artifacts",
+    "log_dataset",
     "log_dict",
     "log_metric",
     "log_metrics",
     "log_model",
     "log_param",
     "log_params",
+    "pipeline",
     "register_model",
     "search_runs",
     "seed_everything",
@@ -68,11 +75,14 @@ __all__ = [
     "set_tag",
     "set_tags",
     "start_run",
+    "step",
 ]
 
 if TYPE_CHECKING:
     from keel.client import Client
+    from keel.data import load_dataset, log_dataset
     from keel.models import load_model, log_model
+    from keel.pipelines import pipeline, step
     from keel.registry import register_model
     from keel.tracking.fluent import (
         active_run,
@@ -97,7 +107,17 @@ if TYPE_CHECKING:
 
 
 #: Subpackages reachable as attributes (``keel.models.log_model``) without an import.
-_SUBPACKAGES = {"artifacts", "checks", "errors", "governance", "models", "registry", "tracking"}
+_SUBPACKAGES = {
+    "artifacts",
+    "checks",
+    "data",
+    "errors",
+    "governance",
+    "models",
+    "pipelines",
+    "registry",
+    "tracking",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -59,6 +59,11 @@ class Settings:
         busy_timeout: seconds a SQLite writer waits for the lock before failing.
         user: identity recorded on runs and audit entries.
         default_experiment: experiment used when none was set.
+        data_remote: where ``keel data push``/``pull`` move objects (``s3://bucket/prefix``).
+        data_link: how ``keel data add``/``checkout`` place files, tried in order:
+            comma-separated ``reflink``, ``hardlink``, ``copy``.
+        ray_address: the Ray cluster the ray executor joins (``auto``, ``ray://host:10001``);
+            unset starts a local Ray.
     """
 
     home: Path
@@ -69,6 +74,9 @@ class Settings:
     busy_timeout: float = 60.0
     user: str = field(default_factory=_default_user)
     default_experiment: str = "Default"
+    data_remote: str | None = None
+    data_link: str = "reflink,copy"
+    ray_address: str | None = None
 
     @property
     def is_sqlite(self) -> bool:

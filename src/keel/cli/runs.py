@@ -214,3 +214,45 @@ def compare_command(
         table.add_row(kind[:-1], key, *(fmt_value(v) for v in values), style=style)
     console.print(table)
     console.print("[dim]rows in yellow differ[/dim]")
+
+
+@app.command("reproduce")
+def reproduce_command(
+    run_id: Annotated[str, typer.Argument(help="A pipeline run id (or a unique prefix).")],
+    executor: Annotated[
+        str | None, typer.Option(help="Run it on this executor (default: the one it used).")
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(help="Load the pipeline from here instead of the recorded module:attr."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-execute a pipeline run and compare its output digests and metrics; exit 1 on any difference.
+
+    The run is repeated with its recorded parameters, pinned dataset versions and
+    seed, never from the cache; a change in the code digest is reported with the
+    functions that changed.
+    """
+    from keel.pipelines import reproduce
+
+    report = reproduce(run_id, executor=executor, target=target)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        verdict = (
+            "[green]reproduced exactly[/green]"
+            if report.identical
+            else f"[red]{len(report.differences)} difference(s)[/red]"
+        )
+        console.print(
+            f"run {report.original} → {report.run_id}: {verdict} "
+            f"({report.compared} digests and metrics compared)",
+            soft_wrap=True,
+        )
+        for line in report.differences:
+            console.print(f"  [red]≠[/red] {line}", soft_wrap=True)
+        for line in report.notes:
+            console.print(f"  [dim]note: {line}[/dim]", soft_wrap=True)
+    if not report.identical:
+        raise typer.Exit(1)

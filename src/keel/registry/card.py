@@ -53,6 +53,13 @@ def _package_metadata(client: Any, mv: Any) -> dict[str, Any] | None:
     return None
 
 
+def _datasets(client: Any, name: str, version: int) -> list[str]:
+    """Dataset versions upstream of a model version: what its run read, through pipeline steps."""
+    from keel.pipelines.lineage import upstream
+
+    return sorted(upstream(f"models:/{name}/{version}", store=client.store).uris("dataset"))
+
+
 def build_card(client: Any, name: str, version: int) -> dict[str, Any]:
     """Everything the card shows, as one JSON-able dict."""
     from keel.checks.runner import latest_check
@@ -80,6 +87,7 @@ def build_card(client: Any, name: str, version: int) -> dict[str, Any]:
         distributions = env.pop("distributions", [])
         env["distribution_count"] = len(distributions)
         card["environment"] = env
+        card["datasets"] = _datasets(client, mv.name, mv.version)
     metadata = _package_metadata(client, mv)
     if metadata is not None:
         card["package"] = {

@@ -1,0 +1,99 @@
+"""Dataset versions: snapshots of files and folders, tables, status, diff, checkout, push, pull.
+
+::
+
+    v = keel.data.add("data/raw")                 # a folder → datasets:/raw@1
+    keel.data.status("data/raw")                  # what changed since (near-instant)
+    keel.data.checkout("raw@1", "restore/raw")    # exactly those bytes again
+    keel.data.push(["raw@1"], remote="s3://bucket/keel-data")
+
+    with keel.start_run():
+        keel.log_dataset(df, name="churn")        # Parquet + schema + profile, a run input
+        train = keel.load_dataset("datasets:/churn@3")
+
+Names are loaded on first use, so ``import keel.data`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "DatasetVersion",
+    "Diff",
+    "StatusReport",
+    "TransferReport",
+    "add",
+    "checkout",
+    "diff",
+    "get",
+    "list_datasets",
+    "list_versions",
+    "load_dataset",
+    "log_dataset",
+    "pull",
+    "push",
+    "status",
+]
+
+_EXPORTS = {
+    "DatasetVersion": "keel.data.catalog",
+    "Diff": "keel.data.manifest",
+    "StatusReport": "keel.data.snapshot",
+    "TransferReport": "keel.data.remote",
+    "add": "keel.data.snapshot",
+    "checkout": "keel.data.checkout",
+    "diff": "keel.data.snapshot",
+    "load_dataset": "keel.data.tables",
+    "log_dataset": "keel.data.tables",
+    "pull": "keel.data.remote",
+    "push": "keel.data.remote",
+    "status": "keel.data.snapshot",
+}
+
+if TYPE_CHECKING:
+    from keel.config import Settings
+    from keel.data.catalog import DatasetVersion
+    from keel.data.checkout import checkout
+    from keel.data.manifest import Diff
+    from keel.data.remote import TransferReport, pull, push
+    from keel.data.snapshot import StatusReport, add, diff, status
+    from keel.data.tables import load_dataset, log_dataset
+
+
+def get(ref: str, *, settings: Settings | None = None) -> DatasetVersion:
+    """The version ``ref`` names: ``"churn@3"``, ``"churn"`` (the latest) or a digest."""
+    from keel.data import catalog
+    from keel.data.snapshot import DataContext
+
+    return catalog.get_version(DataContext(settings).store, ref)
+
+
+def list_versions(name: str, *, settings: Settings | None = None) -> list[DatasetVersion]:
+    """Every version of dataset ``name``, oldest first."""
+    from keel.data import catalog
+    from keel.data.snapshot import DataContext
+
+    return catalog.list_versions(DataContext(settings).store, name)
+
+
+def list_datasets(*, settings: Settings | None = None) -> list[DatasetVersion]:
+    """The latest version of every dataset, by name."""
+    from keel.data import catalog
+    from keel.data.snapshot import DataContext
+
+    return catalog.list_datasets(DataContext(settings).store)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keel.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,364 @@
+"""Lineage: the graph of what was made from what, walked upstream or downstream.
+
+Nodes are URIs:
+
+- ``datasets:/<name>@<version>`` — a dataset version,
+- ``runs:/<run_id>`` — any run (a pipeline run, one of its steps, a training script),
+- ``artifacts:/<digest>`` — a step output, by content digest,
+- ``code:/<digest>`` — the code a step or pipeline ran (see ``keel.pipelines.code``),
+- ``models:/<name>/<version>`` — a registered model version.
+
+Every hop is a stored row, read in both directions:
+
+- ``lineage_edges``: input → step run, step run → output, code → run, and the run that
+  made a cached output → the cached step run that reused it (pipelines write them),
+- ``run_inputs``: dataset version → run (``keel.load_dataset``/``log_dataset`` in a run),
+- ``model_versions``: run → the model version registered from it (the registry).
+
+So a prediction's model version walks back to the step run that trained it,
+that run's inputs and code digest, the steps that made those inputs, and the
+dataset versions at the start.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from keel.errors import InvalidInput
+from keel.store import Store
+from keel.store import schema as s
+from keel.store.sql import insert_on_conflict, now_ms
+
+__all__ = ["Edge", "LineageGraph", "Node", "add_edges", "downstream", "normalize_uri", "upstream"]
+
+_KINDS = {
+    "datasets": "dataset",
+    "runs": "run",
+    "artifacts": "artifact",
+    "code": "code",
+    "models": "model",
+}
+_DATASET = re.compile(r"^datasets:/([^@/]+)@(\d+)$")
+_MODEL = re.compile(r"^models:/([^@/]+)/(\d+)$")
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A hop from ``src`` to ``dst``: input, output, code, registered, or reused (a cache hit)."""
+
+    src: str
+    dst: str
+    relation: str
+    label: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"src": self.src, "dst": self.dst, "relation": self.relation, "label": self.label}
+
+
+@dataclass
+class Node:
+    """A URI in the graph, its kind, and what the store says about it."""
+
+    uri: str
+    kind: str
+    depth: int
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"uri": self.uri, "kind": self.kind, "depth": self.depth, **self.attributes}
+
+
+@dataclass
+class LineageGraph:
+    """The part of the lineage graph reachable from ``root`` in one direction."""
+
+    root: str
+    direction: str
+    nodes: dict[str, Node]
+    edges: list[Edge]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "direction": self.direction,
+            "nodes": [n.to_dict() for n in self.nodes.values()],
+            "edges": [e.to_dict() for e in self.edges],
+        }
+
+    def uris(self, kind: str | None = None) -> list[str]:
+        return [n.uri for n in self.nodes.values() if kind is None or n.kind == kind]
+
+
+def normalize_uri(uri: str) -> str:
+    """A node URI in canonical form (``runs:/<id>`` without a path, ``models:/n/3`` …)."""
+    if not isinstance(uri, str) or ":/" not in uri:
+        raise InvalidInput(
+            "expected a lineage URI such as datasets:/churn@3, runs:/<run_id>, "
+            f"models:/churn/5, artifacts:/<digest> or code:/<digest>; got {uri!r}"
+        )
+    scheme, _, rest = uri.partition(":/")
+    rest = rest.strip("/")
+    if scheme not in _KINDS or not rest:
+        raise InvalidInput(
+            f"lineage URIs start with {', '.join(f'{k}:/' for k in _KINDS)}; got {uri!r}"
+        )
+    if scheme == "runs":
+        rest = rest.split("/", 1)[0]
+    return f"{scheme}:/{rest}"
+
+
+def add_edges(conn: Connection, edges: Iterable[Edge]) -> None:
+    """Store edges in the caller's transaction (an edge stored twice is stored once)."""
+    rows = [
+        {
+            "src": e.src,
+            "dst": e.dst,
+            "relation": e.relation,
+            "label": e.label,
+            "created_at": now_ms(),
+        }
+        for e in edges
+    ]
+    if not rows:
+        return
+    stmt = insert_on_conflict(conn, s.lineage_edges).on_conflict_do_nothing(
+        index_elements=[
+            s.lineage_edges.c.src,
+            s.lineage_edges.c.dst,
+            s.lineage_edges.c.relation,
+            s.lineage_edges.c.label,
+        ]
+    )
+    conn.execute(stmt, rows)
+
+
+def _chunks(items: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _dataset_ids(conn: Connection, uris: list[str]) -> dict[int, str]:
+    """``{dataset_version row id: uri}`` for dataset URIs (``name@N``)."""
+    pairs = [(m.group(1), int(m.group(2)), u) for u in uris if (m := _DATASET.match(u))]
+    out: dict[int, str] = {}
+    for name, version, uri in pairs:
+        row = conn.execute(
+            select(s.dataset_versions.c.id)
+            .join(s.datasets)
+            .where(s.datasets.c.name == name, s.dataset_versions.c.version == version)
+        ).first()
+        if row is not None:
+            out[row.id] = uri
+    return out
+
+
+def _dataset_uris(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
+    rows = conn.execute(
+        select(s.dataset_versions.c.id, s.datasets.c.name, s.dataset_versions.c.version)
+        .join(s.datasets)
+        .where(s.dataset_versions.c.id.in_(list(ids)))
+    ).all()
+    return {r.id: f"datasets:/{r.name}@{r.version}" for r in rows}
+
+
+def _hops(conn: Connection, frontier: list[str], direction: str) -> list[Edge]:
+    """Edges one hop from ``frontier`` (towards sources when upstream)."""
+    found: list[Edge] = []
+    up = direction == "upstream"
+    near = s.lineage_edges.c.dst if up else s.lineage_edges.c.src
+    for chunk in _chunks(frontier):
+        for row in conn.execute(
+            select(
+                s.lineage_edges.c.src,
+                s.lineage_edges.c.dst,
+                s.lineage_edges.c.relation,
+                s.lineage_edges.c.label,
+            ).where(near.in_(chunk))
+        ):
+            found.append(Edge(row.src, row.dst, row.relation, row.label))
+    run_ids = [u[len("runs:/") :] for u in frontier if u.startswith("runs:/")]
+    models = [(m.group(1), int(m.group(2))) for u in frontier if (m := _MODEL.match(u))]
+    if up:
+        for chunk in _chunks(run_ids):  # dataset versions the runs read
+            rows = conn.execute(
+                select(
+                    s.run_inputs.c.run_id, s.run_inputs.c.dataset_version_id, s.run_inputs.c.context
+                ).where(s.run_inputs.c.run_id.in_(chunk))
+            ).all()
+            uris = _dataset_uris(conn, {r.dataset_version_id for r in rows}) if rows else {}
+            found += [
+                Edge(uris[r.dataset_version_id], f"runs:/{r.run_id}", "input", r.context)
+                for r in rows
+            ]
+        for name, version in models:  # a registered version comes from its run
+            source = conn.execute(
+                select(s.model_versions.c.run_id)
+                .join(s.registered_models)
+                .where(s.registered_models.c.name == name, s.model_versions.c.version == version)
+            ).first()
+            if source is not None and source.run_id:
+                found.append(
+                    Edge(f"runs:/{source.run_id}", f"models:/{name}/{version}", "registered")
+                )
+    else:
+        datasets = _dataset_ids(conn, [u for u in frontier if u.startswith("datasets:/")])
+        if datasets:
+            rows = conn.execute(
+                select(
+                    s.run_inputs.c.run_id, s.run_inputs.c.dataset_version_id, s.run_inputs.c.context
+                ).where(s.run_inputs.c.dataset_version_id.in_(list(datasets)))
+            ).all()
+            found += [
+                Edge(datasets[r.dataset_version_id], f"runs:/{r.run_id}", "input", r.context)
+                for r in rows
+            ]
+        for chunk in _chunks(run_ids):
+            rows = conn.execute(
+                select(
+                    s.model_versions.c.run_id,
+                    s.registered_models.c.name,
+                    s.model_versions.c.version,
+                )
+                .join(s.registered_models)
+                .where(s.model_versions.c.run_id.in_(chunk))
+            ).all()
+            found += [
+                Edge(f"runs:/{r.run_id}", f"models:/{r.name}/{r.version}", "registered")
+                for r in rows
+            ]
+    return found
+
+
+def _describe(conn: Connection, nodes: dict[str, Node]) -> None:
+    """Fill in what the store knows about runs, datasets and models among ``nodes``."""
+    run_ids = [n.uri[len("runs:/") :] for n in nodes.values() if n.kind == "run"]
+    for chunk in _chunks(run_ids):
+        rows = conn.execute(
+            select(s.runs.c.id, s.runs.c.name, s.runs.c.status, s.runs.c.parent_id).where(
+                s.runs.c.id.in_(chunk)
+            )
+        ).all()
+        kinds = dict(
+            conn.execute(
+                select(s.tags.c.run_id, s.tags.c.value).where(
+                    s.tags.c.run_id.in_(chunk), s.tags.c.key == "keel.kind"
+                )
+            ).all()
+        )
+        for r in rows:
+            nodes[f"runs:/{r.id}"].attributes.update(
+                name=r.name, status=r.status, parent_id=r.parent_id, role=kinds.get(r.id, "run")
+            )
+    for node in nodes.values():
+        if node.kind == "dataset" and (m := _DATASET.match(node.uri)):
+            row = conn.execute(
+                select(s.dataset_versions.c.digest, s.dataset_versions.c.kind)
+                .join(s.datasets)
+                .where(
+                    s.datasets.c.name == m.group(1), s.dataset_versions.c.version == int(m.group(2))
+                )
+            ).first()
+            if row is not None:
+                node.attributes.update(digest=row.digest, dataset_kind=row.kind)
+
+
+def _walk(store: Store, uri: str, direction: str, depth: int | None) -> LineageGraph:
+    root = _canonical_root(store, normalize_uri(uri))
+    nodes = {root: Node(root, _KINDS[root.split(":/", 1)[0]], 0)}
+    edges: list[Edge] = []
+    seen_edges: set[Edge] = set()
+    frontier = [root]
+    level = 0
+    with store.read() as conn:
+        while frontier and (depth is None or level < depth):
+            level += 1
+            nxt: list[str] = []
+            for edge in _hops(conn, frontier, direction):
+                if edge in seen_edges:
+                    continue
+                seen_edges.add(edge)
+                edges.append(edge)
+                other = edge.src if direction == "upstream" else edge.dst
+                if other not in nodes:
+                    nodes[other] = Node(other, _KINDS.get(other.split(":/", 1)[0], "other"), level)
+                    nxt.append(other)
+            frontier = nxt
+        _describe(conn, nodes)
+    return LineageGraph(root, direction, nodes, edges)
+
+
+def _canonical_root(store: Store, uri: str) -> str:
+    """Dataset references by name or digest, and model aliases, become the URIs edges use."""
+    if uri.startswith("datasets:/") and not _DATASET.match(uri):
+        from keel.data import catalog
+
+        return catalog.get_version(store, uri).uri
+    if uri.startswith("models:/") and not _MODEL.match(uri):
+        return _model_version_uri(store, uri)
+    if uri.startswith("runs:/"):
+        from keel.tracking.client import TrackingClient
+
+        run_id = uri[len("runs:/") :]
+        return f"runs:/{TrackingClient(store=store).resolve_run_id(run_id)}"
+    return uri
+
+
+def _model_version_uri(store: Store, uri: str) -> str:
+    """``models:/name@alias`` or ``models:/name/latest`` → ``models:/name/<version>``."""
+    from keel.errors import NotFound
+
+    rest = uri[len("models:/") :].strip("/")
+    name, sep, alias = rest.partition("@")
+    with store.read() as conn:
+        model = conn.execute(
+            select(s.registered_models.c.id, s.registered_models.c.last_version).where(
+                s.registered_models.c.name == (name if sep else rest.split("/", 1)[0])
+            )
+        ).first()
+        if model is None:
+            raise NotFound(f"no registered model for {uri!r}; see `keel models list`")
+        if not sep:
+            if not rest.endswith("/latest") or not model.last_version:
+                raise InvalidInput(
+                    f"expected models:/<name>/<version>, models:/<name>/latest or "
+                    f"models:/<name>@<alias>, got {uri!r}"
+                )
+            return f"models:/{rest.split('/', 1)[0]}/{model.last_version}"
+        version = conn.execute(
+            select(s.aliases.c.version).where(
+                s.aliases.c.model_id == model.id, s.aliases.c.alias == alias
+            )
+        ).scalar()
+    if version is None:
+        raise NotFound(f"model {name!r} has no alias {alias!r}")
+    return f"models:/{name}/{version}"
+
+
+def upstream(uri: str, *, depth: int | None = None, store: Store | None = None) -> LineageGraph:
+    """Everything ``uri`` was made from: inputs, the runs that made them, code, data.
+
+    Args:
+        uri: ``datasets:/name@3`` (or ``datasets:/name``), ``runs:/<id>`` (a prefix is
+            enough), ``models:/name/5`` (or ``models:/name@alias``), ``artifacts:/<digest>``
+            or ``code:/<digest>``.
+        depth: stop after this many hops; default: to the sources.
+    """
+    return _walk(store or _default_store(), uri, "upstream", depth)
+
+
+def downstream(uri: str, *, depth: int | None = None, store: Store | None = None) -> LineageGraph:
+    """Everything made from ``uri``: the runs that read it, what they produced, models."""
+    return _walk(store or _default_store(), uri, "downstream", depth)
+
+
+def _default_store() -> Store:
+    from keel.config import get_settings
+    from keel.store import get_store
+
+    return get_store(get_settings())
