@@ -73,9 +73,10 @@ def test_register_protect_approve_promote_and_trace(keel_env, tmp_path: Path):
     history = json.loads(_cli(keel_env, "models", "alias", "history", "fraud", "--json").stdout)
     assert [(h["to_version"], h["actor"], h["comment"]) for h in history] == [(1, "bob", "go live")]
     policies = json.loads(_cli(keel_env, "policy", "list", "--json").stdout)
-    assert policies == [
+    assert policies["protected_aliases"] == [
         {"alias": "production", "approvals": 1, "role": "approver", "allow_registrant": False}
     ]
+    assert policies["automation"] == []
     entries = json.loads(
         _cli(keel_env, "audit", "list", "--object", "model_version:fraud/*", "--json").stdout
     )

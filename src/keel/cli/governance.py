@@ -1,4 +1,8 @@
-"""``keel policy …`` and ``keel roles …``: who may move protected aliases."""
+"""``keel policy …`` and ``keel roles …``: who may move protected aliases.
+
+The automation policies' own commands (``apply``, ``show``, ``enable``,
+``disable``) live in :mod:`keel.cli.automation` and join this group.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,11 @@ from rich.table import Table
 
 from keel.cli.output import console, print_json
 
-policy_app = typer.Typer(help="Protect aliases: moving them needs approvals.", no_args_is_help=True)
+policy_app = typer.Typer(
+    help="Policies: protected aliases (moving them needs approvals) and automation "
+    "(retrain, gate, roll out).",
+    no_args_is_help=True,
+)
 roles_app = typer.Typer(help="Grant and revoke roles (identity: KEEL_USER).", no_args_is_help=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -48,19 +56,37 @@ def unprotect_command(alias: Annotated[str, typer.Argument(help="Alias to unprot
 
 @policy_app.command("list")
 def policy_list_command(as_json: JsonOption = False) -> None:
-    """List protected aliases."""
+    """List protected aliases and automation policies."""
+    from keel.automation import PolicyStore
     from keel.client import Client
 
-    policies = Client().list_alias_policies()
+    client = Client()
+    protected = client.list_alias_policies()
+    automation = PolicyStore(client).list()
     if as_json:
-        print_json([p.to_dict() for p in policies])
+        print_json(
+            {"protected_aliases": [p.to_dict() for p in protected], "automation": automation}
+        )
         return
-    if not policies:
+    if not protected:
         console.print("No protected aliases.")
+    else:
+        table = Table("alias", "approvals", "role", "registrant may approve", title="Protected")
+        for p in protected:
+            table.add_row(p.alias, str(p.approvals), p.role, "yes" if p.allow_registrant else "no")
+        console.print(table)
+    if not automation:
+        console.print("No automation policies (`keel policy apply FILE` creates one).")
         return
-    table = Table("alias", "approvals", "role", "registrant may approve")
-    for p in policies:
-        table.add_row(p.alias, str(p.approvals), p.role, "yes" if p.allow_registrant else "no")
+    table = Table("policy", "model", "deployment", "state", "enabled", title="Automation")
+    for row in automation:
+        table.add_row(
+            row["name"],
+            row["model"],
+            row["deployment"],
+            row["state"],
+            "yes" if row["enabled"] else "no",
+        )
     console.print(table)
 
 

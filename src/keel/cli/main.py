@@ -14,7 +14,11 @@ from typing import Annotated
 
 import typer
 
-from keel.cli import audit, experiments, governance, models, predict, runs, serving
+from keel.cli import audit, experiments, governance, models, monitor, predict, runs, serving
+from keel.cli import automation as automation_cli
+from keel.cli import data as data_cli
+from keel.cli import lineage as lineage_cli
+from keel.cli import pipeline as pipeline_cli
 from keel.cli.output import console, err, print_json
 
 app = typer.Typer(
@@ -35,6 +39,16 @@ app.add_typer(serving.deploy_app, name="deploy")
 app.add_typer(serving.predictions_app, name="predictions")
 app.command("serve")(serving.serve_command)
 app.command("predict")(predict.predict_command)
+app.add_typer(data_cli.app, name="data")
+app.add_typer(pipeline_cli.app, name="pipeline")
+app.add_typer(lineage_cli.app, name="lineage")
+app.command("drift")(monitor.drift_command)
+app.add_typer(monitor.monitor_app, name="monitor")
+app.add_typer(automation_cli.automation_app, name="automation")
+governance.policy_app.command("apply")(automation_cli.apply_command)
+governance.policy_app.command("show")(automation_cli.show_command)
+governance.policy_app.command("enable")(automation_cli.enable_command)
+governance.policy_app.command("disable")(automation_cli.disable_command)
 
 
 def _version(value: bool) -> None:

@@ -16,7 +16,7 @@ read-modify-write in Python:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from sqlalchemy import Connection, delete, func, select, update
@@ -429,6 +429,7 @@ class RegistryClient(TrackingClient):
         *,
         expected: int | _Unset | None = UNSET,
         comment: str | None = None,
+        also: Callable[[Connection], None] | None = None,
     ) -> AliasChange:
         """Point ``alias`` at ``version``, as a compare-and-set.
 
@@ -438,6 +439,8 @@ class RegistryClient(TrackingClient):
                 starts. If another client moved it meanwhile, nothing changes and
                 ``Conflict`` is raised.
             comment: recorded in the alias history.
+            also: runs inside the transaction that moves the alias (after the move), so
+                the caller's own records commit or roll back with it.
 
         Raises:
             ApprovalRequired: the alias is protected and ``version`` lacks approvals.
@@ -501,6 +504,8 @@ class RegistryClient(TrackingClient):
                 )
             change = AliasChange(alias, expected, version, at, self._actor, comment)
             self._record_move(conn, model, change)
+            if also is not None:
+                also(conn)
         return change
 
     def delete_alias(

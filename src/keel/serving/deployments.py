@@ -14,12 +14,14 @@ revision whose spec is the one before the current one (or any revision).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 
 from keel.errors import Conflict, InvalidInput, NotFound
 from keel.governance import audit
@@ -319,13 +321,22 @@ class Deployments:
         action: str,
         expected: int | None,
         previous: int | bool | None = True,
+        also: Callable[[Connection], None] | None = None,
+        conn: Connection | None = None,
     ) -> Deployment:
-        """Write revision ``base + 1``; ``previous=True`` means "undo returns to ``base``"."""
+        """Write revision ``base + 1``; ``previous=True`` means "undo returns to ``base``".
+
+        ``also`` runs inside the same transaction (automation records its decision there);
+        ``conn`` is a caller's open write transaction to use instead of a new one.
+        """
         current = self.get(name)
         base = current.revision if expected is None else expected
         undo_to = base if previous is True else (None if previous is False else previous)
         at = now_ms()
-        with self.client.store.write() as conn:
+        transaction = (
+            contextlib.nullcontext(conn) if conn is not None else self.client.store.write()
+        )
+        with transaction as conn:
             done = conn.execute(
                 update(s.deployments)
                 .where(s.deployments.c.name == name, s.deployments.c.revision == base)
@@ -345,6 +356,8 @@ class Deployments:
                 before={"revision": base, "spec": current.spec.to_dict()},
                 after={"revision": base + 1, "spec": spec.to_dict(), "comment": comment},
             )
+            if also is not None:
+                also(conn)
         return Deployment(name, base + 1, spec, at, self._actor, comment, undo_to)
 
     def update(
@@ -393,10 +406,20 @@ class Deployments:
         spec: DeploymentSpec,
         comment: str | None = None,
         expected_revision: int | None = None,
+        *,
+        also: Callable[[Connection], None] | None = None,
+        conn: Connection | None = None,
     ) -> Deployment:
-        """A new revision with exactly ``spec`` (automation uses this)."""
+        """A new revision with exactly ``spec`` (automation uses this).
+
+        ``also(conn)`` runs inside the transaction that writes the revision, so a caller's
+        own records commit or roll back together with the change. With ``conn`` the
+        revision is written in the caller's open write transaction instead of a new one.
+        """
         self._check_refs(spec)
-        return self._advance(name, spec, comment, "deployment.update", expected_revision)
+        return self._advance(
+            name, spec, comment, "deployment.update", expected_revision, also=also, conn=conn
+        )
 
     def rollback(self, name: str, to: int | None = None, comment: str | None = None) -> Deployment:
         """Put back an earlier spec as a new revision.

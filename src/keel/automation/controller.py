@@ -1,0 +1,699 @@
+"""The controller: runs each policy's cycle, one decision at a time, crash-safe.
+
+``Controller.tick()`` looks at every enabled policy once; ``run()`` ticks
+until stopped. For each policy it takes the lease, reads the stored state and
+acts on it::
+
+    idle          a trigger fires and its key is claimed  → retraining  (triggered)
+    retraining    the pipeline runs and registers a version → gating   (retrain_started,
+                                                                       retrain_finished)
+    gating        the gates pass: the canary route is added → canary   (gate_passed,
+                                                                       canary_started)
+    canary        live metrics breach the rollback bounds → idle        (rolled_back)
+                  enough requests and the promotion bounds hold:
+                  the alias moves and the canary route goes → idle      (promoted)
+                  the alias needs approvals first → awaiting_approval   (approval_requested)
+    awaiting_…    approvals arrived → idle (promoted); live metrics break → idle (rolled_back)
+
+Each arrow is one transaction: the state's compare-and-set, the event, its
+audit entry and — for canary_started, promoted and rolled_back — the
+deployment revision and the alias move themselves. A controller killed
+anywhere leaves a state another controller resumes: a half-run retrain or
+gate is run again (with the same pinned parameters), a canary goes on being
+measured from where it started. The alias is a single pointer moved by
+compare-and-set, so there is never a second champion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from keel.automation.events import Event, list_events
+from keel.automation.gates import run_gates
+from keel.automation.live import LiveMetrics, measure_canary
+from keel.automation.policy import Policy, human_duration
+from keel.automation.state import (
+    AWAITING_APPROVAL,
+    CANARY,
+    GATING,
+    IDLE,
+    RETRAINING,
+    CycleState,
+    PolicyStore,
+    Transition,
+    new_owner,
+)
+from keel.automation.triggers import check_triggers, latest_dataset_versions
+from keel.errors import ApprovalRequired, Conflict, InvalidInput, KeelError
+from keel.store.sql import now_ms
+
+__all__ = ["Controller", "TickResult"]
+
+log = logging.getLogger("keel.automation")
+
+#: Requests a canary needs before its rollback bounds are judged (noise below that).
+MIN_JUDGED_REQUESTS = 20
+
+
+@dataclass
+class TickResult:
+    """What one tick did to one policy."""
+
+    policy: str
+    before: str
+    after: str
+    events: list[Event] = field(default_factory=list)
+    skipped: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "before": self.before,
+            "after": self.after,
+            "events": [e.to_dict() for e in self.events],
+            "skipped": self.skipped,
+        }
+
+
+class Controller:
+    """Runs policies' cycles (see the module docstring).
+
+    Args:
+        client: a ``keel.Client`` (default: one on the process settings).
+        owner: this controller's lease id (default ``host:pid:random``).
+        lease_seconds: how long a lease lasts without renewal; renewed while working.
+        executor: the pipeline executor for retraining (``local`` or ``ray``).
+        monitor: ``monitor(deployment, window_seconds) -> result`` for drift and quality
+            triggers (default: :func:`keel.monitoring.run_monitor`).
+        clock: milliseconds since the epoch (tests move time forward).
+    """
+
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        owner: str | None = None,
+        lease_seconds: float = 60.0,
+        executor: str = "local",
+        monitor: Callable[[str, float], Any] | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        from keel.client import Client
+
+        self.client = client or Client()
+        self.store = PolicyStore(self.client)
+        self.owner = owner or new_owner()
+        self.lease_seconds = lease_seconds
+        self.executor = executor
+        self.monitor = monitor or _run_monitor
+        self.clock = clock
+        self._mine: set[tuple[str, int]] = set()  # (policy, epoch) this process moved into
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def tick(self, names: list[str] | None = None) -> list[TickResult]:
+        """One pass over the enabled policies (or the named ones)."""
+        rows = self.store.list(enabled_only=names is None)
+        wanted = [r["name"] for r in rows if names is None or r["name"] in names]
+        missing = sorted(set(names or []) - {r["name"] for r in rows})
+        if missing:
+            raise InvalidInput(f"no automation policy {', '.join(map(repr, missing))}")
+        return [self.step(name) for name in wanted]
+
+    def run(
+        self,
+        interval: float = 30.0,
+        stop: threading.Event | None = None,
+        on_tick: Callable[[list[TickResult]], None] | None = None,
+    ) -> None:
+        """Tick every ``interval`` seconds until ``stop`` is set (or Ctrl-C)."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            try:
+                results = self.tick()
+            except KeelError as exc:  # the store is down, say: keep trying
+                log.warning("keel: automation tick failed: %s", exc)
+                results = []
+            if on_tick is not None:
+                on_tick(results)
+            stop.wait(interval)
+
+    def step(self, name: str) -> TickResult:
+        """Advance one policy as far as it can go now, under its lease."""
+        before = self.store.state(name)
+        first_event = _last_event_id(self.client, name)
+        if not self.store.acquire(name, self.owner, self.lease_seconds):
+            return TickResult(
+                name, before.state, before.state, skipped="another controller holds it"
+            )
+        try:
+            with self._renewing(name):
+                policy = self.store.get(name)
+                for _ in range(8):  # idle → retraining → gating → canary can all happen now
+                    state = self.store.state(name)
+                    try:
+                        moved = self._act(policy, state)
+                    except Conflict as exc:  # another controller moved it: read it again
+                        log.info("keel: %s: %s", name, exc)
+                        moved = True
+                    if not moved:
+                        break
+        finally:
+            self.store.release(name, self.owner)
+        after = self.store.state(name)
+        with self.client.store.read() as conn:
+            events = [e for e in list_events(conn, policy=name) if e.id > first_event]
+        return TickResult(name, before.state, after.state, events)
+
+    @contextlib.contextmanager
+    def _renewing(self, name: str) -> Iterator[None]:
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(self.lease_seconds / 3):
+                try:
+                    self.store.acquire(name, self.owner, self.lease_seconds)
+                except KeelError as exc:
+                    log.warning("keel: could not renew the lease on %s: %s", name, exc)
+
+        thread = threading.Thread(target=renew, name=f"keel-lease-{name}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(timeout=5)
+
+    def _act(self, policy: Policy, state: CycleState) -> bool:
+        handler = {
+            IDLE: self._idle,
+            RETRAINING: self._retraining,
+            GATING: self._gating,
+            CANARY: self._canary,
+            AWAITING_APPROVAL: self._awaiting_approval,
+        }[state.state]
+        if state.state in (RETRAINING, GATING) and (policy.name, state.epoch) not in self._mine:
+            self.store.note(
+                policy,
+                "resumed",
+                f"picked up a cycle left in {state.state} by a controller that stopped",
+                state.candidate_version,
+            )
+            self._mine.add((policy.name, state.epoch))
+        return handler(policy, state)
+
+    def _moved(self, policy: Policy, state: CycleState) -> CycleState:
+        self._mine.add((policy.name, state.epoch))
+        return state
+
+    # -- idle: triggers -------------------------------------------------------------------------
+
+    def _idle(self, policy: Policy, state: CycleState) -> bool:
+        now = self.clock()
+        ended = state.cycle_ended_at
+        if ended is not None and now - ended < policy.cooldown * 1000:
+            return False
+        seen = dict(state.detail.get("datasets_seen") or {})
+        watched = [t.dataset for t in policy.triggers if t.kind == "dataset" and t.dataset]
+        if any(d not in seen for d in watched):
+            # First look at these datasets: what exists now is the baseline, not news.
+            current = latest_dataset_versions([d for d in watched if d not in seen])
+            seen.update({d: current.get(d, 0) for d in watched if d not in seen})
+            self._save_detail(state, {"datasets_seen": seen})
+            return True
+        since = ended if ended is not None else int(state.detail.get("applied_at") or 0)
+        monitored: dict[float, Any] = {}
+
+        def monitor(deployment: str, window: float) -> Any:
+            if window not in monitored:
+                monitored[window] = self.monitor(deployment, window)
+            return monitored[window]
+
+        fired = check_triggers(
+            policy, now_ms=now, since_ms=since, seen_datasets=seen, monitor=monitor
+        )
+        if fired is None:
+            return False
+        params = _pin_params(policy.retrain.params)
+        baseline = self.client.get_alias(policy.model, policy.alias)
+        if fired.key.startswith("dataset:"):
+            name, _, version = fired.key.removeprefix("dataset:").rpartition("@")
+            seen[name] = int(version)
+        with self.client.store.write() as conn:
+            if not self.store.claim_trigger(conn, policy.name, fired.key):
+                return False  # another controller already acted on this occasion
+            moved = self.store.transition(
+                state,
+                policy,
+                Transition(
+                    RETRAINING,
+                    "triggered",
+                    fired.reason,
+                    version=baseline,
+                    details={"trigger": fired.key, **fired.details, "params": params},
+                    changes={
+                        "trigger_key": fired.key,
+                        "baseline_version": baseline,
+                        "candidate_version": None,
+                        "pipeline_run_id": None,
+                        "phase_started_at": now,
+                        "detail": {"params": params, "datasets_seen": seen},
+                    },
+                ),
+                conn,
+            )
+        self._moved(policy, moved)
+        return True
+
+    def _save_detail(self, state: CycleState, detail: dict[str, Any]) -> None:
+        """Merge ``detail`` into the stored state (compare-and-set on its epoch, no event)."""
+        from sqlalchemy import update
+
+        from keel.store import schema as s
+
+        with self.client.store.write() as conn:
+            done = conn.execute(
+                update(s.automation_state)
+                .where(
+                    s.automation_state.c.policy == state.policy,
+                    s.automation_state.c.epoch == state.epoch,
+                )
+                .values(
+                    detail=json.dumps({**state.detail, **detail}, default=str),
+                    epoch=state.epoch + 1,
+                )
+            )
+            if done.rowcount != 1:
+                raise Conflict(f"policy {state.policy!r} moved meanwhile; reload and retry")
+
+    # -- retraining -----------------------------------------------------------------------------
+
+    def _retraining(self, policy: Policy, state: CycleState) -> bool:
+        from keel.pipelines import run_pipeline
+
+        params = dict(state.detail.get("params") or {})
+        self.store.note(
+            policy,
+            "retrain_started",
+            f"running {policy.retrain.pipeline} with {_describe_params(params)}",
+            details={"params": params},
+        )
+        try:
+            run = run_pipeline(policy.retrain.pipeline, params=params, executor=self.executor)
+            version = _registered_version(policy, run)
+        except Exception as exc:  # the pipeline's failure ends the cycle, with its reason
+            log.warning("keel: retraining for %s failed: %s", policy.name, exc)
+            self.store.transition(
+                state,
+                policy,
+                Transition(
+                    IDLE,
+                    "retrain_failed",
+                    f"{type(exc).__name__}: {exc}"[:1000],
+                    changes={"cycle_ended_at": self.clock()},
+                ),
+            )
+            return False
+        outputs = _jsonable_outputs(getattr(run, "outputs", None))
+        moved = self.store.transition(
+            state,
+            policy,
+            Transition(
+                GATING,
+                "retrain_finished",
+                f"pipeline run {run.run_id} registered {policy.model}/{version}",
+                version=version,
+                details={"run_id": run.run_id, "outputs": outputs},
+                changes={
+                    "candidate_version": version,
+                    "pipeline_run_id": run.run_id,
+                    "phase_started_at": self.clock(),
+                    "detail": {**state.detail, "outputs": outputs},
+                },
+            ),
+        )
+        self._moved(policy, moved)
+        return True
+
+    # -- gating ---------------------------------------------------------------------------------
+
+    def _gating(self, policy: Policy, state: CycleState) -> bool:
+        version = state.candidate_version
+        assert version is not None
+        try:
+            result = run_gates(
+                policy, version, client=self.client, outputs=state.detail.get("outputs")
+            )
+        except KeelError as exc:
+            self.store.transition(
+                state,
+                policy,
+                Transition(
+                    IDLE,
+                    "gate_failed",
+                    f"the gates could not run: {exc}"[:1000],
+                    version=version,
+                    changes={"cycle_ended_at": self.clock()},
+                ),
+            )
+            return False
+        if not result.passed:
+            self.store.transition(
+                state,
+                policy,
+                Transition(
+                    IDLE,
+                    "gate_failed",
+                    result.summary()[:1000],
+                    version=version,
+                    details=result.to_dict(),
+                    changes={"cycle_ended_at": self.clock()},
+                ),
+            )
+            return False
+        from keel.serving.deployments import Deployments
+
+        deployments = Deployments(self.client)
+        current = deployments.get(policy.deployment)
+        spec = _with_canary(current.spec, policy, version)
+        weight = policy.rollout.canary.weight
+        passed = Transition(
+            CANARY,
+            "gate_passed",
+            result.summary()[:1000],
+            version=version,
+            details=result.to_dict(),
+            changes={"phase_started_at": self.clock()},
+            also=(
+                (
+                    "canary_started",
+                    f"{policy.model}/{version} gets {weight}% of {policy.deployment}'s traffic "
+                    f"until {policy.rollout.canary.min_requests} requests (at most "
+                    f"{human_duration(policy.rollout.canary.max_duration)})",
+                ),
+            ),
+        )
+        deployments.set_spec(
+            policy.deployment,
+            spec,
+            comment=f"automation {policy.name}: canary {policy.model}/{version} at {weight}%",
+            expected_revision=current.revision,
+            also=self.store.writer(state, policy, passed),
+        )
+        self._mine.add((policy.name, state.epoch + 1))
+        return True
+
+    # -- canary ---------------------------------------------------------------------------------
+
+    def _canary(self, policy: Policy, state: CycleState) -> bool:
+        version = state.candidate_version
+        assert version is not None and state.phase_started_at is not None
+        from keel.serving.deployments import Deployments
+
+        current = Deployments(self.client).get(policy.deployment)
+        if not any(
+            r.model == policy.model and r.ref == str(version) for r in current.spec.routes[1:]
+        ):
+            self.store.transition(
+                state,
+                policy,
+                Transition(
+                    IDLE,
+                    "rolled_back",
+                    f"the canary route of {policy.model}/{version} was removed from "
+                    f"{policy.deployment} outside automation; the cycle ends",
+                    version=version,
+                    changes={"cycle_ended_at": self.clock()},
+                ),
+            )
+            return False
+        metrics = measure_canary(policy.deployment, version, state.phase_started_at)
+        verdict = self._judge(policy, state, metrics)
+        if verdict is None:
+            return False
+        action, reason = verdict
+        if action == "rollback":
+            self._roll_back(policy, state, reason, metrics)
+            return False
+        return self._promote(policy, state, reason, metrics)
+
+    def _awaiting_approval(self, policy: Policy, state: CycleState) -> bool:
+        version = state.candidate_version
+        assert version is not None and state.phase_started_at is not None
+        metrics = measure_canary(policy.deployment, version, state.phase_started_at)
+        breaches = policy.rollout.rollback_when.breaches(metrics.measured())
+        if breaches and _judged(metrics):
+            self._roll_back(
+                policy, state, "while awaiting approval: " + "; ".join(breaches), metrics
+            )
+            return False
+        return self._promote(policy, state, "approved; live metrics within bounds", metrics)
+
+    def _judge(
+        self, policy: Policy, state: CycleState, metrics: LiveMetrics
+    ) -> tuple[str, str] | None:
+        """("rollback" | "promote", reason), or None to keep measuring."""
+        rollout = policy.rollout
+        measured = metrics.measured()
+        if _judged(metrics):
+            breaches = rollout.rollback_when.breaches(measured)
+            if breaches:
+                return "rollback", "; ".join(breaches) + _counts(metrics)
+        if metrics.canary_requests >= rollout.canary.min_requests:
+            failing = rollout.promote_when.breaches(measured)
+            if failing:
+                return "rollback", "promotion bounds not met: " + "; ".join(failing) + _counts(
+                    metrics
+                )
+            held = [
+                f"{k} {v:.4g} <= {rollout.promote_when.to_dict()[k]:g}"
+                for k, v in measured.items()
+                if k in rollout.promote_when.to_dict() and v is not None
+            ]
+            return "promote", ("; ".join(held) or "no bound measured") + _counts(metrics)
+        elapsed = self.clock() - (state.phase_started_at or 0)
+        if elapsed > rollout.canary.max_duration * 1000:
+            return "rollback", (
+                f"the canary saw {metrics.canary_requests} of the "
+                f"{rollout.canary.min_requests} requests it needs within "
+                f"{human_duration(rollout.canary.max_duration)}"
+            )
+        return None
+
+    def _roll_back(
+        self, policy: Policy, state: CycleState, reason: str, metrics: LiveMetrics
+    ) -> None:
+        from keel.serving.deployments import Deployments
+
+        version = state.candidate_version
+        deployments = Deployments(self.client)
+        current = deployments.get(policy.deployment)
+        spec = _without_canary(current.spec, policy, version)
+        change = Transition(
+            IDLE,
+            "rolled_back",
+            reason[:1000],
+            version=version,
+            details={"live": metrics.to_dict()},
+            changes={"cycle_ended_at": self.clock()},
+        )
+        if spec == current.spec:  # nothing routed to it any more: just end the cycle
+            self.store.transition(state, policy, change)
+            return
+        deployments.set_spec(
+            policy.deployment,
+            spec,
+            comment=f"automation {policy.name}: roll back {policy.model}/{version}: {reason}"[:500],
+            expected_revision=current.revision,
+            also=self.store.writer(state, policy, change),
+        )
+
+    def _promote(
+        self, policy: Policy, state: CycleState, reason: str, metrics: LiveMetrics
+    ) -> bool:
+        """Move the alias and drop the canary route in one transaction; or wait for approval."""
+        from keel.serving.deployments import Deployments
+
+        version = state.candidate_version
+        assert version is not None
+        deployments = Deployments(self.client)
+        current = deployments.get(policy.deployment)
+        spec = _promoted(current.spec, policy, version)
+        change = Transition(
+            IDLE,
+            "promoted",
+            f"{policy.alias} {state.baseline_version} → {version}: {reason}"[:1000],
+            version=version,
+            details={"live": metrics.to_dict(), "from": state.baseline_version},
+            changes={"cycle_ended_at": self.clock()},
+        )
+
+        def also(conn: Any) -> None:
+            deployments.set_spec(
+                policy.deployment,
+                spec,
+                comment=f"automation {policy.name}: promoted {policy.model}/{version}",
+                expected_revision=current.revision,
+                conn=conn,
+            )
+            self.store.transition(state, policy, change, conn)
+
+        if policy.approval.mode == "required" and not self._approved(policy, version):
+            return self._request_approval(policy, state, version, metrics)
+        try:
+            self.client.set_alias(
+                policy.model,
+                policy.alias,
+                version,
+                expected=self.client.get_alias(policy.model, policy.alias),
+                comment=f"automation {policy.name}: {reason}"[:500],
+                also=also,
+            )
+        except ApprovalRequired:
+            return self._request_approval(policy, state, version, metrics)
+        return False
+
+    def _approved(self, policy: Policy, version: int) -> bool:
+        approvals = self.client.list_approvals(policy.model, version)
+        return any(a.alias == policy.alias for a in approvals)
+
+    def _request_approval(
+        self, policy: Policy, state: CycleState, version: int, metrics: LiveMetrics
+    ) -> bool:
+        if state.state == AWAITING_APPROVAL:
+            return False  # asked already; still waiting
+        self.store.transition(
+            state,
+            policy,
+            Transition(
+                AWAITING_APPROVAL,
+                "approval_requested",
+                f"{policy.model}/{version} passed its canary; moving {policy.alias} needs "
+                f"approval: keel models approve {policy.model} {version} --for {policy.alias}",
+                version=version,
+                details={"live": metrics.to_dict()},
+            ),
+        )
+        return False
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _run_monitor(deployment: str, window: float) -> Any:
+    from keel.monitoring import run_monitor
+
+    return run_monitor(deployment, window=f"{int(window)}s")
+
+
+def _judged(metrics: LiveMetrics) -> bool:
+    return metrics.canary_requests + metrics.canary_errors >= MIN_JUDGED_REQUESTS
+
+
+def _counts(metrics: LiveMetrics) -> str:
+    return (
+        f" ({metrics.canary_requests} canary requests, {metrics.canary_errors} failed; "
+        f"{metrics.primary_requests} primary)"
+    )
+
+
+def _last_event_id(client: Any, policy: str) -> int:
+    from sqlalchemy import func, select
+
+    from keel.store import schema as s
+
+    with client.store.read() as conn:
+        value = conn.execute(
+            select(func.max(s.automation_events.c.id)).where(s.automation_events.c.policy == policy)
+        ).scalar()
+    return int(value or 0)
+
+
+def _pin_params(params: Any) -> dict[str, Any]:
+    """``datasets:/name@latest`` (or without a version) → the version that is newest now."""
+    pinned: dict[str, Any] = {}
+    for key, value in dict(params).items():
+        if isinstance(value, str) and value.startswith("datasets:/"):
+            ref = value.removeprefix("datasets:/")
+            name, _, version = ref.partition("@")
+            if version in ("", "latest"):
+                latest = latest_dataset_versions([name]).get(name)
+                if latest is None:
+                    raise InvalidInput(f"retrain.params.{key}: dataset {name!r} has no version")
+                value = f"datasets:/{name}@{latest}"
+        pinned[key] = value
+    return pinned
+
+
+def _describe_params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "no parameters"
+
+
+def _registered_version(policy: Policy, run: Any) -> int:
+    outputs = getattr(run, "outputs", None)
+    key = policy.retrain.output
+    if not isinstance(outputs, dict) or key not in outputs:
+        raise InvalidInput(
+            f"the pipeline must return a dict with {key!r}: the registered model "
+            f"(models:/{policy.model}/N); it returned {type(outputs).__name__}"
+        )
+    uri = str(outputs[key])
+    prefix = f"models:/{policy.model}/"
+    if not uri.startswith(prefix) or not uri.removeprefix(prefix).isdigit():
+        raise InvalidInput(f"the pipeline's {key!r} output must be {prefix}<version>, got {uri!r}")
+    return int(uri.removeprefix(prefix))
+
+
+def _jsonable_outputs(outputs: Any) -> dict[str, Any]:
+    if not isinstance(outputs, dict):
+        return {}
+    out = {}
+    for key, value in outputs.items():
+        if isinstance(value, str | int | float | bool) or value is None:
+            out[str(key)] = value
+    return out
+
+
+def _with_canary(spec: Any, policy: Policy, version: int) -> Any:
+    from dataclasses import replace
+
+    from keel.serving.deployments import Route
+
+    weight = policy.rollout.canary.weight
+    others = [r for r in spec.routes[1:] if r.model != policy.model]
+    canary = Route(policy.model, str(version), weight)
+    primary = replace(spec.routes[0], weight=100 - weight - sum(r.weight for r in others))
+    if primary.weight <= 0:
+        raise InvalidInput(
+            f"a {weight}% canary leaves no traffic for the primary of {policy.deployment}"
+        )
+    return replace(spec, routes=(primary, *others, canary))
+
+
+def _without_canary(spec: Any, policy: Policy, version: int | None) -> Any:
+    from dataclasses import replace
+
+    others = [r for r in spec.routes[1:] if not (r.model == policy.model and r.ref == str(version))]
+    primary = replace(spec.routes[0], weight=100 - sum(r.weight for r in others))
+    return replace(spec, routes=(primary, *others))
+
+
+def _promoted(spec: Any, policy: Policy, version: int) -> Any:
+    """The spec after promotion: the primary follows the alias, the canary route is gone."""
+    from dataclasses import replace
+
+    from keel.serving.deployments import Route
+
+    base = _without_canary(spec, policy, version)
+    primary = base.routes[0]
+    if primary.model == policy.model and not (
+        primary.follows_alias and primary.ref == policy.alias
+    ):
+        primary = Route(policy.model, policy.alias, primary.weight)
+    return replace(base, routes=(primary, *base.routes[1:]))

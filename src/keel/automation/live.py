@@ -1,0 +1,187 @@
+"""Live metrics of a canary, from the logs every serving replica writes.
+
+The prediction logs (one row per predicted row, with the request's route,
+version and latency) and the error logs (one row per request a version
+failed) are read for the canary's window and compared per version: request
+counts, error rate, p99 latency and the drift between the canary's and the
+primary's predictions on the traffic they shared. Nothing here asks a
+running server: replicas come and go, their logs stay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["LiveMetrics", "measure_canary", "prediction_drift"]
+
+
+@dataclass(frozen=True)
+class LiveMetrics:
+    """What the canary did since it started, next to the primary in the same window."""
+
+    canary_requests: int
+    canary_errors: int
+    primary_requests: int
+    primary_errors: int
+    canary_p99_ms: float | None
+    primary_p99_ms: float | None
+    prediction_drift: float | None
+
+    @property
+    def error_rate(self) -> float | None:
+        total = self.canary_requests + self.canary_errors
+        return None if total == 0 else self.canary_errors / total
+
+    @property
+    def p99_ratio(self) -> float | None:
+        if not self.canary_p99_ms or not self.primary_p99_ms:
+            return None
+        return self.canary_p99_ms / self.primary_p99_ms
+
+    def measured(self) -> dict[str, float | None]:
+        """The values a rollout's criteria bound, by criterion name."""
+        return {
+            "error_rate": self.error_rate,
+            "p99_ratio": self.p99_ratio,
+            "p99_ms": self.canary_p99_ms,
+            "prediction_drift": self.prediction_drift,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "canary_requests": self.canary_requests,
+            "canary_errors": self.canary_errors,
+            "primary_requests": self.primary_requests,
+            "primary_errors": self.primary_errors,
+            "canary_p99_ms": self.canary_p99_ms,
+            "primary_p99_ms": self.primary_p99_ms,
+            **{k: v for k, v in self.measured().items() if k not in ("p99_ms",)},
+        }
+
+
+def measure_canary(
+    deployment: str,
+    candidate: int,
+    since_ms: int,
+    *,
+    root_url: str | None = None,
+    s3_endpoint_url: str | None = None,
+) -> LiveMetrics:
+    """The canary version's metrics against the other routed versions since ``since_ms``."""
+    from keel.config import get_settings
+    from keel.serving.predlog import ERRORS, read_predictions
+
+    settings = get_settings()
+    root = root_url or settings.artifacts_url
+    endpoint = s3_endpoint_url if root_url else settings.s3_endpoint_url
+    predictions = read_predictions(
+        root,
+        deployment,
+        start=since_ms,
+        columns=["request_id", "version", "route", "latency_ms", "output.prediction"],
+        s3_endpoint_url=endpoint,
+    )
+    errors = read_predictions(
+        root,
+        deployment,
+        start=since_ms,
+        columns=["request_id", "version", "route"],
+        s3_endpoint_url=endpoint,
+        dataset=ERRORS,
+    )
+    answered = _requests(predictions)
+    failed = _requests(errors)
+    shadow = answered["route"] == "shadow"
+    answered = {k: v[~shadow] for k, v in answered.items()}
+    is_canary = answered["version"] == candidate
+    failed_canary = failed["version"] == candidate
+    outputs = _outputs(predictions)
+    drift = None
+    if outputs is not None:
+        values, versions, routes = outputs
+        drift = prediction_drift(
+            values[(versions == candidate) & (routes != "shadow")],
+            values[(versions != candidate) & (routes != "shadow")],
+        )
+    return LiveMetrics(
+        canary_requests=int(is_canary.sum()),
+        canary_errors=int(failed_canary.sum()),
+        primary_requests=int((~is_canary).sum()),
+        primary_errors=int((~failed_canary).sum()),
+        canary_p99_ms=_p99(answered["latency_ms"][is_canary]),
+        primary_p99_ms=_p99(answered["latency_ms"][~is_canary]),
+        prediction_drift=drift,
+    )
+
+
+def _requests(table: Any) -> dict[str, np.ndarray]:
+    """One entry per request (rows of one request share its id, route, version and latency)."""
+    if table.num_rows == 0:
+        return {
+            "version": np.array([], dtype=np.int64),
+            "route": np.array([], dtype=object),
+            "latency_ms": np.array([], dtype=np.float64),
+        }
+    ids = np.asarray(table.column("request_id").to_numpy(zero_copy_only=False), dtype=object)
+    first = np.zeros(table.num_rows, dtype=bool)
+    first[np.unique(ids, return_index=True)[1]] = True
+    out = {
+        "version": np.asarray(table.column("version").to_numpy(zero_copy_only=False))[first],
+        "route": np.asarray(table.column("route").to_numpy(zero_copy_only=False))[first],
+    }
+    if "latency_ms" in table.column_names:
+        out["latency_ms"] = np.asarray(
+            table.column("latency_ms").to_numpy(zero_copy_only=False), dtype=np.float64
+        )[first]
+    return out
+
+
+def _outputs(table: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    if table.num_rows == 0 or "output.prediction" not in table.column_names:
+        return None
+    column = table.column("output.prediction")
+    try:
+        values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+    except (TypeError, ValueError):
+        return None  # not one number per row (labels as text, lists): no drift statistic
+    versions = np.asarray(table.column("version").to_numpy(zero_copy_only=False))
+    routes = np.asarray(table.column("route").to_numpy(zero_copy_only=False))
+    return values, versions, routes
+
+
+def _p99(latencies: np.ndarray) -> float | None:
+    if len(latencies) == 0:
+        return None
+    return float(np.quantile(latencies, 0.99))
+
+
+def prediction_drift(canary: np.ndarray, primary: np.ndarray, bins: int = 10) -> float | None:
+    """Jensen-Shannon distance (base 2, 0 to 1) between two sets of predictions.
+
+    Bins are the primary's deciles (or its distinct values when it has few, as a
+    classifier's labels do), so the statistic reads the same for labels and scores.
+    None when either side has fewer than 20 predictions.
+    """
+    canary = canary[np.isfinite(canary)]
+    primary = primary[np.isfinite(primary)]
+    if len(canary) < 20 or len(primary) < 20:
+        return None
+    distinct = np.unique(primary)
+    if len(distinct) <= bins:
+        support = np.union1d(distinct, np.unique(canary))
+        p = np.array([(primary == v).sum() for v in support], dtype=np.float64)
+        q = np.array([(canary == v).sum() for v in support], dtype=np.float64)
+    else:
+        edges = np.unique(np.quantile(primary, np.linspace(0, 1, bins + 1)))
+        edges[0], edges[-1] = -np.inf, np.inf
+        p = np.histogram(primary, edges)[0].astype(np.float64)
+        q = np.histogram(canary, edges)[0].astype(np.float64)
+    p, q = p / p.sum(), q / q.sum()
+    m = (p + q) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl_p = np.where(p > 0, p * np.log2(p / m), 0.0).sum()
+        kl_q = np.where(q > 0, q * np.log2(q / m), 0.0).sum()
+    return float(np.sqrt(max(0.0, (kl_p + kl_q) / 2)))

@@ -1,0 +1,443 @@
+"""Stored policies and where each policy's cycle stands.
+
+A cycle moves through states::
+
+    idle ─► retraining ─► gating ─► canary ─► (awaiting_approval) ─► idle
+                 │            │         │
+                 └────────────┴─────────┴──► idle   (retrain_failed, gate_failed, rolled_back)
+
+Every transition is a compare-and-set on the state row's ``epoch`` and is
+written together with the event that explains it (and, where the world
+changes, with that change: the deployment revision or the alias move), so a
+controller killed at any point leaves either the old state or the new one.
+
+One controller acts on a policy at a time: it holds the row's lease
+(``lease_owner``, ``lease_until``) and renews it while it works. A lease whose
+holder is gone (expired, or a dead process on this host) is taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sqlalchemy import Connection, or_, select, update
+
+from keel.automation.events import record_event
+from keel.automation.policy import Policy, load_policy
+from keel.errors import Conflict, InvalidInput, NotFound
+from keel.governance import audit
+from keel.store import schema as s
+from keel.store.sql import insert_on_conflict, now_ms
+
+__all__ = [
+    "STATES",
+    "CycleState",
+    "PolicyStore",
+    "Transition",
+    "new_owner",
+]
+
+IDLE = "idle"
+RETRAINING = "retraining"
+GATING = "gating"
+CANARY = "canary"
+AWAITING_APPROVAL = "awaiting_approval"
+STATES = (IDLE, RETRAINING, GATING, CANARY, AWAITING_APPROVAL)
+
+
+def new_owner() -> str:
+    """A lease owner id: ``host:pid:random`` (the pid lets a successor see the holder died)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _holder_is_dead(owner: str | None) -> bool:
+    """True when ``owner`` is a process of this host that no longer runs."""
+    if not owner:
+        return True
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class CycleState:
+    """A policy's current cycle (see the module docstring)."""
+
+    policy: str
+    state: str
+    epoch: int
+    trigger_key: str | None = None
+    candidate_version: int | None = None
+    baseline_version: int | None = None
+    pipeline_run_id: str | None = None
+    phase_started_at: int | None = None
+    cycle_ended_at: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    lease_owner: str | None = None
+    lease_until: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "state": self.state,
+            "epoch": self.epoch,
+            "trigger_key": self.trigger_key,
+            "candidate_version": self.candidate_version,
+            "baseline_version": self.baseline_version,
+            "pipeline_run_id": self.pipeline_run_id,
+            "phase_started_at": self.phase_started_at,
+            "cycle_ended_at": self.cycle_ended_at,
+            "detail": self.detail,
+            "lease_owner": self.lease_owner,
+            "lease_until": self.lease_until,
+        }
+
+
+def _state(row: Any) -> CycleState:
+    return CycleState(
+        policy=row.policy,
+        state=row.state,
+        epoch=row.epoch,
+        trigger_key=row.trigger_key,
+        candidate_version=row.candidate_version,
+        baseline_version=row.baseline_version,
+        pipeline_run_id=row.pipeline_run_id,
+        phase_started_at=row.phase_started_at,
+        cycle_ended_at=row.cycle_ended_at,
+        detail=json.loads(row.detail) if row.detail else {},
+        lease_owner=row.lease_owner,
+        lease_until=row.lease_until,
+    )
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A state change and the event that explains it, written in one transaction."""
+
+    state: str
+    kind: str
+    reason: str
+    version: int | None = None
+    details: dict[str, Any] | None = None
+    changes: dict[str, Any] = field(default_factory=dict)
+    #: More events of the same decision, as ``(kind, reason)``, written after the first.
+    also: tuple[tuple[str, str], ...] = ()
+
+
+class PolicyStore:
+    """Policies and cycle states in the metadata store (``client``: a ``keel.Client``)."""
+
+    def __init__(self, client: Any = None) -> None:
+        from keel.client import Client
+
+        self.client = client or Client()
+
+    @property
+    def actor(self) -> str:
+        return str(self.client._settings.user)
+
+    # -- policies ----------------------------------------------------------------------
+
+    def apply(self, source: Any) -> tuple[Policy, int]:
+        """Create or replace a policy (a file, dict or :class:`Policy`); returns it and its revision.
+
+        The model and deployment must exist. Replacing a policy does not interrupt a cycle
+        in progress; the next cycle uses the new rules.
+        """
+        policy = load_policy(source)
+        self.client.get_registered_model(policy.model)  # NotFound names it
+        if policy.approval.mode == "required" and not any(
+            p.alias == policy.alias for p in self.client.list_alias_policies()
+        ):
+            raise InvalidInput(
+                f"policy {policy.name!r} requires approval to move {policy.alias!r}, but that "
+                f"alias is not protected; run `keel policy protect {policy.alias} --approvals 1 "
+                "--role approver` first (it says who may approve)"
+            )
+        from keel.serving.deployments import Deployments
+
+        Deployments(self.client).get(policy.deployment)
+        spec = json.dumps(policy.to_dict(), sort_keys=True)
+        at = now_ms()
+        with self.client.store.write() as conn:
+            row = conn.execute(
+                select(s.automation_policies).where(s.automation_policies.c.name == policy.name)
+            ).first()
+            if row is not None and row.spec == spec:
+                return policy, int(row.revision)
+            revision = 1 if row is None else int(row.revision) + 1
+            values = {
+                "model": policy.model,
+                "deployment": policy.deployment,
+                "spec": spec,
+                "revision": revision,
+                "enabled": True,
+                "updated_at": at,
+                "updated_by": self.actor,
+            }
+            if row is None:
+                conn.execute(
+                    s.automation_policies.insert().values(name=policy.name, created_at=at, **values)
+                )
+                conn.execute(
+                    s.automation_state.insert().values(
+                        policy=policy.name,
+                        state=IDLE,
+                        epoch=0,
+                        # Schedules fire for times after this, not for every past one.
+                        detail=json.dumps({"applied_at": at}),
+                    )
+                )
+            else:
+                conn.execute(
+                    update(s.automation_policies)
+                    .where(s.automation_policies.c.name == policy.name)
+                    .values(**values)
+                )
+            audit.record(
+                conn,
+                actor=self.actor,
+                action="automation.policy_apply",
+                object_type="policy",
+                object_id=policy.name,
+                before=None if row is None else json.loads(row.spec),
+                after=policy.to_dict(),
+            )
+        return policy, revision
+
+    def get(self, name: str) -> Policy:
+        with self.client.store.read() as conn:
+            row = conn.execute(
+                select(s.automation_policies.c.spec).where(s.automation_policies.c.name == name)
+            ).first()
+        if row is None:
+            raise NotFound(
+                f"no automation policy {name!r}; create it with `keel policy apply FILE`"
+            )
+        return load_policy(json.loads(row.spec))
+
+    def list(self, *, enabled_only: bool = False) -> list[dict[str, Any]]:
+        """Every policy with its revision and current state."""
+        p, st = s.automation_policies, s.automation_state
+        query = select(p, st.c.state, st.c.candidate_version).join(st, st.c.policy == p.c.name)
+        if enabled_only:
+            query = query.where(p.c.enabled.is_(True))
+        with self.client.store.read() as conn:
+            rows = conn.execute(query.order_by(p.c.name)).all()
+        return [
+            {
+                "name": r.name,
+                "model": r.model,
+                "deployment": r.deployment,
+                "revision": r.revision,
+                "enabled": bool(r.enabled),
+                "state": r.state,
+                "candidate_version": r.candidate_version,
+                "updated_at": r.updated_at,
+                "updated_by": r.updated_by,
+            }
+            for r in rows
+        ]
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        with self.client.store.write() as conn:
+            done = conn.execute(
+                update(s.automation_policies)
+                .where(s.automation_policies.c.name == name)
+                .values(enabled=enabled, updated_at=now_ms(), updated_by=self.actor)
+            )
+            if done.rowcount != 1:
+                raise NotFound(f"no automation policy {name!r}")
+            audit.record(
+                conn,
+                actor=self.actor,
+                action="automation.policy_enable" if enabled else "automation.policy_disable",
+                object_type="policy",
+                object_id=name,
+                after={"enabled": enabled},
+            )
+
+    # -- cycle state ---------------------------------------------------------------------
+
+    def state(self, name: str) -> CycleState:
+        with self.client.store.read() as conn:
+            row = conn.execute(
+                select(s.automation_state).where(s.automation_state.c.policy == name)
+            ).first()
+        if row is None:
+            raise NotFound(f"no automation policy {name!r}")
+        return _state(row)
+
+    def transition(
+        self,
+        current: CycleState,
+        policy: Policy,
+        change: Transition,
+        conn: Connection | None = None,
+    ) -> CycleState:
+        """Move ``current`` to ``change.state`` if nobody moved it meanwhile; record the event.
+
+        With ``conn`` the write joins the caller's transaction (a deployment change or an
+        alias move), else it is a transaction of its own.
+
+        Raises:
+            Conflict: the state moved since ``current`` was read.
+        """
+        values: dict[str, Any] = {"state": change.state, "epoch": current.epoch + 1}
+        values.update(change.changes)
+        if "detail" in values and not isinstance(values["detail"], str | None):
+            values["detail"] = json.dumps(values["detail"], default=str)
+
+        def write(c: Connection) -> None:
+            done = c.execute(
+                update(s.automation_state)
+                .where(
+                    s.automation_state.c.policy == current.policy,
+                    s.automation_state.c.epoch == current.epoch,
+                )
+                .values(**values)
+            )
+            if done.rowcount != 1:
+                raise Conflict(
+                    f"policy {current.policy!r} moved past epoch {current.epoch} meanwhile "
+                    "(another controller?); reload and retry"
+                )
+            for kind, reason, details in (
+                (change.kind, change.reason, change.details),
+                *((k, r, None) for k, r in change.also),
+            ):
+                record_event(
+                    c,
+                    actor=self.actor,
+                    policy=policy.name,
+                    kind=kind,
+                    model=policy.model,
+                    version=change.version,
+                    reason=reason,
+                    details=details,
+                )
+
+        if conn is not None:
+            write(conn)
+        else:
+            with self.client.store.write() as c:
+                write(c)
+        merged = dict(values)
+        if isinstance(merged.get("detail"), str):
+            merged["detail"] = json.loads(merged["detail"])
+        return replace(current, **merged)
+
+    def writer(
+        self, current: CycleState, policy: Policy, change: Transition
+    ) -> Callable[[Connection], None]:
+        """``transition`` as a callback for another change's transaction (``also=``)."""
+
+        def write(conn: Connection) -> None:
+            self.transition(current, policy, change, conn)
+
+        return write
+
+    def note(
+        self,
+        policy: Policy,
+        kind: str,
+        reason: str,
+        version: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """An event without a state change (e.g. a resumed cycle)."""
+        with self.client.store.write() as conn:
+            record_event(
+                conn,
+                actor=self.actor,
+                policy=policy.name,
+                kind=kind,
+                model=policy.model,
+                version=version,
+                reason=reason,
+                details=details,
+            )
+
+    def claim_trigger(self, conn: Connection, policy: str, key: str) -> bool:
+        """Record ``key`` for ``policy``; False if it was claimed before (in this transaction)."""
+        done = conn.execute(
+            insert_on_conflict(conn, s.automation_triggers)
+            .values(policy=policy, key=key[:256], created_at=now_ms())
+            .on_conflict_do_nothing(
+                index_elements=[s.automation_triggers.c.policy, s.automation_triggers.c.key]
+            )
+            .returning(s.automation_triggers.c.id)
+        )
+        return done.first() is not None
+
+    def trigger_claimed(self, policy: str, key: str) -> bool:
+        with self.client.store.read() as conn:
+            row = conn.execute(
+                select(s.automation_triggers.c.id).where(
+                    s.automation_triggers.c.policy == policy,
+                    s.automation_triggers.c.key == key[:256],
+                )
+            ).first()
+        return row is not None
+
+    # -- leases ----------------------------------------------------------------------------
+
+    def acquire(self, name: str, owner: str, seconds: float) -> bool:
+        """Take or renew the lease on ``name``'s cycle; False if a live controller holds it."""
+        now = now_ms()
+        until = now + int(seconds * 1000)
+        table = s.automation_state
+        with self.client.store.write() as conn:
+            done = conn.execute(
+                update(table)
+                .where(
+                    table.c.policy == name,
+                    or_(
+                        table.c.lease_owner.is_(None),
+                        table.c.lease_owner == owner,
+                        table.c.lease_until < now,
+                    ),
+                )
+                .values(lease_owner=owner, lease_until=until)
+            )
+            if done.rowcount == 1:
+                return True
+            holder: str | None = conn.execute(
+                select(table.c.lease_owner).where(table.c.policy == name)
+            ).scalar()
+            if (
+                holder is None
+                and not conn.execute(select(table.c.policy).where(table.c.policy == name)).first()
+            ):
+                raise NotFound(f"no automation policy {name!r}")
+            if not _holder_is_dead(holder):
+                return False
+            taken = conn.execute(  # its holder died on this host: take it over now
+                update(table)
+                .where(table.c.policy == name, table.c.lease_owner == holder)
+                .values(lease_owner=owner, lease_until=until)
+            )
+            return taken.rowcount == 1
+
+    def release(self, name: str, owner: str) -> None:
+        table = s.automation_state
+        with self.client.store.write() as conn:
+            conn.execute(
+                update(table)
+                .where(table.c.policy == name, table.c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )

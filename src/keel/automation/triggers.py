@@ -1,0 +1,158 @@
+"""Deciding whether a policy's triggers fire, each with a key that names the occasion.
+
+A fired trigger carries a *key*: the same occasion always gives the same key
+(the drift window, the scheduled time, the dataset version), and a key is
+claimed once in the store, so one occasion never starts two retrains however
+many controllers look at it or however often.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from keel.automation.policy import Policy, Trigger, human_duration
+
+__all__ = ["Fired", "check_triggers", "latest_dataset_versions"]
+
+
+@dataclass(frozen=True)
+class Fired:
+    """A trigger that fired: its claim key, why, and what was measured."""
+
+    key: str
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def check_triggers(
+    policy: Policy,
+    *,
+    now_ms: int,
+    since_ms: int,
+    seen_datasets: dict[str, int],
+    monitor: Any = None,
+) -> Fired | None:
+    """The first trigger of ``policy`` that fires now, or None.
+
+    Args:
+        now_ms: the time of the check.
+        since_ms: when the policy's last cycle ended (or it was applied): a schedule fires
+            for the newest scheduled time after it.
+        seen_datasets: the newest version of each watched dataset already accounted for.
+        monitor: runs the deployment's monitor over a window (``run_monitor``); injected so
+            one check reads the prediction logs once per window.
+    """
+    for trigger in policy.triggers:
+        fired = _check(trigger, policy, now_ms, since_ms, seen_datasets, monitor)
+        if fired is not None:
+            return fired
+    return None
+
+
+def _check(
+    trigger: Trigger,
+    policy: Policy,
+    now_ms: int,
+    since_ms: int,
+    seen_datasets: dict[str, int],
+    monitor: Any,
+) -> Fired | None:
+    if trigger.kind == "schedule":
+        return _schedule(trigger, now_ms, since_ms)
+    if trigger.kind == "dataset":
+        return _dataset(trigger, seen_datasets)
+    assert trigger.window is not None
+    result = monitor(policy.deployment, trigger.window)
+    if result is None:
+        return None
+    if trigger.kind == "drift":
+        return _drift(trigger, result)
+    return _quality(trigger, result)
+
+
+def _window_key(kind: str, result: Any) -> str:
+    return f"{kind}:{int(result.start_ms)}-{int(result.end_ms)}"
+
+
+def _drift(trigger: Trigger, result: Any) -> Fired | None:
+    drifted = list(result.drifted_columns)
+    share = float(result.share_drifted)
+    if trigger.columns:
+        hit = [c for c in trigger.columns if c in drifted]
+        if not hit:
+            return None
+        reason = f"drift in {', '.join(hit)} over the last {human_duration(trigger.window)}"
+    else:
+        assert trigger.share is not None
+        if share < trigger.share or not drifted:
+            return None
+        reason = (
+            f"{share:.0%} of columns drifted (threshold {trigger.share:.0%}): "
+            f"{', '.join(drifted[:8])}{' …' if len(drifted) > 8 else ''}"
+        )
+    return Fired(
+        _window_key("drift", result),
+        f"{reason} ({result.rows} predictions)",
+        {"share_drifted": share, "drifted_columns": drifted, "rows": result.rows},
+    )
+
+
+def _quality(trigger: Trigger, result: Any) -> Fired | None:
+    quality = dict(result.quality or {})
+    labels = int(quality.get("labels", 0) or 0)
+    value = quality.get(trigger.metric or "")
+    if value is None or labels < trigger.min_labels:
+        return None
+    assert trigger.below is not None
+    if float(value) >= trigger.below:
+        return None
+    return Fired(
+        _window_key("quality", result),
+        f"{trigger.metric} {float(value):.4g} < {trigger.below:g} on {labels} labelled predictions",
+        {"metric": trigger.metric, "value": float(value), "labels": labels},
+    )
+
+
+def _schedule(trigger: Trigger, now_ms: int, since_ms: int) -> Fired | None:
+    from datetime import UTC, datetime
+
+    from croniter import croniter
+
+    now = datetime.fromtimestamp(now_ms / 1000, UTC)
+    due = croniter(trigger.cron, now).get_prev(datetime)
+    due_ms = int(due.timestamp() * 1000)
+    if due_ms <= since_ms:
+        return None
+    return Fired(
+        f"schedule:{due_ms}",
+        f"scheduled run {trigger.cron!r} due at {due.isoformat(timespec='minutes')}",
+        {"due": due.isoformat()},
+    )
+
+
+def _dataset(trigger: Trigger, seen: dict[str, int]) -> Fired | None:
+    assert trigger.dataset is not None
+    latest = latest_dataset_versions([trigger.dataset]).get(trigger.dataset)
+    if latest is None or latest <= seen.get(trigger.dataset, 0):
+        return None
+    return Fired(
+        f"dataset:{trigger.dataset}@{latest}",
+        f"dataset {trigger.dataset} has a new version {latest} "
+        f"(previous {seen.get(trigger.dataset) or 'none'})",
+        {"dataset": trigger.dataset, "version": latest},
+    )
+
+
+def latest_dataset_versions(names: list[str]) -> dict[str, int]:
+    """The newest version number of each named dataset that exists."""
+    from keel import data
+    from keel.errors import NotFound
+
+    out: dict[str, int] = {}
+    for name in names:
+        try:
+            out[name] = int(data.get(name).version)
+        except NotFound:
+            continue
+    return out
