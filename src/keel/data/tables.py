@@ -1,12 +1,11 @@
 """Tabular datasets: ``keel.log_dataset(df, name=...)`` and ``keel.load_dataset(uri)``.
 
 A table is stored as one Parquet file (``data.parquet``) in a folder
-manifest, like any other dataset version, with its schema and a profile:
-per-column statistics computed over whole columns with pyarrow (counts,
-missing values, min/max/mean/std, quantiles and a histogram for numbers;
-distinct count and the most frequent values for everything else). The
-profile is a JSON object in the content store and is what drift checks
-later compare new data against.
+manifest, like any other dataset version, with its schema and a profile
+(:mod:`keel.data.profiling`: counts, missing values, min/max/mean, a
+histogram on equal-mass bins for numbers, value counts for categories). The
+profile is a JSON object in the content store, the same kind monitoring
+compares live traffic against.
 
 Inside an active run, logging or loading a version records it as one of the
 run's inputs.
@@ -33,12 +32,9 @@ from keel.errors import InvalidInput
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["TABLE_FILE", "load_dataset", "log_dataset", "profile_table"]
+__all__ = ["TABLE_FILE", "load_dataset", "log_dataset"]
 
 TABLE_FILE = "data.parquet"
-_QUANTILES = [0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0]
-_BINS = 20
-_TOP = 20
 
 
 def _to_arrow(data: Any) -> pa.Table:
@@ -68,76 +64,6 @@ def _to_arrow(data: Any) -> pa.Table:
     )
 
 
-def _number(value: Any) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    return number if number == number else None
-
-
-def profile_table(table: pa.Table) -> dict[str, Any]:
-    """Per-column statistics of ``table``, computed over whole columns."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    columns: dict[str, Any] = {}
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        kind = column.type
-        stats: dict[str, Any] = {
-            "type": str(kind),
-            "count": len(column),
-            "missing": column.null_count,
-        }
-        valid = len(column) - column.null_count
-        if (pa.types.is_integer(kind) or pa.types.is_floating(kind)) and valid:
-            values = column.to_numpy(zero_copy_only=False).astype("float64")
-            values = values[np.isfinite(values)]
-            stats["kind"] = "numeric"
-            if len(values):
-                counts, edges = np.histogram(values, bins=_BINS)
-                stats.update(
-                    min=float(values.min()),
-                    max=float(values.max()),
-                    mean=float(values.mean()),
-                    std=float(values.std()),
-                    quantiles=dict(
-                        zip(
-                            (str(q) for q in _QUANTILES),
-                            (float(x) for x in np.quantile(values, _QUANTILES)),
-                            strict=True,
-                        )
-                    ),
-                    histogram={"edges": edges.tolist(), "counts": counts.tolist()},
-                )
-        elif pa.types.is_boolean(kind):
-            stats.update(kind="boolean", true=int(pc.sum(column).as_py() or 0))
-        elif pa.types.is_temporal(kind) and valid:
-            bounds = pc.min_max(column)
-            stats.update(
-                kind="temporal", min=str(bounds["min"].as_py()), max=str(bounds["max"].as_py())
-            )
-        else:
-            stats["kind"] = "categorical"
-            if pa.types.is_dictionary(kind):
-                column = column.cast(kind.value_type)
-            counted = pc.value_counts(column.drop_null()).flatten()
-            order = pc.sort_indices(counted[1], sort_keys=[("", "descending")])[:_TOP]
-            stats.update(
-                distinct=len(counted[0]),
-                top={
-                    str(v): int(c)
-                    for v, c in zip(
-                        counted[0].take(order).to_pylist(),
-                        counted[1].take(order).to_pylist(),
-                        strict=True,
-                    )
-                },
-            )
-        columns[name] = stats
-    return {"format": "keel.profile/v1", "num_rows": table.num_rows, "columns": columns}
-
-
 def log_dataset(data: Any, name: str, *, settings: Settings | None = None) -> DatasetVersion:
     """Store a table as a new version of dataset ``name`` (Parquet, schema and profile).
 
@@ -162,7 +88,11 @@ def log_dataset(data: Any, name: str, *, settings: Settings | None = None) -> Da
         path = Path(tmp) / TABLE_FILE
         pq.write_table(table, path)
         blob = ctx.artifacts.put_file(path)
-    profile = ctx.artifacts.put_json(profile_table(table))
+    from keel.data.profiling import profile as build_profile
+
+    # The same profile monitoring uses: a model trained on this version can take it as
+    # its drift reference (keel monitor reference set MODEL VERSION datasets:/...).
+    profile = ctx.artifacts.put_json(build_profile(table).to_dict())
     manifest = ctx.artifacts.put_manifest([ManifestEntry(TABLE_FILE, blob.digest, blob.size)])
     run_id = active_run_id()
     version, _new = catalog.register_version(

@@ -134,7 +134,7 @@ def log_model(
         config = chosen.save(model, folder, allow_pickle=allow_pickle)
         resolved = _resolve_signature(chosen, model, config, input_example, given_signature)
         if reference_data is not None:  # the drift reference travels with the package
-            from keel.monitoring.reference import write_package_reference
+            from keel.models.reference import write_package_reference
 
             runnable = chosen.runnable(model, config)
             inputs = None if resolved is None else resolved.inputs

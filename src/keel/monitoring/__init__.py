@@ -55,7 +55,7 @@ __all__ = [
 
 _EXPORTS = {
     "Alert": "keel.monitoring.alerts",
-    "CategoricalColumn": "keel.monitoring.profiles",
+    "CategoricalColumn": "keel.data.profiling.profiles",
     "ColumnDrift": "keel.monitoring.drift",
     "CommandSink": "keel.monitoring.alerts",
     "DEFAULT_THRESHOLDS": "keel.monitoring.stattests",
@@ -65,10 +65,10 @@ _EXPORTS = {
     "METHODS": "keel.monitoring.stattests",
     "MonitorResult": "keel.monitoring.monitor",
     "MonitorSettings": "keel.monitoring.settings",
-    "NumericColumn": "keel.monitoring.profiles",
+    "NumericColumn": "keel.data.profiling.profiles",
     "PageHinkley": "keel.monitoring.quality",
-    "Profile": "keel.monitoring.profiles",
-    "Profiler": "keel.monitoring.profiling",
+    "Profile": "keel.data.profiling.profiles",
+    "Profiler": "keel.data.profiling.build",
     "Sink": "keel.monitoring.alerts",
     "WebhookSink": "keel.monitoring.alerts",
     "compare": "keel.monitoring.drift",
@@ -79,7 +79,7 @@ _EXPORTS = {
     "list_alerts": "keel.monitoring.alerts",
     "monitor_history": "keel.monitoring.monitor",
     "parse_window": "keel.monitoring.settings",
-    "profile": "keel.monitoring.profiling",
+    "profile": "keel.data.profiling.build",
     "reference_info": "keel.monitoring.reference",
     "run_monitor": "keel.monitoring.monitor",
     "set_reference": "keel.monitoring.reference",
@@ -87,11 +87,11 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
+    from keel.data.profiling.build import Profiler, profile
+    from keel.data.profiling.profiles import CategoricalColumn, NumericColumn, Profile
     from keel.monitoring.alerts import Alert, CommandSink, Sink, WebhookSink, list_alerts
     from keel.monitoring.drift import ColumnDrift, DriftReport, Issue, compare
     from keel.monitoring.monitor import MonitorResult, monitor_history, run_monitor
-    from keel.monitoring.profiles import CategoricalColumn, NumericColumn, Profile
-    from keel.monitoring.profiling import Profiler, profile
     from keel.monitoring.quality import PageHinkley
     from keel.monitoring.reference import get_reference, reference_info, set_reference
     from keel.monitoring.report import write_html

@@ -30,10 +30,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from keel.data.profiling.build import ProgressCallback, profile
+from keel.data.profiling.profiles import CategoricalColumn, ColumnProfile, NumericColumn, Profile
 from keel.errors import InvalidInput
 from keel.monitoring import stattests
-from keel.monitoring.profiles import CategoricalColumn, ColumnProfile, NumericColumn, Profile
-from keel.monitoring.profiling import ProgressCallback, profile
 
 __all__ = ["ColumnDrift", "DriftReport", "Issue", "compare"]
 
@@ -352,7 +352,7 @@ def _profile_current(
             {c: r for c, r in current.skipped.items() if c in wanted},
         )
         return selected, new
-    from keel.monitoring.sources import open_source
+    from keel.data.profiling.sources import open_source
 
     source = open_source(current)
     available = set(source.columns)

@@ -29,13 +29,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import select
 
+from keel.data.profiling.build import Profiler
+from keel.data.profiling.profiles import Profile
+from keel.models.reference import INPUT_PREFIX, OUTPUT_PREFIX
 from keel.monitoring._client import resolve_client
 from keel.monitoring.alerts import Alert, Measurement, Sink, deliver, evaluate
 from keel.monitoring.drift import DriftReport, compare
-from keel.monitoring.profiles import Profile
-from keel.monitoring.profiling import Profiler
 from keel.monitoring.quality import PageHinkley, join_labels, window_quality
-from keel.monitoring.reference import INPUT_PREFIX, OUTPUT_PREFIX, get_reference
+from keel.monitoring.reference import get_reference
 from keel.monitoring.settings import MonitorSettings, get_monitor_settings, parse_window
 
 __all__ = ["MonitorResult", "monitor_history", "run_monitor"]
@@ -297,18 +298,18 @@ def run_monitor(
         StorageError, BackendUnavailable: the logs or the store cannot be read.
     """
     from keel.serving.predlog import (
-        _check_deployment,
-        _to_ms,
+        check_deployment,
         iter_prediction_batches,
         read_feedback,
+        to_ms,
     )
     from keel.store.sql import now_ms
 
-    _check_deployment(deployment)
+    check_deployment(deployment)
     client = resolve_client(client)
     settings = get_monitor_settings(deployment, client=client)
     span = parse_window(settings.window if window is None else window)
-    end_ms = _to_ms(end, "end") if end is not None else now_ms()
+    end_ms = to_ms(end, "end") if end is not None else now_ms()
     assert end_ms is not None
     start_ms = end_ms - span
     conf = client._settings

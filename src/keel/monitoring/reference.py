@@ -2,10 +2,9 @@
 
 A model version's reference profile describes its training (or validation)
 data in the prediction log's terms: inputs as ``input.<column>``, and the
-model's own predictions on that data as ``output.<name>`` (named the way the
-server logs them: ``output.prediction`` for one value per row,
-``output.0`` … for several, ``output.<column>`` for a DataFrame). Comparing
-outputs catches prediction drift even before any label arrives.
+model's own predictions on that data as ``output.<name>`` (the naming rule is
+:func:`keel.models.reference.log_columns`, the one the server logs by).
+Comparing outputs catches prediction drift even before any label arrives.
 
 A version gets its reference in one of two ways:
 
@@ -19,122 +18,16 @@ A version gets its reference in one of two ways:
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
 from sqlalchemy import select
 
-from keel.errors import InvalidInput
+from keel.data.profiling import Profile
+from keel.models.reference import REFERENCE_FILE, reference_profile
 from keel.monitoring._client import resolve_client
-from keel.monitoring.profiles import Profile
-from keel.monitoring.profiling import profile
-from keel.monitoring.sources import open_source
 
-__all__ = [
-    "INPUT_PREFIX",
-    "OUTPUT_PREFIX",
-    "REFERENCE_FILE",
-    "get_reference",
-    "output_columns",
-    "reference_info",
-    "reference_profile",
-    "set_reference",
-    "write_package_reference",
-]
-
-REFERENCE_FILE = "reference-profile.json"
-INPUT_PREFIX = "input."
-OUTPUT_PREFIX = "output."
-_PREDICT_ROWS = 100_000
-
-
-def output_columns(output: Any, n: int) -> dict[str, np.ndarray]:
-    """A model's output as prediction-log columns, named as the server names them."""
-    if hasattr(output, "columns"):  # a DataFrame
-        return {f"{OUTPUT_PREFIX}{c}": output[c].to_numpy() for c in output.columns}
-    if isinstance(output, dict):
-        columns: dict[str, np.ndarray] = {}
-        for key, value in output.items():
-            array = np.asarray(value)
-            if array.ndim == 1 and len(array) == n:
-                columns[f"{OUTPUT_PREFIX}{key}"] = array
-        return columns
-    array = np.asarray(output)
-    if array.ndim == 0 or array.shape[0] != n:
-        return {}
-    if array.ndim == 1:
-        return {f"{OUTPUT_PREFIX}prediction": array}
-    if array.ndim == 2:
-        return {f"{OUTPUT_PREFIX}{j}": array[:, j] for j in range(array.shape[1])}
-    return {}  # more dimensions: the log stores lists, which no drift test reads
-
-
-def reference_profile(
-    data: Any,
-    *,
-    predict: Callable[[Any], Any] | None = None,
-    categorical: Sequence[str] | None = None,
-) -> Profile:
-    """Profile ``data`` as a model's inputs and, given ``predict``, its outputs on it.
-
-    Args:
-        data: the training or validation features (DataFrame, Arrow table, Parquet/CSV path).
-        predict: called with DataFrame chunks of ``data``; returns the model's output.
-        categorical: numeric input columns to treat as categories.
-    """
-    if isinstance(data, Profile):
-        named = _prefixed(data)
-        return named
-    source = open_source(data)
-    inputs = profile(source, categorical=categorical).rename(lambda c: INPUT_PREFIX + c)
-    if predict is None:
-        return inputs
-    collected: dict[str, list[np.ndarray]] = {}
-    for batch in source.batches(_PREDICT_ROWS):
-        frame = batch.to_pandas()
-        try:
-            output = predict(frame)
-        except Exception as exc:
-            raise InvalidInput(
-                f"the model failed to predict on the reference data ({type(exc).__name__}: "
-                f"{exc}); pass data it accepts, or skip the outputs (predict=False)"
-            ) from exc
-        for name, values in output_columns(output, batch.num_rows).items():
-            collected.setdefault(name, []).append(values)
-    if not collected:
-        return inputs
-    outputs = profile(pa.table({k: _concat(v) for k, v in collected.items()}))
-    return Profile(
-        inputs.rows, {**inputs.columns, **outputs.columns}, {**inputs.skipped, **outputs.skipped}
-    )
-
-
-def _concat(parts: list[np.ndarray]) -> pa.Array:
-    array = np.concatenate(parts)
-    if array.dtype.kind == "O":
-        return pa.array(array.tolist())
-    return pa.array(array)
-
-
-def _prefixed(given: Profile) -> Profile:
-    """A profile in log terms: names without ``input.``/``output.`` become inputs."""
-    if any(n.startswith((INPUT_PREFIX, OUTPUT_PREFIX)) for n in given.columns):
-        return given
-    return given.rename(lambda c: INPUT_PREFIX + c)
-
-
-def write_package_reference(
-    folder: Path, data: Any, predict: Callable[[Any], Any] | None
-) -> Profile:
-    """Profile ``data`` (and the model's predictions on it) into a model package folder."""
-    result = reference_profile(data, predict=predict)
-    text = json.dumps(result.to_dict(), sort_keys=True, allow_nan=False)
-    (folder / REFERENCE_FILE).write_text(text + "\n", encoding="utf-8")
-    return result
+__all__ = ["get_reference", "reference_info", "set_reference"]
 
 
 # -- stored references --------------------------------------------------------------------------

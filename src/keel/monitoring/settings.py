@@ -195,11 +195,11 @@ def configure_monitor(
         Conflict: the settings changed since ``expected_revision``.
     """
     from keel.governance import audit
-    from keel.serving.predlog import _check_deployment
+    from keel.serving.predlog import check_deployment
     from keel.store import schema as s
     from keel.store.sql import insert_on_conflict, now_ms
 
-    _check_deployment(deployment)
+    check_deployment(deployment)
     unknown = sorted(set(changes) - _SETTABLE)
     if unknown:
         raise InvalidInput(

@@ -1,7 +1,7 @@
 """Drift tests on two profiles of one column.
 
 Numeric columns are compared bin for bin on the reference's equal-mass
-edges (see :mod:`keel.monitoring.profiles`); categorical columns on the
+edges (see :mod:`keel.data.profiling.profiles`); categorical columns on the
 union of their categories. Two kinds of method:
 
 - **tests** (``ks``, ``chisquare``) answer "is there evidence of any
@@ -25,8 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from keel.errors import InvalidInput
-from keel.monitoring.profiles import (
+from keel.data.profiling.profiles import (
     CATEGORICAL,
     NUMERIC,
     CategoricalColumn,
@@ -34,6 +33,7 @@ from keel.monitoring.profiles import (
     NumericColumn,
     rebin,
 )
+from keel.errors import InvalidInput
 
 __all__ = [
     "DEFAULT_THRESHOLDS",

@@ -36,6 +36,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keel.errors import InvalidInput, KeelError, NotFound
+from keel.models.reference import log_columns
 from keel.serving import protocols as p
 from keel.serving.batching import MicroBatcher
 from keel.serving.openapi import FEEDBACK_BODY, V1_BODY, V2_INFER_BODY, Operation, openapi_document
@@ -399,8 +400,8 @@ class ServingApp:
         if names is not None:
             block = Block(_prefixed(names), data)
         else:
-            columns.update(_log_columns("input", data, n))
-        columns.update(_log_columns("output", output, n))
+            columns.update(log_columns("input", data, n))
+        columns.update(log_columns("output", output, n))
         logger.log(self.deployment, columns, n, block)
 
     def _record_error(
@@ -650,32 +651,6 @@ def _input_names(handle: ModelHandle, data: Any) -> tuple[str, ...] | None:
         return None
     names = signature.inputs.names
     return names if len(names) == data.shape[1] else None
-
-
-def _log_columns(prefix: str, value: Any, n: int, name: str | None = None) -> dict[str, Any]:
-    """Prediction-log columns for a request's inputs or a model's outputs.
-
-    A DataFrame gives a column per column and a dict a column per key
-    (``input.<key>``); a 2-D array a column per position (``output.0`` …); a
-    1-D array is ``output.prediction`` (``input.value``); arrays of more
-    dimensions are stored flattened per row, as list columns.
-    """
-    if hasattr(value, "columns"):  # a DataFrame
-        return {f"{prefix}.{c}": value[c].to_numpy() for c in value.columns}
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_log_columns(prefix, item, n, str(key)))
-        return out
-    array = np.asarray(value)
-    if array.ndim == 0 or array.shape[0] != n:
-        return {}  # not one value per row: nothing to log per row
-    single = f"{prefix}.{name or ('prediction' if prefix == 'output' else 'value')}"
-    if array.ndim == 1:
-        return {single: array}
-    if array.ndim == 2 and name is None:
-        return {f"{prefix}.{j}": array[:, j] for j in range(array.shape[1])}
-    return {single: array.reshape(n, -1)}
 
 
 _PREFIXED: dict[tuple[str, ...], tuple[str, ...]] = {}

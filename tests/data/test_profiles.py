@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from keel.data.profiling import CategoricalColumn, NumericColumn, Profile, profile
+from keel.data.profiling.sketches import Binner, hash_strings
 from keel.errors import InvalidInput, NotFound
-from keel.monitoring import CategoricalColumn, NumericColumn, Profile, profile
-from keel.monitoring.sketches import Binner, hash_strings
 
 
 def table(n: int, seed: int = 0, shift: float = 0.0) -> pa.Table:
@@ -197,7 +197,7 @@ def test_string_hashes_depend_on_the_text_only():
 BOUNDED = """
 import resource, sys
 import numpy as np, pyarrow as pa, pyarrow.parquet as pq
-from keel.monitoring import profile
+from keel.data.profiling import profile
 path = sys.argv[1]
 rng = np.random.default_rng(0)
 with pq.ParquetWriter(path, pa.schema([(f"x{i}", pa.float64()) for i in range(10)])) as w:

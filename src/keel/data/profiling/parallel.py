@@ -8,7 +8,7 @@ tasks counts their values into those edges. When the edges are already
 known (``bins_from=``) one round does it all.
 
 Ray starts locally with two CPUs unless ``KEEL_RAY_ADDRESS`` names a cluster
-(the same rule as batch scoring); on a cluster the input must be on storage
+(the same rule as batch scoring, :mod:`keel.cluster`); on a cluster the input must be on storage
 every node can read.
 """
 
@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from keel.monitoring.profiles import Profile
-from keel.monitoring.profiling import _Builder, _floats
-from keel.monitoring.sketches import Binner
-from keel.monitoring.sources import Part, Source, read_part
+from keel.data.profiling.build import _Builder, _floats
+from keel.data.profiling.profiles import Profile
+from keel.data.profiling.sketches import Binner
+from keel.data.profiling.sources import Part, Source, read_part
 
 __all__ = ["profile_with_ray"]
 
@@ -69,10 +69,9 @@ def profile_with_ray(
     Counts, statistics and categories equal the local result exactly; the bin
     edges come from a different (equally uniform) row sample.
     """
-    from keel.serving.batch import _import_ray, _init_ray
+    from keel.cluster import join_ray
 
-    ray = _import_ray()
-    _init_ray(ray)
+    ray = join_ray(num_cpus=2)
     rows = source.rows or 0
     parts = source.parts(max(batch_rows, rows // 8 or 1))
     columns = list(kinds)

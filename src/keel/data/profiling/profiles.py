@@ -16,7 +16,7 @@ sketch of hashed values that estimates its cardinality.
 
 Profiles on the same edges merge exactly (chunks, partitions, windows);
 profiles on different edges merge by re-binning, linearly within bins. How
-profiles are built is in :mod:`keel.monitoring.profiling`.
+profiles are built is in :mod:`keel.data.profiling.build`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from keel.data.profiling.sketches import KMV_SIZE, kmv_merge
 from keel.errors import InvalidInput
-from keel.monitoring.sketches import KMV_SIZE, kmv_merge
 
 __all__ = [
     "BINS",

@@ -6,7 +6,7 @@ the exact statistics, the category counts and a uniform sample of rows
 and partitions); the edges are the sample's quantiles (or its distinct
 values, when there are few); the second pass counts every value into them.
 Parquet is read one column of one row group at a time (see
-:mod:`keel.monitoring.sources`). Building with ``bins_from=`` an existing
+:mod:`keel.data.profiling.sources`). Building with ``bins_from=`` an existing
 profile reuses its edges and takes one pass — that is how current data is
 compared with a reference: both histograms share their bins exactly.
 :class:`Profiler` does the one-pass case over a stream of batches (a
@@ -29,8 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from keel.errors import InvalidInput
-from keel.monitoring.profiles import (
+from keel.data.profiling.profiles import (
     BINS,
     CATEGORICAL,
     MAX_CATEGORIES,
@@ -40,8 +39,9 @@ from keel.monitoring.profiles import (
     NumericColumn,
     Profile,
 )
-from keel.monitoring.sketches import Binner, ValueCounts, hash_strings, int64_values, kmv_merge
-from keel.monitoring.sources import ColumnGroup, Source
+from keel.data.profiling.sketches import Binner, ValueCounts, hash_strings, int64_values, kmv_merge
+from keel.data.profiling.sources import ColumnGroup, Source
+from keel.errors import InvalidInput
 
 __all__ = ["SAMPLE_ROWS", "Profiler", "ProgressCallback", "column_kind", "profile"]
 
@@ -444,7 +444,7 @@ def profile(
         InvalidInput: an unsupported input, an unknown column, bad arguments.
         NotFound: a path that does not exist.
     """
-    from keel.monitoring.sources import open_source
+    from keel.data.profiling.sources import open_source
 
     if isinstance(data, Profile):
         return data if columns is None else data.select(columns)
@@ -464,7 +464,7 @@ def profile(
             if isinstance(c, NumericColumn) and kinds.get(n) == NUMERIC
         }
     if executor == "ray":
-        from keel.monitoring.parallel import profile_with_ray
+        from keel.data.profiling.parallel import profile_with_ray
 
         result = profile_with_ray(source, kinds, dtypes, edges, bins, batch_rows, seed)
     else:

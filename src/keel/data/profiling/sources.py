@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from keel.errors import InvalidInput, NotFound, StorageError
 
-__all__ = ["ColumnGroup", "Part", "Source", "open_source"]
+__all__ = ["ColumnGroup", "Part", "Source", "open_source", "parquet_files"]
 
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _CSV_SUFFIXES = (".csv",)
@@ -250,22 +250,27 @@ def _read_column(
 # -- files ------------------------------------------------------------------------------
 
 
+def parquet_files(folder: Path) -> tuple[Path, ...]:
+    """The Parquet files of a folder dataset, in name order (hidden and ``_`` files skipped)."""
+    files = tuple(
+        sorted(
+            p
+            for p in folder.iterdir()
+            if p.is_file()
+            and p.suffix.lower() in _PARQUET_SUFFIXES
+            and not p.name.startswith((".", "_"))
+        )
+    )
+    if not files:
+        raise InvalidInput(f"folder {folder} holds no .parquet files")
+    return files
+
+
 def _file_source(path: Path) -> Source:
     if not path.exists():
         raise NotFound(f"no such file or folder: {path}")
     if path.is_dir():
-        files = tuple(
-            sorted(
-                p
-                for p in path.iterdir()
-                if p.is_file()
-                and p.suffix.lower() in _PARQUET_SUFFIXES
-                and not p.name.startswith((".", "_"))
-            )
-        )
-        if not files:
-            raise InvalidInput(f"folder {path} holds no .parquet files")
-        return _parquet_source(path, files)
+        return _parquet_source(path, parquet_files(path))
     suffix = path.suffix.lower()
     if suffix in _PARQUET_SUFFIXES:
         return _parquet_source(path, (path,))
