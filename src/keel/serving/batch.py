@@ -22,7 +22,8 @@ pinned to the version it points at when the job starts — and the settings
 (home, store and artifact URLs), loads the model (once per worker process),
 scores its part into a part file, and the driver concatenates the part files
 in input order into the output, atomically. Ray starts locally with two
-CPUs unless ``KEEL_RAY_ADDRESS`` names a cluster; on a cluster the metadata
+CPUs unless the ``ray_address`` setting (``KEEL_RAY_ADDRESS``) names a
+cluster (:mod:`keel.cluster`); on a cluster the metadata
 store and the artifact store must be reachable from the nodes (PostgreSQL
 and S3, not SQLite and a local folder), the nodes need Keel and the model's
 libraries installed, and the input and the output's folder must be on
@@ -32,7 +33,6 @@ storage every node shares.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import shutil
@@ -44,17 +44,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from keel.errors import BackendUnavailable, InvalidInput, StorageError, SystemFault
+from keel.cluster import import_ray, join_ray
+from keel.errors import InvalidInput, StorageError, SystemFault
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from keel.models.api import LoadedModel
 
-__all__ = ["EXECUTORS", "RAY_ADDRESS_ENV", "predict_file"]
+__all__ = ["EXECUTORS", "predict_file"]
 
 EXECUTORS = ("local", "ray")
-RAY_ADDRESS_ENV = "KEEL_RAY_ADDRESS"
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _CSV_SUFFIXES = (".csv",)
 _CSV_BLOCK_BYTES = 8 << 20
@@ -121,7 +121,7 @@ def predict_file(
             f"executor='ray' splits Parquet inputs by row group; {source.path.name} is CSV. "
             "Convert it to Parquet, or use executor='local'"
         )
-    ray = _import_ray() if executor == "ray" else None
+    ray = import_ray() if executor == "ray" else None
 
     from keel.models import load_model
 
@@ -182,17 +182,9 @@ def _open_source(path: Path) -> _Source:
     import pyarrow.parquet as pq
 
     if path.is_dir():
-        files = tuple(
-            sorted(
-                p
-                for p in path.iterdir()
-                if p.is_file()
-                and p.suffix.lower() in _PARQUET_SUFFIXES
-                and not p.name.startswith((".", "_"))
-            )
-        )
-        if not files:
-            raise InvalidInput(f"input folder {path} holds no .parquet files")
+        from keel.data.profiling.sources import parquet_files
+
+        files = parquet_files(path)
     elif path.is_file():
         files = (path,)
     else:
@@ -720,36 +712,6 @@ def _partitions(source: _Source, chunk_rows: int) -> list[_Part]:
     return parts
 
 
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise InvalidInput(
-            "executor='ray' needs Ray, which is not installed: pip install 'keel[ray]'"
-        ) from None
-    return ray
-
-
-def _init_ray(ray: Any) -> None:
-    if ray.is_initialized():
-        return
-    address = os.environ.get(RAY_ADDRESS_ENV)
-    try:
-        if address:
-            ray.init(address=address, ignore_reinit_error=True, logging_level=logging.WARNING)
-        else:
-            ray.init(
-                address="local",
-                num_cpus=_LOCAL_RAY_CPUS,
-                include_dashboard=False,
-                ignore_reinit_error=True,
-                logging_level=logging.ERROR,  # the instance is ours; its notices are noise
-            )
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = f"the Ray cluster at {address} ({RAY_ADDRESS_ENV})" if address else "local Ray"
-        raise BackendUnavailable(f"cannot start or reach {where}: {exc}") from None
-
-
 def _settings_for_workers() -> dict[str, str | None]:
     from keel.config import get_settings
 
@@ -811,7 +773,7 @@ def _run_ray(
 ) -> tuple[int, int]:
     import pyarrow.parquet as pq
 
-    _init_ray(ray)
+    join_ray(num_cpus=_LOCAL_RAY_CPUS)
     parts = _partitions(source, chunk_rows)
     conf = _settings_for_workers()
     task = ray.remote(num_cpus=1, max_retries=0)(_score_part)

@@ -93,10 +93,12 @@ __all__ = [
     "PREDICTION_COLUMNS",
     "Block",
     "PredictionLogger",
+    "check_deployment",
     "count_rows",
     "iter_prediction_batches",
     "read_feedback",
     "read_predictions",
+    "to_ms",
 ]
 
 log = logging.getLogger("keel.serving")
@@ -154,7 +156,7 @@ def _uuid8() -> str:
     return uuid.uuid4().hex[:8]
 
 
-def _check_deployment(name: object) -> str:
+def check_deployment(name: object) -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise InvalidInput(
             "deployment name must be 1-128 letters, digits, '_', '-' or '.', starting with a "
@@ -188,7 +190,7 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, default=_json_default, ensure_ascii=False)
 
 
-def _to_ms(value: Any, name: str) -> int | None:
+def to_ms(value: Any, name: str) -> int | None:
     """Epoch milliseconds from ``None``, epoch ms, a datetime (naive = UTC) or ISO-8601 text."""
     if value is None:
         return None
@@ -911,7 +913,7 @@ class PredictionLogger:
         self, deployment: str, columns: Mapping[str, Any], n_rows: int, block: Block | None
     ) -> _Entry | None:
         if deployment not in self._known:
-            self._known.add(_check_deployment(deployment))
+            self._known.add(check_deployment(deployment))
         if type(n_rows) is not int and (  # the common case first: this runs per request
             isinstance(n_rows, bool) or not isinstance(n_rows, numbers.Integral)
         ):
@@ -1405,7 +1407,7 @@ class PredictionLogger:
             StorageError, BackendUnavailable: the root cannot be written.
         """
         self._ensure_process()
-        _check_deployment(deployment)
+        check_deployment(deployment)
         ids = list(request_ids)
         values = list(labels)
         if len(values) != len(ids):
@@ -1551,10 +1553,10 @@ def _prediction_scan(
     s3_endpoint_url: str | None,
     dataset: str = PREDICTIONS,
 ) -> _Scan:
-    _check_deployment(deployment)
+    check_deployment(deployment)
     if dataset not in DATASETS:
         raise InvalidInput(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
-    start_ms, end_ms = _to_ms(start, "start"), _to_ms(end, "end")
+    start_ms, end_ms = to_ms(start, "start"), to_ms(end, "end")
     if start_ms is not None and end_ms is not None and end_ms < start_ms:
         raise InvalidInput(f"end ({end!r}) is before start ({start!r})")
     root = _Root(root_url, s3_endpoint_url)
@@ -1710,7 +1712,7 @@ def read_feedback(
     root_url: str, deployment: str, *, s3_endpoint_url: str | None = None
 ) -> pa.Table:
     """Every label stored for ``deployment`` (:data:`FEEDBACK_SCHEMA`), oldest first."""
-    _check_deployment(deployment)
+    check_deployment(deployment)
     root = _Root(root_url, s3_endpoint_url)
     files = root.parquet_tree(f"{FEEDBACK}/deployment={deployment}")
     if not files:
@@ -1736,7 +1738,7 @@ def count_rows(
     dataset: str = PREDICTIONS,
 ) -> int:
     """Prediction rows stored for ``deployment``, from Parquet footers only."""
-    _check_deployment(deployment)
+    check_deployment(deployment)
     root = _Root(root_url, s3_endpoint_url)
     files = root.parquet_tree(f"{dataset}/deployment={deployment}")
     return sum(int(m.num_rows) for m in root.footers(files))

@@ -18,19 +18,12 @@ import time
 from types import ModuleType
 from typing import Any
 
-from keel.errors import BackendUnavailable, InvalidInput
+from keel.cluster import import_ray
+from keel.errors import InvalidInput
 from keel.pipelines.executors.base import Executor, Handle
 from keel.pipelines.task import StepResult, StepTask, execute_task
 
 __all__ = ["RayExecutor"]
-
-
-def _ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise InvalidInput("the ray executor needs Ray: pip install 'keel[ray]'") from None
-    return ray
 
 
 class RayExecutor(Executor):
@@ -48,20 +41,9 @@ class RayExecutor(Executor):
         self._capacity: dict[str, float] = {}
 
     def start(self, modules: list[ModuleType]) -> None:
-        ray = _ray()
-        if not ray.is_initialized():
-            try:
-                ray.init(
-                    address=self.address,
-                    include_dashboard=False,
-                    ignore_reinit_error=True,
-                    logging_level="WARNING",
-                )
-            except ConnectionError as exc:
-                raise BackendUnavailable(
-                    f"cannot reach the Ray cluster at {self.address!r}: {exc}; check "
-                    "KEEL_RAY_ADDRESS (unset it to start a local Ray)"
-                ) from exc
+        from keel.cluster import join_ray
+
+        ray = join_ray(self.address)
         for module in modules:
             # The workers may not have the project's files: send its functions by value.
             ray.cloudpickle.register_pickle_by_value(module)
@@ -93,7 +75,7 @@ class RayExecutor(Executor):
         return Handle(task, (ref, time.monotonic()))
 
     def wait(self, handles: list[Handle]) -> list[tuple[Handle, StepResult]]:
-        ray = _ray()
+        ray = import_ray()
         while True:
             now = time.monotonic()
             deadlines = [h.state[1] + h.task.timeout for h in handles if h.task.timeout is not None]
@@ -127,7 +109,7 @@ class RayExecutor(Executor):
                 return done
 
     def _result(self, handle: Handle) -> StepResult:
-        ray = _ray()
+        ray = import_ray()
         ref, started = handle.state
         try:
             result: StepResult = ray.get(ref)
