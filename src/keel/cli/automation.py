@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from keel.cli.governance import policy_app
 from keel.cli.output import console, err, fmt_time, print_json
 
 automation_app = typer.Typer(
@@ -17,7 +18,10 @@ automation_app = typer.Typer(
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 PolicyArg = Annotated[str, typer.Argument(help="Policy name.")]
 
+__all__ = ["automation_app", "policy_app"]
 
+
+@policy_app.command("apply")
 def apply_command(
     file: Annotated[Path, typer.Argument(help="Policy file (YAML or JSON).")],
     dry_run: Annotated[
@@ -51,6 +55,7 @@ def apply_command(
     _print_policy(policy)
 
 
+@policy_app.command("show")
 def show_command(name: PolicyArg, as_json: JsonOption = False) -> None:
     """Show a policy and where its cycle stands."""
     from keel.automation import PolicyStore
@@ -72,6 +77,7 @@ def show_command(name: PolicyArg, as_json: JsonOption = False) -> None:
     )
 
 
+@policy_app.command("enable")
 def enable_command(name: PolicyArg) -> None:
     """Let the controller act on a policy again."""
     from keel.automation import PolicyStore
@@ -80,6 +86,7 @@ def enable_command(name: PolicyArg) -> None:
     console.print(f"Policy {name!r} is enabled")
 
 
+@policy_app.command("disable")
 def disable_command(name: PolicyArg) -> None:
     """Stop the controller from starting cycles for a policy (a cycle in progress stays)."""
     from keel.automation import PolicyStore

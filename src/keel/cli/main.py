@@ -14,11 +14,6 @@ from typing import Annotated
 
 import typer
 
-from keel.cli import audit, experiments, governance, models, monitor, predict, runs, serving
-from keel.cli import automation as automation_cli
-from keel.cli import data as data_cli
-from keel.cli import lineage as lineage_cli
-from keel.cli import pipeline as pipeline_cli
 from keel.cli.output import console, err, print_json
 
 app = typer.Typer(
@@ -29,26 +24,57 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="rich",
 )
-app.add_typer(experiments.app, name="experiments")
-app.add_typer(runs.app, name="runs")
-app.add_typer(models.app, name="models")
-app.add_typer(audit.app, name="audit")
-app.add_typer(governance.policy_app, name="policy")
-app.add_typer(governance.roles_app, name="roles")
-app.add_typer(serving.deploy_app, name="deploy")
-app.add_typer(serving.predictions_app, name="predictions")
-app.command("serve")(serving.serve_command)
-app.command("predict")(predict.predict_command)
-app.add_typer(data_cli.app, name="data")
-app.add_typer(pipeline_cli.app, name="pipeline")
-app.add_typer(lineage_cli.app, name="lineage")
-app.command("drift")(monitor.drift_command)
-app.add_typer(monitor.monitor_app, name="monitor")
-app.add_typer(automation_cli.automation_app, name="automation")
-governance.policy_app.command("apply")(automation_cli.apply_command)
-governance.policy_app.command("show")(automation_cli.show_command)
-governance.policy_app.command("enable")(automation_cli.enable_command)
-governance.policy_app.command("disable")(automation_cli.disable_command)
+
+#: Command groups by name: (module, Typer app). Building a Typer command costs time per
+#: option, so a run registers only the group its arguments name; ``keel --help`` (or an
+#: unknown name, to get Typer's error) registers them all.
+_GROUPS = {
+    "experiments": ("keel.cli.experiments", "app"),
+    "runs": ("keel.cli.runs", "app"),
+    "models": ("keel.cli.models", "app"),
+    "data": ("keel.cli.data", "app"),
+    "pipeline": ("keel.cli.pipeline", "app"),
+    "lineage": ("keel.cli.lineage", "app"),
+    "deploy": ("keel.cli.serving", "deploy_app"),
+    "predictions": ("keel.cli.serving", "predictions_app"),
+    "monitor": ("keel.cli.monitor", "monitor_app"),
+    "automation": ("keel.cli.automation", "automation_app"),
+    "policy": ("keel.cli.automation", "policy_app"),  # protections and automation policies
+    "roles": ("keel.cli.governance", "roles_app"),
+    "audit": ("keel.cli.audit", "app"),
+}
+#: Single commands by name: (module, function).
+_COMMANDS = {
+    "serve": ("keel.cli.serving", "serve_command"),
+    "predict": ("keel.cli.predict", "predict_command"),
+    "drift": ("keel.cli.monitor", "drift_command"),
+}
+_ROOT_OPTIONS_WITH_VALUES = ("--home",)
+
+
+def _named(argv: list[str]) -> str | None:
+    """The command or group ``argv`` names (the first word that is not a root option)."""
+    args = iter(argv)
+    for arg in args:
+        if arg in _ROOT_OPTIONS_WITH_VALUES:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def register(argv: list[str]) -> None:
+    """Add the command groups ``argv`` needs to :data:`app` (all of them when unsure)."""
+    import importlib
+
+    name = _named(argv)
+    known = name in _GROUPS or name in _COMMANDS
+    for group, (module, attr) in _GROUPS.items():
+        if not known or group == name:
+            app.add_typer(getattr(importlib.import_module(module), attr), name=group)
+    for command, (module, attr) in _COMMANDS.items():
+        if not known or command == name:
+            app.command(command)(getattr(importlib.import_module(module), attr))
 
 
 def _version(value: bool) -> None:
@@ -123,6 +149,7 @@ def main() -> None:
     from keel.errors import KeelError
 
     try:
+        register(sys.argv[1:])
         app()
     except KeelError as exc:
         err.print(f"[bold red]error:[/bold red] {escape(_one_line(str(exc)))}", highlight=False)
