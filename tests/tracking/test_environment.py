@@ -75,3 +75,18 @@ def test_runs_in_the_same_environment_share_one_environment_row(sqlite_env):
         client.get_environment(a.id)["environment_digest"]
         == client.get_environment(b.id)["environment_digest"]
     )
+
+
+def test_distributions_read_from_folder_names_match_the_installed_metadata():
+    import re
+    from importlib import metadata
+
+    from keel.tracking.environment import _distributions
+
+    expected = {
+        f"{re.sub(r'[-_.]+', '-', d.metadata['Name']).lower()}=={d.version}"
+        for d in metadata.distributions()
+        if d.metadata["Name"]
+    }
+    assert set(_distributions()) == expected
+    assert any(entry.startswith("keel==") for entry in _distributions())  # the editable install
