@@ -127,6 +127,7 @@ class Runtime:
                 from keel.models import load_model
 
                 loaded = load_model(f"models:/{model}/{version}")
+            _warm_up(loaded, f"{model}/{version}")
             handle = self._cache[key] = ModelHandle(model, version, loaded)
         return handle
 
@@ -209,6 +210,21 @@ class Runtime:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+
+
+def _warm_up(loaded: Any, label: str) -> None:
+    """Predict on the stored input example once, before any request is routed to the model.
+
+    The first call pays one-time costs (the checks that choose how inputs are handed
+    to the model, lazy initialisation inside libraries); a request should not.
+    """
+    example = getattr(loaded, "input_example", None)
+    if example is None:
+        return
+    try:
+        loaded.predict(example)
+    except Exception as exc:  # the package is served anyway; requests will say what is wrong
+        log.warning("keel: %s fails on its own input example: %s", label, exc)
 
 
 def _same(a: RoutingTable, b: RoutingTable) -> bool:
