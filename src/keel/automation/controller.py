@@ -235,16 +235,28 @@ class Controller:
                 monitored[window] = self.monitor(deployment, window)
             return monitored[window]
 
+        champion = self.client.get_alias(policy.model, policy.alias)
         fired = check_triggers(
-            policy, now_ms=now, since_ms=since, seen_datasets=seen, monitor=monitor
+            policy,
+            now_ms=now,
+            since_ms=since,
+            seen_datasets=seen,
+            monitor=monitor,
+            champion=champion,
         )
         if fired is None:
             return False
         params = _pin_params(policy.retrain.params)
-        baseline = self.client.get_alias(policy.model, policy.alias)
+        baseline = champion
+        # A dataset version this retrain reads is not news for a later trigger.
+        for value in params.values():
+            if isinstance(value, str) and value.startswith("datasets:/") and "@" in value:
+                name, _, version = value.removeprefix("datasets:/").rpartition("@")
+                if name in seen and version.isdigit():
+                    seen[name] = max(seen[name], int(version))
         if fired.key.startswith("dataset:"):
             name, _, version = fired.key.removeprefix("dataset:").rpartition("@")
-            seen[name] = int(version)
+            seen[name] = max(seen.get(name, 0), int(version))
         with self.client.store.write() as conn:
             if not self.store.claim_trigger(conn, policy.name, fired.key):
                 return False  # another controller already acted on this occasion

@@ -32,6 +32,7 @@ def check_triggers(
     since_ms: int,
     seen_datasets: dict[str, int],
     monitor: Any = None,
+    champion: int | None = None,
 ) -> Fired | None:
     """The first trigger of ``policy`` that fires now, or None.
 
@@ -42,9 +43,11 @@ def check_triggers(
         seen_datasets: the newest version of each watched dataset already accounted for.
         monitor: runs the deployment's monitor over a window (``run_monitor``); injected so
             one check reads the prediction logs once per window.
+        champion: the version the policy's alias holds: drift is judged on its traffic.
     """
+    served = None if champion is None else f"{policy.model}/{champion}"
     for trigger in policy.triggers:
-        fired = _check(trigger, policy, now_ms, since_ms, seen_datasets, monitor)
+        fired = _check(trigger, policy, now_ms, since_ms, seen_datasets, monitor, served)
         if fired is not None:
             return fired
     return None
@@ -57,6 +60,7 @@ def _check(
     since_ms: int,
     seen_datasets: dict[str, int],
     monitor: Any,
+    served: str | None,
 ) -> Fired | None:
     if trigger.kind == "schedule":
         return _schedule(trigger, now_ms, since_ms)
@@ -67,17 +71,30 @@ def _check(
     if result is None:
         return None
     if trigger.kind == "drift":
-        return _drift(trigger, result)
+        return _drift(trigger, result, served)
     return _quality(trigger, result)
 
 
 def _window_key(kind: str, result: Any) -> str:
-    return f"{kind}:{int(result.start_ms)}-{int(result.end_ms)}"
+    return f"{kind}:{int(result.window_start)}-{int(result.window_end)}"
 
 
-def _drift(trigger: Trigger, result: Any) -> Fired | None:
-    drifted = list(result.drifted_columns)
-    share = float(result.share_drifted)
+def _feature(column: str) -> str:
+    return column.removeprefix("input.")
+
+
+def _drift(trigger: Trigger, result: Any, served: str | None) -> Fired | None:
+    # The champion's own traffic against its own reference: rows an older version
+    # answered earlier in the window say nothing about the model serving now.
+    mine = (result.versions or {}).get(served) if served else None
+    if mine is not None:
+        share_value, columns, rows = mine["share_drifted"], mine["drifted_columns"], mine["rows"]
+    else:
+        share_value, columns, rows = result.share_drifted, result.drifted_columns, result.rows
+    if share_value is None:  # no reference profile to compare with
+        return None
+    drifted = [_feature(c) for c in columns if not c.startswith("output.")]
+    share = float(share_value)
     if trigger.columns:
         hit = [c for c in trigger.columns if c in drifted]
         if not hit:
@@ -88,28 +105,29 @@ def _drift(trigger: Trigger, result: Any) -> Fired | None:
         if share < trigger.share or not drifted:
             return None
         reason = (
-            f"{share:.0%} of columns drifted (threshold {trigger.share:.0%}): "
-            f"{', '.join(drifted[:8])}{' …' if len(drifted) > 8 else ''}"
+            f"{share:.0%} of feature columns drifted (threshold {trigger.share:.0%}) over the "
+            f"last {human_duration(trigger.window)}: {', '.join(drifted[:6])}"
+            f"{' …' if len(drifted) > 6 else ''}"
         )
     return Fired(
         _window_key("drift", result),
-        f"{reason} ({result.rows} predictions)",
-        {"share_drifted": share, "drifted_columns": drifted, "rows": result.rows},
+        f"{reason} ({rows} predictions{f' served by {served}' if mine is not None else ''})",
+        {"share_drifted": share, "drifted_columns": drifted, "rows": rows, "served_by": served},
     )
 
 
 def _quality(trigger: Trigger, result: Any) -> Fired | None:
-    quality = dict(result.quality or {})
-    labels = int(quality.get("labels", 0) or 0)
-    value = quality.get(trigger.metric or "")
-    if value is None or labels < trigger.min_labels:
+    labels = int(result.labelled_rows or 0)
+    value = ((result.quality or {}).get("metrics") or {}).get(trigger.metric or "")
+    if value is None or labels < trigger.min_labels or value != value:  # NaN: not measured
         return None
     assert trigger.below is not None
     if float(value) >= trigger.below:
         return None
     return Fired(
         _window_key("quality", result),
-        f"{trigger.metric} {float(value):.4g} < {trigger.below:g} on {labels} labelled predictions",
+        f"{trigger.metric} {float(value):.4g} < {trigger.below:g} on {labels} labelled "
+        f"predictions over the last {human_duration(trigger.window)}",
         {"metric": trigger.metric, "value": float(value), "labels": labels},
     )
 

@@ -185,6 +185,7 @@ class _Version:
             "rows": self.profiler.rows,
             "reference": self.reference is not None,
             "share_drifted": None if self.report is None else self.report.share_drifted,
+            "drifted_columns": [] if self.report is None else self.report.drifted_columns,
         }
 
 
