@@ -165,22 +165,46 @@ def test_help_explains_the_filter_grammar():
     assert "ILIKE" in result.stdout and "parentheses" in result.stdout
 
 
-def test_demo_runs_end_to_end(tmp_path: Path):
+@pytest.mark.slow
+def test_demo_runs_the_whole_loop_and_leaves_no_process(tmp_path: Path):
     result = run_keel("demo", "--home", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr
-    assert "Done in" in result.stdout
+    assert "Done in" in result.stdout and "loop-report.html" in result.stdout
     keel.init(home=tmp_path / "demo")
-    frame = keel.search_runs(search_all_experiments=True)
-    assert len(frame) == 5 and set(frame["status"]) == {"FINISHED"}
-    assert (frame["metrics.val_roc_auc"] > 0.9).all()
-    client = keel.Client()
-    assert [v.version for v in client.list_model_versions("breast-cancer")] == [1, 2]
-    moves = [
-        (h.from_version, h.to_version) for h in client.alias_history("breast-cancer", "champion")
+    from keel.automation import history
+
+    events = [(e.kind, e.version) for e in history("screening-loop") if e.kind != "resumed"]
+    assert events == [
+        ("triggered", 1),
+        ("retrain_started", None),
+        ("retrain_finished", 2),
+        ("gate_passed", 2),
+        ("canary_started", 2),
+        ("promoted", 2),
+        ("triggered", 2),
+        ("retrain_started", None),
+        ("retrain_finished", 3),
+        ("gate_passed", 3),
+        ("canary_started", 3),
+        ("rolled_back", 3),
     ]
-    assert moves == [(None, 1), (1, 2)]  # the challenger passed its gates and was promoted
-    assert (tmp_path / "demo" / "card-breast-cancer-v2.html").is_file()
+    client = keel.Client()
+    assert client.get_alias("screening", "champion") == 2
+    assert (tmp_path / "demo" / "loop-report.html").stat().st_size > 100_000
     from keel.governance import audit
     from keel.store import get_store
 
     assert audit.verify(get_store(client._settings)).ok
+    assert _processes_with_env(f"KEEL_HOME={tmp_path / 'demo'}") == []  # its server stopped
+
+
+def _processes_with_env(entry: str) -> list[int]:
+    """Live processes whose environment holds ``entry`` (Linux /proc)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if entry.encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
