@@ -54,8 +54,14 @@ typecheck: $(STAMP)
 
 bench-venvs: .venv-mlflow/.installed .venv-evidently/.installed .venv-dvc/.installed
 
+# Each benchmark finds its peer's virtualenv beside the repository and prints ratios.
 bench: $(STAMP) bench-venvs
-	$(BIN)/python bench/tracking.py --mlflow-python .venv-mlflow/bin/python
+	$(BIN)/python bench/tracking.py
+	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/batch.py
+	$(BIN)/python bench/drift.py
+	$(BIN)/python bench/data.py
+	$(BIN)/python bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build src/*.egg-info

@@ -283,6 +283,30 @@ class Controller:
         self._moved(policy, moved)
         return True
 
+    def _end(
+        self,
+        policy: Policy,
+        state: CycleState,
+        kind: str,
+        reason: str,
+        version: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> bool:
+        """End the cycle (back to idle, the cooldown starts) with an event saying why."""
+        self.store.transition(
+            state,
+            policy,
+            Transition(
+                IDLE,
+                kind,
+                reason[:1000],
+                version=version,
+                details=details,
+                changes={"cycle_ended_at": self.clock()},
+            ),
+        )
+        return False
+
     def _save_detail(self, state: CycleState, detail: dict[str, Any]) -> None:
         """Merge ``detail`` into the stored state (compare-and-set on its epoch, no event)."""
         from sqlalchemy import update
@@ -321,17 +345,7 @@ class Controller:
             version = _registered_version(policy, run)
         except Exception as exc:  # the pipeline's failure ends the cycle, with its reason
             log.warning("keel: retraining for %s failed: %s", policy.name, exc)
-            self.store.transition(
-                state,
-                policy,
-                Transition(
-                    IDLE,
-                    "retrain_failed",
-                    f"{type(exc).__name__}: {exc}"[:1000],
-                    changes={"cycle_ended_at": self.clock()},
-                ),
-            )
-            return False
+            return self._end(policy, state, "retrain_failed", f"{type(exc).__name__}: {exc}")
         outputs = _jsonable_outputs(getattr(run, "outputs", None))
         moved = self.store.transition(
             state,
@@ -363,32 +377,13 @@ class Controller:
                 policy, version, client=self.client, outputs=state.detail.get("outputs")
             )
         except KeelError as exc:
-            self.store.transition(
-                state,
-                policy,
-                Transition(
-                    IDLE,
-                    "gate_failed",
-                    f"the gates could not run: {exc}"[:1000],
-                    version=version,
-                    changes={"cycle_ended_at": self.clock()},
-                ),
+            return self._end(
+                policy, state, "gate_failed", f"the gates could not run: {exc}", version
             )
-            return False
         if not result.passed:
-            self.store.transition(
-                state,
-                policy,
-                Transition(
-                    IDLE,
-                    "gate_failed",
-                    result.summary()[:1000],
-                    version=version,
-                    details=result.to_dict(),
-                    changes={"cycle_ended_at": self.clock()},
-                ),
+            return self._end(
+                policy, state, "gate_failed", result.summary(), version, result.to_dict()
             )
-            return False
         from keel.serving.deployments import Deployments
 
         deployments = Deployments(self.client)
@@ -432,19 +427,14 @@ class Controller:
         if not any(
             r.model == policy.model and r.ref == str(version) for r in current.spec.routes[1:]
         ):
-            self.store.transition(
-                state,
+            return self._end(
                 policy,
-                Transition(
-                    IDLE,
-                    "rolled_back",
-                    f"the canary route of {policy.model}/{version} was removed from "
-                    f"{policy.deployment} outside automation; the cycle ends",
-                    version=version,
-                    changes={"cycle_ended_at": self.clock()},
-                ),
+                state,
+                "rolled_back",
+                f"the canary route of {policy.model}/{version} was removed from "
+                f"{policy.deployment} outside automation; the cycle ends",
+                version,
             )
-            return False
         metrics = measure_canary(policy.deployment, version, state.phase_started_at)
         verdict = self._judge(policy, state, metrics)
         if verdict is None:

@@ -179,9 +179,6 @@ def prediction_drift(canary: np.ndarray, primary: np.ndarray, bins: int = 10) ->
         edges[0], edges[-1] = -np.inf, np.inf
         p = np.histogram(primary, edges)[0].astype(np.float64)
         q = np.histogram(canary, edges)[0].astype(np.float64)
-    p, q = p / p.sum(), q / q.sum()
-    m = (p + q) / 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kl_p = np.where(p > 0, p * np.log2(p / m), 0.0).sum()
-        kl_q = np.where(q > 0, q * np.log2(q / m), 0.0).sum()
-    return float(np.sqrt(max(0.0, (kl_p + kl_q) / 2)))
+    from keel.monitoring.stattests import jensen_shannon
+
+    return jensen_shannon(p, q)

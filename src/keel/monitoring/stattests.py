@@ -43,6 +43,7 @@ __all__ = [
     "TestResult",
     "default_method",
     "effective_size",
+    "jensen_shannon",
     "run_test",
 ]
 
@@ -153,7 +154,7 @@ def run_test(
     if method == "psi":
         value = _psi(r, c)
         return TestResult(method, value, limit, value >= limit)
-    value = _jensen_shannon(r, c)
+    value = jensen_shannon(r, c)
     return TestResult(method, value, limit, value >= limit)
 
 
@@ -263,8 +264,8 @@ def _psi(r: np.ndarray, c: np.ndarray) -> float:
     return float(np.sum((q - p) * np.log(q / p)))
 
 
-def _jensen_shannon(r: np.ndarray, c: np.ndarray) -> float:
-    """Jensen-Shannon distance, base 2 (0: identical, 1: disjoint)."""
+def jensen_shannon(r: np.ndarray, c: np.ndarray) -> float:
+    """Jensen-Shannon distance, base 2 (0: identical, 1: disjoint), between two count vectors."""
     p, q = _shares(r), _shares(c)
     m = (p + q) / 2
 
