@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import keel
 import keel.errors
 
@@ -65,3 +67,26 @@ def test_import_keel_does_not_load_heavy_modules():
     code = "import sys, keel; print(','.join(m for m in ('sqlalchemy', 'pandas', 'numpy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    "package",
+    [
+        "keel.data",
+        "keel.pipelines",
+        "keel.monitoring",
+        "keel.automation",
+        "keel.serving",
+        "keel.models",
+    ],
+)
+def test_no_public_name_is_shadowed_by_a_submodule_once_everything_is_imported(package):
+    import importlib
+    import pkgutil
+    import types
+
+    module = importlib.import_module(package)
+    for info in pkgutil.walk_packages(module.__path__, prefix=f"{package}."):
+        importlib.import_module(info.name)
+    shadowed = [n for n in module.__all__ if isinstance(getattr(module, n), types.ModuleType)]
+    assert shadowed == []

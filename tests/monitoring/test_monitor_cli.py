@@ -183,7 +183,12 @@ def test_a_monitor_reads_what_a_real_server_logged_and_the_labels_sent_to_it(chu
     result = run_monitor("churn", window="1h", end=int(time.time() * 1000) + 1_000)
     assert result.rows == 200 and result.window_start <= started
     assert result.versions == {
-        "churn/1": {"rows": 200, "reference": True, "share_drifted": pytest.approx(2 / 3)}
+        "churn/1": {
+            "rows": 200,
+            "reference": True,
+            "share_drifted": pytest.approx(2 / 3),
+            "drifted_columns": ["input.age", "input.plan", "output.prediction"],
+        }
     }
     assert "input.age" in result.drifted_columns
     assert result.labelled_rows == 200 and result.quality is not None

@@ -133,7 +133,12 @@ def test_a_version_without_a_reference_is_reported_not_compared(keel_env, logs: 
     result = run_monitor("bare", end=T0 + HOUR)
     assert result.rows == 200 and result.share_drifted is None and result.dataset_drift is None
     assert result.versions == {
-        "unregistered/3": {"rows": 200, "reference": False, "share_drifted": None}
+        "unregistered/3": {
+            "rows": 200,
+            "reference": False,
+            "share_drifted": None,
+            "drifted_columns": [],
+        }
     }
     assert result.alerts == [] and list_alerts("bare") == []
 

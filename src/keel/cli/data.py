@@ -164,7 +164,7 @@ def checkout_command(
     as_json: JsonOption = False,
 ) -> None:
     """Make PATH hold exactly the files of a dataset version (unchanged files are kept)."""
-    from keel.data.checkout import checkout
+    from keel.data.restore import checkout
 
     with _progress("checking out", "files") as progress:
         version = checkout(ref, path, force=force, link=link, progress=progress)

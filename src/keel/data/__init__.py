@@ -43,7 +43,7 @@ _EXPORTS = {
     "StatusReport": "keel.data.snapshot",
     "TransferReport": "keel.data.remote",
     "add": "keel.data.snapshot",
-    "checkout": "keel.data.checkout",
+    "checkout": "keel.data.restore",
     "diff": "keel.data.snapshot",
     "load_dataset": "keel.data.tables",
     "log_dataset": "keel.data.tables",
@@ -55,9 +55,9 @@ _EXPORTS = {
 if TYPE_CHECKING:
     from keel.config import Settings
     from keel.data.catalog import DatasetVersion
-    from keel.data.checkout import checkout
     from keel.data.manifest import Diff
     from keel.data.remote import TransferReport, pull, push
+    from keel.data.restore import checkout
     from keel.data.snapshot import StatusReport, add, diff, status
     from keel.data.tables import load_dataset, log_dataset
 

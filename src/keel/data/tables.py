@@ -24,8 +24,8 @@ from keel.artifacts import ManifestEntry
 from keel.config import Settings
 from keel.data import catalog
 from keel.data.catalog import DatasetVersion
-from keel.data.checkout import place_objects
 from keel.data.manifest import Manifest
+from keel.data.restore import place_objects
 from keel.data.snapshot import DataContext, active_run_id
 from keel.errors import InvalidInput
 

@@ -50,14 +50,14 @@ _EXPORTS = {
     "LineageGraph": "keel.pipelines.lineage",
     "Pipeline": "keel.pipelines.definition",
     "PipelineRun": "keel.pipelines.records",
-    "Reproduction": "keel.pipelines.reproduce",
+    "Reproduction": "keel.pipelines.reproduction",
     "Step": "keel.pipelines.steps",
     "StepEvent": "keel.pipelines.runner",
     "StepFailed": "keel.pipelines.runner",
     "StepRun": "keel.pipelines.records",
     "downstream": "keel.pipelines.lineage",
     "pipeline": "keel.pipelines.definition",
-    "reproduce": "keel.pipelines.reproduce",
+    "reproduce": "keel.pipelines.reproduction",
     "run_pipeline": "keel.pipelines.runner",
     "step": "keel.pipelines.steps",
     "upstream": "keel.pipelines.lineage",
@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from keel.pipelines.definition import Pipeline, pipeline
     from keel.pipelines.lineage import LineageGraph, downstream, upstream
     from keel.pipelines.records import PipelineRun, StepRun
-    from keel.pipelines.reproduce import Reproduction, reproduce
+    from keel.pipelines.reproduction import Reproduction, reproduce
     from keel.pipelines.runner import StepEvent, StepFailed, run_pipeline
     from keel.pipelines.steps import Step, step
 
