@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP) .venv-kserve/.installed
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 --dist load
 
 # KServe's own Python client, to test Keel's server with it: its pins (pandas<3) clash with ours.
 .venv-kserve/.installed:

@@ -11,6 +11,11 @@
 from __future__ import annotations
 
 import os
+
+# Two test workers share two cores: OpenMP's default of one thread per core per process
+# oversubscribes them, and its spinning threads slowed scikit-learn a hundredfold under load.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import socket
 import uuid
 from collections.abc import Iterator

@@ -54,11 +54,12 @@ def policy(**overrides) -> dict:
                 "metrics": {"roc_auc": {"min": 0.95}},
                 "against": {"accuracy": {"min_delta": 0.0}},
             },
-            "latency": {"p99_ms": 200, "requests": 50},
+            # Measured and reported, but never deciding: timing must not decide a test.
+            "latency": {"p99_ms": 60_000, "requests": 50},
         },
         "rollout": {
-            "canary": {"weight": 40, "min_requests": 40, "max_duration": "5m"},
-            "promote_when": {"error_rate": 0.01, "p99_ratio": 10.0},
+            "canary": {"weight": 40, "min_requests": 40, "max_duration": "10m"},
+            "promote_when": {"error_rate": 0.01},
             "rollback_when": {"error_rate": 0.05},
         },
     }
@@ -295,6 +296,7 @@ def test_controllers_killed_mid_retrain_and_mid_rollout_are_resumed(story, tmp_p
     server = _champion_setup(story, settings, {}, tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
     env["KEEL_HOME"] = str(settings.home)
+    started: list[subprocess.Popen[bytes]] = []
     try:
         PolicyStore().apply(policy())
         Controller().tick()  # the dataset baseline
@@ -303,6 +305,7 @@ def test_controllers_killed_mid_retrain_and_mid_rollout_are_resumed(story, tmp_p
         )
         # 1. Killed while retraining: it holds the policy's lease as it dies.
         first = _controller_process(env)
+        started.append(first)
         _wait_state(first, "retraining")
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
@@ -314,6 +317,7 @@ def test_controllers_killed_mid_retrain_and_mid_rollout_are_resumed(story, tmp_p
 
         # 2. Killed mid-rollout: the canary is live and measured by whoever comes next.
         second = _controller_process(env)
+        started.append(second)
         time.sleep(1.0)  # it ticks the canary a few times (too few requests to decide)
         assert PolicyStore().state("loop").state == "canary"
         os.kill(second.pid, signal.SIGKILL)
@@ -329,6 +333,10 @@ def test_controllers_killed_mid_retrain_and_mid_rollout_are_resumed(story, tmp_p
         assert keel.Client().get_alias("screening", "champion") == candidate
         assert _spec_routes() == [("screening", "champion", 100)]  # one champion, one route
     finally:
+        for proc in started:  # a failed assertion must not leave a controller running
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
         server.stop()
     assert audit.verify(get_store(settings)).ok
     moves = [

@@ -128,9 +128,21 @@ def _p99_latency_ms(model: str, version: int, frame: Any, target: str | None, n:
     features = frame.drop(columns=[target]) if target and target in frame.columns else frame
     rows = [features.iloc[[i % len(features)]] for i in range(n + 10)]
     times = []
-    for i, row in enumerate(rows):
-        started = time.perf_counter()
-        loaded.predict(row)
-        if i >= 10:  # the first calls warm caches up
-            times.append((time.perf_counter() - started) * 1000)
+    with _one_thread():  # as keel serve runs models (see keel.serving.server.serve)
+        for i, row in enumerate(rows):
+            started = time.perf_counter()
+            loaded.predict(row)
+            if i >= 10:  # the first calls warm caches up
+                times.append((time.perf_counter() - started) * 1000)
     return float(np.quantile(np.asarray(times), 0.99))
+
+
+def _one_thread() -> Any:
+    """Limit native thread pools (OpenMP, BLAS) to one thread, where threadpoolctl exists."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with scikit-learn
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)

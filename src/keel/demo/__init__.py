@@ -53,10 +53,10 @@ gates:
   rules:
     metrics: {{roc_auc: {{min: 0.95}}, accuracy: {{min: 0.9}}}}
     against: {{accuracy: {{min_delta: 0.0}}}}  # no worse than the champion
-  latency: {{p99_ms: 100, requests: 100}}
+  latency: {{p99_ms: 250, requests: 100}}  # one-row predictions on the candidate
 rollout:
   canary: {{weight: 30, min_requests: 80, max_duration: 5m}}
-  promote_when: {{error_rate: 0.01, p99_ratio: 4.0}}
+  promote_when: {{error_rate: 0.01, p99_ratio: 5.0}}
   rollback_when: {{error_rate: 0.05}}
 approval: {{mode: auto}}
 """

@@ -75,8 +75,15 @@ def serve(
     log_predictions: bool = True,
     access_log: bool = False,
 ) -> None:
-    """Serve ``target`` with uvicorn until interrupted (SIGINT/SIGTERM flush the logs)."""
+    """Serve ``target`` with uvicorn until interrupted (SIGINT/SIGTERM flush the logs).
+
+    Unless ``OMP_NUM_THREADS`` is set, each worker runs its models with one OpenMP
+    thread: a request of a few rows gains nothing from threads and loses to their
+    spinning against the event loop; scale out with ``workers`` instead.
+    """
     import uvicorn
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # before any model library starts OpenMP
 
     if workers > 1:
         runtime_for_target(target)  # fail fast on a bad target, before forking workers
