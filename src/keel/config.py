@@ -64,6 +64,13 @@ class Settings:
             comma-separated ``reflink``, ``hardlink``, ``copy``.
         ray_address: the Ray cluster the ray executor joins (``auto``, ``ray://host:10001``);
             unset starts a local Ray.
+        trusted_types: extra types, comma-separated (``mymodule.MyTransformer``), that the
+            model loader trusts beyond its built-in list. The loader decides what it trusts;
+            a package only states what it needs.
+        audit_key: secret that signs audit checkpoints with HMAC-SHA256; unset writes
+            unsigned checkpoints (they still anchor the chain's head outside the database).
+        max_request_elements: the most tensor elements one serving request may declare;
+            larger requests get 400 before anything is allocated.
     """
 
     home: Path
@@ -77,6 +84,14 @@ class Settings:
     data_remote: str | None = None
     data_link: str = "reflink,copy"
     ray_address: str | None = None
+    trusted_types: str = ""
+    audit_key: str | None = None
+    max_request_elements: int = 10_000_000
+
+    @property
+    def trusted_type_list(self) -> list[str]:
+        """``trusted_types`` as a list of dotted names, blanks dropped."""
+        return [t.strip() for t in self.trusted_types.split(",") if t.strip()]
 
     @property
     def is_sqlite(self) -> bool:
@@ -106,10 +121,19 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
             if value <= 0:
                 raise ValueError
             return value
+        if kind == "int":
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError
+            number = int(raw)
+            if number <= 0:
+                raise ValueError
+            return number
+        if isinstance(raw, list | tuple):  # config.toml may list trusted_types as an array
+            return ",".join(str(item) for item in raw)
         return str(raw)
     except (TypeError, ValueError):
         raise InvalidInput(
-            f"setting {name!r} from {source} must be a positive number, got {raw!r}"
+            f"setting {name!r} from {source} must be a positive {"whole number" if kind == "int" else "number"}, got {raw!r}"
         ) from None
 
 
