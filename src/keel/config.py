@@ -9,7 +9,8 @@ A value comes from the first of these that sets it:
 
 ``<home>`` is ``KEEL_HOME`` (or the ``home`` argument) if set; otherwise the
 nearest ``.keel`` folder found walking up from the working directory, like
-git; otherwise ``./.keel``, created on first use.
+git; otherwise ``./.keel``, created on first write. Commands that only read
+never create it (:func:`keel.home.require_home`).
 """
 
 from __future__ import annotations
@@ -132,8 +133,9 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
             return ",".join(str(item) for item in raw)
         return str(raw)
     except (TypeError, ValueError):
+        expected = "whole number" if kind == "int" else "number"
         raise InvalidInput(
-            f"setting {name!r} from {source} must be a positive {"whole number" if kind == "int" else "number"}, got {raw!r}"
+            f"setting {name!r} from {source} must be a positive {expected}, got {raw!r}"
         ) from None
 
 
