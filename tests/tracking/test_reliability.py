@@ -26,6 +26,28 @@ while True:
     time.sleep(0.001)
 """
 
+# A child that logs as fast as it can. Every 10 ms it appends to a ledger how many
+# points log_metric has accepted by then, with the time: write(2) outlives SIGKILL.
+LOG_FLAT_OUT = """
+import os, sys, time, keel
+keel.init(home=sys.argv[1], store_url=sys.argv[2], flush_interval=float(sys.argv[3]))
+run = keel.start_run(name="flat-out")
+ledger = os.open(sys.argv[4], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+print(run.id, flush=True)
+step = 0
+next_entry = 0.0
+while True:
+    keel.log_metric("x", float(step), step=step)
+    step += 1
+    now = time.time()
+    if now >= next_entry:
+        os.write(ledger, f"{now!r} {step}\\n".encode())
+        next_entry = now + 0.01
+"""
+
+# Keeps one core busy, so the logger and its flusher share what is left.
+BUSY = "while True: pass"
+
 # A child that logs N points and a param and exits without ending its run.
 LOG_AND_EXIT = """
 import sys, keel
@@ -92,6 +114,63 @@ def test_sigkill_loses_at_most_the_last_flush_interval(keel_env, tmp_path: Path)
     # At most one interval, plus slack for the flush itself and scheduling.
     assert lost_ms <= interval * 1000 + 750, f"lost the last {lost_ms:.0f} ms of points"
     assert keel.Client().get_run(run_id).info.status == "RUNNING"
+
+
+def _read_ledger(path: Path) -> list[tuple[float, int]]:
+    entries = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2:  # a line cut by the kill is skipped
+            entries.append((float(parts[0]), int(parts[1])))
+    return entries
+
+
+@pytest.mark.slow
+def test_sigkill_under_load_loses_at_most_the_last_interval_and_the_flush_under_way(
+    keel_env, tmp_path: Path
+):
+    """Logging flat out on a busy machine: back-pressure keeps the loss bound.
+
+    The bound, from the child's own ledger: every point it had handed to
+    log_metric by two intervals before the kill (one interval of buffering,
+    one for the flush under way) is in the store.
+    """
+    interval = 1.0
+    ledger = tmp_path / "ledger"
+    hog = subprocess.Popen([sys.executable, "-c", BUSY])
+    proc = _spawn(LOG_FLAT_OUT, keel_env.home, keel_env.store_url, interval, ledger)
+    try:
+        assert proc.stdout is not None
+        run_id = proc.stdout.readline().strip()
+        assert len(run_id) == 32, proc.stderr.read() if proc.stderr else ""
+        client = keel.Client()
+        deadline = time.time() + 60
+        while client.count_metric_points(run_id) == 0:  # the first flush has landed
+            assert time.time() < deadline, "no flush within 60 s"
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        time.sleep(6 * interval)  # how long it runs, not what passes: that is the ledger's
+        killed_at = time.time()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        for child in (proc, hog):
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    entries = _read_ledger(ledger)
+    handed = max(count for _, count in entries)
+    due = max((count for at, count in entries if at <= killed_at - 2 * interval), default=0)
+    assert due > 0, "the child logged for less than two intervals"
+    history = keel.Client().get_metric_history(run_id, "x")
+    stored = len(history)
+    # What survived is an unbroken prefix: no holes, no duplicates, no torn batch.
+    assert [m.step for m in history] == list(range(stored))
+    rate = handed / (entries[-1][0] - entries[0][0])
+    assert stored >= due, (
+        f"lost {handed - stored} of {handed} points ({(handed - stored) / rate:.1f} s at "
+        f"{rate:,.0f} points/s); the {handed - due} logged in the last two intervals may go"
+    )
 
 
 def test_interpreter_exit_flushes_and_finishes_the_run(keel_env):

@@ -283,6 +283,10 @@ def set_tags(tags: Mapping[str, Any]) -> None:
 def log_metric(key: str, value: Any, step: int | None = None) -> None:
     """Log one metric point (buffered; written within ``flush_interval`` seconds).
 
+    When points come faster than the store writes them, this call waits for
+    the next flush (back-pressure, see ``keel.tracking.buffer``), so a killed
+    process still loses at most its last interval and the flush under way.
+
     Args:
         key: metric name (letters, digits, ``_ - . / : space``; ≤ 250 characters).
         value: a number; NaN and ±inf are stored as they are.
