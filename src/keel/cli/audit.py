@@ -71,7 +71,7 @@ def list_command(
 def verify_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
-    """Check the hash chain; exit 1 and name the first broken entry if any row was altered."""
+    """Check the hash chain and the newest checkpoint; exit 1 and say what broke."""
     from keel.config import get_settings
     from keel.governance import audit
     from keel.store import get_store
@@ -81,7 +81,32 @@ def verify_command(
         print_json(result)
     elif result.ok:
         console.print(f"[green]ok[/green]: {result.checked} entries, chain intact")
+        console.print(f"compared with: {result.anchor}")
+    elif result.first_bad_seq is None:
+        err.print(f"[bold red]broken[/bold red]: {result.reason}")
     else:
         err.print(f"[bold red]broken[/bold red] at entry {result.first_bad_seq}: {result.reason}")
     if not result.ok:
         raise typer.Exit(1)
+
+
+@app.command("checkpoint")
+def checkpoint_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Verify the chain, then anchor its newest entry in the artifact store now.
+
+    Checkpoints are written by themselves at protected actions and every 100
+    entries; run this after setting KEEL_AUDIT_KEY, or on a schedule.
+    """
+    from keel.config import get_settings
+    from keel.governance import audit
+    from keel.store import get_store
+
+    settings = get_settings()
+    written = audit.checkpoint(get_store(settings), settings=settings)
+    if as_json:
+        print_json(written.to_dict())
+        return
+    signed = "signed" if written.signature is not None else "unsigned: KEEL_AUDIT_KEY is not set"
+    console.print(f"checkpoint of entry {written.seq} written ({signed})")

@@ -11,6 +11,13 @@ the change*, so a change and its entry commit or roll back together. The
 single ``audit_head`` row holds the newest seq and digest; updating it
 serializes writers (row lock on PostgreSQL, the write lock on SQLite), so
 the chain never forks.
+
+A chain that holds can still be a chain whose newest rows were deleted
+and whose head was rewound. Checkpoints (:mod:`keel.governance.checkpoints`)
+anchor the head outside the database, in the artifact store: :func:`record`
+has one written when a protected action or every hundredth entry commits,
+and :func:`verify` reports ``entries after seq N are missing`` when the
+newest checkpoint names an entry the chain no longer has.
 """
 
 from __future__ import annotations
@@ -24,7 +31,11 @@ import blake3
 from sqlalchemy import Connection, select, update
 
 from keel.artifacts.store import canonical_json
-from keel.store import Store
+from keel.config import Settings, get_settings
+from keel.errors import IntegrityError, InvalidInput
+from keel.governance import checkpoints
+from keel.governance.checkpoints import Checkpoint, CheckpointError, CheckpointLog
+from keel.store import Store, normalize_url, redact_url
 from keel.store import schema as s
 from keel.store.sql import now_ms
 
@@ -32,6 +43,7 @@ __all__ = [
     "GENESIS",
     "AuditEntry",
     "VerifyResult",
+    "checkpoint",
     "iter_entries",
     "list_entries",
     "record",
@@ -128,6 +140,7 @@ def record(
         )
     )
     conn.execute(update(s.audit_head).where(s.audit_head.c.id == 1).values(seq=seq, digest=digest))
+    checkpoints.schedule(conn, seq, digest, action)
     return AuditEntry(
         seq, at, actor, action, object_type, object_id, before, after, head.digest, digest
     )
@@ -194,10 +207,24 @@ def iter_entries(store: Store, batch: int = 5000) -> Iterator[Any]:
 
 @dataclass(frozen=True)
 class VerifyResult:
+    """What :func:`verify` found.
+
+    Attributes:
+        ok: the chain holds and reaches the newest checkpoint.
+        checked: entries that hold, from the first.
+        first_bad_seq: the first entry that does not hold or is missing; None when the
+            problem is the checkpoint itself.
+        reason: what is wrong, for people.
+        checkpoint: the newest checkpoint the chain was compared with, if any.
+        anchor: what the chain's end was compared with, for people.
+    """
+
     ok: bool
     checked: int
     first_bad_seq: int | None = None
     reason: str | None = None
+    checkpoint: Checkpoint | None = None
+    anchor: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -205,30 +232,96 @@ class VerifyResult:
             "checked": self.checked,
             "first_bad_seq": self.first_bad_seq,
             "reason": self.reason,
+            "checkpoint": None if self.checkpoint is None else self.checkpoint.to_dict(),
+            "anchor": self.anchor,
         }
 
 
-def verify(store: Store) -> VerifyResult:
-    """Walk the chain from the first entry; report the first entry that does not hold."""
+def verify(store: Store, *, settings: Settings | None = None) -> VerifyResult:
+    """Walk the chain from the first entry and compare its end with the newest checkpoint.
+
+    Reports the first entry that does not hold (edited, deleted, reordered),
+    a head that records more entries than the chain has, entries after the
+    chain's end that a checkpoint proves existed (``entries after seq N are
+    missing``), and a checkpoint that is damaged or, when ``audit_key`` is
+    set, unsigned or not signed with it.
+
+    Args:
+        store: the metadata store whose chain to check.
+        settings: the artifact store holding the checkpoints and the key that signs
+            them; the process's settings by default. Checkpoints are compared only
+            when these settings name ``store``'s database.
+    """
+    return _verify(store, CheckpointLog.for_store(store, settings), signatures=True)[0]
+
+
+def checkpoint(store: Store, *, settings: Settings | None = None) -> Checkpoint:
+    """Check the chain, then write a checkpoint of its newest entry (signed if a key is set).
+
+    Checkpoints are written by themselves at protected actions and every
+    :data:`~keel.governance.checkpoints.EVERY` entries; this one is for a
+    newly set ``audit_key`` (so the newest checkpoint is signed) or a schedule.
+    The chain must verify, except for the signature of the newest checkpoint.
+
+    Raises:
+        InvalidInput: the settings name another database, or the chain is empty.
+        IntegrityError: the chain does not verify.
+    """
+    resolved = settings or get_settings()
+    log = CheckpointLog.for_store(store, resolved)
+    if log is None:
+        raise InvalidInput(
+            f"the settings name the database {redact_url(normalize_url(resolved.store_url))}, "
+            f"not {redact_url(store.url)}: pass the settings of this store so its checkpoint "
+            "goes to its artifact store"
+        )
+    result, last_digest = _verify(store, log, signatures=False)
+    if not result.ok:
+        raise IntegrityError(
+            f"the audit chain does not verify, so it gets no checkpoint: {result.reason}"
+        )
+    if result.checked == 0:
+        raise InvalidInput("the audit chain is empty: there is no entry to checkpoint yet")
+    return log.write(result.checked, last_digest)
+
+
+def _verify(
+    store: Store, log: CheckpointLog | None, *, signatures: bool
+) -> tuple[VerifyResult, str]:
+    """The result and the digest of the newest entry that holds."""
+    # Order matters with writers running: checkpoints first (each names an entry
+    # committed before it was written), then the head, then the rows. Every entry
+    # a checkpoint or the head names is then among the rows read.
+    newest: list[Checkpoint] = []
+    problem: str | None = None
+    if log is None:
+        anchor = "no checkpoints: the settings name another database than this store"
+    else:
+        try:
+            newest = log.newest()
+        except CheckpointError as exc:
+            problem = str(exc)
+        anchor = "no checkpoint yet: only the in-database checks ran"
+    with store.read() as conn:
+        head = conn.execute(select(s.audit_head).where(s.audit_head.c.id == 1)).one()
+    wanted = {head.seq, *(c.seq for c in newest)}
+    digests: dict[int, str] = {}
     expected_seq = 1
     prev = GENESIS
     checked = 0
     for row in iter_entries(store):
         if row.seq != expected_seq:
-            return VerifyResult(
-                False,
-                checked,
-                expected_seq,
-                f"entry {expected_seq} is missing: the chain jumps from {expected_seq - 1} to {row.seq}",
+            reason = (
+                f"entry {expected_seq} is missing: the chain jumps from {expected_seq - 1} "
+                f"to {row.seq}"
             )
+            return VerifyResult(False, checked, expected_seq, reason), prev
         if row.prev_digest != prev:
-            return VerifyResult(
-                False,
-                checked,
-                row.seq,
+            reason = (
                 f"entry {row.seq} does not chain to entry {row.seq - 1}: rows were reordered, "
-                "replaced or the previous one was edited",
+                "replaced or the previous one was edited"
             )
+            return VerifyResult(False, checked, row.seq, reason), prev
         actual = entry_digest(
             row.seq,
             row.at,
@@ -241,24 +334,72 @@ def verify(store: Store) -> VerifyResult:
             row.prev_digest,
         )
         if actual != row.digest:
-            return VerifyResult(
-                False,
-                checked,
-                row.seq,
-                f"entry {row.seq} ({row.action} on {row.object_type}:{row.object_id}) was edited: "
-                "its contents no longer match its digest",
+            reason = (
+                f"entry {row.seq} ({row.action} on {row.object_type}:{row.object_id}) was "
+                "edited: its contents no longer match its digest"
             )
+            return VerifyResult(False, checked, row.seq, reason), prev
+        if row.seq in wanted:
+            digests[row.seq] = row.digest
         prev = row.digest
         expected_seq += 1
         checked += 1
-    with store.read() as conn:
-        head = conn.execute(select(s.audit_head).where(s.audit_head.c.id == 1)).one()
-    if head.seq != checked or head.digest != prev:
-        return VerifyResult(
-            False,
-            checked,
-            checked + 1,
+    if head.seq > checked:
+        reason = (
             f"the chain ends at entry {checked} but the head records entry {head.seq}: "
-            "entries were deleted from the end",
+            "entries were deleted from the end"
         )
-    return VerifyResult(True, checked)
+        return VerifyResult(False, checked, checked + 1, reason), prev
+    if digests.get(head.seq, GENESIS) != head.digest:
+        reason = (
+            f"the head records entry {head.seq} with digest {head.digest}, but that entry's "
+            f"digest is {digests.get(head.seq)}: the head was edited"
+        )
+        return VerifyResult(False, checked, head.seq, reason), prev
+    if problem is not None:
+        return VerifyResult(False, checked, None, problem), prev
+    key = log.key if log is not None and signatures else None
+    for found in newest:
+        if key is not None and found.signature is not None and not found.signed_by(key):
+            reason = (
+                f"the checkpoint of entry {found.seq} written {found.written} does not verify "
+                "under the configured audit key: its seq, digest or time were altered, or "
+                "another key signed it"
+            )
+            return VerifyResult(False, checked, None, reason, found), prev
+    if key is not None and newest and not any(found.signed_by(key) for found in newest):
+        found = newest[0]
+        reason = (
+            f"the checkpoint of entry {found.seq} written {found.written} is not signed, but an "
+            "audit key is set: it was written before the key was set (then run `keel audit "
+            "checkpoint` to sign the current head) or by someone without the key"
+        )
+        return VerifyResult(False, checked, None, reason, found), prev
+    for found in newest:
+        what = f"the checkpoint of entry {found.seq} written {found.written}"
+        if found.seq > checked:
+            reason = (
+                f"entries after seq {checked} are missing: {what} records entry {found.seq}, "
+                f"but the chain ends at entry {checked}; the newest rows were deleted and the "
+                "head rewound. Restore the audit log from a backup"
+            )
+            return VerifyResult(False, checked, checked + 1, reason, found), prev
+        if digests[found.seq] != found.digest:
+            reason = (
+                f"entry {found.seq} does not match {what}: the chain was rewritten at or "
+                f"before entry {found.seq}"
+            )
+            return VerifyResult(False, checked, found.seq, reason, found), prev
+    if newest:
+        signed = [found for found in newest if found.signature is not None]
+        found = (signed or newest)[0]
+        state = (
+            "unsigned"
+            if found.signature is None
+            else "signature verified"
+            if key is not None
+            else "signed; signature not checked: no audit key is set"
+        )
+        anchor = f"checkpoint of entry {found.seq} written {found.written} ({state})"
+        return VerifyResult(True, checked, checkpoint=found, anchor=anchor), prev
+    return VerifyResult(True, checked, anchor=anchor), prev

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from keel.config import Settings
 from keel.errors import BackendUnavailable, InvalidInput, StorageError
 
-__all__ = ["Store", "get_store", "normalize_url", "redact_url", "reset_stores"]
+__all__ = ["Store", "after_commit", "get_store", "normalize_url", "redact_url", "reset_stores"]
 
 
 def normalize_url(url: str) -> str:
@@ -39,6 +39,18 @@ def normalize_url(url: str) -> str:
 def redact_url(url: str) -> str:
     """The URL with any password replaced, safe to print."""
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+_AFTER_COMMIT = "keel.after_commit"
+
+
+def after_commit(conn: Connection, callback: Callable[[], None]) -> None:
+    """Run ``callback`` after the write transaction of ``conn`` commits; never on rollback.
+
+    For work that must only ever describe committed rows, such as the audit
+    chain's checkpoints. The callback runs outside the transaction and its lock.
+    """
+    conn.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
 
 class Store:
@@ -129,11 +141,22 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A connection in a write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+        """A connection in a write transaction (``BEGIN IMMEDIATE`` on SQLite).
+
+        Callbacks registered with :func:`after_commit` run once it has committed.
+        """
         with self._translate_errors(), self.engine.connect() as conn:
             conn = conn.execution_options(keel_write=True)
-            with conn.begin():
-                yield conn
+            # ``info`` outlives this checkout: callbacks never leak from one transaction to another.
+            conn.info.pop(_AFTER_COMMIT, None)
+            try:
+                with conn.begin():
+                    yield conn
+                callbacks = conn.info.pop(_AFTER_COMMIT, [])
+            finally:
+                conn.info.pop(_AFTER_COMMIT, None)
+        for callback in callbacks:
+            callback()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
