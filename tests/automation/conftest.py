@@ -46,7 +46,7 @@ def _minimal_policy(**extra):
         "name": "doubler-loop",
         "model": "doubler",
         "deployment": "doubler-api",
-        "retrain": {"pipeline": "nowhere:train"},
+        "retrain": {"pipeline": "keel.demo.pipeline:screening"},  # every name must resolve
     }
     doc.update(extra)
     return doc

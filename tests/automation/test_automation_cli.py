@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import yaml
+
+import keel
 
 
 def _keel(settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -24,6 +27,7 @@ def _keel(settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_apply_show_tick_and_history_from_the_command_line(served, minimal_policy, tmp_path: Path):
+    keel.log_dataset(pd.DataFrame({"x": [1.0]}), name="nothing")  # a trigger's dataset must exist
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(minimal_policy(triggers=[{"dataset": {"name": "nothing"}}])))
     dry = _keel(served, "policy", "apply", str(path), "--dry-run", "--json")
@@ -43,7 +47,7 @@ def test_apply_show_tick_and_history_from_the_command_line(served, minimal_polic
 
     ticked = _keel(served, "automation", "tick", "--json")
     assert ticked.returncode == 0, ticked.stderr
-    assert json.loads(ticked.stdout)[0]["after"] == "idle"  # no such dataset yet: nothing fires
+    assert json.loads(ticked.stdout)[0]["after"] == "idle"  # no version since apply: nothing fires
     assert json.loads(_keel(served, "automation", "history", "--json").stdout) == []
 
     assert _keel(served, "policy", "disable", "doubler-loop").returncode == 0

@@ -60,6 +60,9 @@ log = logging.getLogger("keel.automation")
 #: Requests a canary needs before its rollback bounds are judged (noise below that).
 MIN_JUDGED_REQUESTS = 20
 
+#: Events that end a cycle without a promotion: the pipeline, the gates or the canary failed.
+FAILED_KINDS = ("retrain_failed", "gate_failed", "rolled_back")
+
 
 @dataclass
 class TickResult:
@@ -71,11 +74,17 @@ class TickResult:
     events: list[Event] = field(default_factory=list)
     skipped: str | None = None
 
+    @property
+    def failed(self) -> bool:
+        """A cycle ended in failure during this tick (see :data:`FAILED_KINDS`)."""
+        return any(e.kind in FAILED_KINDS for e in self.events)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "policy": self.policy,
             "before": self.before,
             "after": self.after,
+            "failed": self.failed,
             "events": [e.to_dict() for e in self.events],
             "skipped": self.skipped,
         }
@@ -222,7 +231,7 @@ class Controller:
         seen = dict(state.detail.get("datasets_seen") or {})
         watched = [t.dataset for t in policy.triggers if t.kind == "dataset" and t.dataset]
         if any(d not in seen for d in watched):
-            # First look at these datasets: what exists now is the baseline, not news.
+            # Apply records the baseline; a state stored before it did is baselined here.
             current = latest_dataset_versions([d for d in watched if d not in seen])
             seen.update({d: current.get(d, 0) for d in watched if d not in seen})
             self._save_detail(state, {"datasets_seen": seen})

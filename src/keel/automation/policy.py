@@ -31,7 +31,9 @@ A policy is a YAML (or JSON) document, or the same as Python objects::
     approval: {mode: auto}                         # or {mode: required}: see Approval
 
 Every field is validated when the policy is loaded; an error names the
-field, what came and what was expected.
+field, what came and what was expected. What the fields name (the model,
+deployment, pipeline, datasets and columns) is resolved against the store
+when the policy is applied or dry-run (:mod:`keel.automation.references`).
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 TRIGGER_KINDS = ("drift", "quality", "schedule", "dataset")
+#: What monitoring measures once labels arrive (predicted labels, no probabilities).
+QUALITY_METRICS = ("accuracy", "f1", "rmse", "mae", "r2")
 LIVE_METRICS = ("error_rate", "p99_ratio", "p99_ms", "prediction_drift")
 
 
@@ -166,10 +170,17 @@ class Trigger:
             _only(body, ("metric", "below", "min_labels", "window"), at)
             if "below" not in body:
                 raise InvalidInput(f"{at}: needs below: the value under which to retrain")
+            metric = _text(body.get("metric", "accuracy"), f"{at}.metric")
+            if metric not in QUALITY_METRICS:
+                # A metric monitoring never measures would make a trigger that never fires.
+                raise InvalidInput(
+                    f"{at}.metric: expected one of {', '.join(QUALITY_METRICS)} (what monitoring "
+                    f"measures from labels), got {metric!r}"
+                )
             return cls(
                 kind,
                 window=parse_duration(body.get("window", "1d"), f"{at}.window"),
-                metric=_text(body.get("metric", "accuracy"), f"{at}.metric"),
+                metric=metric,
                 below=_number(body["below"], f"{at}.below", minimum=float("-inf")),
                 min_labels=_count(body.get("min_labels", 100), f"{at}.min_labels"),
             )

@@ -30,7 +30,7 @@ from sqlalchemy import Connection, or_, select, update
 
 from keel.automation.events import record_event
 from keel.automation.policy import Policy, load_policy
-from keel.errors import Conflict, InvalidInput, NotFound
+from keel.errors import Conflict, NotFound
 from keel.governance import audit
 from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
@@ -155,22 +155,15 @@ class PolicyStore:
     def apply(self, source: Any) -> tuple[Policy, int]:
         """Create or replace a policy (a file, dict or :class:`Policy`); returns it and its revision.
 
-        The model and deployment must exist. Replacing a policy does not interrupt a cycle
-        in progress; the next cycle uses the new rules.
+        Every name it uses must exist (:func:`~keel.automation.references.resolve_references`
+        lists all that do not). The datasets its triggers watch are counted from their newest
+        version now. Replacing a policy does not interrupt a cycle in progress; the next
+        cycle uses the new rules.
         """
-        policy = load_policy(source)
-        self.client.get_registered_model(policy.model)  # NotFound names it
-        if policy.approval.mode == "required" and not any(
-            p.alias == policy.alias for p in self.client.list_alias_policies()
-        ):
-            raise InvalidInput(
-                f"policy {policy.name!r} requires approval to move {policy.alias!r}, but that "
-                f"alias is not protected; run `keel policy protect {policy.alias} --approvals 1 "
-                "--role approver` first (it says who may approve)"
-            )
-        from keel.serving.deployments import Deployments
+        from keel.automation.references import resolve_references
 
-        Deployments(self.client).get(policy.deployment)
+        policy = load_policy(source)
+        resolved = resolve_references(policy, self.client)
         spec = json.dumps(policy.to_dict(), sort_keys=True)
         at = now_ms()
         with self.client.store.write() as conn:
@@ -198,8 +191,9 @@ class PolicyStore:
                         policy=policy.name,
                         state=IDLE,
                         epoch=0,
-                        # Schedules fire for times after this, not for every past one.
-                        detail=json.dumps({"applied_at": at}),
+                        # Schedules fire for times after this, not for every past one;
+                        # a dataset version added after this is news (not a baseline).
+                        detail=json.dumps({"applied_at": at, "datasets_seen": resolved.datasets}),
                     )
                 )
             else:
@@ -208,6 +202,7 @@ class PolicyStore:
                     .where(s.automation_policies.c.name == policy.name)
                     .values(**values)
                 )
+                self._watch(conn, policy.name, resolved.datasets)
             audit.record(
                 conn,
                 actor=self.actor,
@@ -218,6 +213,28 @@ class PolicyStore:
                 after=policy.to_dict(),
             )
         return policy, revision
+
+    def _watch(self, conn: Connection, name: str, datasets: dict[str, int]) -> None:
+        """Count datasets a new revision starts watching from their newest version now."""
+        table = s.automation_state
+        row = conn.execute(
+            select(table.c.epoch, table.c.detail).where(table.c.policy == name)
+        ).first()
+        detail = json.loads(row.detail) if row is not None and row.detail else {}
+        seen = dict(detail.get("datasets_seen") or {})
+        new = {k: v for k, v in datasets.items() if k not in seen}
+        if row is None or not new:
+            return
+        done = conn.execute(
+            update(table)
+            .where(table.c.policy == name, table.c.epoch == row.epoch)
+            .values(
+                detail=json.dumps({**detail, "datasets_seen": {**seen, **new}}),
+                epoch=row.epoch + 1,
+            )
+        )
+        if done.rowcount != 1:
+            raise Conflict(f"policy {name!r} moved while it was applied; apply it again")
 
     def get(self, name: str) -> Policy:
         with self.client.store.read() as conn:

@@ -41,6 +41,7 @@ from keel.checks.metrics import (
     classification_metrics,
     infer_task,
     regression_metrics,
+    unseen_classes,
 )
 from keel.errors import InvalidInput
 
@@ -195,6 +196,8 @@ class CheckReport:
     model: str | None = None
     version: int | None = None
     against: dict[str, Any] | None = None
+    #: Holdout rows whose class the model never saw (scored, and a data problem).
+    unseen_class_rows: int = 0
 
     @property
     def passed(self) -> bool:
@@ -218,6 +221,7 @@ class CheckReport:
             },
             "slice_gaps": {k: _json(v) for k, v in self.slice_gaps.items()},
             "data_problems": self.data_problems,
+            "unseen_class_rows": self.unseen_class_rows,
             "gates": [g.to_dict() for g in self.gates],
             "notes": self.notes,
         }
@@ -229,11 +233,13 @@ def _predictions(
     pred = np.asarray(model.predict(features))
     proba = classes = None
     if task == "classification":
+        # The classes the model was trained on are a fact of the model, with or without
+        # probabilities: they tell which holdout rows hold a class it never saw.
+        classes = getattr(model, "classes_", None)
         predict_proba = getattr(model, "predict_proba", None)
         if callable(predict_proba):
             try:
                 proba = np.asarray(predict_proba(features))
-                classes = getattr(model, "classes_", None)
             except InvalidInput:  # a loaded model that gives no probabilities
                 proba = None
     if pred.ndim > 1 and pred.shape[1] == 1:
@@ -324,6 +330,18 @@ def evaluate(
         classes = seen if proba.ndim == 2 and proba.shape[1] == len(seen) else None
         if classes is None:
             proba = None
+    unseen_rows = 0
+    if task == "classification" and classes is not None:
+        unseen = unseen_classes(y, classes)
+        unseen_rows = sum(unseen.values())
+        if unseen:
+            listed = ", ".join(f"{label}: {n} rows" for label, n in list(unseen.items())[:10])
+            problems.append(
+                f"{unseen_rows} of {len(y)} holdout rows have a class the model was never "
+                f"trained on ({listed}{', …' if len(unseen) > 10 else ''}); they are scored as "
+                "wrong, with probability 0 for their class. Retrain on these classes, or leave "
+                "their rows out of the holdout"
+            )
     metrics = _measure(task, y, pred, proba, classes)
     if task == "classification" and proba is None:
         notes.append("the model has no predict_proba: roc_auc and log_loss were not measured")
@@ -417,4 +435,5 @@ def evaluate(
         data_problems=problems,
         gates=gates,
         notes=notes,
+        unseen_class_rows=unseen_rows,
     )

@@ -3,6 +3,15 @@
 Classification: accuracy, F1 (binary: the positive class; multiclass: macro),
 ROC AUC (binary; multiclass: one-vs-rest macro) and log loss — the last two
 need class probabilities. Regression: RMSE, MAE, R².
+
+Every row is scored. A row whose true class the model never saw (it has no
+probability column) counts as a probability of 0 for that class: log loss
+clips it to the machine epsilon of the probabilities' dtype, exactly as
+``sklearn.metrics.log_loss`` does with ``labels`` naming every class, and
+ROC AUC becomes one-vs-rest macro over the union of the model's classes and
+the true labels, the unseen class scored 0 on every row (so its own AUC is
+0.5: the model cannot rank what it does not know). Dropping those rows
+instead would let a model that never learned a class pass a log-loss gate.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ __all__ = [
     "infer_task",
     "regression_metrics",
     "roc_auc_binary",
+    "unseen_classes",
 ]
 
 Task = Literal["classification", "regression"]
@@ -76,6 +86,23 @@ def _f1(y_true: np.ndarray, y_pred: np.ndarray, label: Any) -> float:
     return float(2 * tp / denom) if denom else 0.0
 
 
+def unseen_classes(y_true: np.ndarray, classes: np.ndarray) -> dict[Any, int]:
+    """Each true label that is not among ``classes``, with its row count (missing labels aside).
+
+    Labels come in sorted order where they compare, else in order of first appearance.
+    """
+    import pandas as pd
+
+    y = pd.Series(np.asarray(y_true).ravel().tolist(), dtype=object)
+    outside = y[~y.isin(pd.Index(np.asarray(classes).tolist())) & y.notna()]
+    counts = outside.value_counts(sort=False)
+    try:
+        counts = counts.sort_index()
+    except TypeError:  # labels of mixed types: keep the order they came in
+        pass
+    return {label: int(n) for label, n in counts.items()}
+
+
 def classification_metrics(
     y_true: np.ndarray,
     y_pred: np.ndarray,
@@ -84,34 +111,51 @@ def classification_metrics(
 ) -> dict[str, float]:
     """Accuracy and F1 from labels; ROC AUC and log loss when ``proba`` is given.
 
+    Rows whose true label is not in ``classes`` are scored, not dropped (see the
+    module docstring): their class joins the labels with a probability of 0.
+
     Args:
         proba: shape (n, k) probabilities, columns in the order of ``classes``.
         classes: the class labels of ``proba``'s columns (default: sorted labels seen).
     """
+    import pandas as pd
+
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
-    labels = (
+    known = (
         np.asarray(classes) if classes is not None else np.unique(np.concatenate([y_true, y_pred]))
     )
+    unseen = list(unseen_classes(y_true, known))
+    labels = np.asarray([*known.tolist(), *unseen], dtype=object) if unseen else known
     result = {"accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else float("nan")}
     if len(labels) == 2:
         result["f1"] = _f1(y_true, y_pred, labels[1])
-    else:
-        result["f1"] = float(np.mean([_f1(y_true, y_pred, label) for label in labels]))
+    else:  # macro over the classes that occur, as sklearn's f1_score(average="macro")
+        occurring = [
+            label for label in labels if np.any(y_true == label) or np.any(y_pred == label)
+        ]
+        result["f1"] = float(np.mean([_f1(y_true, y_pred, label) for label in occurring or labels]))
     if proba is not None:
-        p = np.asarray(proba, dtype=float)
+        p = np.asarray(proba)
+        if p.dtype.kind != "f":
+            p = p.astype(np.float64)
         if p.ndim == 1:
             p = np.column_stack([1 - p, p])
-        index = {label: i for i, label in enumerate(labels.tolist())}
-        true_index = np.array([index.get(v, -1) for v in y_true.tolist()])
-        known = true_index >= 0
+        if unseen:  # the model's probability of a class it never saw is 0
+            p = np.column_stack([p, np.zeros((len(p), len(unseen)), dtype=p.dtype)])
+        true_index = pd.Index(labels.tolist()).get_indexer(y_true.tolist())
+        scored = true_index >= 0  # all rows but those with a missing label
         if len(labels) == 2:
-            result["roc_auc"] = roc_auc_binary(true_index[known] == 1, p[known, 1])
+            result["roc_auc"] = roc_auc_binary(true_index[scored] == 1, p[scored, 1])
         else:
-            aucs = [roc_auc_binary(true_index[known] == i, p[known, i]) for i in range(len(labels))]
+            aucs = [
+                roc_auc_binary(true_index[scored] == i, p[scored, i]) for i in range(len(labels))
+            ]
             result["roc_auc"] = float(np.nanmean(aucs)) if not all(np.isnan(aucs)) else float("nan")
-        clipped = np.clip(p[known, true_index[known]], 1e-15, 1.0)
-        result["log_loss"] = float(-np.mean(np.log(clipped))) if known.any() else float("nan")
+        # As sklearn.metrics.log_loss: clip to [eps, 1 - eps] for the probabilities' dtype.
+        eps = np.finfo(p.dtype).eps
+        clipped = np.clip(p[scored, true_index[scored]], eps, 1 - eps)
+        result["log_loss"] = float(-np.mean(np.log(clipped))) if scored.any() else float("nan")
     return result
 
 

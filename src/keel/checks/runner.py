@@ -14,7 +14,18 @@ from keel.governance import audit
 from keel.store import schema as s
 from keel.store.sql import now_ms
 
-__all__ = ["check_model_version", "latest_check", "read_table"]
+__all__ = ["check_model_version", "latest_check", "read_columns", "read_table"]
+
+
+def _table_kind(file: Path) -> str:
+    if not file.exists():
+        raise InvalidInput(f"data file {file} does not exist")
+    suffix = file.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    if suffix in (".csv", ".txt"):
+        return "csv"
+    raise InvalidInput(f"data file {file} must be .parquet or .csv, got {suffix or 'no suffix'!r}")
 
 
 def read_table(path: str | os.PathLike[str]) -> Any:
@@ -22,14 +33,26 @@ def read_table(path: str | os.PathLike[str]) -> Any:
     import pandas as pd
 
     file = Path(path)
-    if not file.exists():
-        raise InvalidInput(f"data file {file} does not exist")
-    suffix = file.suffix.lower()
-    if suffix in (".parquet", ".pq"):
+    if _table_kind(file) == "parquet":
         return pd.read_parquet(file)
-    if suffix in (".csv", ".txt"):
-        return pd.read_csv(file)
-    raise InvalidInput(f"data file {file} must be .parquet or .csv, got {suffix or 'no suffix'!r}")
+    return pd.read_csv(file)
+
+
+def read_columns(path: str | os.PathLike[str]) -> list[str]:
+    """The column names of a Parquet or CSV file, reading only its schema or header."""
+    file = Path(path)
+    if _table_kind(file) == "parquet":
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(file)
+        # A pandas index stored with the table comes back as the index, not as a column.
+        index = {
+            c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)
+        }
+        return [str(name) for name in schema.names if name not in index]
+    import pandas as pd
+
+    return [str(name) for name in pd.read_csv(file, nrows=0).columns]
 
 
 def _baseline_uri(name: str, against: str) -> str:

@@ -25,7 +25,10 @@ __all__ = ["automation_app", "policy_app"]
 def apply_command(
     file: Annotated[Path, typer.Argument(help="Policy file (YAML or JSON).")],
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Validate and print the policy; store nothing.")
+        bool,
+        typer.Option(
+            "--dry-run", help="Validate the policy and resolve what it names; store nothing."
+        ),
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -34,13 +37,18 @@ def apply_command(
     A policy names the model and its deployment, the triggers that retrain it
     (drift, quality, schedule, a new dataset version), the pipeline that
     retrains, the gates, the canary rollout and the approval rule; see the
-    README section "The closed loop". Every field is checked before anything
-    is stored.
+    README section "The closed loop". Every field is checked, and every name
+    it uses (model, deployment, pipeline and its parameters, datasets,
+    evaluation data and its columns) resolved, before anything is stored; one
+    error lists all that do not, with the closest existing names.
     """
     from keel.automation import PolicyStore, load_policy
+    from keel.automation.references import resolve_references
+    from keel.client import Client
 
     if dry_run:
         policy = load_policy(file)
+        resolve_references(policy, Client())
         if as_json:
             print_json(policy.to_dict())
         else:
@@ -118,14 +126,22 @@ def tick_command(
     executor: Annotated[str, typer.Option(help="Pipeline executor: local or ray.")] = "local",
     as_json: JsonOption = False,
 ) -> None:
-    """Evaluate every enabled policy once and act (for cron or CI); prints what it decided."""
+    """Evaluate every enabled policy once and act (for cron or CI); prints what it decided.
+
+    Exits 1 when a cycle ended in failure during the tick (retrain_failed,
+    gate_failed or rolled_back), so cron and CI notice.
+    """
     from keel.automation import Controller
 
     results = Controller(executor=executor).tick(policy or None)
     if as_json:
         print_json([r.to_dict() for r in results])
-        return
-    _print_results(results)
+    else:
+        _print_results(results)
+    failed = [r.policy for r in results if r.failed]
+    if failed:
+        err.print(f"a cycle ended in failure: {', '.join(failed)} (see `keel automation history`)")
+        raise typer.Exit(1)
 
 
 @automation_app.command("run")
