@@ -6,6 +6,11 @@ canonical JSON list of ``(path, digest, size)`` entries sorted by path,
 itself stored as an object whose digest names the folder. Writing the same
 bytes twice stores them once; every read recomputes the digest and raises
 :class:`~keel.errors.IntegrityError` on a mismatch.
+
+A manifest's paths are :data:`~keel.validation.RelativePath` values: checked
+when a manifest is built and again when one is read (its bytes may come from
+anywhere), and a folder is recreated only through
+:func:`~keel.validation.safe_joins`, so no entry writes outside its folder.
 """
 
 from __future__ import annotations
@@ -17,15 +22,25 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import blake3
 
 from keel.artifacts.backends import Backend, backend_for_url
 from keel.errors import IntegrityError, InvalidInput, NotFound, StorageError
+from keel.validation import check_relative_path, safe_joins
 
-__all__ = ["ArtifactStore", "Blob", "ManifestEntry", "hash_bytes", "hash_file"]
+__all__ = [
+    "ArtifactStore",
+    "Blob",
+    "ManifestEntry",
+    "check_digest",
+    "check_manifest_entry",
+    "folder_files",
+    "hash_bytes",
+    "hash_file",
+]
 
 _CHUNK = 1 << 20
 _MMAP_THRESHOLD = 1 << 22  # below this, plain reads beat mapping the file
@@ -48,7 +63,8 @@ def hash_file(path: str | os.PathLike[str]) -> str:
         return blake3.blake3(f.read()).hexdigest()
 
 
-def _check_digest(digest: str) -> str:
+def check_digest(digest: str) -> str:
+    """``digest`` if it is a BLAKE3 hex digest (64 lowercase hex characters), else InvalidInput."""
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise InvalidInput(f"expected a 64-character lowercase hex BLAKE3 digest, got {digest!r}")
     return digest
@@ -64,11 +80,32 @@ class Blob:
 
 @dataclass(frozen=True)
 class ManifestEntry:
-    """One file of a stored folder."""
+    """One file of a stored folder.
+
+    Raises:
+        InvalidInput: ``path`` is not a safe relative path
+            (see :func:`keel.validation.check_relative_path`).
+    """
 
     path: str
     digest: str
     size: int
+
+    def __post_init__(self) -> None:
+        check_relative_path(self.path, "manifest path")
+
+
+def folder_files(path: str | os.PathLike[str]) -> list[tuple[str, Path]]:
+    """The files under a folder as ``(relative POSIX path, path)``, sorted by relative path.
+
+    Raises:
+        InvalidInput: ``path`` is not a folder.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise InvalidInput(f"expected a folder, got {root}")
+    files = ((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file())
+    return sorted(files, key=lambda item: item[0])
 
 
 class ArtifactStore:
@@ -88,7 +125,7 @@ class ArtifactStore:
     @staticmethod
     def key(digest: str) -> str:
         """The backend key of an object."""
-        _check_digest(digest)
+        check_digest(digest)
         return f"objects/{digest[:2]}/{digest[2:]}"
 
     # -- writing ---------------------------------------------------------
@@ -118,6 +155,11 @@ class ArtifactStore:
             self.backend.put_file(key, src)
         return Blob(digest, size)
 
+    def put_files(self, paths: list[Path], workers: int = 8) -> list[Blob]:
+        """Store several files on a thread pool; blobs in the order of ``paths``."""
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(self.put_file, paths))
+
     def put_json(self, obj: Any) -> Blob:
         """Store ``obj`` as canonical JSON (sorted keys, no spaces)."""
         return self.put_bytes(canonical_json(obj))
@@ -128,27 +170,23 @@ class ArtifactStore:
         """Store every file under ``path`` and a manifest naming them.
 
         Returns the manifest's blob (its digest names the folder) and its entries.
+
+        Raises:
+            InvalidInput: ``path`` is not a folder, or a file's relative path is not a
+                safe manifest path; then nothing is stored.
         """
-        root = Path(path)
-        if not root.is_dir():
-            raise InvalidInput(f"expected a folder, got {root}")
-        files = sorted(
-            (p for p in root.rglob("*") if p.is_file()),
-            key=lambda p: p.relative_to(root).as_posix(),
-        )
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            blobs = list(pool.map(self.put_file, files))
+        files = folder_files(path)
+        for rel, _ in files:  # before any byte is stored
+            check_relative_path(rel, "manifest path")
+        blobs = self.put_files([p for _, p in files], workers)
         entries = [
-            ManifestEntry(f.relative_to(root).as_posix(), b.digest, b.size)
-            for f, b in zip(files, blobs, strict=True)
+            ManifestEntry(rel, b.digest, b.size) for (rel, _), b in zip(files, blobs, strict=True)
         ]
         return self.put_manifest(entries), entries
 
     def put_manifest(self, entries: list[ManifestEntry]) -> Blob:
         """Store a manifest for ``entries`` (sorted by path here) and return its blob."""
-        ordered = sorted(entries, key=lambda e: e.path)
-        for entry in ordered:
-            _check_relative(entry.path)
+        ordered = sorted(entries, key=lambda e: e.path)  # each path was checked when built
         return self.put_json(
             {
                 "format": MANIFEST_FORMAT,
@@ -218,22 +256,32 @@ class ArtifactStore:
         return dest_path
 
     def read_manifest(self, digest: str) -> list[ManifestEntry]:
-        """The entries of a folder manifest."""
+        """The entries of a folder manifest, each path and digest checked again.
+
+        Raises:
+            InvalidInput: the object is not a Keel folder manifest, or an entry is
+                malformed or names an unsafe path (``../x``, ``/etc/x`` …).
+        """
         doc = self.get_json(digest)
         if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
             raise InvalidInput(f"object {digest} is not a Keel folder manifest")
-        return [ManifestEntry(p, d, s) for p, d, s in doc["entries"]]
+        return [ManifestEntry(*check_manifest_entry(raw, digest)) for raw in doc.get("entries", ())]
 
     def get_dir(self, digest: str, dest: str | os.PathLike[str], workers: int = 8) -> Path:
-        """Recreate the folder named by a manifest under ``dest``; every file is verified."""
-        root = Path(dest)
-        entries = self.read_manifest(digest)
+        """Recreate the folder named by a manifest under ``dest``; every file is verified.
 
-        def fetch(entry: ManifestEntry) -> Path:
-            return self.get_file(entry.digest, root / _check_relative(entry.path))
+        Every target is checked before the first file is written: an entry that
+        would land outside ``dest`` (through a symlinked folder, say) writes nothing.
+        """
+        entries = self.read_manifest(digest)
+        targets = safe_joins(dest, [e.path for e in entries], f"path in manifest {digest}")
+
+        def fetch(item: tuple[ManifestEntry, Path]) -> Path:
+            return self.get_file(item[0].digest, item[1])
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(fetch, entries))
+            list(pool.map(fetch, zip(entries, targets, strict=True)))
+        root = Path(dest)
         root.mkdir(parents=True, exist_ok=True)
         return root
 
@@ -250,8 +298,32 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _check_relative(path: str) -> str:
-    pure = PurePosixPath(path)
-    if pure.is_absolute() or ".." in pure.parts or not path:
-        raise InvalidInput(f"manifest path {path!r} must be relative and stay inside the folder")
-    return path
+def check_manifest_entry(raw: Any, manifest: str) -> tuple[str, str, int]:
+    """One stored ``[path, digest, size]`` entry of manifest ``manifest``, checked.
+
+    Raises:
+        InvalidInput: the entry is malformed or its path is unsafe; the message
+            names the manifest, since its bytes were not written by Keel as they are.
+    """
+    if (
+        not isinstance(raw, list | tuple)
+        or len(raw) != 3
+        or not isinstance(raw[1], str)
+        or isinstance(raw[2], bool)
+        or not isinstance(raw[2], int)
+        or raw[2] < 0
+    ):
+        raise InvalidInput(
+            f"manifest {manifest} holds a malformed entry {raw!r:.200}; expected "
+            "[path, digest, size]. It was not written by Keel; nothing was written"
+        )
+    path, digest, size = raw
+    try:
+        check_digest(digest)
+        check_relative_path(path, "manifest path")
+    except InvalidInput as exc:
+        raise InvalidInput(
+            f"manifest {manifest} is refused: {exc}. It was not written by Keel; nothing "
+            "was written"
+        ) from None
+    return path, digest, size

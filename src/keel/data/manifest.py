@@ -7,6 +7,11 @@ for a folder on disk without storing anything, so ``status`` can tell an
 unchanged tree with one comparison, and keeps a verified local copy of the
 manifests it reads so that checking a folder against a version stored on
 S3 does not cross the network.
+
+Every manifest read is checked entry by entry (paths with
+:func:`keel.validation.check_relative_path`, digests and sizes for shape):
+a manifest's bytes may come from a remote anyone can write to, and its
+paths decide where ``checkout`` writes.
 """
 
 from __future__ import annotations
@@ -20,7 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keel.artifacts import ArtifactStore, ManifestEntry, canonical_json, hash_bytes
+from keel.artifacts import (
+    ArtifactStore,
+    ManifestEntry,
+    canonical_json,
+    check_manifest_entry,
+    hash_bytes,
+)
 from keel.artifacts.store import MANIFEST_FORMAT
 from keel.errors import IntegrityError, InvalidInput
 
@@ -117,4 +128,11 @@ def _parse(data: bytes, digest: str) -> Manifest:
         raise IntegrityError(f"object {digest} is not JSON, so not a folder manifest") from None
     if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
         raise InvalidInput(f"object {digest} is not a Keel folder manifest")
-    return Manifest({p: (d, s) for p, d, s in doc["entries"]})
+    entries = doc.get("entries")
+    if not isinstance(entries, list):
+        raise InvalidInput(f"object {digest} is not a Keel folder manifest: it has no entries")
+    files: dict[str, tuple[str, int]] = {}
+    for raw in entries:
+        path, file_digest, size = check_manifest_entry(raw, digest)
+        files[path] = (file_digest, size)
+    return Manifest(files)

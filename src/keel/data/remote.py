@@ -10,6 +10,11 @@ Every object is written atomically under its digest (an S3 PUT, or a
 temporary name renamed into place) and verified as it is read, so a
 transfer that is killed or loses its connection leaves whole objects
 behind; running it again moves only what is still missing.
+
+A pull trusts nothing it reads from the remote: every manifest is checked
+entry by entry before anything is moved (a path like ``../x`` refuses the
+whole pull), and each object is written only where the store's own folder
+holds it, symlinks resolved.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from keel.data.packs import PackIndex, read_pack_index
 from keel.data.scan import hash_path, map_batches
 from keel.data.snapshot import DataContext, Progress
 from keel.errors import IntegrityError, InvalidInput, NotFound
+from keel.validation import safe_join
 
 __all__ = ["TransferReport", "pull", "push"]
 
@@ -126,6 +132,11 @@ def _plan(
 def _copy(src: ArtifactStore, dst: ArtifactStore, digest: str) -> int:
     """Copy one object, verified on the way; return its size."""
     key = ArtifactStore.key(digest)
+    root = dst.backend.root if isinstance(dst.backend, LocalBackend) else None
+    if root is not None:
+        # Resolved before any byte moves, so a symlinked folder in the store cannot send them
+        # elsewhere (the local-to-local copy below writes the same name through the backend).
+        final = safe_join(root, key, "object")
     if isinstance(src.backend, LocalBackend):
         path = src.backend.root / key
         size = os.stat(path).st_size
@@ -137,10 +148,9 @@ def _copy(src: ArtifactStore, dst: ArtifactStore, digest: str) -> int:
             )
         dst.backend.put_file(key, path)
         return size
-    if isinstance(dst.backend, LocalBackend):
+    if root is not None:
         # Streamed and verified into the store's tmp folder, then renamed into place.
-        staged = src.get_file(digest, dst.backend.root / "tmp" / f"{uuid.uuid4().hex}.pull")
-        final = dst.backend.root / key
+        staged = src.get_file(digest, safe_join(root, f"tmp/{uuid.uuid4().hex}.pull", "object"))
         final.parent.mkdir(parents=True, exist_ok=True)
         size = staged.stat().st_size
         os.replace(staged, final)
@@ -232,6 +242,11 @@ def pull(
     """Fetch the objects of dataset versions from the remote; only missing ones move.
 
     A digest the metadata store does not know is pulled by its manifest alone.
+
+    Raises:
+        InvalidInput: a manifest on the remote names an unsafe path (``../x``) or a
+            malformed entry; nothing is pulled.
+        NotFound: objects a version needs are not on the remote.
     """
     ctx = DataContext(settings)
     src = _remote(ctx, remote)

@@ -7,6 +7,11 @@ of its pack and verified against its own digest — and files the version
 does not have are removed. Content that no stored version holds is never
 overwritten or deleted without ``force``. The placed files' digests are
 recorded in the state cache, so ``status`` right after needs no hashing.
+
+Every target is resolved with :func:`keel.validation.safe_joins` before the
+first byte is written: a manifest path that climbs out (``../x``) or a
+folder of the target that is a symlink to somewhere else is refused, and
+nothing is written.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from keel.data.packs import PackedAt, PackIndex, slice_of
 from keel.data.scan import default_workers, hash_path, make_record, map_batches, observe, scan
 from keel.data.snapshot import DataContext, Progress
 from keel.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from keel.validation import safe_joins
 
 if TYPE_CHECKING:
     from keel.data.catalog import DatasetVersion
@@ -53,6 +59,9 @@ def checkout(
             (``keel data pull`` fetches them).
         Conflict: ``path`` holds content that is in no stored version and would be
             lost; add it first or pass ``force=True``.
+        InvalidInput: a file would land outside ``path`` (a folder of ``path`` is a
+            symlink to elsewhere, or the stored manifest names ``../x``); nothing is
+            written.
     """
     from keel.data import catalog
 
@@ -91,6 +100,8 @@ def checkout(
             )
     wanted = [*changes.added, *changes.changed]
     place_objects(ctx, folder, [(p, target.files[p]) for p in wanted], packs, link, progress)
+    # Removed paths come from the scan, which never descends into a symlinked folder, and
+    # unlink removes a symlink itself: nothing outside ``folder`` is touched.
     for rel in changes.removed:
         (folder / rel).unlink(missing_ok=True)
     _prune_empty_dirs(folder, changes.removed)
@@ -120,9 +131,16 @@ def place_objects(
     link: str | None,
     progress: Progress | None,
 ) -> None:
-    """Write ``(relative path, (digest, size))`` files under ``folder``, each verified."""
+    """Write ``(relative path, (digest, size))`` files under ``folder``, each verified.
+
+    Raises:
+        InvalidInput: a path would land outside ``folder`` (see
+            :func:`keel.validation.safe_joins`); checked before anything is written.
+    """
     if not items:
         return
+    rels = [rel for rel, _ in items]
+    finals = dict(zip(rels, safe_joins(folder, rels), strict=True))  # all, before any write
     present_packs = {
         p: ctx.artifacts.exists(p)
         for p in {packs.entries[d].pack for _, (d, _) in items if d in packs}
@@ -160,7 +178,7 @@ def place_objects(
                 progress(done[0], len(items))
 
         def put(rel: str, data: bytes) -> None:
-            final = folder / rel
+            final = finals[rel]
             final.parent.mkdir(parents=True, exist_ok=True)
             placer.write_bytes(data, final)
 
@@ -171,7 +189,7 @@ def place_objects(
             tick(len(members))
 
         def one(rel: str, digest: str, size: int) -> None:
-            final = folder / rel
+            final = finals[rel]
             final.parent.mkdir(parents=True, exist_ok=True)
             if root is None:  # remote store: streamed, verified, renamed into place
                 ctx.artifacts.get_file(digest, final)
@@ -184,7 +202,7 @@ def place_objects(
                         f"object {digest} in {ctx.artifacts.url} is corrupt (its bytes hash to "
                         f"{actual}); restore it with `keel data pull` or re-add the data"
                     )
-                if final.is_dir():
+                if final.is_dir() and not final.is_symlink():
                     shutil.rmtree(final)
                 os.replace(tmp, final)
             finally:

@@ -41,6 +41,7 @@ from keel.data.scan import (
 )
 from keel.data.state import StateCache, TrackedPath
 from keel.errors import InvalidInput, NotFound, StorageError
+from keel.validation import check_relative_path
 
 if TYPE_CHECKING:
     from keel.data.catalog import DatasetVersion
@@ -306,7 +307,8 @@ def add(
 
     Raises:
         NotFound: ``path`` does not exist.
-        InvalidInput: an empty folder or a bad name.
+        InvalidInput: an empty folder, a bad name, or a file whose relative path
+            cannot be a manifest path (see :func:`keel.validation.check_relative_path`).
     """
     from keel.data import catalog
 
@@ -315,6 +317,11 @@ def add(
     dataset = catalog.check_dataset_name(name or found.root.name)
     if not len(found):
         raise InvalidInput(f"nothing to add: {found.root} holds no files")
+    try:
+        for rel in found.rels:  # they become the manifest's paths: checked before any byte moves
+            check_relative_path(rel, "file path")
+    except InvalidInput as exc:
+        raise InvalidInput(f"cannot add {found.root}: {exc}; nothing was stored") from None
     record = ctx.state.load(found.root)
     known = known_digests(found, record)
     packs = _Packs(ctx, ctx.tracked_packs(None if record is None else record.tracked))

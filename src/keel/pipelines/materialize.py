@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keel.artifacts import ArtifactStore, canonical_json, hash_bytes
+from keel.artifacts import ArtifactStore, canonical_json, check_digest, hash_bytes
 from keel.errors import InvalidInput
+from keel.validation import safe_join
 
 __all__ = ["NOT_JSON", "OUTPUT_TYPES", "Materialized", "load", "save", "to_jsonable"]
 
@@ -242,9 +243,12 @@ def load(output: Materialized, store: ArtifactStore, cache_dir: Path) -> Any:
 def _load_model(output: Materialized, store: ArtifactStore, cache_dir: Path) -> Any:
     from keel.models.api import load_model
 
-    final = cache_dir / output.object
+    # The object is a digest read back from a record: checked, so the names below stay in
+    # cache_dir; get_dir then refuses any manifest entry that would leave the staging folder.
+    digest = check_digest(output.object)
+    final = safe_join(cache_dir, digest, "cached output")
     if not final.is_dir():
-        staging = cache_dir / f".{output.object}.{uuid.uuid4().hex[:8]}"
+        staging = safe_join(cache_dir, f".{digest}.{uuid.uuid4().hex[:8]}", "cached output")
         try:
             store.get_dir(output.object, staging)
             try:

@@ -235,9 +235,16 @@ def _check_output(output: Path, source: _Source) -> Path:
         raise InvalidInput(f"output folder {output.parent} does not exist; create it first")
     if output.is_dir():
         raise InvalidInput(f"output {output} is a folder; name a file")
-    here = source.path.absolute()
-    if output in (here, *(f.absolute() for f in source.files)) or output.parent == here:
-        raise InvalidInput(f"output {output} would overwrite or land inside the input {here}")
+    # Compared resolved: a symlinked folder (or a symlink at the output's name) must not
+    # route the output, its temporary file or Ray's part files into the input.
+    here = source.path.resolve()
+    inputs = {here, *(f.resolve() for f in source.files)}
+    landing = output.parent.resolve() / output.name
+    if landing in inputs or landing.resolve() in inputs or here in landing.parents:
+        raise InvalidInput(
+            f"output {output} would overwrite or land inside the input {source.path} "
+            f"(it resolves to {landing.resolve()}); write it outside the input's folder"
+        )
     return output
 
 

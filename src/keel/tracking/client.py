@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
-from keel.artifacts import ArtifactStore
+from keel.artifacts import ArtifactStore, folder_files
 from keel.config import Settings, get_settings
 from keel.errors import Conflict, InvalidInput, NotFound
 from keel.governance import audit
@@ -43,6 +43,7 @@ from keel.tracking.validation import (
     check_tag_value,
     numeric_or_none,
 )
+from keel.validation import RelativePath, check_relative_path, safe_joins
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -525,7 +526,17 @@ class TrackingClient:
     def log_artifact(
         self, run_id: str, local_path: str | os.PathLike[str], artifact_path: str | None = None
     ) -> ArtifactEntry:
-        """Store a file in the content store and list it under the run."""
+        """Store a file in the content store and list it under the run.
+
+        Args:
+            run_id: the run.
+            local_path: the file.
+            artifact_path: a folder under the run's artifacts (``"plots"``); default the root.
+
+        Raises:
+            InvalidInput: the resulting artifact path is not a safe relative path
+                (see :func:`keel.validation.check_relative_path`); nothing is stored.
+        """
         src = Path(local_path)
         if src.is_dir():
             raise InvalidInput(f"{src} is a folder; use log_artifacts for folders")
@@ -539,29 +550,31 @@ class TrackingClient:
     def log_artifacts(
         self, run_id: str, local_dir: str | os.PathLike[str], artifact_path: str | None = None
     ) -> list[ArtifactEntry]:
-        """Store every file under a folder and list each under the run."""
-        src = Path(local_dir)
-        if not src.is_dir():
-            raise InvalidInput(f"expected a folder, got {src}")
+        """Store every file under a folder and list each under the run.
+
+        Raises:
+            InvalidInput: a file's artifact path is not a safe relative path; every
+                path is checked before any byte is stored.
+        """
+        files = folder_files(local_dir)
+        dests = [_artifact_path(artifact_path, rel) for rel, _ in files]
         self.get_run_info(run_id)
-        _manifest, files = self.artifacts.put_dir(src)
-        entries = [
-            ArtifactEntry(_artifact_path(artifact_path, f.path), f.digest, f.size) for f in files
-        ]
+        blobs = self.artifacts.put_files([p for _, p in files])
+        entries = [ArtifactEntry(d, b.digest, b.size) for d, b in zip(dests, blobs, strict=True)]
         self._record_artifacts(run_id, entries)
         return entries
 
     def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> ArtifactEntry:
         """Store a JSON-serializable object as ``artifact_file`` (JSON, sorted keys)."""
-        if not artifact_file.endswith(".json"):
+        if not isinstance(artifact_file, str) or not artifact_file.endswith(".json"):
             raise InvalidInput(
                 f"log_dict writes JSON; artifact_file must end in .json, got {artifact_file!r}"
             )
+        dest = _artifact_path(None, artifact_file)
         try:
             data = json.dumps(obj, indent=2, sort_keys=True, allow_nan=True).encode()
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"log_dict needs a JSON-serializable object: {exc}") from None
-        dest = _artifact_path(None, artifact_file)
         self.get_run_info(run_id)
         blob = self.artifacts.put_bytes(data)
         entry = ArtifactEntry(dest, blob.digest, blob.size)
@@ -571,6 +584,8 @@ class TrackingClient:
     def _record_artifacts(self, run_id: str, entries: Sequence[ArtifactEntry]) -> None:
         if not entries:
             return
+        for e in entries:  # the one gate every stored artifact path passes, whoever logs it
+            check_relative_path(e.path, "artifact path")
         with self.store.write() as conn:
             stmt = insert_on_conflict(conn, s.run_artifacts)
             stmt = stmt.on_conflict_do_update(
@@ -586,12 +601,15 @@ class TrackingClient:
             )
 
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[ArtifactEntry]:
-        """Artifacts of a run, optionally only those at or under ``path``."""
+        """Artifacts of a run, optionally only those at or under ``path``.
+
+        ``None``, ``""`` and ``"/"`` mean every artifact of the run.
+        """
         query = select(
             s.run_artifacts.c.path, s.run_artifacts.c.digest, s.run_artifacts.c.size
         ).where(s.run_artifacts.c.run_id == run_id)
-        if path:
-            prefix = path.strip("/")
+        prefix = _artifact_prefix(path)
+        if prefix:
             query = query.where(
                 (s.run_artifacts.c.path == prefix)
                 | s.run_artifacts.c.path.like(f"{_escape_like(prefix)}/%", escape="\\")
@@ -603,24 +621,39 @@ class TrackingClient:
         return [ArtifactEntry(*r) for r in rows]
 
     def download_artifacts(self, run_id: str, path: str, dst: str | os.PathLike[str]) -> Path:
-        """Copy an artifact file, or every file under an artifact folder, into ``dst``."""
-        entries = self.list_artifacts(run_id, path)
+        """Copy an artifact file, or every file under an artifact folder, into ``dst``.
+
+        Args:
+            run_id: the run.
+            path: an artifact file or folder; ``""`` or ``"/"`` is the whole run.
+            dst: the local folder to write into.
+
+        Returns:
+            The downloaded file (``dst/<name>``) when ``path`` names one file, else ``dst``.
+
+        Raises:
+            NotFound: the run has no artifact at ``path``.
+            InvalidInput: ``path`` is not a safe relative path, or a file would land
+                outside ``dst`` (a folder of ``dst`` is a symlink to elsewhere, or a
+                stored path is unsafe); checked before anything is written.
+        """
+        prefix = _artifact_prefix(path)
+        entries = self.list_artifacts(run_id, prefix)
         if not entries:
             raise NotFound(f"run {run_id} has no artifact at {path!r}")
-        root = Path(dst)
-        prefix = path.strip("/")
-        for entry in entries:
-            rel = (
-                PurePosixPath(entry.path).name
-                if entry.path == prefix
-                else entry.path[len(prefix) + 1 :]
-            )
-            self.artifacts.get_file(entry.digest, root / rel)
-        return (
-            root / PurePosixPath(prefix).name
-            if len(entries) == 1 and entries[0].path == prefix
-            else root
-        )
+        single = len(entries) == 1 and entries[0].path == prefix
+        rels = [
+            PurePosixPath(e.path).name
+            if e.path == prefix
+            else e.path[len(prefix) + 1 :]
+            if prefix
+            else e.path
+            for e in entries
+        ]
+        targets = safe_joins(dst, rels, "artifact path")  # every file, before the first write
+        for entry, target in zip(entries, targets, strict=True):
+            self.artifacts.get_file(entry.digest, target)
+        return Path(dst) / rels[0] if single else Path(dst)
 
     def load_dict(self, run_id: str, artifact_file: str) -> Any:
         entries = [e for e in self.list_artifacts(run_id, artifact_file) if e.path == artifact_file]
@@ -816,13 +849,31 @@ def _tag_rows(run_id: str, tags: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _artifact_path(artifact_path: str | None, name: str) -> str:
-    path = PurePosixPath(artifact_path.strip("/")) / name if artifact_path else PurePosixPath(name)
-    if path.is_absolute() or ".." in path.parts:
+def _artifact_path(artifact_path: str | None, name: str) -> RelativePath:
+    """The stored path of ``name`` logged under the folder ``artifact_path``, checked."""
+    if artifact_path is None or artifact_path == "":
+        return check_relative_path(name, "artifact path")
+    if not isinstance(artifact_path, str):
+        raise InvalidInput(f"artifact_path must be a string like 'plots', got {artifact_path!r}")
+    if artifact_path.startswith("/"):
+        # Refused, not made relative: "/plots" may well mean a local folder the caller confused
+        # with the run's artifact root.
         raise InvalidInput(
-            f"artifact path {str(path)!r} must be relative and must not contain '..'"
+            f"artifact_path {artifact_path!r} is absolute; give a folder relative to the run's "
+            f"artifact root, like {artifact_path.lstrip('/') or 'plots'!r}"
         )
-    return path.as_posix()
+    folder = artifact_path[:-1] if artifact_path.endswith("/") else artifact_path
+    return check_relative_path(f"{folder}/{name}", "artifact path")
+
+
+def _artifact_prefix(path: str | None) -> str:
+    """An artifact folder or file to list or download; ``""`` for the whole run."""
+    if path is None:
+        return ""
+    if not isinstance(path, str):
+        raise InvalidInput(f"artifact path must be a string like 'plots', got {path!r}")
+    prefix = path.strip("/")
+    return check_relative_path(prefix, "artifact path") if prefix else ""
 
 
 def _no_run(run_id: str) -> str:
