@@ -50,7 +50,7 @@ def test_dataframe_columns_are_inferred_with_names_and_types():
         ColSpec("active", "bool"),
         ColSpec("plan", "string"),
         ColSpec("signup", "datetime"),
-        ColSpec("city", "string"),
+        ColSpec("city", "string", allow_missing=True),  # the example has a None in it
         ColSpec("small", "int32"),
     )
     assert sig.outputs is None

@@ -11,6 +11,19 @@ row. It applies only *safe widening* — ``int32 → int64``, ``int → float``,
 ``float → int``, ``string → number`` and anything to or from ``bool`` raise
 :class:`~keel.errors.InvalidInput` naming the column and both types.
 
+Missing values are part of the contract. Each column (and each tensor) says
+whether it takes them: ``allow_missing``. A value is *missing* when it is
+null, NaN or NaT, and infinities count with it: the models that handle NaN
+natively (HistGradientBoosting, XGBoost, LightGBM) take ±inf too, and the
+ones that do not refuse both. :func:`infer_signature` sets ``allow_missing``
+where the example holds such a value, and ``log_model(...,
+reference_data=train)`` also where the training data does, so a model
+trained without missing values refuses them by default: :func:`enforce`
+raises :class:`~keel.errors.InvalidInput` naming the column and the first
+row, instead of the model failing somewhere inside. A signature written
+before this field existed reads as ``allow_missing=False``; to take missing
+values, log the model with an example or a signature that has them.
+
 Column types: ``bool``, ``int8``…``int64``, ``uint8``…``uint64``,
 ``float16``/``float32``/``float64``, ``string`` and ``datetime``. Tensor
 dtypes: the same numeric names and ``bool``, plus ``str`` and ``object``.
@@ -19,15 +32,18 @@ dtypes: the same numeric names and ``bool``, plus ``str`` and ``object``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from keel.errors import InvalidInput
 from keel.models._warn import warn
+
+if TYPE_CHECKING:
+    from keel.data.profiling import Profile
 
 __all__ = [
     "COLUMN_TYPES",
@@ -73,10 +89,17 @@ _OBJECT_KINDS = {
 
 @dataclass(frozen=True)
 class ColSpec:
-    """One named, typed column of a columnar schema."""
+    """One named, typed column of a columnar schema.
+
+    Attributes:
+        name: the column's name.
+        type: one of :data:`COLUMN_TYPES`.
+        allow_missing: whether the column takes missing values (null, NaN, NaT, ±inf).
+    """
 
     name: str
     type: str
+    allow_missing: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -86,9 +109,14 @@ class ColSpec:
                 f"column {self.name!r}: type must be one of {', '.join(COLUMN_TYPES)}, "
                 f"got {self.type!r}"
             )
+        _check_flag(self.allow_missing, f"column {self.name!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type}
+        # Written only when set: the packages of models without missing values keep their bytes.
+        doc: dict[str, Any] = {"name": self.name, "type": self.type}
+        if self.allow_missing:
+            doc["allow_missing"] = True
+        return doc
 
 
 @dataclass(frozen=True)
@@ -98,6 +126,7 @@ class TensorSpec:
     dtype: str
     shape: tuple[int, ...]
     name: str | None = None
+    allow_missing: bool = False
 
     def __post_init__(self) -> None:
         if self.dtype not in TENSOR_DTYPES:
@@ -112,6 +141,7 @@ class TensorSpec:
                 f"got {self.shape!r}"
             )
         object.__setattr__(self, "shape", shape)
+        _check_flag(self.allow_missing, f"tensor {self.label}")
 
     @property
     def label(self) -> str:
@@ -121,7 +151,14 @@ class TensorSpec:
         doc: dict[str, Any] = {"dtype": self.dtype, "shape": list(self.shape)}
         if self.name:
             doc["name"] = self.name
+        if self.allow_missing:
+            doc["allow_missing"] = True
         return doc
+
+
+def _check_flag(value: Any, what: str) -> None:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{what}: allow_missing must be True or False, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -171,14 +208,45 @@ class Schema:
             )
         try:
             if "columns" in doc:
-                return cls(columns=tuple(ColSpec(c["name"], c["type"]) for c in doc["columns"]))
+                return cls(
+                    columns=tuple(
+                        ColSpec(c["name"], c["type"], c.get("allow_missing", False))
+                        for c in doc["columns"]
+                    )
+                )
             return cls(
                 tensors=tuple(
-                    TensorSpec(t["dtype"], tuple(t["shape"]), t.get("name")) for t in doc["tensors"]
+                    TensorSpec(
+                        t["dtype"], tuple(t["shape"]), t.get("name"), t.get("allow_missing", False)
+                    )
+                    for t in doc["tensors"]
                 )
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise InvalidInput(f"malformed schema {doc!r}: {exc!r}") from None
+
+    def with_missing_from(self, profile: Profile) -> Schema:
+        """This schema, taking missing values in every column where ``profile`` saw some.
+
+        ``profile`` is a model's reference profile (columns named ``input.<column>``),
+        built from its training data: a column that held missing or infinite values
+        there is one the model was trained to take them in. Tensor schemas are
+        returned as they are (their profile names no tensor).
+        """
+        from keel.models.reference import INPUT_PREFIX
+
+        if not self.columns:
+            return self
+        seen = {
+            name[len(INPUT_PREFIX) :]
+            for name, column in profile.columns.items()
+            if name.startswith(INPUT_PREFIX) and (column.missing or getattr(column, "infinite", 0))
+        }
+        return Schema(
+            columns=tuple(
+                replace(c, allow_missing=True) if c.name in seen else c for c in self.columns
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -209,6 +277,13 @@ class Signature:
             Schema.from_dict(doc["inputs"]),
             None if outputs is None else Schema.from_dict(outputs),
         )
+
+    def with_missing_from(self, profile: Profile) -> Signature:
+        """This signature, its inputs taking missing values where ``profile`` saw some.
+
+        See :meth:`Schema.with_missing_from`.
+        """
+        return Signature(self.inputs.with_missing_from(profile), self.outputs)
 
 
 # -- inference -----------------------------------------------------------------
@@ -243,7 +318,8 @@ def infer_schema(data: Any) -> Schema:
                     f"column {str(label)!r} is {kind}, which a signature cannot describe; "
                     f"convert it to one of {', '.join(COLUMN_TYPES)} first"
                 )
-            specs.append(ColSpec(str(label), kind))
+            column = value[label]
+            specs.append(ColSpec(str(label), kind, _missing_rows(column.to_numpy()) is not None))
         return Schema(columns=tuple(specs))
     if isinstance(value, dict):
         return Schema(tensors=tuple(_tensor_spec(arr, name) for name, arr in value.items()))
@@ -261,7 +337,7 @@ def _tensor_spec(arr: np.ndarray, name: str | None) -> TensorSpec:
             f"tensor {name or 'input'!r} has dtype {arr.dtype}, which a signature cannot "
             f"describe; use one of {', '.join(TENSOR_DTYPES)}"
         )
-    return TensorSpec(dtype, (-1, *arr.shape[1:]), name)
+    return TensorSpec(dtype, (-1, *arr.shape[1:]), name, _missing_rows(arr) is not None)
 
 
 def tensor_dtype(arr: np.ndarray) -> str:
@@ -339,7 +415,9 @@ def normalize(data: Any) -> pd.DataFrame | np.ndarray | dict[str, np.ndarray]:
 # -- enforcement -----------------------------------------------------------------
 
 
-def enforce(schema: Schema, data: Any, *, as_matrix: bool = False) -> Any:
+def enforce(
+    schema: Schema, data: Any, *, as_matrix: bool = False, check_missing: bool = True
+) -> Any:
     """Check ``data`` against ``schema`` and return it in the schema's exact form.
 
     Columnar schemas return a DataFrame with exactly the schema's columns, in
@@ -355,16 +433,20 @@ def enforce(schema: Schema, data: Any, *, as_matrix: bool = False) -> Any:
             array (columns in schema order, their common dtype) instead of a
             DataFrame. The checks are the same; a numeric 2-D array passes
             through without a copy, which is what keeps one-row serving cheap.
+        check_missing: refuse missing values (null, NaN, NaT, ±inf) in the columns
+            and tensors whose ``allow_missing`` is False. Off only to learn from
+            data where the model takes them (its training data, at log time).
 
     Raises:
         InvalidInput: missing columns or tensors, a type that does not widen
-            safely, or a shape that does not match.
+            safely, a shape that does not match, or a missing value where the
+            signature does not allow one.
     """
     if schema.is_tensor:
-        return _enforce_tensors(schema.tensors, data)
+        return _enforce_tensors(schema.tensors, data, check_missing)
     if as_matrix and schema.is_numeric:
-        return _enforce_matrix(schema.columns, data)
-    return _enforce_columns(schema.columns, data)
+        return _enforce_matrix(schema.columns, data, check_missing)
+    return _enforce_columns(schema.columns, data, check_missing)
 
 
 def matrix_fits(schema: Schema, dtype: np.dtype[Any]) -> bool:
@@ -372,7 +454,7 @@ def matrix_fits(schema: Schema, dtype: np.dtype[Any]) -> bool:
     return schema.is_numeric and dtype.kind in "iuf" and _narrowing(schema.columns, dtype) is None
 
 
-def _enforce_matrix(specs: tuple[ColSpec, ...], data: Any) -> np.ndarray:
+def _enforce_matrix(specs: tuple[ColSpec, ...], data: Any, check_missing: bool) -> np.ndarray:
     if (
         isinstance(data, np.ndarray)
         and data.ndim == 2
@@ -381,13 +463,19 @@ def _enforce_matrix(specs: tuple[ColSpec, ...], data: Any) -> np.ndarray:
     ):
         bad = _narrowing(specs, data.dtype)
         if bad is None:
+            if check_missing and data.dtype.kind == "f":
+                missing = _missing_rows(data)
+                if missing is not None:
+                    for j, spec in enumerate(specs):
+                        if not spec.allow_missing and missing[:, j].any():
+                            raise _refused(f"column {spec.name!r}", missing[:, j])
             return data
         raise InvalidInput(
             f"column {bad.name!r}: expected {bad.type}, got {data.dtype.name}; only safe "
             "widening is applied (int32→int64, int→float, float32→float64), so convert "
             f"the column to {bad.type} before calling predict"
         )
-    frame = _enforce_columns(specs, data)
+    frame = _enforce_columns(specs, data, check_missing)
     return frame.to_numpy(dtype=np.result_type(*(np.dtype(c.type) for c in specs)))
 
 
@@ -410,7 +498,7 @@ def _narrowing(specs: tuple[ColSpec, ...], dtype: np.dtype[Any]) -> ColSpec | No
     return hit[1]
 
 
-def _enforce_columns(specs: tuple[ColSpec, ...], data: Any) -> pd.DataFrame:
+def _enforce_columns(specs: tuple[ColSpec, ...], data: Any, check_missing: bool) -> pd.DataFrame:
     names = [s.name for s in specs]
     value = normalize(data)
     if isinstance(value, np.ndarray):
@@ -438,15 +526,24 @@ def _enforce_columns(specs: tuple[ColSpec, ...], data: Any) -> pd.DataFrame:
     extra = [n for n in by_name if n not in set(names)]
     if extra:
         warn(f"dropping column(s) the model's signature does not name: {', '.join(extra)}", 5)
-    columns = {s.name: _convert_column(value[by_name[s.name]], s) for s in specs}
+    columns = {s.name: _convert_column(value[by_name[s.name]], s, check_missing) for s in specs}
     return pd.DataFrame(columns, index=value.index)
 
 
-def _convert_column(series: pd.Series, spec: ColSpec) -> pd.Series:
-    received = column_type(series)
+def _convert_column(series: pd.Series, spec: ColSpec, check_missing: bool) -> pd.Series:
+    dtype = series.dtype
+    plain = isinstance(dtype, np.dtype) and dtype.kind in "iub"  # no value of these is missing
+    missing = None if plain else _missing_rows(series.to_numpy())
+    if missing is not None and check_missing and not spec.allow_missing:
+        raise _refused(f"column {spec.name!r}", missing)
     expected = spec.type
-    if expected in ("string", "datetime") and received == expected:
+    # A column of nothing but nulls has no type of its own: say so, not "string".
+    nulls = missing is not None and dtype.kind == "O" and bool(missing.all())
+    received = "null" if nulls else column_type(series)
+    if expected in ("string", "datetime") and received in (expected, "null"):
         return series
+    if received == "null" and expected.startswith("float"):
+        return series.astype(expected)  # NaN where the nulls were
     if (
         expected in _SCALARS
         and received in _SCALARS
@@ -454,13 +551,24 @@ def _convert_column(series: pd.Series, spec: ColSpec) -> pd.Series:
     ):
         if series.dtype == np.dtype(expected):
             return series
+        if missing is not None and not expected.startswith("float"):
+            # astype would fail, or worse turn a null into False: ints and bools have no null.
+            raise InvalidInput(
+                f"column {spec.name!r}: expected {expected}, got {received} with "
+                f"missing values, which {expected} cannot hold; fill or drop them first"
+            )
         try:
-            return series.astype(expected)
+            converted = series.astype(expected)
         except (TypeError, ValueError):
             raise InvalidInput(
                 f"column {spec.name!r}: expected {expected}, got {received} with "
                 "missing values; fill or drop them first"
             ) from None
+        if dtype.kind == "O" and missing is None and check_missing and not spec.allow_missing:
+            late = _missing_rows(converted.to_numpy())  # infinities inside an object column
+            if late is not None:
+                raise _refused(f"column {spec.name!r}", late)
+        return converted
     raise InvalidInput(
         f"column {spec.name!r}: expected {expected}, got {received}; only safe widening is "
         f"applied (int32→int64, int→float, float32→float64), so convert the column to "
@@ -474,9 +582,9 @@ def _widens(received: np.dtype, expected: np.dtype) -> bool:
     return bool(np.can_cast(received, expected, casting="safe"))
 
 
-def _enforce_tensors(specs: tuple[TensorSpec, ...], data: Any) -> Any:
+def _enforce_tensors(specs: tuple[TensorSpec, ...], data: Any, check_missing: bool) -> Any:
     if len(specs) == 1 and not isinstance(data, Mapping):
-        return _convert_tensor(_as_array(data, specs[0]), specs[0])
+        return _convert_tensor(_as_array(data, specs[0]), specs[0], check_missing)
     expected = [s.name for s in specs]
     if not isinstance(data, Mapping) or expected == [None]:
         what = "one array" if expected == [None] else f"a dict of arrays keyed by {expected}"
@@ -491,7 +599,10 @@ def _enforce_tensors(specs: tuple[TensorSpec, ...], data: Any) -> Any:
     extra = sorted(set(given) - set(map(str, expected)))
     if extra:
         warn(f"dropping input(s) the model's signature does not name: {', '.join(extra)}", 5)
-    return {str(s.name): _convert_tensor(_as_array(given[str(s.name)], s), s) for s in specs}
+    return {
+        str(s.name): _convert_tensor(_as_array(given[str(s.name)], s), s, check_missing)
+        for s in specs
+    }
 
 
 def _as_array(data: Any, spec: TensorSpec) -> np.ndarray:
@@ -507,7 +618,16 @@ def _as_array(data: Any, spec: TensorSpec) -> np.ndarray:
     )
 
 
-def _convert_tensor(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
+def _convert_tensor(arr: np.ndarray, spec: TensorSpec, check_missing: bool) -> np.ndarray:
+    converted = _tensor_of_dtype(arr, spec)
+    if check_missing and not spec.allow_missing and converted.dtype.kind not in "iub":
+        missing = _missing_rows(converted)
+        if missing is not None:
+            raise _refused(f"tensor {spec.label}", missing)
+    return converted
+
+
+def _tensor_of_dtype(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
     shape = spec.shape
     if arr.ndim != len(shape) or any(
         want not in (-1, got) for want, got in zip(shape, arr.shape, strict=True)
@@ -528,4 +648,31 @@ def _convert_tensor(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
         f"tensor {spec.label}: expected dtype {expected}, got {received}; only safe widening "
         f"is applied (int32→int64, int→float, float32→float64), so cast it with "
         f".astype({expected!r}) before calling predict"
+    )
+
+
+# -- missing values ----------------------------------------------------------------
+
+
+def _missing_rows(values: np.ndarray) -> np.ndarray | None:
+    """Where ``values`` holds a null, NaN, NaT or ±inf (a mask of its shape), or None if nowhere."""
+    kind = values.dtype.kind
+    if kind in "iub":
+        return None
+    if kind in "fc":
+        finite = np.isfinite(values)
+        return None if finite.all() else ~finite
+    mask = np.isnat(values) if kind in "mM" else np.asarray(pd.isna(values), dtype=bool)
+    return mask if mask.any() else None
+
+
+def _refused(what: str, missing: np.ndarray) -> InvalidInput:
+    """The error for missing values where the signature does not allow them."""
+    first = np.argwhere(missing)[0]
+    where = f"row {first[0]}" if missing.ndim == 1 else f"index {tuple(int(i) for i in first)}"
+    return InvalidInput(
+        f"{what} has {int(missing.sum())} missing value(s) (null, NaN or infinite), the "
+        f"first at {where}; the model's signature does not allow missing values there "
+        "(allow_missing is False: the model was logged from data without any). Send "
+        "values, or log the model with allow_missing=True for it if the model takes them"
     )

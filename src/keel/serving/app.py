@@ -1,10 +1,19 @@
 """The serving ASGI app: Open Inference Protocol v2, /invocations, KServe v1, metrics.
 
 Every error answers ``{"error": "..."}`` with a 4xx/5xx status and never the
-payload or a traceback: 400 for a body that does not parse, 404 for an
-unknown model or version, 413 for a body over the size limit, 422 for input
-that parses but does not fit the model's signature, 503 while models load.
-The server keeps serving after any bad request, on the same connection.
+payload or a traceback: 400 for a body that does not parse or declares more
+elements than ``max_request_elements``, 404 for an unknown model or version,
+413 for a body over the size limit, 422 for input that parses but does not
+fit the model's signature (a missing value where the signature allows none
+included), 503 while models load. The server keeps serving after any bad
+request, on the same connection. A client that goes away before its request
+is read is neither an error nor a 500: it is counted in
+``keel_client_disconnects_total`` and nothing is logged.
+
+Only the inputs the answering version's signature names reach the model and
+the prediction log; the others a request sends are dropped, counted in
+``keel_ignored_inputs_total`` and in the response's ``x-keel-ignored-inputs``
+header.
 
 Each 2xx prediction is handed to the prediction logger *before* the
 response is returned, so the rows logged equal the 2xx responses; the
@@ -31,7 +40,7 @@ import numpy as np
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -39,7 +48,15 @@ from keel.errors import InvalidInput, KeelError, NotFound
 from keel.models.reference import log_columns
 from keel.serving import protocols as p
 from keel.serving.batching import MicroBatcher
-from keel.serving.openapi import FEEDBACK_BODY, V1_BODY, V2_INFER_BODY, Operation, openapi_document
+from keel.serving.metrics import Metrics
+from keel.serving.openapi import (
+    FEEDBACK_BODY,
+    PREDICTION_HEADERS,
+    V1_BODY,
+    V2_INFER_BODY,
+    Operation,
+    openapi_document,
+)
 from keel.serving.predlog import Block
 from keel.serving.runtime import ModelHandle, RoutingTable, Runtime
 
@@ -50,6 +67,10 @@ _SHADOW_MAX_PENDING = 64
 _JSON = "application/json"
 #: Largest request body accepted (bytes); larger ones get 413 before they are read whole.
 MAX_BODY_BYTES = 64 << 20
+#: The response header counting the inputs a request sent that the signature does not name.
+IGNORED_INPUTS_HEADER = "x-keel-ignored-inputs"
+#: The status recorded for a client that left before its request was read (never sent).
+_CLIENT_GONE = 499
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -79,78 +100,6 @@ def _error(status: int, message: str) -> Response:
     return _json(status, {"error": message})
 
 
-class _Metrics:
-    """Prometheus metrics in a registry of this app's own."""
-
-    def __init__(self, deployment: str, logger: Any) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        self.deployment = deployment
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "keel_requests",
-            "Requests answered, by route, model version, protocol and HTTP status.",
-            ["deployment", "route", "version", "protocol", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "keel_request_latency_seconds",
-            "Time from request received to response ready, by route and version.",
-            ["deployment", "route", "version"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            registry=self.registry,
-        )
-        self.errors = Counter(
-            "keel_errors",
-            "Error responses by HTTP status.",
-            ["deployment", "status"],
-            registry=self.registry,
-        )
-        self.shadow = Counter(
-            "keel_shadow_predictions",
-            "Shadow predictions by outcome (ok, failed, skipped when the shadow lags).",
-            ["deployment", "outcome"],
-            registry=self.registry,
-        )
-        queue = Gauge(
-            "keel_prediction_log_queue_rows",
-            "Rows waiting in the prediction-log queue.",
-            registry=self.registry,
-        )
-        written = Gauge(
-            "keel_prediction_log_rows_written",
-            "Prediction rows written to Parquet.",
-            registry=self.registry,
-        )
-        spilled = Gauge(
-            "keel_prediction_log_rows_spilled",
-            "Prediction rows spilled to local disk.",
-            registry=self.registry,
-        )
-        if logger is not None:
-            queue.set_function(lambda: logger.stats().get("queue_rows", 0))
-            written.set_function(lambda: logger.stats().get("rows_written", 0))
-            spilled.set_function(lambda: logger.stats().get("rows_spilled", 0))
-        # Labelled children are looked up once per label set, not once per request.
-        self._ok: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-
-    def answered(self, route: str, version: str, protocol: str, seconds: float) -> None:
-        children = self._ok.get((route, version, protocol))
-        if children is None:
-            children = self._ok[(route, version, protocol)] = (
-                self.requests.labels(self.deployment, route, version, protocol, "200"),
-                self.latency.labels(self.deployment, route, version),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
-
-    def rejected(self, route: str, version: str, protocol: str, status: int) -> None:
-        self.requests.labels(self.deployment, route, version, protocol, str(status)).inc()
-
-    def error(self, status: int) -> None:
-        self.errors.labels(self.deployment, str(status)).inc()
-
-
 class ServingApp:
     """The endpoints of one deployment's server, over its runtime and prediction logger."""
 
@@ -161,13 +110,21 @@ class ServingApp:
         *,
         error_logger: Any = None,
         own_process: bool = False,
+        max_request_elements: int | None = None,
     ) -> None:
+        from keel.config import get_settings
+
         self.runtime = runtime
         self.logger = logger
         self.error_logger = error_logger
         self.own_process = own_process
+        self.max_elements = (
+            get_settings().max_request_elements
+            if max_request_elements is None
+            else max_request_elements
+        )
         self.deployment = runtime.name
-        self.metrics = _Metrics(self.deployment, logger)
+        self.metrics = Metrics(self.deployment, logger)
         self.batchers: dict[tuple[str, int], MicroBatcher] = {}
         self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-shadow")
         self._shadow_pending = 0
@@ -193,7 +150,11 @@ class ServingApp:
             ),
             (
                 Operation(
-                    "POST", "/v2/models/{name}/infer", "Inference (v2)", {_JSON: V2_INFER_BODY}
+                    "POST",
+                    "/v2/models/{name}/infer",
+                    "Inference (v2)",
+                    {_JSON: V2_INFER_BODY},
+                    PREDICTION_HEADERS,
                 ),
                 self.infer,
             ),
@@ -203,6 +164,7 @@ class ServingApp:
                     "/v2/models/{name}/versions/{version}/infer",
                     "Inference on one version (v2)",
                     {_JSON: V2_INFER_BODY},
+                    PREDICTION_HEADERS,
                 ),
                 self.infer,
             ),
@@ -221,11 +183,18 @@ class ServingApp:
                     "/invocations",
                     "MLflow scoring",
                     {**json_only, "text/csv": {"type": "string"}},
+                    PREDICTION_HEADERS,
                 ),
                 self.invocations,
             ),
             (
-                Operation("POST", "/v1/models/{name}:predict", "KServe v1", {_JSON: V1_BODY}),
+                Operation(
+                    "POST",
+                    "/v1/models/{name}:predict",
+                    "KServe v1",
+                    {_JSON: V1_BODY},
+                    PREDICTION_HEADERS,
+                ),
                 self.v1_predict,
             ),
             (Operation("GET", "/v1/models", "Models served (KServe v1)"), self.v1_models),
@@ -283,6 +252,9 @@ class ServingApp:
         async def guarded(request: Request) -> Response:
             try:
                 return await endpoint(request)
+            except ClientDisconnect:  # nobody is left to answer: not an error, not a 500
+                self.metrics.disconnects.inc()
+                return Response(status_code=_CLIENT_GONE)
             except KeelError as exc:
                 self.metrics.error(exc.status_code)
                 return _error(exc.status_code, str(exc))
@@ -337,9 +309,22 @@ class ServingApp:
         data: Any,
         protocol: str,
         started: float,
-    ) -> Any:
+    ) -> tuple[Any, dict[str, str]]:
+        """The model's output for ``data``, and the headers that say what was left out."""
         if p.frame_rows(data) == 0:
             raise InvalidInput("the request has no rows; send at least one")
+        elements = p.count_values(data)
+        if elements > self.max_elements:
+            raise InvalidInput(
+                f"the request holds {elements} values, over the limit of {self.max_elements} "
+                "per request (the max_request_elements setting); split it into smaller requests"
+            )
+        given = data
+        data, ignored = p.signature_inputs(handle.signature, given)
+        headers: dict[str, str] = {}
+        if ignored:
+            self.metrics.ignored.inc(ignored)
+            headers[IGNORED_INPUTS_HEADER] = str(ignored)
         version = str(handle.version)
         try:
             output = await self._run_model(handle, data, table.batching)
@@ -354,10 +339,10 @@ class ServingApp:
             )
             raise
         self._record(handle, route, request_id, data, output, started)
-        if table.shadow is not None:
-            self._shadow(table.shadow, request_id, data, _input_names(handle, data))
+        if table.shadow is not None:  # all the request sent: its signature may name others
+            self._shadow(table.shadow, request_id, given, _input_names(handle, given))
         self.metrics.answered(route, version, protocol, time.perf_counter() - started)
-        return output
+        return output, headers
 
     async def _run_model(self, handle: ModelHandle, data: Any, batching: Any) -> Any:
         if batching is None or not (
@@ -455,6 +440,7 @@ class ServingApp:
                     import pandas as pd
 
                     given = pd.DataFrame(data, columns=list(names))
+                given, _ = p.signature_inputs(shadow.signature, given)
                 output = shadow.model.predict(given)
                 self._record(shadow, "shadow", request_id, given, output, started)
                 self.metrics.shadow.labels(self.deployment, "ok").inc()
@@ -515,17 +501,22 @@ class ServingApp:
         else:
             route, handle = self.handle_for(name, version)
         body = await _read_body(request)
-        parsed = p.parse_v2(body, request.headers.get("inference-header-content-length"))
+        parsed = p.parse_v2(
+            body,
+            request.headers.get("inference-header-content-length"),
+            max_elements=self.max_elements,
+        )
         request_id = parsed.id or _request_id(request)
         if version is None:
             route, handle = table.choose(request_id)
         # Shaped for the version that answers: a canary may order its columns differently.
         data = p.to_model_input(parsed, handle.signature)
-        output = await self._predict(table, route, handle, request_id, data, "v2", started)
+        output, notes = await self._predict(table, route, handle, request_id, data, "v2", started)
         payload, headers = p.encode_v2_response(
             name, str(handle.version), request_id, output, parsed.binary_output
         )
         headers["x-request-id"] = request_id
+        headers.update(notes)
         binary = "Inference-Header-Content-Length" in headers
         return Response(
             payload, media_type="application/octet-stream" if binary else _JSON, headers=headers
@@ -551,8 +542,11 @@ class ServingApp:
         body = await _read_body(request)
         # Parsed for the version that answers: its signature orders the columns.
         data = p.parse_invocations(body, request.headers.get("content-type"), handle.signature)
-        output = await self._predict(table, route, handle, request_id, data, "mlflow", started)
-        return _json(200, {"predictions": p.to_jsonable(output)}, {"x-request-id": request_id})
+        output, headers = await self._predict(
+            table, route, handle, request_id, data, "mlflow", started
+        )
+        headers["x-request-id"] = request_id
+        return _json(200, {"predictions": p.to_jsonable(output)}, headers)
 
     async def v1_predict(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -560,8 +554,9 @@ class ServingApp:
         table = self.runtime.table
         route, handle = self._choose(table, request.path_params["name"], request_id)
         data = p.parse_v1(await _read_body(request))
-        output = await self._predict(table, route, handle, request_id, data, "v1", started)
-        return _json(200, {"predictions": p.to_jsonable(output)}, {"x-request-id": request_id})
+        output, headers = await self._predict(table, route, handle, request_id, data, "v1", started)
+        headers["x-request-id"] = request_id
+        return _json(200, {"predictions": p.to_jsonable(output)}, headers)
 
     async def v1_models(self, request: Request) -> Response:
         return _json(200, {"models": [self.deployment]})
@@ -588,6 +583,7 @@ def create_app(
     *,
     error_logger: Any = None,
     own_process: bool = False,
+    max_request_elements: int | None = None,
 ) -> Starlette:
     """The app serving ``runtime``'s deployment.
 
@@ -598,8 +594,16 @@ def create_app(
             model version failed (422 or 500), or None.
         own_process: the app is the only thing this process runs (``keel serve``): once
             the models are loaded, tune the interpreter for latency (see ``_tune_process``).
+        max_request_elements: the most values one request may hold (for v2: may declare);
+            ``None`` takes the ``max_request_elements`` setting.
     """
-    return ServingApp(runtime, logger, error_logger=error_logger, own_process=own_process).build()
+    return ServingApp(
+        runtime,
+        logger,
+        error_logger=error_logger,
+        own_process=own_process,
+        max_request_elements=max_request_elements,
+    ).build()
 
 
 def _tune_process() -> None:

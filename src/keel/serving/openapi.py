@@ -13,7 +13,7 @@ from typing import Any
 
 from keel.serving.protocols import V2_DATATYPES
 
-__all__ = ["Operation", "openapi_document"]
+__all__ = ["PREDICTION_HEADERS", "Operation", "openapi_document"]
 
 _JSON = "application/json"
 _ERROR = {
@@ -60,6 +60,19 @@ FEEDBACK_BODY: dict[str, Any] = {
     },
 }
 
+#: Headers of a prediction's 200 answer.
+PREDICTION_HEADERS: dict[str, Any] = {
+    "x-request-id": {
+        "description": "The request's id: its v2 id, its x-request-id header, or a new one",
+        "schema": {"type": "string"},
+    },
+    "x-keel-ignored-inputs": {
+        "description": "How many inputs the request sent that the model's signature does not "
+        "name: dropped before predicting and not logged (absent when none)",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+}
+
 V1_BODY: dict[str, Any] = {
     "type": "object",
     "required": ["instances"],
@@ -68,7 +81,8 @@ V1_BODY: dict[str, Any] = {
 
 
 class Operation:
-    """One documented endpoint: method, path, summary and, for POSTs, its body schemas."""
+    """One documented endpoint: method, path, summary, for POSTs its body schemas, and the
+    headers of its 200 answer."""
 
     def __init__(
         self,
@@ -76,11 +90,13 @@ class Operation:
         path: str,
         summary: str,
         bodies: dict[str, dict[str, Any]] | None = None,
+        headers: dict[str, Any] | None = None,
     ) -> None:
         self.method = method
         self.path = path
         self.summary = summary
         self.bodies = bodies
+        self.headers = headers
 
     def document(self) -> dict[str, Any]:
         params = [
@@ -92,6 +108,8 @@ class Operation:
             "operationId": f"{self.method}_{self.path}".replace("/", "_").strip("_"),
             "responses": {"200": {"description": "OK"}, "4XX": _ERROR},
         }
+        if self.headers:
+            doc["responses"]["200"]["headers"] = self.headers
         if params:
             doc["parameters"] = params
         if self.bodies is not None:

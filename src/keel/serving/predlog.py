@@ -96,6 +96,7 @@ __all__ = [
     "check_deployment",
     "count_rows",
     "iter_prediction_batches",
+    "logged_deployments",
     "read_feedback",
     "read_predictions",
     "to_ms",
@@ -1742,3 +1743,15 @@ def count_rows(
     root = _Root(root_url, s3_endpoint_url)
     files = root.parquet_tree(f"{dataset}/deployment={deployment}")
     return sum(int(m.num_rows) for m in root.footers(files))
+
+
+def logged_deployments(
+    root_url: str, *, s3_endpoint_url: str | None = None, dataset: str = PREDICTIONS
+) -> list[str]:
+    """The deployments with a folder of logs under the root (one listing, no file read)."""
+    root = _Root(root_url, s3_endpoint_url)
+    return sorted(
+        name.removeprefix("deployment=")
+        for name, is_dir in root.listdir(dataset)
+        if is_dir and name.startswith("deployment=")
+    )

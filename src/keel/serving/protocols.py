@@ -9,11 +9,18 @@ The v2 binary tensor extension (used by default by tritonclient's HTTP
 client) is supported both ways: a JSON header of ``Inference-Header-Content-Length``
 bytes followed by raw little-endian tensors, each input declaring its
 ``parameters.binary_data_size``.
+
+A request's size is checked against what it sends before anything is
+allocated for it: the elements its shapes declare, summed over its inputs, are
+capped (``max_elements``, the ``max_request_elements`` setting), and a binary
+input's shape must fit its bytes (a ``BYTES`` element takes at least its 4-byte
+length), so a small body can never make the server allocate a large array.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -135,6 +142,11 @@ def _split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]
 
 def _decode_bytes_tensor(raw: bytes, count: int, name: str) -> np.ndarray:
     """Triton's BYTES encoding: each element is a 4-byte little-endian length then the bytes."""
+    if count * 4 > len(raw):  # before allocating: the shape must fit the bytes sent
+        raise InvalidInput(
+            f"input {name!r}: its shape declares {count} BYTES elements, which take at least "
+            f"{count * 4} bytes (a 4-byte length each), but binary_data_size is {len(raw)}"
+        )
     out = np.empty(count, dtype=object)
     pos = 0
     for i in range(count):
@@ -142,8 +154,15 @@ def _decode_bytes_tensor(raw: bytes, count: int, name: str) -> np.ndarray:
             raise InvalidInput(f"input {name!r}: binary BYTES data ends early")
         length = int.from_bytes(raw[pos : pos + 4], "little")
         pos += 4
+        if pos + length > len(raw):
+            raise InvalidInput(f"input {name!r}: binary BYTES data ends early")
         out[i] = raw[pos : pos + length].decode("utf-8", errors="replace")
         pos += length
+    if pos != len(raw):
+        raise InvalidInput(
+            f"input {name!r}: binary BYTES data has {len(raw) - pos} bytes left over after "
+            f"the {count} elements its shape declares"
+        )
     return out
 
 
@@ -151,7 +170,9 @@ def _decode_bytes_tensor(raw: bytes, count: int, name: str) -> np.ndarray:
 _MATRIX_DATATYPES = {k: v for k, v in V2_DATATYPES.items() if v.kind in "iuf"}
 
 
-def _column_matrix(raw_inputs: list[Any]) -> tuple[tuple[str, ...], np.ndarray] | None:
+def _column_matrix(
+    raw_inputs: list[Any], max_elements: int | None
+) -> tuple[tuple[str, ...], np.ndarray] | None:
     """One ``[N, k]`` array from k JSON inputs of one numeric datatype and shape ``[N]``.
 
     ``None`` when the request is anything else; the general parser then takes
@@ -190,6 +211,8 @@ def _column_matrix(raw_inputs: list[Any]) -> tuple[tuple[str, ...], np.ndarray] 
         columns.append(data)
     if len(set(names)) != len(names):
         return None
+    if max_elements is not None and shape[0] * len(columns) > max_elements:
+        return None  # the general parser says so
     try:
         array = np.array(columns, dtype=_MATRIX_DATATYPES[datatype])
     except (ValueError, TypeError, OverflowError):
@@ -199,8 +222,20 @@ def _column_matrix(raw_inputs: list[Any]) -> tuple[tuple[str, ...], np.ndarray] 
     return tuple(names), array.T
 
 
-def parse_v2(body: bytes, header_length: str | None = None) -> V2Request:
-    """Parse a v2 ``/infer`` request (JSON, or JSON plus binary tensors)."""
+def parse_v2(
+    body: bytes, header_length: str | None = None, *, max_elements: int | None = None
+) -> V2Request:
+    """Parse a v2 ``/infer`` request (JSON, or JSON plus binary tensors).
+
+    Args:
+        body: the request body.
+        header_length: the ``Inference-Header-Content-Length`` header, if sent.
+        max_elements: the most elements the inputs' shapes may declare in all;
+            ``None`` for no cap.
+
+    Raises:
+        InvalidInput: what is wrong with the request, before allocating for it.
+    """
     header, binary = _split_binary(body, header_length)
     doc = _loads(header)
     if not isinstance(doc, Mapping):
@@ -210,14 +245,14 @@ def parse_v2(body: bytes, header_length: str | None = None) -> V2Request:
         raise InvalidInput(
             'a v2 request needs "inputs": a non-empty list of {name, shape, datatype, data}'
         )
-    matrix = _column_matrix(raw_inputs) if not binary else None
+    matrix = _column_matrix(raw_inputs, max_elements) if not binary else None
     if matrix is not None:
         names, array = matrix
         request = V2Request(None, None, None, False, array, names)
         _v2_options(doc, request)
         return request
     inputs: dict[str, np.ndarray] = {}
-    offset = 0
+    offset = declared = 0
     for n, item in enumerate(raw_inputs):
         if not isinstance(item, Mapping):
             raise InvalidInput(f"inputs[{n}] must be an object with name, shape, datatype and data")
@@ -230,7 +265,14 @@ def parse_v2(body: bytes, header_length: str | None = None) -> V2Request:
             raise InvalidInput(
                 f"input {name!r} has datatype {datatype!r}; expected one of {', '.join(V2_DATATYPES)}"
             )
-        count = int(np.prod(shape)) if shape else 1
+        count = math.prod(shape)  # exact: np.prod wraps around on large shapes
+        declared += count
+        if max_elements is not None and declared > max_elements:
+            raise InvalidInput(
+                f"input {name!r} has shape {shape}: the request declares {declared} elements "
+                f"or more, over the limit of {max_elements} per request "
+                "(the max_request_elements setting); split it into smaller requests"
+            )
         dtype = V2_DATATYPES[datatype]
         params = item.get("parameters") or {}
         size = params.get("binary_data_size") if isinstance(params, Mapping) else None
@@ -257,9 +299,10 @@ def parse_v2(body: bytes, header_length: str | None = None) -> V2Request:
                 raise InvalidInput(
                     f"input {name!r}: data does not fit datatype {datatype}"
                 ) from None
-            if datatype == "BYTES":
+            if datatype == "BYTES":  # a null stays missing, not the string "None"
                 array = np.array(
-                    [v if isinstance(v, str) else str(v) for v in array.ravel()], dtype=object
+                    [v if v is None or isinstance(v, str) else str(v) for v in array.ravel()],
+                    dtype=object,
                 )
             if array.size != count:
                 raise InvalidInput(
@@ -289,9 +332,26 @@ def _v2_options(doc: Mapping[str, Any], request: V2Request) -> None:
     params = doc.get("parameters")
     if isinstance(params, Mapping) and params.get("binary_data_output"):
         request.binary_output = True
-    request_id = doc.get("id")
-    if request_id is not None:
-        request.id = check_request_id(str(request_id))
+    if "id" in doc:
+        request_id = doc["id"]
+        if not isinstance(request_id, str):
+            raise InvalidInput(
+                f'"id" must be a string, got {_json_kind(request_id)}; send "id": "<request id>"'
+            )
+        request.id = check_request_id(request_id)
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON name of a parsed value's type: what a client sent, in its own terms."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 def check_request_id(request_id: str) -> str:
@@ -351,6 +411,41 @@ def to_model_input(request: V2Request, signature: Any) -> Any:
             f"column inputs must have the same length, got lengths {sorted(lengths)}"
         )
     return pd.DataFrame(frame)
+
+
+def count_values(data: Any) -> int:
+    """How many values a parsed request holds (a DataFrame's or an array's size, summed)."""
+    if isinstance(data, dict):
+        return sum(int(np.size(v)) for v in data.values())
+    return int(np.size(data))
+
+
+def signature_inputs(signature: Any, data: Any) -> tuple[Any, int]:
+    """The inputs of ``data`` that ``signature`` names, and how many others it holds.
+
+    The others never reach the model (it would only drop them) nor the prediction log,
+    whose columns a client must not choose. Inputs the signature names but the request
+    lacks are left for the signature check to report.
+    """
+    if signature is None:
+        return data, 0
+    if signature.inputs.is_tensor:
+        names = {t.name for t in signature.inputs.tensors if t.name}
+        if not names or not isinstance(data, dict):
+            return data, 0
+        kept = {k: v for k, v in data.items() if k in names}
+        return kept, len(data) - len(kept)
+    columns = getattr(data, "columns", None)
+    if columns is None:
+        return data, 0
+    names = signature.inputs.names
+    if len(columns) == len(names) and tuple(map(str, columns)) == names:
+        return data, 0  # the common request: exactly the signature's columns
+    wanted = set(names)
+    keep = [c for c in columns if str(c) in wanted]
+    if len(keep) == len(columns):
+        return data, 0
+    return data[keep], len(columns) - len(keep)
 
 
 def to_jsonable(predictions: Any) -> list[Any]:
