@@ -190,9 +190,18 @@ def serve_command(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
     no_log: Annotated[bool, typer.Option("--no-log", help="Do not log predictions.")] = False,
+    trust: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trust",
+            help="A type or function the models may need beyond the built-in trusted list, "
+            "e.g. mymodule.my_function; it can run code when the model loads. Repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Serve a deployment over HTTP: Open Inference Protocol v2, /invocations, KServe v1, /metrics."""
     from keel.errors import InvalidInput
+    from keel.models.trust import check_names
     from keel.serving.server import serve
 
     if workers < 1:
@@ -200,7 +209,14 @@ def serve_command(
     console.print(
         f"Serving {target} on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})"
     )
-    serve(target, host=host, port=port, workers=workers, log_predictions=not no_log)
+    serve(
+        target,
+        host=host,
+        port=port,
+        workers=workers,
+        log_predictions=not no_log,
+        trust=check_names(trust),
+    )
 
 
 @predictions_app.command("label")

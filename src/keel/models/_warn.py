@@ -13,7 +13,10 @@ class KeelWarning(UserWarning):
     Emitted when a loaded package's recorded requirements or Python version
     differ from what is installed, when a python-flavor model's source changed
     since it was logged, when ``predict`` drops columns the signature does not
-    name, and when a cached package failed verification and is fetched again.
+    name, when a cached package failed verification and is fetched again, and
+    when a logged model needs types or functions beyond the loader's built-in
+    trusted list (loading it will need ``trust=``, ``--trust`` or the
+    ``trusted_types`` setting).
     """
 
 

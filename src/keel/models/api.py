@@ -7,7 +7,10 @@ from the artifact store, checks that the stored files are exactly the ones it
 lists with the digests it records, and then either reuses the copy cached
 under ``<home>/cache/models/<manifest digest>`` after re-hashing every file,
 or downloads the files (the store re-hashes each one as it streams it). Only
-then does the flavor deserialize anything.
+then does the flavor deserialize anything, and only what the loader trusts:
+the package states what it needs, the flavor's built-in list and the caller's
+``trust=`` (with the ``trusted_types`` setting) decide (see
+:mod:`keel.models.trust`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import shutil
 import tempfile
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -28,7 +31,7 @@ import numpy as np
 
 from keel.artifacts import hash_file
 from keel.config import get_settings
-from keel.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from keel.errors import Conflict, IntegrityError, InvalidInput, NotFound, PermissionDenied
 from keel.models import example as examples
 from keel.models._warn import warn
 from keel.models.flavors import Flavor, detect_flavor, get_flavor
@@ -45,6 +48,7 @@ from keel.models.package import (
     write_manifest,
 )
 from keel.models.signature import Signature, enforce, infer_schema
+from keel.models.trust import loader_trust
 from keel.tracking.client import TrackingClient
 from keel.tracking.entities import ArtifactEntry
 from keel.tracking.fluent import active_run
@@ -107,7 +111,8 @@ def log_model(
         reference_data: the training (or validation) features. Their profile and
             the profile of the model's predictions on them are stored in the
             package (``reference-profile.json``) as the drift reference that
-            monitoring compares this model's traffic with.
+            monitoring compares this model's traffic with. An inferred signature also
+            lets the columns where they hold missing values take them (``allow_missing``).
 
     Raises:
         InvalidInput: no active run, a model no flavor stores, a bad argument.
@@ -134,17 +139,22 @@ def log_model(
         config = chosen.save(model, folder, allow_pickle=allow_pickle)
         resolved = _resolve_signature(chosen, model, config, input_example, given_signature)
         if reference_data is not None:  # the drift reference travels with the package
-            from keel.models.reference import write_package_reference
+            from keel.models.reference import input_columns, write_package_reference
 
             runnable = chosen.runnable(model, config)
             inputs = None if resolved is None else resolved.inputs
 
             def predict(frame: Any) -> Any:
-                if inputs is not None:
-                    frame = enforce(inputs, frame.to_numpy() if inputs.is_tensor else frame)
+                if inputs is not None:  # missing values: the training data decides, below
+                    given = frame.to_numpy() if inputs.is_tensor else frame
+                    frame = enforce(inputs, given, check_missing=False)
                 return chosen.predict(runnable, frame, config)
 
-            write_package_reference(folder, reference_data, predict)
+            reference = write_package_reference(
+                folder, reference_data, predict, inputs=input_columns(resolved)
+            )
+            if resolved is not None and given_signature is None:
+                resolved = resolved.with_missing_from(reference)
         detected = detect_requirements((*chosen.requirements(config), *_ALWAYS_REQUIRED))
         doc = build_manifest(
             flavor=chosen.name,
@@ -154,6 +164,11 @@ def log_model(
             files=file_table(folder),
             requirements=merge_requirements(detected, requirements),
         )
+        from keel.models.reference import TASK_KEY, describe_task
+
+        task = describe_task(chosen, model, config)  # monitoring scores labels by it
+        if task is not None:
+            doc[TASK_KEY] = task
         digest = write_manifest(folder, doc)
         client.log_artifacts(run.id, folder, artifact_path=artifact_path)
     return ModelInfo(
@@ -343,6 +358,7 @@ def load_model(
     uri: str | os.PathLike[str],
     *,
     allow_pickle: bool = False,
+    trust: Sequence[str] | None = None,
     dst: str | os.PathLike[str] | None = None,
 ) -> LoadedModel:
     """Load a model package after verifying every file against its recorded digest.
@@ -354,13 +370,21 @@ def load_model(
             package folder (checked for consistency with its own ``keel-model.json``).
         allow_pickle: load a python-flavor package stored as a pickle. Unpickling
             runs code, so only set it for packages whose author you trust.
+        trust: dotted names of types and functions (``['mymodule.my_function']``)
+            this load trusts beyond the built-in list, on top of the
+            ``trusted_types`` setting. A package only states what it needs
+            (``flavor_config.trusted_types``); each name it needs that nothing
+            trusts is refused before anything is imported. Only name what you
+            know: a trusted name may be imported and called when the model loads.
         dst: download the package into this (new or empty) folder instead of
             the cache under ``<home>/cache/models``.
 
     Raises:
         InvalidInput: a malformed URI.
         NotFound: no run, or no package at that path.
-        PermissionDenied: a pickled package without ``allow_pickle=True``.
+        PermissionDenied: a pickled package without ``allow_pickle=True``, or a
+            package that needs a type or function nothing trusts (the message
+            names them and the ``trust=``, ``--trust`` or setting that trusts them).
         IntegrityError: a file that differs from its recorded digest, a file the
             package does not list, or one missing; the message names the file,
             and nothing was deserialized.
@@ -368,6 +392,7 @@ def load_model(
     text = os.fspath(uri) if isinstance(uri, str | os.PathLike) else None
     if text is None:
         raise InvalidInput(f"expected a model URI string, got {type(uri).__name__}")
+    trusted = loader_trust(trust)
     if text.startswith("models:/"):
         from keel.registry import resolve_model
 
@@ -380,13 +405,14 @@ def load_model(
             resolved.artifact_path,
             resolved.manifest_digest,
             allow_pickle,
+            trusted,
             dst,
         )
     elif text.startswith("runs:/"):
         run_id, path = _parse_runs_uri(text)
-        package, flavor = _fetch_package(text, run_id, path, None, allow_pickle, dst)
+        package, flavor = _fetch_package(text, run_id, path, None, allow_pickle, trusted, dst)
     elif "://" not in text and ":/" not in text and Path(text).is_dir():
-        package, flavor = _open_local_package(Path(text), allow_pickle)
+        package, flavor = _open_local_package(Path(text), allow_pickle, trusted)
     else:
         raise InvalidInput(
             "expected a model URI like runs:/<run_id>/<path>, models:/<name>@<alias> or "
@@ -399,8 +425,18 @@ def load_model(
             "differently here. Install the recorded versions to reproduce it exactly",
             stacklevel=3,
         )
-    native = flavor.load(package, allow_pickle=allow_pickle)
+    with _naming(text):
+        native = flavor.load(package, allow_pickle=allow_pickle, trust=trusted)
     return LoadedModel(native, flavor, package.metadata, package.folder, text)
+
+
+@contextlib.contextmanager
+def _naming(where: str) -> Iterator[None]:
+    """Prefix a refusal with the model it concerns: one server may load several."""
+    try:
+        yield
+    except PermissionDenied as exc:
+        raise PermissionDenied(f"{where}: {exc}") from None
 
 
 def _parse_runs_uri(uri: str) -> tuple[str, str]:
@@ -426,7 +462,9 @@ def _flavor_of(metadata: dict[str, Any], where: str) -> Flavor:
         ) from None
 
 
-def _open_local_package(folder: Path, allow_pickle: bool) -> tuple[Package, Flavor]:
+def _open_local_package(
+    folder: Path, allow_pickle: bool, trust: frozenset[str]
+) -> tuple[Package, Flavor]:
     where = str(folder)
     try:
         raw = (folder / MANIFEST_NAME).read_bytes()
@@ -434,7 +472,8 @@ def _open_local_package(folder: Path, allow_pickle: bool) -> tuple[Package, Flav
         raise NotFound(f"{where} is not a model package: it has no {MANIFEST_NAME}") from None
     metadata = parse_manifest(raw, where)
     flavor = _flavor_of(metadata, where)
-    flavor.check_load(metadata, allow_pickle=allow_pickle)
+    with _naming(where):
+        flavor.check_load(metadata, allow_pickle=allow_pickle, trust=trust)
     verify_folder(folder, metadata, where)
     return Package(folder, metadata), flavor
 
@@ -445,6 +484,7 @@ def _fetch_package(
     path: str,
     pinned: str | None,
     allow_pickle: bool,
+    trust: frozenset[str],
     dst: str | os.PathLike[str] | None,
 ) -> tuple[Package, Flavor]:
     """Verify and fetch the package at ``path`` in a run, or the files a folder manifest pinned."""
@@ -462,7 +502,8 @@ def _fetch_package(
     raw = client.artifacts.get_bytes(digest)
     metadata = parse_manifest(raw, uri)
     flavor = _flavor_of(metadata, uri)
-    flavor.check_load(metadata, allow_pickle=allow_pickle)
+    with _naming(uri):
+        flavor.check_load(metadata, allow_pickle=allow_pickle, trust=trust)
     _check_listing(metadata, entries, uri)
 
     if dst is not None:

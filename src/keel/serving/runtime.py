@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +88,8 @@ class Runtime:
         client: a ``keel.Client`` (default: one on the process settings).
         refresh_interval: seconds between checks for a new revision or a moved alias.
         loader: loads a model URI (default: ``keel.models.load_model``).
+        trust: names the default loader trusts beyond its built-in list and the
+            ``trusted_types`` setting (``keel serve --trust``).
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class Runtime:
         client: Any = None,
         refresh_interval: float = 1.0,
         loader: Callable[[str], Any] | None = None,
+        trust: Sequence[str] = (),
     ) -> None:
         from keel.client import Client
 
@@ -107,6 +110,7 @@ class Runtime:
         self.deployments = Deployments(self.client)
         self.refresh_interval = refresh_interval
         self._loader = loader
+        self.trust = tuple(trust)
         self._cache: dict[tuple[str, int], ModelHandle] = {}
         self._table: RoutingTable | None = None
         self._stop = threading.Event()
@@ -126,7 +130,7 @@ class Runtime:
             else:
                 from keel.models import load_model
 
-                loaded = load_model(f"models:/{model}/{version}")
+                loaded = load_model(f"models:/{model}/{version}", trust=self.trust)
             _warm_up(loaded, f"{model}/{version}")
             handle = self._cache[key] = ModelHandle(model, version, loaded)
         return handle

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from keel.serving.deployments import DeploymentSpec, parse_route
@@ -12,19 +13,28 @@ __all__ = ["app_for_target", "app_from_env", "runtime_for_target", "serve"]
 
 _TARGET_ENV = "KEEL_SERVE_TARGET"
 _LOGGING_ENV = "KEEL_SERVE_LOG_PREDICTIONS"
+_TRUST_ENV = "KEEL_SERVE_TRUST"
 
 
-def runtime_for_target(target: str, refresh_interval: float = 1.0) -> Runtime:
-    """A stored deployment by name, or an implicit one for a model URI (named after the model)."""
+def runtime_for_target(
+    target: str, refresh_interval: float = 1.0, trust: Sequence[str] = ()
+) -> Runtime:
+    """A stored deployment by name, or an implicit one for a model URI (named after the model).
+
+    ``trust``: names the model loader trusts beyond its built-in list (``--trust``).
+    """
     if target.startswith("models:/"):
         route = parse_route(target)
         return Runtime(
-            route.model, DeploymentSpec(routes=(route,)), refresh_interval=refresh_interval
+            route.model,
+            DeploymentSpec(routes=(route,)),
+            refresh_interval=refresh_interval,
+            trust=trust,
         )
     from keel.serving.deployments import Deployments
 
     Deployments().get(target)  # NotFound now, not at the first request
-    return Runtime(target, refresh_interval=refresh_interval)
+    return Runtime(target, refresh_interval=refresh_interval, trust=trust)
 
 
 def app_for_target(
@@ -33,15 +43,17 @@ def app_for_target(
     log_predictions: bool = True,
     refresh_interval: float = 1.0,
     own_process: bool = False,
+    trust: Sequence[str] = (),
 ) -> Any:
     """The ASGI app for ``target`` with prediction logging to the artifact root.
 
     ``own_process``: the process serves nothing else (see :func:`keel.serving.app.create_app`).
+    ``trust``: names the model loader trusts beyond its built-in list (``--trust``).
     """
     from keel.config import get_settings
     from keel.serving.app import create_app
 
-    runtime = runtime_for_target(target, refresh_interval)
+    runtime = runtime_for_target(target, refresh_interval, trust)
     logger = errors = None
     if log_predictions:
         from keel.serving.predlog import ERRORS, PredictionLogger
@@ -61,8 +73,12 @@ def app_from_env() -> Any:
         from keel.errors import InvalidInput
 
         raise InvalidInput(f"{_TARGET_ENV} is not set; start servers with `keel serve`")
+    trust = [name for name in os.environ.get(_TRUST_ENV, "").split(",") if name]
     return app_for_target(
-        target, log_predictions=os.environ.get(_LOGGING_ENV, "1") != "0", own_process=True
+        target,
+        log_predictions=os.environ.get(_LOGGING_ENV, "1") != "0",
+        own_process=True,
+        trust=trust,
     )
 
 
@@ -74,8 +90,14 @@ def serve(
     workers: int = 1,
     log_predictions: bool = True,
     access_log: bool = False,
+    trust: Sequence[str] = (),
 ) -> None:
     """Serve ``target`` with uvicorn until interrupted (SIGINT/SIGTERM flush the logs).
+
+    The models are loaded before the server starts, so a model that cannot be
+    loaded (one needing a type nothing trusts, say) fails here with its error,
+    not in the server's startup log. ``trust`` names what the model loader
+    trusts beyond its built-in list and the ``trusted_types`` setting.
 
     Unless ``OMP_NUM_THREADS`` is set, each worker runs its models with one OpenMP
     thread: a request of a few rows gains nothing from threads and loses to their
@@ -86,9 +108,11 @@ def serve(
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before any model library starts OpenMP
 
     if workers > 1:
-        runtime_for_target(target)  # fail fast on a bad target, before forking workers
+        # Fail fast on a bad target or a model this loader refuses, before forking workers.
+        runtime_for_target(target, trust=trust).table  # noqa: B018
         os.environ[_TARGET_ENV] = target
         os.environ[_LOGGING_ENV] = "1" if log_predictions else "0"
+        os.environ[_TRUST_ENV] = ",".join(trust)
         uvicorn.run(
             "keel.serving.server:app_from_env",
             factory=True,
@@ -99,5 +123,6 @@ def serve(
             log_level="warning",
         )
         return
-    app = app_for_target(target, log_predictions=log_predictions, own_process=True)
+    app = app_for_target(target, log_predictions=log_predictions, own_process=True, trust=trust)
+    app.state.runtime.table  # noqa: B018 - load now: a refusal is one line, not a startup traceback
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning")

@@ -47,10 +47,19 @@ class Flavor(ABC):
         """Write the model's files into ``folder``; return the flavor's settings."""
 
     @abstractmethod
-    def load(self, package: Package, *, allow_pickle: bool) -> Any:
-        """The native model from a verified package."""
+    def load(
+        self, package: Package, *, allow_pickle: bool, trust: frozenset[str] = frozenset()
+    ) -> Any:
+        """The native model from a verified package.
 
-    def check_load(self, metadata: dict[str, Any], *, allow_pickle: bool) -> None:
+        ``trust`` holds the names the loading side trusts beyond the flavor's
+        built-in list (see :mod:`keel.models.trust`); a flavor that would import
+        or call anything else the package names raises ``PermissionDenied`` first.
+        """
+
+    def check_load(
+        self, metadata: dict[str, Any], *, allow_pickle: bool, trust: frozenset[str] = frozenset()
+    ) -> None:
         """Refuse, before anything is downloaded, a package this call may not load."""
         return None
 

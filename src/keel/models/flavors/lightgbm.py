@@ -52,7 +52,9 @@ class LightGBMFlavor(Flavor):
         booster.save_model(str(folder / _FILE))
         return config
 
-    def load(self, package: Package, *, allow_pickle: bool) -> Any:
+    def load(
+        self, package: Package, *, allow_pickle: bool, trust: frozenset[str] = frozenset()
+    ) -> Any:
         lgb = require("lightgbm", self.extra)
         path = package.file(package.config.get("file", _FILE))
         return lgb.Booster(model_file=str(path))

@@ -89,7 +89,9 @@ class OnnxFlavor(Flavor):
     def requirements(self, config: dict[str, Any]) -> tuple[str, ...]:
         return ("onnxruntime",)
 
-    def load(self, package: Package, *, allow_pickle: bool) -> Any:
+    def load(
+        self, package: Package, *, allow_pickle: bool, trust: frozenset[str] = frozenset()
+    ) -> Any:
         ort = require("onnxruntime", self.extra)
         path = package.file(package.config.get("file", _FILE))
         return ort.InferenceSession(str(path), providers=_PROVIDERS)

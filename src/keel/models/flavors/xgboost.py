@@ -55,7 +55,9 @@ class XGBoostFlavor(Flavor):
             (*self.libraries, "scikit-learn") if config.get("api") == "sklearn" else self.libraries
         )
 
-    def load(self, package: Package, *, allow_pickle: bool) -> Any:
+    def load(
+        self, package: Package, *, allow_pickle: bool, trust: frozenset[str] = frozenset()
+    ) -> Any:
         xgb = require("xgboost", self.extra)
         config = package.config
         path = package.file(config.get("file", _FILE))
