@@ -117,8 +117,8 @@ def test_the_webhook_gets_a_signed_body_and_a_retry_after_a_503(
 ):
     hook = receiver([503])
     monkeypatch.setenv("HOOK_SECRET", "s3cret")
-    configure_monitor("churn-api", webhook_url=hook.url, webhook_secret_env="HOOK_SECRET")
     drifting_window(logs)
+    configure_monitor("churn-api", webhook_url=hook.url, webhook_secret_env="HOOK_SECRET")
     result = run_monitor("churn-api", end=T0 + HOUR)
     drift = next(a for a in result.alerts if a.rule == "drift")
     assert drift.deliveries["webhook"] == {"ok": True, "attempts": 2, "status": 200}
@@ -138,8 +138,8 @@ def test_a_webhook_that_refuses_is_not_retried_and_a_missing_secret_sends_nothin
     churn: Model, logs: Logs, receiver
 ):
     hook = receiver([403, 403, 403, 403])
-    configure_monitor("churn-api", webhook_url=hook.url)
     drifting_window(logs)
+    configure_monitor("churn-api", webhook_url=hook.url)
     result = run_monitor("churn-api", end=T0 + HOUR)
     outcome = next(a for a in result.alerts if a.rule == "drift").deliveries["webhook"]
     assert outcome == {"ok": False, "attempts": 1, "status": 403, "error": "HTTP 403"}
@@ -156,11 +156,11 @@ def test_a_webhook_that_refuses_is_not_retried_and_a_missing_secret_sends_nothin
 
 def test_a_shell_command_gets_the_alert_on_stdin(churn: Model, logs: Logs, tmp_path: Path):
     out = tmp_path / "alerts.jsonl"
+    drifting_window(logs)
     configure_monitor(
         "churn-api",
         command=f'cat >> "{out}"; echo >> "{out}"; echo "$KEEL_ALERT_RULE" >> "{out}.rules"',
     )
-    drifting_window(logs)
     result = run_monitor("churn-api", end=T0 + HOUR)
     lines = [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
     assert {d["rule"] for d in lines} == {a.rule for a in result.alerts}

@@ -113,16 +113,16 @@ def test_labels_join_by_request_and_row_and_the_newest_wins():
     )
     # a/0 from the request-wide label, a/1 from its own row label, b/0 the newer label, c none.
     assert got == [("a", 0, "no"), ("a", 1, "yes"), ("b", 0, "yes")]
-    quality = window_quality(joined)
+    quality = window_quality(joined, task="classification")
     assert quality is not None and quality.task == "classification"
     assert quality.metrics["accuracy"] == pytest.approx(1 / 3)
     np.testing.assert_array_equal(quality.errors, [1.0, 1.0, 0.0])
 
 
-def test_numeric_labels_match_integer_predictions_and_regression_is_detected():
+def test_numeric_labels_match_integer_predictions_and_a_regressor_gets_error_metrics():
     preds = predictions(["a", "b", "c"], [0, 0, 0], [1, 0, 1], [1, 2, 3])
     fb = feedback(["a", "b", "c"], [0, 0, 0], ["1.0", "0", "true"], [1.0, 0.0, 1.0], [5, 5, 5])
-    quality = window_quality(join_labels(preds, fb))
+    quality = window_quality(join_labels(preds, fb), task="classification")
     assert quality is not None and quality.metrics["accuracy"] == 1.0
     n = 100
     rng = np.random.default_rng(0)
@@ -133,11 +133,13 @@ def test_numeric_labels_match_integer_predictions_and_regression_is_detected():
         [f"r{i}" for i in range(n)], [0] * n, [str(v) for v in truth], truth.tolist(), [n] * n
     )
     detector = PageHinkley()
-    quality = window_quality(join_labels(preds, fb), detector)
+    quality = window_quality(join_labels(preds, fb), detector, task="regression")
     assert quality is not None and quality.task == "regression"
     assert quality.metrics["mae"] == pytest.approx(3.0) and detector.scale == pytest.approx(3.0)
 
 
 def test_no_labels_means_no_quality():
     preds = predictions(["a"], [0], ["x"], [1])
-    assert window_quality(join_labels(preds, feedback([], [], [], [], []))) is None
+    assert (
+        window_quality(join_labels(preds, feedback([], [], [], [], [])), task="regression") is None
+    )

@@ -143,17 +143,18 @@ def test_a_version_without_a_reference_is_reported_not_compared(keel_env, logs: 
     assert result.alerts == [] and list_alerts("bare") == []
 
 
-def test_an_empty_window_is_stored_as_zero_rows(keel_env):
+def test_an_empty_window_is_stored_as_zero_rows(keel_env, logs: Logs):
+    logs.write("quiet", features(10, seed=1), T0 + 5 * HOUR)  # it exists, but not in the window
     result = run_monitor("quiet", end=T0)
     assert result.rows == 0 and result.share_drifted is None
     assert monitor_history("quiet")[0].rows == 0
 
 
 def test_labels_give_quality_and_a_rising_error_rate_fires_concept_drift(churn: Model, logs: Logs):
-    configure_monitor("churn-api", quality={"accuracy": 0.8})
     data = features(1_200, seed=3)
     truth = churn.estimator.predict(data)  # every prediction right at first
     ids = logs.write("churn-api", data, T0, predictions=truth)
+    configure_monitor("churn-api", quality={"accuracy": 0.8})
     labels = truth.copy()
     labels[600:] = 1 - labels[600:]  # then every one wrong: the concept changed
     logs.label("churn-api", ids, labels.tolist())
@@ -172,8 +173,15 @@ def test_labels_give_quality_and_a_rising_error_rate_fires_concept_drift(churn: 
 
 
 def test_regression_quality_uses_rmse_and_mae(keel_env, logs: Logs):
+    pytest.importorskip("skops", reason="scikit-learn packages need skops")
+    from sklearn.linear_model import LinearRegression
+
     rng = np.random.default_rng(0)
-    frame = features(400, seed=1)
+    frame = features(400, seed=1)[["age", "income"]]
+    regressor = LinearRegression().fit(frame, frame["age"] * 2.5)
+    with keel.start_run():
+        info = keel.log_model(regressor, "model", input_example=frame.head(3))
+    keel.register_model(info.uri, "price")
     predictions = rng.normal(100, 10, size=400)
     ids = logs.write("prices", frame, T0, model="price", predictions=predictions)
     logs.label("prices", ids, (predictions + 2.0).tolist())
@@ -193,7 +201,8 @@ def test_defaults_need_no_configuration(keel_env):
     assert settings.clear_below == pytest.approx(0.3) and settings.sinks() == []
 
 
-def test_settings_change_by_compare_and_set_and_are_audited(keel_env):
+def test_settings_change_by_compare_and_set_and_are_audited(keel_env, logs: Logs):
+    logs.write("api", features(10, seed=1), T0)  # the deployment exists: it has logs
     first = configure_monitor("api", window="30m", drift_share=0.4)
     assert (first.window, first.drift_share, first.revision) == ("30m", 0.4, 1)
     second = configure_monitor("api", columns=["age"], expected_revision=1)

@@ -557,6 +557,11 @@ class Controller:
 
         if policy.approval.mode == "required" and not self._approved(policy, version):
             return self._request_approval(policy, state, version, metrics)
+        from keel.monitoring.reference import ensure_reference
+
+        # The new champion carries its own reference (from the data its pipeline trained
+        # on), so drift monitoring goes on for it instead of silently stopping.
+        ensure_reference(policy.model, version, client=self.client)
         try:
             self.client.set_alias(
                 policy.model,

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from keel.cli.output import console, fmt_time, fmt_value, print_json
+from keel.monitoring.windows import WINDOW_FORMS
 
 monitor_app = typer.Typer(
     help="Watch deployments: drift and quality over windows of predictions, alerts.",
@@ -96,27 +97,36 @@ def _parse_overrides(values: list[str] | None) -> dict[str, dict[str, Any]]:
 def print_report(report: Any) -> None:
     """A drift report as a verdict line, a column table and the data-quality findings."""
     features = report.features
-    verdict = (
-        "[bold red]DRIFT[/bold red]"
-        if report.dataset_drift
-        else "[bold green]no drift[/bold green]"
-    )
+    failed = len(report.failed_checks)
+    if report.dataset_drift:
+        verdict = "[bold red]DRIFT[/bold red]"
+    elif failed:  # no drift measured is not a pass when the data itself is broken
+        verdict = "[bold red]DATA QUALITY FAILED[/bold red], no drift"
+    else:
+        verdict = "[bold green]no drift[/bold green]"
     console.print(
         f"Dataset: {verdict} — {sum(c.drifted for c in features)} of {len(features)} feature "
         f"columns drifted ({report.share_drifted:.0%}; threshold {report.drift_share:.0%}); "
         f"reference {report.reference_rows:,} rows, current {report.current_rows:,}",
         soft_wrap=True,
     )
+    if failed:
+        console.print(f"Data quality: [bold red]{failed} check(s) failed[/bold red] (below)")
     if report.prediction_drift is not None:
         console.print(
             f"Prediction drift: {'[bold red]yes[/bold red]' if report.prediction_drift else 'no'}"
         )
-    table = Table("column", "kind", "method", "statistic", "threshold", "drift")
+    table = Table("column", "kind", "method", "statistic", "drifts when", "drift")
     for col in sorted(report.columns.values(), key=lambda c: (not c.drifted, c.role)):
         mark = "—" if not col.tested else "[red]yes[/red]" if col.drifted else "no"
         name = col.name if col.role == "feature" else f"{col.name} (prediction)"
         table.add_row(
-            name, col.kind, col.method, fmt_value(col.statistic), f"{col.threshold:g}", mark
+            name,
+            col.kind,
+            col.method,
+            f"{col.statistic_kind} {fmt_value(col.statistic)}",
+            col.drift_rule,
+            mark,
         )
     console.print(table)
     for issue in report.issues:
@@ -162,7 +172,18 @@ def drift_command(
         float, typer.Option(help="Share of drifted columns at which the dataset drifts.")
     ] = 0.5,
     fail_on_drift: Annotated[
-        bool, typer.Option("--fail-on-drift", help="Exit with status 1 when the dataset drifts.")
+        bool,
+        typer.Option(
+            "--fail-on-drift",
+            help="Exit with status 1 when the dataset drifts or a data-quality check fails "
+            "(an empty file or a missing column is no pass).",
+        ),
+    ] = False,
+    fail_on_quality: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-quality", help="Exit with status 1 when a data-quality check fails."
+        ),
     ] = False,
     progress: ProgressOption = None,
     as_json: JsonOption = False,
@@ -196,7 +217,9 @@ def drift_command(
         print_report(report)
         if html_path is not None:
             console.print(f"Report: {html_path}", soft_wrap=True)
-    if fail_on_drift and report.dataset_drift:
+    if (fail_on_drift and report.dataset_drift) or (
+        (fail_on_drift or fail_on_quality) and not report.quality_ok
+    ):
         raise typer.Exit(1)
 
 
@@ -211,7 +234,12 @@ def _print_result(result: Any) -> None:
         soft_wrap=True,
     )
     for label, info in result.versions.items():
-        note = "" if info["reference"] else "  (no reference profile: `keel monitor reference set`)"
+        model, _, number = label.rpartition("/")
+        note = (
+            ""
+            if info["reference"]
+            else f"  (no reference profile: keel monitor reference set {model} {number} DATA)"
+        )
         version_share = "—" if info["share_drifted"] is None else f"{info['share_drifted']:.0%}"
         console.print(
             f"  {label}: {info['rows']:,} rows, drifted {version_share}{note}", soft_wrap=True
@@ -219,8 +247,16 @@ def _print_result(result: Any) -> None:
     if result.drifted_columns:
         console.print(f"  drifted: {', '.join(result.drifted_columns)}", soft_wrap=True)
     if result.quality:
-        metrics = ", ".join(f"{k} {fmt_value(v)}" for k, v in result.quality["metrics"].items())
-        console.print(f"  quality ({result.labelled_rows:,} labelled): {metrics}", soft_wrap=True)
+        quality = result.quality
+        metrics = ", ".join(f"{k} {fmt_value(v)}" for k, v in quality["metrics"].items())
+        task = quality["task"] or "task not recorded"
+        console.print(
+            f"  quality ({task}, {quality['rows']:,} of {result.labelled_rows:,} labelled rows "
+            f"scored): {metrics or '—'}",
+            soft_wrap=True,
+        )
+        for why, rows in (quality.get("excluded") or {}).items():
+            console.print(f"  [yellow]not scored[/yellow] {rows:,} rows: {why}", soft_wrap=True)
     if result.concept_drift:
         console.print("  [red]concept drift: the error rate rose[/red]")
     for alert in result.alerts:
@@ -232,7 +268,8 @@ def _print_result(result: Any) -> None:
 def run_command(
     deployment: Annotated[str, typer.Argument(help="Deployment whose prediction logs to read.")],
     window: Annotated[
-        str | None, typer.Option(help="Window length, e.g. 1h, 30m, 1d (default: its setting).")
+        str | None,
+        typer.Option(help=f"Window length, {WINDOW_FORMS} (default: the deployment's setting)."),
     ] = None,
     end: Annotated[
         str | None, typer.Option(help="Window end, ISO-8601 (default: now).", show_default=False)
@@ -330,9 +367,13 @@ def show_command(
     deployment: Annotated[str, typer.Argument(help="Deployment name.")], as_json: JsonOption = False
 ) -> None:
     """The deployment's monitor settings (the defaults until something is set)."""
+    from keel.client import Client
     from keel.monitoring import get_monitor_settings
+    from keel.monitoring.names import require_deployment
 
-    settings = get_monitor_settings(deployment)
+    client = Client()
+    require_deployment(deployment, client)
+    settings = get_monitor_settings(deployment, client=client)
     print_json(settings.to_dict()) if as_json else _print_settings(deployment, settings)
 
 
@@ -354,7 +395,7 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, float]:
 @monitor_app.command("set")
 def set_command(
     deployment: Annotated[str, typer.Argument(help="Deployment name.")],
-    window: Annotated[str | None, typer.Option(help="Window length, e.g. 1h, 30m, 1d.")] = None,
+    window: Annotated[str | None, typer.Option(help=f"Window length, {WINDOW_FORMS}.")] = None,
     drift_share: Annotated[
         float | None, typer.Option(help="Share of drifted columns that fires the drift alert.")
     ] = None,
@@ -472,9 +513,8 @@ def reference_show_command(
             f"keel monitor reference set {model} {version} DATA"
         )
         return
-    console.print(
-        f"[bold]{model}/{version}[/bold] reference ({info['source']}): {reference.rows:,} rows"
-    )
+    origin = info["source"] + (f" {info['dataset']}" if info.get("dataset") else "")
+    console.print(f"[bold]{model}/{version}[/bold] reference ({origin}): {reference.rows:,} rows")
     table = Table("column", "kind", "missing", "summary")
     for name, summary in reference.summary()["columns"].items():
         if summary["kind"] == "numeric":

@@ -374,12 +374,18 @@ def deliver(
 def list_alerts(
     deployment: str | None = None, *, limit: int | None = None, client: Any = None
 ) -> list[Alert]:
-    """Alert events, newest first (of one deployment, or all)."""
+    """Alert events, newest first (of one deployment, or all).
+
+    Raises:
+        NotFound: no such deployment (see :mod:`keel.monitoring.names`).
+    """
     from keel.monitoring._client import resolve_client
+    from keel.monitoring.names import require_deployment
 
     client = resolve_client(client)
     query = select(s.alerts).order_by(s.alerts.c.id.desc())
     if deployment is not None:
+        require_deployment(deployment, client)
         query = query.where(s.alerts.c.deployment == deployment)
     if limit:
         query = query.limit(limit)

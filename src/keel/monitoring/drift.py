@@ -77,11 +77,23 @@ class ColumnDrift:
         """Whether both sides had values to test."""
         return not math.isnan(self.statistic)
 
+    @property
+    def statistic_kind(self) -> str:
+        """``p-value`` (drift when below the threshold) or ``distance`` (at or above it)."""
+        return "p-value" if self.method in stattests.TESTS else "distance"
+
+    @property
+    def drift_rule(self) -> str:
+        """When the column drifts, with the threshold in force: ``p-value < 0.01`` …"""
+        op = "<" if self.statistic_kind == "p-value" else "≥"
+        return f"{self.statistic_kind} {op} {self.threshold:g}"
+
     def to_dict(self, detail: bool = False) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "drifted": self.drifted,
             "method": self.method,
             "statistic": _json_float(self.statistic),
+            "statistic_kind": self.statistic_kind,
             "threshold": self.threshold,
             "p_value": _json_float(self.p_value),
             "kind": self.kind,
@@ -190,8 +202,14 @@ class DriftReport:
         return any(c.drifted for c in predictions) if predictions else None
 
     @property
+    def failed_checks(self) -> list[Issue]:
+        """The data-quality findings of severity ``fail``."""
+        return [i for i in self.issues if i.severity == "fail"]
+
+    @property
     def quality_ok(self) -> bool:
-        return not any(i.severity == "fail" for i in self.issues)
+        """Whether no data-quality check failed (``keel drift --fail-on-quality``)."""
+        return not self.failed_checks
 
     def to_dict(self, detail: bool = False) -> dict[str, Any]:
         """The JSON shape ``keel drift --json`` prints; ``detail`` adds the plot data."""
@@ -204,6 +222,7 @@ class DriftReport:
             "drifted_columns": self.drifted_columns,
             "prediction_drift": self.prediction_drift,
             "quality_ok": self.quality_ok,
+            "failed_checks": len(self.failed_checks),
             "reference_rows": self.reference_rows,
             "current_rows": self.current_rows,
             "columns": {n: c.to_dict(detail) for n, c in self.columns.items()},
@@ -232,7 +251,8 @@ class DriftReport:
     def __repr__(self) -> str:
         return (
             f"<DriftReport dataset_drift={self.dataset_drift} "
-            f"share_drifted={self.share_drifted:.3f} drifted={self.drifted_columns}>"
+            f"share_drifted={self.share_drifted:.3f} drifted={self.drifted_columns} "
+            f"failed_checks={len(self.failed_checks)}>"
         )
 
 
@@ -308,6 +328,10 @@ def compare(
     for name in wanted:
         ref_col = ref.columns[name]
         cur_col = cur.columns.get(name)
+        if cur_col is None and cur.rows == 0 and name in cur.skipped:
+            # No rows, so no type to compare (a header-only CSV reads as text): "empty" says it.
+            skipped[name] = "no rows in the current data"
+            continue
         if cur_col is None:
             reason = cur.skipped.get(name)
             if reason is None:

@@ -11,6 +11,13 @@ change detector, stores one row in ``monitor_runs`` (the full report goes to
 the artifact store), moves the alert rules (see :mod:`keel.monitoring.alerts`)
 and sends what fired or resolved to the sinks.
 
+Facts come from the model versions, never from the traffic: quality is
+scored as the version's package records its task (a classifier and its
+classes, or a regressor); labelled rows of a version that records none are
+counted as excluded, not scored as a guess. A registered version served
+without a reference profile is not compared; it raises the ``no_reference``
+alert, which names the command that gives it one.
+
 Settings are per deployment, stored and audited (see
 :mod:`keel.monitoring.settings`); without any, the defaults apply.
 """
@@ -31,12 +38,13 @@ from sqlalchemy import select
 
 from keel.data.profiling.build import Profiler
 from keel.data.profiling.profiles import Profile
-from keel.models.reference import INPUT_PREFIX, OUTPUT_PREFIX
+from keel.models.reference import INPUT_PREFIX, OUTPUT_PREFIX, pinned_metadata, recorded_task
 from keel.monitoring._client import resolve_client
 from keel.monitoring.alerts import Alert, Measurement, Sink, deliver, evaluate
 from keel.monitoring.drift import DriftReport, compare
+from keel.monitoring.names import require_deployment
 from keel.monitoring.quality import PageHinkley, join_labels, window_quality
-from keel.monitoring.reference import get_reference
+from keel.monitoring.reference import get_reference, reference_command
 from keel.monitoring.settings import MonitorSettings, get_monitor_settings, parse_window
 
 __all__ = ["MonitorResult", "monitor_history", "run_monitor"]
@@ -140,9 +148,15 @@ def _result(row: Any) -> MonitorResult:
 def monitor_history(
     deployment: str, limit: int | None = None, *, client: Any = None
 ) -> list[MonitorResult]:
-    """The deployment's monitor runs, newest window first."""
+    """The deployment's monitor runs, newest window first.
+
+    Raises:
+        NotFound: no such deployment (see :mod:`keel.monitoring.names`).
+    """
     from keel.store import schema as s
 
+    client = resolve_client(client)
+    require_deployment(deployment, client)
     query = (
         select(s.monitor_runs)
         .where(s.monitor_runs.c.deployment == deployment)
@@ -150,7 +164,7 @@ def monitor_history(
     )
     if limit:
         query = query.limit(limit)
-    with resolve_client(client).store.read() as conn:
+    with client.store.read() as conn:
         return [_result(row) for row in conn.execute(query)]
 
 
@@ -158,23 +172,32 @@ def monitor_history(
 
 
 class _Version:
-    """What the window holds for one model version: a profile, and keys for labels."""
+    """What the window holds for one model version: a profile, and keys for labels.
+
+    Attributes:
+        registered: the version is in the registry (a ``runs:/`` URI served is not).
+        reference: its reference profile, if it has one.
+        task: what its package records (``{"type", "classes"}``), or ``None``.
+    """
 
     def __init__(self, model: str, version: int, schema: pa.Schema, client: Any) -> None:
         self.model, self.version = model, version
-        self.reference = self._reference(client)
+        self.registered, self.reference, self.task = self._facts(client)
         logged = [n for n in schema.names if n.startswith((INPUT_PREFIX, OUTPUT_PREFIX))]
         self.profiler = Profiler(schema, columns=logged, bins_from=self.reference)
         self.keys: list[pa.Table] = []
         self.report: DriftReport | None = None
 
-    def _reference(self, client: Any) -> Profile | None:
+    def _facts(self, client: Any) -> tuple[bool, Profile | None, dict[str, Any] | None]:
         from keel.errors import NotFound
 
         try:
-            return get_reference(self.model, self.version, client=client)
+            mv = client.get_model_version(self.model, self.version)
         except NotFound:  # a version deleted or never registered (a runs:/ URI served)
-            return None
+            return False, None, None
+        reference = get_reference(self.model, self.version, client=client)
+        metadata = pinned_metadata(client.artifacts, mv.manifest_digest) or {}
+        return True, reference, recorded_task(metadata)
 
     @property
     def label(self) -> str:
@@ -296,6 +319,7 @@ def run_monitor(
 
     Raises:
         InvalidInput: a malformed deployment name, window or end.
+        NotFound: no such deployment (see :mod:`keel.monitoring.names`).
         StorageError, BackendUnavailable: the logs or the store cannot be read.
     """
     from keel.serving.predlog import (
@@ -308,6 +332,7 @@ def run_monitor(
 
     check_deployment(deployment)
     client = resolve_client(client)
+    require_deployment(deployment, client)
     settings = get_monitor_settings(deployment, client=client)
     span = parse_window(settings.window if window is None else window)
     end_ms = to_ms(end, "end") if end is not None else now_ms()
@@ -374,13 +399,16 @@ def run_monitor(
         prediction_drift=any(flags) if flags else None,
         drifted_columns=[] if top is None else top.drifted_columns,
         quality=quality,
-        concept_drift=None if quality is None else bool(detections),
+        concept_drift=None if not quality or not quality["rows"] else bool(detections),
         failed_checks=sum(1 for r in reports for i in r.issues if i.severity == "fail"),
         report_digest=blob.digest,
         created_at=now_ms(),
         versions={e.label: e.summary() for e in versions.values()},
     )
+    unreferenced = [e for e in versions.values() if e.registered and e.reference is None]
     measurements = _measurements(settings, result, reports, detections)
+    if versions:  # no traffic says nothing about references: the rule's state stays
+        measurements.append(_no_reference(unreferenced))
     raised = _store(client, settings, result, detector, measurements)
     extra = {**window_doc, "report_digest": blob.digest}
     result.alerts = deliver(
@@ -399,25 +427,85 @@ def _quality(
     previous: _Previous | None,
     end_ms: int,
 ) -> tuple[dict[str, Any] | None, int, list[int], dict[str, Any] | None]:
-    """Quality of the labelled rows and the detector's detections and new state."""
+    """Quality of the labelled rows and the detector's detections and new state.
+
+    The task is the one the versions record (that of the version that served the
+    most rows, when they differ); labelled rows of a version recording another
+    task, or none, are counted under ``excluded``.
+    """
     state = None if previous is None else previous.detector
-    keys = [t for entry in versions for t in entry.keys]
-    if not keys:
+    keyed = [entry for entry in versions if entry.keys]
+    if not keyed:
         return None, 0, [], state
-    labelled = join_labels(pa.concat_tables(keys, promote_options="permissive"), feedback)
+    known = [e for e in keyed if e.task is not None]
+    main = max(known, key=lambda e: e.profiler.rows, default=None)
+    task = None if main is None or main.task is None else str(main.task["type"])
+    scored = [e for e in known if e.task is not None and e.task["type"] == task]
+    excluded: dict[str, int] = {}
+    for entry in keyed:
+        if entry in scored:
+            continue
+        count = _labelled(entry.keys, feedback).num_rows
+        if count:
+            why = "records no task" if entry.task is None else f"is a {entry.task['type']} model"
+            excluded[f"{entry.label} {why}"] = count
+    others = sum(excluded.values())  # labelled rows of versions not scored
     detector = PageHinkley.from_dict(state)
-    measured = window_quality(labelled, detector)
-    if measured is None:
-        return None, 0, [], state
+    measured = labelled = None
+    if task is not None:
+        labelled = _labelled([t for e in scored for t in e.keys], feedback)
+        measured = window_quality(labelled, detector, task=task, classes=_classes(scored))
+    if measured is None or labelled is None:
+        if not others:
+            return None, 0, [], state
+        return {"task": task, "rows": 0, "metrics": {}, "excluded": excluded}, others, [], state
     detections: list[int] = []
-    if previous is None or end_ms >= previous.window_end:  # not for a late, older window
+    late = previous is not None and end_ms < previous.window_end  # an older window: no feed
+    if measured.rows and not late:
         errors = measured.errors
         if previous is not None:  # overlapping windows: feed each error once
             times = labelled.column("time").cast(pa.int64()).to_numpy()
+            if measured.scored is not None:
+                times = times[measured.scored]
             errors = errors[times >= previous.window_end]
         detections = detector.update(errors)
         state = detector.to_dict()
-    return measured.to_dict(), labelled.num_rows, detections, state
+    doc = measured.to_dict()
+    if excluded or measured.excluded:
+        doc["excluded"] = {**excluded, **measured.excluded}
+    return doc, labelled.num_rows + others, detections, state
+
+
+def _labelled(keys: list[pa.Table], feedback: pa.Table) -> pa.Table:
+    return join_labels(pa.concat_tables(keys, promote_options="permissive"), feedback)
+
+
+def _classes(entries: list[_Version]) -> list[Any] | None:
+    """The union of the versions' recorded classes (``None`` if one records none)."""
+    classes: list[Any] = []
+    for entry in entries:
+        listed = (entry.task or {}).get("classes")
+        if listed is None:
+            return None
+        classes.extend(c for c in listed if c not in classes)
+    return classes
+
+
+def _no_reference(unreferenced: list[_Version]) -> Measurement:
+    """The ``no_reference`` rule: registered versions served without a reference profile."""
+    commands = "; ".join(reference_command(e.model, e.version) for e in unreferenced[:3])
+    labels = ", ".join(e.label for e in unreferenced)
+    return Measurement(
+        "no_reference",
+        float(len(unreferenced)),
+        bool(unreferenced),
+        not unreferenced,
+        None,
+        f"no reference profile for {labels}: its traffic is not compared for drift; give it "
+        f"one: {commands}"
+        if unreferenced
+        else "every served version has a reference profile",
+    )
 
 
 def _store(

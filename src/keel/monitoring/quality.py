@@ -1,9 +1,14 @@
 """Model quality once labels arrive, and concept drift on the error stream.
 
-:func:`window_quality` joins a window's predictions with the labels sent as
+:func:`join_labels` joins a window's predictions with the labels sent as
 feedback (by request id, and row when the label names one; the newest label
-wins) and computes classification metrics (accuracy, F1) or regression
-metrics (RMSE, MAE, R²) with :mod:`keel.checks.metrics`.
+wins). :func:`window_quality` scores them as the model version's recorded
+task says — never as the label values look (a 3-class classifier's labels
+``0, 1, 2`` are classes, not numbers to regress): accuracy and F1 (macro
+over the classes for more than two) for a classifier, RMSE, MAE and R² for a
+regressor, with :mod:`keel.checks.metrics`. A regressor's rows whose label or
+prediction is not a number cannot be scored; they are counted and reported
+as excluded, never dropped silently.
 
 :class:`PageHinkley` watches the error stream — 1 for a wrong class, or the
 absolute error divided by the first 30 errors' mean for regression — for a
@@ -19,15 +24,17 @@ as JSON with each monitor run, so detection continues across windows.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["PageHinkley", "WindowQuality", "join_labels", "window_quality"]
+from keel.errors import InvalidInput
+
+__all__ = ["TASKS", "PageHinkley", "WindowQuality", "join_labels", "window_quality"]
 
 _SCALE_WARMUP = 30  # regression errors averaged to fix the detector's unit
 
@@ -100,28 +107,38 @@ class PageHinkley:
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
 
 
+TASKS = ("classification", "regression")
+
+
 @dataclass(frozen=True)
 class WindowQuality:
     """Quality of one window's labelled predictions.
 
     Attributes:
-        task: ``classification`` or ``regression``.
-        rows: labelled predictions in the window.
+        task: ``classification`` or ``regression``, as the model version records it.
+        rows: labelled predictions scored.
         metrics: accuracy/F1, or RMSE/MAE/R².
-        errors: the error stream, ordered by prediction time (for the detector).
+        errors: the error stream of the scored rows, ordered by prediction time.
+        scored: per labelled row, whether it was scored (``errors`` holds those rows).
+        excluded: labelled rows that could not be scored, by reason.
     """
 
     task: str
     rows: int
     metrics: dict[str, float]
     errors: np.ndarray
+    scored: np.ndarray | None = None
+    excluded: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "task": self.task,
             "rows": self.rows,
             "metrics": {k: (None if math.isnan(v) else v) for k, v in self.metrics.items()},
         }
+        if self.excluded:
+            doc["excluded"] = dict(self.excluded)
+        return doc
 
 
 def join_labels(predictions: pa.Table, feedback: pa.Table) -> pa.Table:
@@ -192,37 +209,70 @@ def _plain_numbers(numbers: Any, as_text: Any) -> Any:
     )
 
 
-def window_quality(labelled: pa.Table, detector: PageHinkley | None = None) -> WindowQuality | None:
+def window_quality(
+    labelled: pa.Table,
+    detector: PageHinkley | None = None,
+    *,
+    task: str,
+    classes: Sequence[Any] | None = None,
+) -> WindowQuality | None:
     """Metrics of a window's labelled predictions (``prediction`` and ``label`` columns).
 
-    Returns ``None`` when nothing is labelled. When ``detector`` is given and the
-    task is regression, its ``scale`` is fixed from the first errors it ever sees.
-    """
-    from keel.checks.metrics import classification_metrics, infer_task, regression_metrics
+    Args:
+        labelled: what :func:`join_labels` returned.
+        detector: for regression, its ``scale`` is fixed from the first errors it ever sees.
+        task: ``classification`` or ``regression``: the model version's, never guessed.
+        classes: a classifier's class labels, as it records them: F1 is taken over
+            them (binary F1 for the second of two, macro otherwise).
 
+    Returns:
+        ``None`` when nothing is labelled.
+
+    Raises:
+        InvalidInput: ``task`` is not one of :data:`TASKS`.
+    """
+    from keel.checks.metrics import classification_metrics, regression_metrics
+
+    if task not in TASKS:
+        raise InvalidInput(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if labelled.num_rows == 0:
         return None
-    labels_text = labelled.column("label").to_numpy(zero_copy_only=False)
     prediction = labelled.column("prediction")
-    numeric_labels = _as_floats(labelled.column("label"))
-    numeric_predictions = _as_floats(prediction)
-    if numeric_labels is not None and numeric_predictions is not None:
-        task = infer_task(numeric_labels)
-        if task == "regression":
-            metrics = regression_metrics(numeric_labels, numeric_predictions)
-            errors = np.abs(numeric_predictions - numeric_labels)
-            if detector is not None and detector.n == 0 and detector.scale == 1.0:
-                head = errors[:_SCALE_WARMUP]
-                mean = float(head.mean()) if len(head) else 0.0
-                detector.scale = mean if mean > 0 else 1.0
-            return WindowQuality("regression", labelled.num_rows, metrics, errors)
-        truth, guess = numeric_labels, numeric_predictions
-    else:
-        truth = labels_text.astype(str)
-        guess = _text(prediction)
-    metrics = classification_metrics(truth, guess)
-    errors = (np.asarray(truth) != np.asarray(guess)).astype(np.float64)
-    return WindowQuality("classification", labelled.num_rows, metrics, errors)
+    if task == "regression":
+        truth = _numbers(labelled.column("label"))
+        guess = _numbers(prediction)
+        scored = ~(np.isnan(truth) | np.isnan(guess))
+        excluded: dict[str, int] = {}
+        if not scored.all():
+            excluded["label or prediction is not a number"] = int((~scored).sum())
+        truth, guess = truth[scored], guess[scored]
+        if not len(truth):
+            return WindowQuality(task, 0, {}, np.empty(0), scored, excluded)
+        metrics = regression_metrics(truth, guess)
+        errors = np.abs(guess - truth)
+        if detector is not None and detector.n == 0 and detector.scale == 1.0:
+            head = errors[:_SCALE_WARMUP]
+            mean = float(head.mean()) if len(head) else 0.0
+            detector.scale = mean if mean > 0 else 1.0
+        return WindowQuality(task, len(truth), metrics, errors, scored, excluded)
+    # Classes compare as text, spelled as the labels are (1.0 and 1 are one class).
+    truth_text = labelled.column("label").to_numpy(zero_copy_only=False).astype(str)
+    guess_text = _text(prediction)
+    known = None if classes is None else _text(pa.array(list(classes)))
+    metrics = classification_metrics(truth_text, guess_text, classes=known)
+    errors = (truth_text != guess_text).astype(np.float64)
+    return WindowQuality(task, labelled.num_rows, metrics, errors, np.ones(len(errors), bool))
+
+
+def _numbers(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Values as floats; what is not a number (text, null) becomes NaN."""
+    values = _as_floats(column)
+    if values is not None:
+        return values
+    import pandas as pd
+
+    text = pc.cast(column, pa.string()).to_numpy(zero_copy_only=False)
+    return np.asarray(pd.to_numeric(pd.Series(text), errors="coerce"), dtype=np.float64)
 
 
 def _as_floats(column: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
@@ -234,6 +284,10 @@ def _as_floats(column: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
 
 
 def _text(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Class values as text, spelled as labels are: whole numbers without ``.0``,
+    booleans as ``1``/``0`` (feedback stores a ``true`` label as the number 1)."""
+    if pa.types.is_boolean(column.type):
+        column = pc.cast(column, pa.int64())
     if pa.types.is_floating(column.type):
         numbers = pc.cast(column, pa.float64())
         return np.asarray(

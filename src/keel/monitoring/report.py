@@ -3,9 +3,11 @@
 The page carries plotly's JavaScript inline, read from the installed
 ``plotly`` package (plotly itself is never imported: the figures are plain
 JSON handed to ``Plotly.newPlot``), so it needs no network and no server.
-It shows the verdict, the data-quality findings, a table of every column,
-and per column the two distributions overlaid with the method, the
-statistic, the threshold and the verdict.
+It shows the verdict (never green when a data-quality check failed), the
+data-quality findings, a table of every column with what its statistic is
+(a p-value, where drift is *below* the threshold, or a distance, where it is
+*at or above*) and the threshold in force, and per column the two
+distributions overlaid with the method, the statistic and the verdict.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def plotly_js() -> str:
         if candidate.is_file():
             return candidate.read_text(encoding="utf-8")
     raise InvalidInput(
-        "the HTML report embeds plotly.js from the plotly package: pip install plotly"
+        "the HTML report embeds plotly.js from the plotly package: pip install 'keel[reports]'"
     )
 
 
@@ -84,7 +86,7 @@ def _verdict(col: ColumnDrift) -> str:
 
 
 def _rule(col: ColumnDrift) -> str:
-    if col.p_value is not None:
+    if col.statistic_kind == "p-value":
         return f"p-value {_fmt(col.statistic)} {'&lt;' if col.drifted else '≥'} {col.threshold:g}"
     return f"distance {_fmt(col.statistic)} {'≥' if col.drifted else '&lt;'} {col.threshold:g}"
 
@@ -152,7 +154,9 @@ def render_html(report: DriftReport, title: str | None = None) -> str:
     title = title or "Data drift report"
     features = report.features
     n_drifted = sum(c.drifted for c in features)
-    verdict_class = "drift" if report.dataset_drift else "ok"
+    failed = len(report.failed_checks)
+    # A banner is green only when nothing failed: broken data is not a pass.
+    verdict_class = "drift" if report.dataset_drift or failed else "ok"
     verdict = (
         f"Dataset drift {'detected' if report.dataset_drift else 'not detected'}: "
         f"{n_drifted} of {len(features)} feature columns drifted ({report.share_drifted:.0%}); "
@@ -160,6 +164,8 @@ def render_html(report: DriftReport, title: str | None = None) -> str:
     )
     if report.prediction_drift is not None:
         verdict += f" Prediction drift: {'yes' if report.prediction_drift else 'no'}."
+    if failed:
+        verdict += f" Data quality failed: {failed} check(s) (below)."
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
@@ -186,13 +192,14 @@ def render_html(report: DriftReport, title: str | None = None) -> str:
     ordered = sorted(report.columns.values(), key=lambda c: (not c.drifted, c.role != "feature"))
     parts.append(
         "<h2>Columns</h2><table id='summary'><tr><th>column</th><th>kind</th><th>role</th>"
-        "<th>method</th><th>statistic</th><th>threshold</th><th>verdict</th></tr>"
+        "<th>method</th><th>statistic</th><th>value</th><th>drifts when</th><th>verdict</th></tr>"
     )
     for col in ordered:
         parts.append(
             f"<tr><td>{html.escape(col.name)}</td><td>{col.kind}</td><td>{col.role}</td>"
-            f"<td>{html.escape(col.method)}</td><td class='num'>{_fmt(col.statistic)}</td>"
-            f"<td class='num'>{col.threshold:g}</td><td>{_verdict(col)}</td></tr>"
+            f"<td>{html.escape(col.method)}</td><td>{col.statistic_kind}</td>"
+            f"<td class='num'>{_fmt(col.statistic)}</td>"
+            f"<td>{html.escape(col.drift_rule)}</td><td>{_verdict(col)}</td></tr>"
         )
     parts.append("</table>")
     if report.skipped:

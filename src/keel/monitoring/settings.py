@@ -7,7 +7,6 @@ feature columns (clearing below 30%), alerts to the store only.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 from collections.abc import Mapping
@@ -20,6 +19,8 @@ from keel.errors import Conflict, InvalidInput
 from keel.monitoring._client import resolve_client
 from keel.monitoring.alerts import CommandSink, Sink, WebhookSink
 from keel.monitoring.drift import DRIFT_SHARE
+from keel.monitoring.names import require_deployment
+from keel.monitoring.windows import parse_window, spell_window
 
 __all__ = [
     "DEFAULT_WINDOW",
@@ -30,31 +31,6 @@ __all__ = [
 ]
 
 DEFAULT_WINDOW = "1h"
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_WINDOW_RE = re.compile(r"^(?:(\d+)([smhdw]))+$")
-
-
-def parse_window(window: Any) -> int:
-    """A window length in milliseconds from ``"1h"``, ``"90m"``, ``"1h30m"``, seconds or a timedelta.
-
-    Raises:
-        InvalidInput: anything else, or a window that is not positive.
-    """
-    if isinstance(window, dt.timedelta):
-        ms = int(window.total_seconds() * 1000)
-    elif isinstance(window, int | float) and not isinstance(window, bool):
-        ms = int(window * 1000)
-    elif isinstance(window, str) and _WINDOW_RE.match(window.strip().lower()):
-        text = window.strip().lower()
-        ms = 1000 * sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhdw])", text))
-    else:
-        raise InvalidInput(
-            f"window must be like '1h', '30m', '1h30m', '2d' (units s, m, h, d, w), a number "
-            f"of seconds or a timedelta; got {window!r}"
-        )
-    if ms <= 0:
-        raise InvalidInput(f"window must be longer than zero, got {window!r}")
-    return ms
 
 
 # -- settings ------------------------------------------------------------------------------------
@@ -192,6 +168,7 @@ def configure_monitor(
 
     Raises:
         InvalidInput: an unknown field or a bad value.
+        NotFound: no such deployment (see :mod:`keel.monitoring.names`).
         Conflict: the settings changed since ``expected_revision``.
     """
     from keel.governance import audit
@@ -207,11 +184,14 @@ def configure_monitor(
         )
     if "columns" in changes and changes["columns"] is not None:
         changes["columns"] = tuple(changes["columns"])
+    if "window" in changes:
+        changes["window"] = spell_window(changes["window"])
     client = resolve_client(client)
     current = get_monitor_settings(deployment, client=client)
     seen = current.revision if expected_revision is None else expected_revision
     base = MonitorSettings(revision=current.revision) if reset else current
     wanted = _check_settings(replace(base, **changes))
+    require_deployment(deployment, client)
     stored = {k: v for k, v in wanted.to_dict().items() if k not in ("revision", "clear_below")}
     actor = client._settings.user
     with client.store.write() as conn:
