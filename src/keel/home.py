@@ -1,4 +1,10 @@
-"""Creating and describing a Keel home folder (``keel init``)."""
+"""Creating a Keel home folder (``keel init``) and requiring one that exists.
+
+Commands that write create the home on first use. Commands that only read
+call :func:`require_home` instead: run in the wrong folder, they must say
+where they looked, not create an empty ``.keel`` and report that nothing
+matches.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from keel.config import CONFIG_FILENAME, HOME_DIRNAME, load_settings
-from keel.errors import InvalidInput
+from keel.config import CONFIG_FILENAME, HOME_DIRNAME, Settings, get_settings, load_settings
+from keel.errors import InvalidInput, NotFound
 
-__all__ = ["init_home"]
+__all__ = ["init_home", "require_home"]
 
 
 def _toml_line(key: str, value: str) -> str:
@@ -19,21 +25,30 @@ def _toml_line(key: str, value: str) -> str:
 
 
 def init_home(
-    path: str | os.PathLike[str] = ".",
+    path: str | os.PathLike[str] | None = None,
     *,
     store_url: str | None = None,
     artifacts_url: str | None = None,
 ) -> dict[str, Any]:
-    """Create ``<path>/.keel`` (idempotent), save the given URLs in its config and migrate.
+    """Create a Keel home (idempotent), save the given URLs in its config and migrate.
+
+    Args:
+        path: the folder to create ``.keel`` in (a path ending in ``.keel`` is the
+            home itself). Default: the folder ``KEEL_HOME`` names, used as the home
+            itself, else the working folder.
 
     Returns:
         ``home``, ``created`` (False when it existed), ``store_url``,
         ``artifacts_url`` and ``schema_revision``.
     """
-    base = Path(path).expanduser().resolve()
-    if not base.is_dir():
-        raise InvalidInput(f"{base} is not a folder; create it first or pick another path")
-    home = base if base.name == HOME_DIRNAME else base / HOME_DIRNAME
+    env_home = os.environ.get("KEEL_HOME")
+    if path is None and env_home:
+        home = Path(env_home).expanduser().resolve()
+    else:
+        base = Path(path if path is not None else ".").expanduser().resolve()
+        if not base.is_dir():
+            raise InvalidInput(f"{base} is not a folder; create it first or pick another path")
+        home = base if base.name == HOME_DIRNAME else base / HOME_DIRNAME
     created = not home.exists()
     home.mkdir(parents=True, exist_ok=True)
     config_file = home / CONFIG_FILENAME
@@ -67,3 +82,54 @@ def init_home(
         "artifacts_url": settings.artifacts_url,
         "schema_revision": HEAD_REVISION,
     }
+
+
+def require_home(settings: Settings | None = None) -> Settings:
+    """The settings, once their SQLite database is known to exist; creates nothing.
+
+    A server database (PostgreSQL) is not checked here: opening it says whether it
+    is reachable.
+
+    Raises:
+        NotFound: the database is missing; the message says where Keel looked and
+            what creates a home (``keel init``, or ``KEEL_HOME`` pointing at one).
+    """
+    settings = settings or get_settings()
+    database = _sqlite_file(settings.store_url)
+    if database is None or database.is_file():
+        return settings
+    home = settings.home
+    if database.parent != home:
+        raise NotFound(
+            f"no Keel database at {database} (the SQLite store_url set by KEEL_STORE_URL or "
+            f"{home / CONFIG_FILENAME}); check the URL, or run `keel init` to create it"
+        )
+    if os.environ.get("KEEL_HOME"):
+        where = f"no Keel home at {home} (named by KEEL_HOME or --home)"
+        fix = "check the path, or run `keel init` to create it there"
+    elif home.is_dir():
+        where = f"the Keel home {home} has no database"
+        fix = f"run `keel init {home.parent}` to create it"
+    else:
+        where = (
+            f"no Keel home here: looked for {HOME_DIRNAME} in {home.parent} and every folder "
+            "above it"
+        )
+        fix = (
+            "run `keel init` to create one in this folder, or set KEEL_HOME (or --home) to "
+            "an existing home"
+        )
+    raise NotFound(f"{where}; {fix}")
+
+
+def _sqlite_file(store_url: str) -> Path | None:
+    """The database file a SQLite store URL names; ``None`` for any other store."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(store_url)
+    except Exception:  # malformed: opening the store reports it, with the expected form
+        return None
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database).expanduser().resolve()

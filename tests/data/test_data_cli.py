@@ -59,6 +59,7 @@ def test_add_status_diff_checkout_list_show_from_a_fresh_folder(tmp_path: Path):
 
 
 def test_errors_print_one_line_and_exit_1(tmp_path: Path):
+    ok(keel_cli("init", cwd=tmp_path))  # reads outside a home fail before naming the dataset
     missing = keel_cli("data", "add", "nope", cwd=tmp_path)
     assert missing.returncode == 1
     assert missing.stderr.strip().startswith("error: no such file or folder")

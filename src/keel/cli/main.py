@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -50,6 +52,27 @@ _COMMANDS = {
     "drift": ("keel.cli.monitor", "drift_command"),
 }
 _ROOT_OPTIONS_WITH_VALUES = ("--home",)
+#: Commands that only read. Run where no home exists they fail, saying where they looked,
+#: instead of creating an empty ``.keel`` and answering "No runs match" (a typo'd folder
+#: must not look like an empty project). Every other command creates the home on first use.
+_READ_ONLY = frozenset(
+    {
+        ("experiments", "list"),
+        *(("runs", verb) for verb in ("list", "search", "show", "compare")),
+        *(("models", verb) for verb in ("list", "show", "versions", "card")),
+        ("models", "alias", "history"),
+        *(("data", verb) for verb in ("list", "show")),
+        *(("pipeline", verb) for verb in ("list", "show")),
+        ("lineage", "show"),
+        *(("deploy", verb) for verb in ("list", "status", "history")),
+        *(("monitor", verb) for verb in ("history", "alerts", "show")),
+        ("monitor", "reference", "show"),
+        *(("automation", verb) for verb in ("status", "history")),
+        *(("policy", verb) for verb in ("list", "show")),
+        ("roles", "list"),
+        *(("audit", verb) for verb in ("list", "verify")),
+    }
+)
 
 
 def _named(argv: list[str]) -> str | None:
@@ -61,6 +84,29 @@ def _named(argv: list[str]) -> str | None:
         elif not arg.startswith("-"):
             return arg
     return None
+
+
+def _words(argv: list[str]) -> tuple[str, ...]:
+    """The command's words (``runs``, ``search``, …): arguments up to the first option."""
+    args = iter(argv)
+    words: list[str] = []
+    for arg in args:
+        if arg in _ROOT_OPTIONS_WITH_VALUES and not words:
+            next(args, None)
+        elif arg.startswith("-"):
+            if words:
+                break
+        else:
+            words.append(arg)
+    return tuple(words)
+
+
+def reads_only(argv: list[str]) -> bool:
+    """Whether ``argv`` runs a command that only reads (and is not asking for ``--help``)."""
+    if "--help" in argv:
+        return False
+    words = _words(argv)
+    return any(words[: len(command)] == command for command in _READ_ONLY)
 
 
 def register(argv: list[str]) -> None:
@@ -101,13 +147,22 @@ def _root(
 ) -> None:
     if home is not None:
         os.environ["KEEL_HOME"] = str(home)
+    if reads_only(sys.argv[1:]):
+        from keel.home import require_home
+
+        require_home()
 
 
 @app.command("init")
 def init_command(
     path: Annotated[
-        Path, typer.Argument(help="Folder to create .keel in (default: the current folder).")
-    ] = Path("."),
+        Path | None,
+        typer.Argument(
+            help="Folder to create .keel in (default: the home KEEL_HOME or --home names, "
+            "else the current folder).",
+            show_default=False,
+        ),
+    ] = None,
     store_url: Annotated[
         str | None, typer.Option(help="Metadata store URL to save in config.toml.")
     ] = None,
@@ -148,9 +203,14 @@ def main() -> None:
 
     from keel.errors import KeelError
 
+    argv = sys.argv[1:]
     try:
-        register(sys.argv[1:])
-        app()
+        register(argv)
+        command = typer.main.get_command(app)
+        _hide_flag_types(command)
+        if not os.environ.get("KEEL_DEBUG"):
+            warnings.showwarning = _show_warning
+        command(args=argv, prog_name="keel")
     except KeelError as exc:
         err.print(f"[bold red]error:[/bold red] {escape(_one_line(str(exc)))}", highlight=False)
         sys.exit(1)
@@ -170,6 +230,51 @@ def main() -> None:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def _hide_flag_types(command: Any) -> None:
+    """Show no value type after a flag (Typer 0.29 prints ``--help <bool>``, ``--json <bool>``).
+
+    A flag takes no value, so its help row must not suggest one; an empty metavar
+    leaves the type column blank and changes nothing else.
+    """
+    params = [*command.params, command.get_help_option(command.context_class(command))]
+    for param in params:
+        if param is not None and getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _hide_flag_types(sub)
+
+
+_warned: set[tuple[type[Warning], str]] = set()
+_warned_lock = threading.Lock()
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Print a warning once per process, as one line without Keel's source path.
+
+    Python's own display repeats a warning whenever the warnings filters change
+    (model loading changes them) and points at a line inside Keel, which tells a
+    user of the command nothing. ``KEEL_DEBUG=1`` keeps Python's display.
+    """
+    from rich.markup import escape
+
+    from keel.models import KeelWarning
+
+    text = _one_line(str(message))
+    with _warned_lock:
+        if (category, text) in _warned:
+            return
+        _warned.add((category, text))
+    label = "warning" if issubclass(category, KeelWarning) else f"warning ({category.__name__})"
+    err.print(f"[yellow]{label}:[/yellow] {escape(text)}", highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,6 +19,16 @@ alias_app = typer.Typer(
 )
 app.add_typer(alias_app, name="alias")
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+NameArg = Annotated[
+    str, typer.Argument(help="Registered model name, or NAME@ALIAS for the version an alias holds.")
+]
+VersionArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Version number or @alias (e.g. 3 or @champion); omit after NAME@ALIAS.",
+        show_default=False,
+    ),
+]
 
 
 @app.command("list")
@@ -49,10 +59,17 @@ def register_command(
 ) -> None:
     """Register a logged model as a new, immutable version."""
     from keel.client import Client
+    from keel.store.sql import now_ms
 
+    started = now_ms()
     version = Client().create_model_version(name, uri, description=description)
     if as_json:
         print_json(version.to_dict())
+    elif version.created_at < started:  # the registry returned the version holding these bytes
+        console.print(
+            f"{name} version {version.version} already holds {version.source}; nothing registered",
+            soft_wrap=True,
+        )
     else:
         console.print(f"Registered {name} version {version.version} from {version.source}")
 
@@ -83,15 +100,18 @@ def versions_command(
 
 @app.command("show")
 def show_command(
-    name: Annotated[str, typer.Argument(help="Registered model name.")],
-    version: Annotated[int | None, typer.Argument(help="Version (default: the model).")] = None,
+    name: NameArg,
+    version: Annotated[
+        str | None,
+        typer.Argument(help="Version number or @alias (default: the model).", show_default=False),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show a registered model, or one of its versions with its approvals."""
     from keel.client import Client
 
     client = Client()
-    if version is None:
+    if version is None and "@" not in name and "/" not in name:
         model = client.get_registered_model(name)
         if as_json:
             print_json(model.to_dict())
@@ -100,14 +120,14 @@ def show_command(
         for alias, v in model.aliases.items():
             console.print(f"  {alias} → {v}")
         return
-    mv = client.get_model_version(name, version)
-    approvals = client.list_approvals(name, version)
+    mv = client.find_model_version(name, version)
+    approvals = client.list_approvals(mv.name, mv.version)
     if as_json:
         print_json({**mv.to_dict(), "approvals": [a.to_dict() for a in approvals]})
         return
     console.print(f"[bold]{mv.name} version {mv.version}[/bold]  {mv.uri}")
     console.print(f"  source   {mv.source}")
-    console.print(f"  bytes    manifest {mv.manifest_digest}")
+    console.print(f"  bytes    manifest {mv.manifest_digest}", soft_wrap=True)
     console.print(f"  by       {mv.created_by} at {fmt_time(mv.created_at)}")
     if mv.aliases:
         console.print(f"  aliases  {', '.join(mv.aliases)}")
@@ -121,7 +141,10 @@ def show_command(
 def alias_set_command(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     alias: Annotated[str, typer.Argument(help="Alias, e.g. champion.")],
-    version: Annotated[int, typer.Argument(help="Version to point it at.")],
+    version: Annotated[
+        str,
+        typer.Argument(help="Version to point it at: a number, or @alias for the one it holds."),
+    ],
     expected: Annotated[
         int | None,
         typer.Option(help="Only move it if it points at this version now (compare-and-set)."),
@@ -132,8 +155,14 @@ def alias_set_command(
     from keel.client import Client
     from keel.registry import UNSET
 
-    change = Client().set_alias(
-        name, alias, version, expected=UNSET if expected is None else expected, comment=comment
+    client = Client()
+    target = client.find_model_version(name, version)
+    change = client.set_alias(
+        name,
+        alias,
+        target.version,
+        expected=UNSET if expected is None else expected,
+        comment=comment,
     )
     before = "unset" if change.from_version is None else f"version {change.from_version}"
     console.print(f"{name}@{alias}: {before} → version {change.to_version}")
@@ -180,42 +209,46 @@ def alias_history_command(
 
 @app.command("approve")
 def approve_command(
-    name: Annotated[str, typer.Argument(help="Registered model name.")],
-    version: Annotated[int, typer.Argument(help="Version to approve.")],
+    name: NameArg,
     alias: Annotated[str, typer.Option("--for", help="The protected alias it may move to.")],
+    version: VersionArg = None,
     comment: Annotated[str | None, typer.Option(help="What was reviewed.")] = None,
 ) -> None:
     """Approve a version for a protected alias, as the current user (KEEL_USER)."""
     from keel.client import Client
 
-    approval = Client().approve(name, version, alias, comment)
-    console.print(f"{approval.approver} approved {name} version {version} for {alias!r}")
+    client = Client()
+    mv = client.find_model_version(name, version)
+    approval = client.approve(mv.name, mv.version, alias, comment)
+    console.print(f"{approval.approver} approved {mv.name} version {mv.version} for {alias!r}")
 
 
 @app.command("describe")
 def describe_command(
-    name: Annotated[str, typer.Argument(help="Registered model name.")],
-    version: Annotated[int, typer.Argument(help="Version.")],
+    name: NameArg,
     description: Annotated[
         str,
         typer.Option(
             help="Text with optional '## Intended use' and '## Limitations' sections (shown on the card)."
         ),
     ],
+    version: VersionArg = None,
 ) -> None:
     """Set a version's description (its summary, intended use and limitations)."""
     from keel.client import Client
 
-    Client().update_model_version(name, version, description=description)
-    console.print(f"Described {name} version {version}")
+    client = Client()
+    mv = client.find_model_version(name, version)
+    client.update_model_version(mv.name, mv.version, description=description)
+    console.print(f"Described {mv.name} version {mv.version}")
 
 
 @app.command("check")
 def check_command(
-    name: Annotated[str, typer.Argument(help="Registered model name.")],
-    version: Annotated[int, typer.Argument(help="Version to check.")],
+    name: NameArg,
     data: Annotated[Path, typer.Option(help="Holdout data, .parquet or .csv.")],
     target: Annotated[str, typer.Option(help="Label column in the data.")],
+    version: VersionArg = None,
     rules: Annotated[
         Path | None, typer.Option(help="Gates file (YAML/JSON): thresholds, against, slices, data.")
     ] = None,
@@ -233,8 +266,10 @@ def check_command(
     slices; and validates the holdout against the model's signature.
     """
     from keel.checks import check_model_version
+    from keel.client import Client
 
-    report = check_model_version(name, version, data, target, rules, against=against)
+    mv = Client().find_model_version(name, version)
+    report = check_model_version(mv.name, mv.version, data, target, rules, against=against)
     if as_json:
         print_json(report.to_dict())
     else:
@@ -287,8 +322,8 @@ def _print_report(report: Any) -> None:
 
 @app.command("card")
 def card_command(
-    name: Annotated[str, typer.Argument(help="Registered model name.")],
-    version: Annotated[int, typer.Argument(help="Version.")],
+    name: NameArg,
+    version: VersionArg = None,
     html_out: Annotated[
         Path | None, typer.Option("--html", help="Write a self-contained HTML card to this file.")
     ] = None,
@@ -298,7 +333,9 @@ def card_command(
     from keel.client import Client
     from keel.registry.card import build_card, render_html, render_markdown
 
-    card = build_card(Client(), name, version)
+    client = Client()
+    mv = client.find_model_version(name, version)
+    card = build_card(client, mv.name, mv.version)
     if as_json:
         print_json(card)
     elif html_out is not None:

@@ -22,12 +22,17 @@ def _experiment_ids(client: Any, names: list[str] | None) -> list[int] | None:
     if not names:
         return None
     from keel.errors import NotFound
+    from keel.suggest import hint
 
     ids = []
     for name in names:
         found = client.get_experiment_by_name(name)
         if found is None:
-            raise NotFound(f"no experiment named {name!r}; see `keel experiments list`")
+            known = [e.name for e in client.list_experiments()]
+            raise NotFound(
+                f"no experiment named {name!r}; "
+                + hint(name, known, kind="experiments", create="runs create them on first use")
+            )
         ids.append(found.id)
     return ids
 

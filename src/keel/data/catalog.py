@@ -27,6 +27,7 @@ from keel.governance import audit
 from keel.store import Store
 from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
+from keel.suggest import hint
 
 __all__ = [
     "DATASET_KINDS",
@@ -319,10 +320,7 @@ def get_version(store: Store, ref: str | DatasetRef) -> DatasetVersion:
                 select(s.datasets.c.last_version).where(s.datasets.c.name == parsed.name)
             ).first()
             if exists is None:
-                raise NotFound(
-                    f"no dataset named {parsed.name!r}; add one with `keel data add PATH "
-                    f"--name {parsed.name}` or keel.log_dataset(df, name={parsed.name!r})"
-                )
+                raise _no_dataset(conn, str(parsed.name))
             raise NotFound(
                 f"dataset {parsed.name!r} has no version {parsed.version} (latest is "
                 f"{exists[0]}); see `keel data list {parsed.name}`"
@@ -339,8 +337,19 @@ def list_versions(store: Store, name: str) -> list[DatasetVersion]:
         if not rows and (
             conn.execute(select(s.datasets.c.id).where(s.datasets.c.name == name)).first() is None
         ):
-            raise NotFound(f"no dataset named {name!r}; see `keel data list`")
+            raise _no_dataset(conn, name)
     return [_version(r) for r in rows]
+
+
+def _no_dataset(conn: Connection, name: str) -> NotFound:
+    """``NotFound`` for a dataset name, with the closest existing names."""
+    names = conn.execute(select(s.datasets.c.name)).scalars()
+    create = (
+        f"add one with `keel data add PATH --name {name}` or keel.log_dataset(df, name={name!r})"
+    )
+    return NotFound(
+        f"no dataset named {name!r}; " + hint(name, names, kind="datasets", create=create)
+    )
 
 
 def list_datasets(store: Store) -> list[DatasetVersion]:

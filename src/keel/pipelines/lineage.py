@@ -335,8 +335,10 @@ def _model_version_uri(store: Store, uri: str) -> str:
                 s.aliases.c.model_id == model.id, s.aliases.c.alias == alias
             )
         ).scalar()
-    if version is None:
-        raise NotFound(f"model {name!r} has no alias {alias!r}")
+    if version is None:  # the registry's NotFound names the aliases the model has
+        from keel.registry import RegistryClient
+
+        RegistryClient(store=store).get_model_version_by_alias(name, alias)
     return f"models:/{name}/{version}"
 
 

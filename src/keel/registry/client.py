@@ -10,7 +10,10 @@ read-modify-write in Python:
 - aliases: an alias moves with ``UPDATE … WHERE version = <the version the
   caller saw>`` (compare-and-set); a caller that lost the race gets
   :class:`~keel.errors.Conflict` instead of silently overwriting;
-- approvals: one per approver, version and alias (a unique constraint).
+- approvals: one per approver, version and alias (a unique constraint);
+- registering a package twice: the second call locks the model's row
+  (``SELECT … FOR UPDATE``) before looking for a version with the same source
+  and bytes, so it finds the first one's version instead of adding a twin.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from keel.registry.entities import (
 )
 from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
+from keel.suggest import hint
 from keel.tracking.client import TrackingClient
 
 __all__ = ["UNSET", "RegistryClient", "parse_model_uri"]
@@ -51,6 +55,7 @@ UNSET: Final = _Unset()
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}$")
 _ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,127}$")
 _RESERVED_ALIASES = {"latest"}
+_REGISTER_HINT = "register one with `keel models register runs:/<run_id>/model NAME`"
 ADMIN_ROLE = "admin"
 
 
@@ -82,6 +87,29 @@ def _check_version(version: Any) -> int:
             raise InvalidInput(f"version must be a positive integer, got {version!r}")
         return number
     return version
+
+
+def _check_same_registration(
+    twin: ModelVersion, description: str | None, tags: Mapping[str, str]
+) -> None:
+    """Registering a version's own bytes again returns it, unless the call asks for more.
+
+    Raises:
+        Conflict: ``description`` or ``tags`` differ from the existing version's: a second
+            version of the same bytes would hide the change, so say how to make it.
+    """
+    changed = []
+    if description is not None and description != twin.description:
+        changed.append("description")
+    if any(twin.tags.get(key) != value for key, value in tags.items()):
+        changed.append("tags")
+    if changed:
+        raise Conflict(
+            f"{twin.name} version {twin.version} already holds this model ({twin.source}) "
+            f"with another {' and '.join(changed)}; change that version instead "
+            f"(`keel models describe {twin.name} {twin.version} --description ...`, "
+            "Client.set_model_version_tag) rather than registering the same bytes twice"
+        )
 
 
 def parse_model_uri(uri: str) -> tuple[str, str, str]:
@@ -158,8 +186,28 @@ class RegistryClient(TrackingClient):
             select(s.registered_models).where(s.registered_models.c.name == name)
         ).first()
         if row is None:
-            raise NotFound(f"no registered model named {name!r}; see `keel models list`")
+            names = conn.execute(select(s.registered_models.c.name)).scalars()
+            raise NotFound(
+                f"no registered model named {name!r}; "
+                + hint(name, names, kind="registered models", create=_REGISTER_HINT)
+            )
         return row
+
+    def _alias_missing(self, conn: Connection, model: Any, alias: str) -> NotFound:
+        """``NotFound`` for an alias ``model`` lacks, naming the aliases it has."""
+        aliases = conn.execute(
+            select(s.aliases.c.alias).where(s.aliases.c.model_id == model.id)
+        ).scalars()
+        return NotFound(
+            f"model {model.name!r} has no alias {alias!r}; "
+            + hint(
+                alias,
+                aliases,
+                kind=f"aliases of {model.name!r}",
+                create=f"point one at a version with `keel models alias set {model.name} "
+                f"{alias} VERSION`",
+            )
+        )
 
     def get_registered_model(self, name: str) -> RegisteredModel:
         with self.store.read() as conn:
@@ -213,7 +261,15 @@ class RegistryClient(TrackingClient):
         The model is created on first registration. The version's bytes are
         pinned: the manifest of the package's files at this moment is stored
         with the version, so re-logging the run's artifacts later cannot
-        change what the version loads.
+        change what the version loads. A package without a drift reference
+        gets one from its run's training dataset when there is one (see
+        :func:`keel.models.reference.registration_reference`).
+
+        Registering the same bytes from the same source again returns the
+        version that holds them, so a retried call never makes a twin.
+
+        Raises:
+            Conflict: that version exists but ``description`` or ``tags`` differ from it.
         """
         _check_model_name(name)
         kind, run_id, path = parse_model_uri(source)
@@ -237,12 +293,21 @@ class RegistryClient(TrackingClient):
         )
         tag_values = {str(k): str(v) for k, v in (tags or {}).items()}
         source = f"runs:/{run_id}/{path.strip('/')}"
+        from keel.models.reference import registration_reference
+
+        # Without a reference in the package, the run's training data gives one: drift
+        # monitoring must not silently skip a version because nobody passed reference_data.
+        reference = registration_reference(self.store, self.artifacts, run_id, manifest.digest)
         with self.store.write() as conn:
             conn.execute(
                 insert_on_conflict(conn, s.registered_models)
                 .values(name=name, created_at=now_ms(), created_by=self._actor)
                 .on_conflict_do_nothing(index_elements=[s.registered_models.c.name])
             )
+            twin = self._same_version(conn, name, source, manifest.digest)
+            if twin is not None:
+                _check_same_registration(twin, description, tag_values)
+                return twin
             model_id, version = conn.execute(
                 update(s.registered_models)
                 .where(s.registered_models.c.name == name)
@@ -264,6 +329,17 @@ class RegistryClient(TrackingClient):
                 )
                 .returning(s.model_versions.c.id)
             ).scalar_one()
+            if reference is not None:
+                conn.execute(
+                    s.reference_profiles.insert().values(
+                        model_id=model_id,
+                        version=version,
+                        profile_digest=reference[0],
+                        rows=reference[1],
+                        created_at=created,
+                        created_by=self._actor,
+                    )
+                )
             if tag_values:
                 conn.execute(
                     s.model_version_tags.insert(),
@@ -278,7 +354,12 @@ class RegistryClient(TrackingClient):
                 action="model_version.create",
                 object_type="model_version",
                 object_id=f"{name}/{version}",
-                after={"source": source, "run_id": run_id, "manifest_digest": manifest.digest},
+                after={
+                    "source": source,
+                    "run_id": run_id,
+                    "manifest_digest": manifest.digest,
+                    **({} if reference is None else {"reference": reference[2]}),
+                },
             )
         return ModelVersion(
             name,
@@ -292,6 +373,36 @@ class RegistryClient(TrackingClient):
             tag_values,
         )
 
+    def _same_version(
+        self, conn: Connection, name: str, source: str, manifest_digest: str
+    ) -> ModelVersion | None:
+        """The version of ``name`` already holding these bytes from this source, if any.
+
+        The model's row is locked first (``FOR UPDATE``; SQLite's write lock is already
+        held), so a concurrent registration of the same package waits and then finds
+        this one's version instead of adding a twin.
+        """
+        model_id = conn.execute(
+            select(s.registered_models.c.id)
+            .where(s.registered_models.c.name == name)
+            .with_for_update()
+        ).scalar_one()
+        version = conn.execute(
+            select(s.model_versions.c.version)
+            .where(
+                s.model_versions.c.model_id == model_id,
+                s.model_versions.c.source == source,
+                s.model_versions.c.manifest_digest == manifest_digest,
+            )
+            .order_by(s.model_versions.c.version)
+            .limit(1)
+        ).scalar()
+        return (
+            None
+            if version is None
+            else self._to_version(conn, self._version_row(conn, name, version))
+        )
+
     def _version_row(self, conn: Connection, name: str, version: int) -> Any:
         row = conn.execute(
             select(s.model_versions, s.registered_models.c.name)
@@ -299,9 +410,11 @@ class RegistryClient(TrackingClient):
             .where(s.registered_models.c.name == name, s.model_versions.c.version == version)
         ).first()
         if row is None:
-            self._model_row(conn, name)  # NotFound for the model itself first
+            model = self._model_row(conn, name)  # NotFound for the model itself first
+            latest = f"its latest is {model.last_version}" if model.last_version else "none yet"
             raise NotFound(
-                f"model {name!r} has no version {version}; see `keel models versions {name}`"
+                f"model {name!r} has no version {version} ({latest}); "
+                f"see `keel models versions {name}`"
             )
         return row
 
@@ -413,13 +526,52 @@ class RegistryClient(TrackingClient):
 
     def get_model_version_by_alias(self, name: str, alias: str) -> ModelVersion:
         _check_alias(alias)
-        version = self.get_alias(name, alias)
-        if version is None:
-            raise NotFound(
-                f"model {name!r} has no alias {alias!r}; set it with "
-                f"`keel models alias set {name} {alias} VERSION`"
+        with self.store.read() as conn:
+            model = self._model_row(conn, name)
+            version = conn.execute(
+                select(s.aliases.c.version).where(
+                    s.aliases.c.model_id == model.id, s.aliases.c.alias == alias
+                )
+            ).scalar()
+            if version is None:
+                raise self._alias_missing(conn, model, alias)
+            return self._to_version(conn, self._version_row(conn, name, version))
+
+    def find_model_version(self, name: str, ref: int | str | None = None) -> ModelVersion:
+        """The version a person names: a number or an alias, after the name or joined to it.
+
+        Accepts ``("wine", 3)``, ``("wine", "3")``, ``("wine", "@champion")``,
+        ``("wine@champion", None)`` and ``("wine/3", None)``.
+
+        Raises:
+            InvalidInput: ``ref`` is neither a version number nor ``@alias``; the message
+                says how to write each.
+            NotFound: no such model, version or alias (with the closest existing names).
+        """
+        if ref is None:
+            model, at, alias = name.partition("@")
+            if at:
+                return self.get_model_version_by_alias(model, alias)
+            model, slash, number = name.partition("/")
+            if not slash:
+                raise InvalidInput(
+                    f"expected a version of model {name!r}: write {name} 3, {name} @champion "
+                    f"or {name}@champion"
+                )
+            name, ref = model, number
+        if isinstance(ref, str) and not ref.strip().isdigit():
+            text = ref.strip()
+            if text.startswith("@"):
+                return self.get_model_version_by_alias(name, text[1:])
+            how = (
+                f"; for the alias write {name} @{text} or {name}@{text}"
+                if _ALIAS_RE.match(text)
+                else ""
             )
-        return self.get_model_version(name, version)
+            raise InvalidInput(
+                f"expected a version number or @alias after model {name!r}, got {ref!r}{how}"
+            )
+        return self.get_model_version(name, _check_version(ref))
 
     def set_alias(
         self,
@@ -521,7 +673,8 @@ class RegistryClient(TrackingClient):
         if isinstance(expected, _Unset):
             expected = self.get_alias(name, alias)
         if expected is None:
-            raise NotFound(f"model {name!r} has no alias {alias!r}")
+            with self.store.read() as conn:
+                raise self._alias_missing(conn, self._model_row(conn, name), alias)
         with self.store.write() as conn:
             model = self._model_row(conn, name)
             done = conn.execute(
@@ -573,6 +726,8 @@ class RegistryClient(TrackingClient):
             if alias:
                 query = query.where(s.alias_history.c.alias == alias)
             rows = conn.execute(query.order_by(s.alias_history.c.id)).all()
+            if alias and not rows:  # every move is recorded: no history, never an alias
+                raise self._alias_missing(conn, model, alias)
         return [
             AliasChange(r.alias, r.from_version, r.to_version, r.at, r.actor, r.comment)
             for r in rows
