@@ -108,12 +108,15 @@ def test_a_loaded_model_refuses_nan_by_name_instead_of_failing_inside(sqlite_env
 
 
 def test_reference_data_with_missing_values_lets_those_columns_take_them(sqlite_env, cancer):
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
 
     x, y = cancer
     train = x.copy()
     train.loc[train.index[::5], "mean area"] = np.nan
-    model = HistGradientBoostingClassifier(max_iter=5).fit(train, y)
+    # scikit-learn's tags say this pipeline does not take NaN: the training data decides.
+    model = make_pipeline(SimpleImputer(), LogisticRegression(max_iter=5000)).fit(train, y)
     with keel.start_run():  # the example has no gap; the training data does
         info = keel.log_model(model, input_example=x.head(3), reference_data=train)
     assert info.signature is not None
@@ -124,3 +127,33 @@ def test_reference_data_with_missing_values_lets_those_columns_take_them(sqlite_
     other = x.head(1).assign(**{"mean texture": np.nan})
     with pytest.raises(InvalidInput, match=r"column 'mean texture' has 1 missing value"):
         loaded.predict(other)
+
+
+def test_a_model_that_handles_missing_values_itself_takes_them_in_every_column(sqlite_env, cancer):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    x, y = cancer  # complete training data: the model's own allow_nan tag decides
+    model = HistGradientBoostingClassifier(max_iter=5).fit(x, y)
+    with keel.start_run():
+        info = keel.log_model(model, input_example=x.head(3))
+    assert info.signature is not None
+    assert all(c.allow_missing for c in info.signature.inputs.columns)
+    holey = x.head(4).assign(**{"worst area": np.nan})
+    loaded = keel.load_model(info.uri)
+    np.testing.assert_array_equal(loaded.predict(holey), model.predict(holey))
+
+
+def test_a_given_signature_is_kept_as_given_even_for_a_model_that_takes_missing_values(
+    sqlite_env, cancer
+):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    x, y = cancer
+    model = HistGradientBoostingClassifier(max_iter=5).fit(x, y)
+    from keel.models import infer_signature
+
+    signature = infer_signature(x.head(3), model.predict(x.head(3)))
+    with keel.start_run():
+        info = keel.log_model(model, input_example=x.head(3), signature=signature)
+    assert info.signature is not None
+    assert not any(c.allow_missing for c in info.signature.inputs.columns)

@@ -112,7 +112,9 @@ def log_model(
             the profile of the model's predictions on them are stored in the
             package (``reference-profile.json``) as the drift reference that
             monitoring compares this model's traffic with. An inferred signature also
-            lets the columns where they hold missing values take them (``allow_missing``).
+            lets the columns where they hold missing values take them (``allow_missing``);
+            a model that handles missing values itself (scikit-learn's ``allow_nan`` tag,
+            XGBoost, LightGBM) takes them in every column.
 
     Raises:
         InvalidInput: no active run, a model no flavor stores, a bad argument.
@@ -138,6 +140,8 @@ def log_model(
         folder = Path(tmp)
         config = chosen.save(model, folder, allow_pickle=allow_pickle)
         resolved = _resolve_signature(chosen, model, config, input_example, given_signature)
+        if resolved is not None and given_signature is None and chosen.takes_missing(model):
+            resolved = resolved.allowing_missing()
         if reference_data is not None:  # the drift reference travels with the package
             from keel.models.reference import input_columns, write_package_reference
 

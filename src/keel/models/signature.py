@@ -17,7 +17,9 @@ null, NaN or NaT, and infinities count with it: the models that handle NaN
 natively (HistGradientBoosting, XGBoost, LightGBM) take ±inf too, and the
 ones that do not refuse both. :func:`infer_signature` sets ``allow_missing``
 where the example holds such a value, and ``log_model(...,
-reference_data=train)`` also where the training data does, so a model
+reference_data=train)`` also where the training data does; ``log_model``
+lets every column take them when the model itself says it handles them
+(scikit-learn's ``allow_nan`` tag, XGBoost, LightGBM). Any other model
 trained without missing values refuses them by default: :func:`enforce`
 raises :class:`~keel.errors.InvalidInput` naming the column and the first
 row, instead of the model failing somewhere inside. A signature written
@@ -225,6 +227,13 @@ class Schema:
         except (KeyError, TypeError, AttributeError) as exc:
             raise InvalidInput(f"malformed schema {doc!r}: {exc!r}") from None
 
+    def allowing_missing(self) -> Schema:
+        """This schema with every column (or tensor) taking missing values."""
+        return Schema(
+            columns=tuple(replace(c, allow_missing=True) for c in self.columns),
+            tensors=tuple(replace(t, allow_missing=True) for t in self.tensors),
+        )
+
     def with_missing_from(self, profile: Profile) -> Schema:
         """This schema, taking missing values in every column where ``profile`` saw some.
 
@@ -277,6 +286,10 @@ class Signature:
             Schema.from_dict(doc["inputs"]),
             None if outputs is None else Schema.from_dict(outputs),
         )
+
+    def allowing_missing(self) -> Signature:
+        """This signature, its inputs taking missing values in every column."""
+        return Signature(self.inputs.allowing_missing(), self.outputs)
 
     def with_missing_from(self, profile: Profile) -> Signature:
         """This signature, its inputs taking missing values where ``profile`` saw some.

@@ -96,6 +96,15 @@ class Flavor(ABC):
         """A signature the model itself declares (ONNX does), as a dict."""
         return None
 
+    def takes_missing(self, model: Any) -> bool:
+        """Whether the model itself says it handles missing values (NaN) in its inputs.
+
+        An inferred signature lets every input column take them when it does, so a
+        model trained on complete data that handles NaN natively keeps doing so in
+        serving. ``False`` when the model says nothing: the data decides then.
+        """
+        return False
+
 
 def require(module: str, extra: str | None) -> ModuleType:
     """Import ``module`` or say which extra installs it."""

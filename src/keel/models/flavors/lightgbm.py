@@ -59,6 +59,9 @@ class LightGBMFlavor(Flavor):
         path = package.file(package.config.get("file", _FILE))
         return lgb.Booster(model_file=str(path))
 
+    def takes_missing(self, model: Any) -> bool:
+        return True  # gradient-boosted trees learn a default direction for missing values
+
     def predict(self, native: Any, data: Any, config: dict[str, Any]) -> Any:
         import lightgbm as lgb
         import numpy as np

@@ -125,6 +125,16 @@ class SklearnFlavor(Flavor):
             raise untrusted(path.name, refused)
         return sio.load(path, trusted=needed)
 
+    def takes_missing(self, model: Any) -> bool:
+        # scikit-learn's own estimator tags say whether NaN is handled natively
+        # (HistGradientBoosting, trees since 1.4); a pipeline answers for its first step.
+        from sklearn.utils import get_tags
+
+        try:
+            return bool(get_tags(model).input_tags.allow_nan)
+        except Exception:  # a third-party estimator with broken tags: let the data decide
+            return False
+
     def takes_matrix(self, native: Any, config: dict[str, Any]) -> bool:
         return True
 

@@ -68,6 +68,9 @@ class XGBoostFlavor(Flavor):
         model.load_model(path)
         return model
 
+    def takes_missing(self, model: Any) -> bool:
+        return True  # gradient-boosted trees learn a default direction for missing values
+
     def predict(self, native: Any, data: Any, config: dict[str, Any]) -> Any:
         import xgboost as xgb
 
