@@ -16,7 +16,6 @@ What only exists once the pipeline has run (its outputs, and
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 
 from keel.automation.policy import Policy
 from keel.errors import InvalidInput, NotFound
+from keel.suggest import closest
 
 __all__ = ["Resolved", "resolve_references"]
 
@@ -98,7 +98,7 @@ def _closest(name: str, names: Iterable[str]) -> str:
     existing = sorted(set(names))
     if not existing:
         return ""
-    close = difflib.get_close_matches(name, existing, n=3, cutoff=0.6)
+    close = closest(name, existing)  # one rule for "closest" across Keel's messages
     if close:
         return f" (closest: {', '.join(close)})"
     more = ", …" if len(existing) > 5 else ""
