@@ -235,17 +235,17 @@ def _run_together(script: str, settings, args: list[str], go: Path) -> list[str]
 
 @pytest.mark.slow
 def test_eight_processes_registering_at_once_get_one_to_eight(keel_env, tmp_path: Path):
-    uri = _model_run(tmp_path)
-    outputs = _run_together(REGISTER, keel_env, [uri] * 8, tmp_path / "go")
+    # Eight different packages: the same package registered again returns its version.
+    uris = [_model_run(tmp_path, f"weights-{i}") for i in range(8)]
+    outputs = _run_together(REGISTER, keel_env, uris, tmp_path / "go")
     assert sorted(int(o) for o in outputs) == list(range(1, 9))
     assert [v.version for v in keel.Client().list_model_versions("race")] == list(range(1, 9))
 
 
 @pytest.mark.slow
 def test_two_processes_moving_one_alias_one_wins_one_conflicts(keel_env, tmp_path: Path):
-    uri = _model_run(tmp_path)
-    for _ in range(3):
-        keel.register_model(uri, "race")
+    for i in range(3):
+        keel.register_model(_model_run(tmp_path, f"weights-{i}"), "race")
     keel.Client().set_alias("race", "champion", 1)
     outputs = _run_together(MOVE, keel_env, ["2", "3"], tmp_path / "go")
     assert sorted(outputs) == ["conflict", "won"]
