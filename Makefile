@@ -7,7 +7,7 @@ BIN        := $(VENV)/bin
 DEMO_STAMP := $(VENV)/.installed-demo
 STAMP      := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint typecheck bench bench-venvs clean
+.PHONY: demo test test-fast lint typecheck bench bench-venvs browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,18 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(DEMO_STAMP)
 	$(BIN)/keel demo
 
-test: $(STAMP) .venv-kserve/.installed
+test: $(STAMP) .venv-kserve/.installed browser
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 --dist load
+
+# The report and UI tests drive Debian's Chromium headless; there is no browser download.
+# Where apt is not ours to run, the browser tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is not installed: the browser tests will skip (apt-get install chromium)"; fi; }
 
 # KServe's own Python client, to test Keel's server with it: its pins (pandas<3) clash with ours.
 .venv-kserve/.installed:
