@@ -1,4 +1,4 @@
-"""Batch scoring throughput: ``keel.serving.batch.predict_file`` vs the model alone.
+"""Batch scoring throughput: ``keel.scoring.predict_file`` vs the model alone.
 
 What is measured
 ----------------
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     import keel
-    from keel.serving.batch import predict_file
+    from keel.scoring import predict_file
 
     keel.init(home=folder / ".keel")
     data = load_breast_cancer(as_frame=True)
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         return model.predict(array)
 
     def keel_run() -> Any:
-        return predict_file(info.uri, source, output, chunk_rows=args.chunk_rows, progress=False)
+        return predict_file(info.uri, source, output, chunk_rows=args.chunk_rows)
 
     progress("warming up")
     expected = floor()

@@ -263,7 +263,7 @@ def test_batch_output_routed_into_the_input_folder_is_refused(
     import pandas as pd
     from sklearn.linear_model import LinearRegression
 
-    from keel.serving.batch import predict_file
+    from keel.scoring import predict_file
 
     frame = pd.DataFrame({"x": [float(i) for i in range(20)]})
     inputs = tmp_path / "inputs"
@@ -279,5 +279,5 @@ def test_batch_output_routed_into_the_input_folder_is_refused(
         folder = inputs / "scores"
         folder.mkdir()
     with pytest.raises(InvalidInput, match="would overwrite or land inside the input"):
-        predict_file(info.uri, inputs, folder / "out.parquet", progress=False)
+        predict_file(info.uri, inputs, folder / "out.parquet")
     assert _files(inputs) == {"part-0.parquet": (inputs / "part-0.parquet").read_bytes()}

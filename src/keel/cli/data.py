@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from keel.cli.output import console, err, fmt_time, print_json
+from keel.cli.output import console, fmt_time, print_json
+from keel.cli.progress import progress_bar
 
 
 def say(text: str) -> None:
@@ -45,29 +44,6 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-@contextlib.contextmanager
-def _progress(label: str, unit: str) -> Iterator[Callable[[int, int], None]]:
-    """A Rich progress bar on stderr (hidden when stderr is not a terminal)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    with Progress(
-        f"[bold]{label}[/bold]",
-        BarColumn(),
-        MofNCompleteColumn(),
-        unit,
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as bar:
-        task = bar.add_task(label, total=None)
-
-        def update(done: int, of: int) -> None:
-            bar.update(task, completed=done, total=of)
-
-        yield update
-
-
 @app.command("add")
 def add_command(
     path: Annotated[Path, typer.Argument(help="File or folder to snapshot.")],
@@ -85,7 +61,7 @@ def add_command(
     """
     from keel.data.snapshot import add
 
-    with _progress("adding", "files") as progress:
+    with progress_bar("adding", "files") as progress:
         version = add(path, name, link=link, progress=progress)
     if as_json:
         print_json(version.to_dict())
@@ -166,7 +142,7 @@ def checkout_command(
     """Make PATH hold exactly the files of a dataset version (unchanged files are kept)."""
     from keel.data.restore import checkout
 
-    with _progress("checking out", "files") as progress:
+    with progress_bar("checking out", "files") as progress:
         version = checkout(ref, path, force=force, link=link, progress=progress)
     if as_json:
         print_json({**version.to_dict(), "path": str(path.resolve())})
@@ -274,7 +250,7 @@ def push_command(
     """
     from keel.data.remote import push
 
-    with _progress("pushing", "objects") as progress:
+    with progress_bar("pushing", "objects") as progress:
         report = push(refs, remote=remote, progress=progress)
     _report(report, "pushed", as_json)
 
@@ -290,6 +266,6 @@ def pull_command(
     """Fetch dataset versions' objects from the remote; only missing objects move."""
     from keel.data.remote import pull
 
-    with _progress("pulling", "objects") as progress:
+    with progress_bar("pulling", "objects") as progress:
         report = pull(refs, remote=remote, progress=progress)
     _report(report, "pulled", as_json)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +9,7 @@ import typer
 from rich.table import Table
 
 from keel.cli.output import console, fmt_time, fmt_value, print_json
+from keel.cli.progress import progress_bar
 from keel.monitoring.windows import WINDOW_FORMS
 
 monitor_app = typer.Typer(
@@ -30,47 +30,6 @@ ProgressOption = Annotated[
         show_default=False,
     ),
 ]
-
-
-class _Bar:
-    """A Rich progress bar on stderr with one task per stage (``profiling x.parquet`` …)."""
-
-    def __init__(self, enabled: bool | None) -> None:
-        from rich.console import Console
-
-        self._progress: Any = None
-        self._tasks: dict[str, Any] = {}
-        console_err = Console(file=sys.stderr, force_terminal=True if enabled else None)
-        if enabled is False or not console_err.is_terminal:
-            return
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
-
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[rows]}"),
-            console=console_err,
-            transient=True,
-        )
-
-    def __call__(self, stage: str, done: int, total: int | None) -> None:
-        if self._progress is None:
-            return
-        task = self._tasks.get(stage)
-        if task is None:
-            task = self._tasks[stage] = self._progress.add_task(stage, total=total, rows="")
-        label = f"{done:,}/{total:,} rows" if total else f"{done:,} rows"
-        self._progress.update(task, completed=done, rows=label)
-
-    def __enter__(self) -> _Bar:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
 
 
 def _parse_overrides(values: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -197,7 +156,7 @@ def drift_command(
     """
     from keel.monitoring import compare
 
-    with _Bar(progress) as bar:
+    with progress_bar(unit="rows", enabled=progress) as bar:
         report = compare(
             reference,
             current,
@@ -207,7 +166,7 @@ def drift_command(
             threshold=threshold,
             drift_share=drift_share,
             categorical=categorical or None,
-            progress=bar,
+            progress=bar.stage,
         )
     if html_path is not None:
         report.to_html(html_path, title=f"Drift: {current.name} vs {reference.name}")

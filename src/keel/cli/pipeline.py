@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from keel.cli.output import console, err, print_json
+from keel.cli.output import console, print_json
+from keel.cli.progress import progress_bar
 
 app = typer.Typer(help="Run, validate, list and inspect pipelines.", no_args_is_help=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -73,28 +74,16 @@ def run_command(
     code, parameters, inputs and external files are unchanged is served from
     the cache and says so. Exits 1 when a step fails for good.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from keel.pipelines.runner import StepEvent, run_pipeline
 
     params = parse_params(param)
-    with Progress(
-        "[bold]pipeline[/bold]",
-        BarColumn(),
-        MofNCompleteColumn(),
-        "steps",
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as bar:
-        task = bar.add_task("steps", total=None)
+    with progress_bar("pipeline", "steps") as bar:
         finished = [0]
 
         def on_event(event: StepEvent) -> None:
             if event.status in ("cached", "finished", "failed"):
                 finished[0] += 1
-                bar.update(task, completed=finished[0])
+                bar(finished[0], None)
             if not as_json and event.status != "running":
                 detail = f"  [dim]{event.detail}[/dim]" if event.detail else ""
                 bar.console.print(

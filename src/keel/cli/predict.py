@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from keel.cli.output import console, print_json
+from keel.cli.progress import progress_bar
 
 
 def predict_command(
@@ -60,17 +61,18 @@ def predict_command(
     for several values per row). It is written under a temporary name and
     renamed at the end, so a failure leaves no output file.
     """
-    from keel.serving.batch import predict_file
+    from keel.scoring import predict_file
 
-    stats = predict_file(
-        model_uri,
-        input_path,
-        output,
-        chunk_rows=chunk_rows,
-        executor=executor,
-        keep_columns=keep or None,
-        progress=True if progress is None else "force" if progress else False,
-    )
+    with progress_bar(f"scoring {input_path.absolute().name}", "rows", enabled=progress) as bar:
+        stats = predict_file(
+            model_uri,
+            input_path,
+            output,
+            chunk_rows=chunk_rows,
+            executor=executor,
+            keep_columns=keep or None,
+            progress=bar,
+        )
     if as_json:
         print_json(stats)
         return

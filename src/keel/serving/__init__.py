@@ -1,4 +1,4 @@
-"""Serving: deployments with canary and shadow routes, the HTTP app, prediction logs, batch scoring."""
+"""Serving: deployments with canary and shadow routes, the HTTP app, prediction logs."""
 
 from keel.serving.deployments import (
     Batching,

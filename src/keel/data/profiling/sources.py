@@ -8,6 +8,11 @@ bounded memory. :func:`open_source` accepts what users hold:
 - the path of a Parquet file (``.parquet``/``.pq``), a folder of Parquet files,
   or a CSV file (``.csv``), read with pyarrow's streaming readers.
 
+It is the one place that knows these suffixes (:func:`file_format`), which
+files of a folder make a dataset (:func:`parquet_files`) and how Parquet splits
+into parts (:meth:`Source.parts`): profiling and batch scoring
+(:mod:`keel.scoring`) both read their inputs through it.
+
 A :class:`Source` can be read more than once (profiling a reference takes two
 passes) and, for Parquet, split into parts that Ray tasks read on their own.
 Parquet is also read one column of one row group at a time
@@ -29,14 +34,26 @@ import pyarrow as pa
 
 from keel.errors import InvalidInput, NotFound, StorageError
 
-__all__ = ["ColumnGroup", "Part", "Source", "open_source", "parquet_files"]
+__all__ = [
+    "CSV_SUFFIXES",
+    "PARQUET_SUFFIXES",
+    "ColumnGroup",
+    "FileFormat",
+    "Part",
+    "Source",
+    "file_format",
+    "open_source",
+    "parquet_files",
+    "read_part",
+]
 
-_PARQUET_SUFFIXES = (".parquet", ".pq")
-_CSV_SUFFIXES = (".csv",)
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv",)
 _CSV_BLOCK_BYTES = 4 << 20
 _COLUMNWISE_MAX_ROWS = 1 << 20  # bigger row groups are read in batches, not a column at a time
 
 Kind = Literal["memory", "parquet", "csv"]
+FileFormat = Literal["parquet", "csv"]
 
 
 @dataclass(frozen=True)
@@ -90,7 +107,11 @@ class Source:
         return None if self._groups is None else self._groups()
 
     def parts(self, target_rows: int) -> list[Part]:
-        """Row-group slices of about ``target_rows`` rows each (Parquet sources only)."""
+        """Row-group slices of about ``target_rows`` rows each (Parquet sources only).
+
+        Consecutive row groups of a file are gathered until they hold ``target_rows``
+        rows; empty row groups are skipped, so every part has rows to read.
+        """
         import pyarrow.parquet as pq
 
         if self.kind != "parquet":
@@ -104,8 +125,11 @@ class Source:
             group: list[int] = []
             rows = 0
             for i in range(meta.num_row_groups):
+                count = meta.row_group(i).num_rows
+                if not count:
+                    continue
                 group.append(i)
-                rows += meta.row_group(i).num_rows
+                rows += count
                 if rows >= target_rows:
                     parts.append(Part(str(file), tuple(group), rows))
                     group, rows = [], 0
@@ -250,15 +274,23 @@ def _read_column(
 # -- files ------------------------------------------------------------------------------
 
 
+def file_format(path: Path) -> FileFormat | None:
+    """The format a file's suffix names, case-insensitively: ``parquet``, ``csv`` or None."""
+    suffix = path.suffix.lower()
+    if suffix in PARQUET_SUFFIXES:
+        return "parquet"
+    if suffix in CSV_SUFFIXES:
+        return "csv"
+    return None
+
+
 def parquet_files(folder: Path) -> tuple[Path, ...]:
     """The Parquet files of a folder dataset, in name order (hidden and ``_`` files skipped)."""
     files = tuple(
         sorted(
             p
             for p in folder.iterdir()
-            if p.is_file()
-            and p.suffix.lower() in _PARQUET_SUFFIXES
-            and not p.name.startswith((".", "_"))
+            if p.is_file() and file_format(p) == "parquet" and not p.name.startswith((".", "_"))
         )
     )
     if not files:
@@ -271,14 +303,14 @@ def _file_source(path: Path) -> Source:
         raise NotFound(f"no such file or folder: {path}")
     if path.is_dir():
         return _parquet_source(path, parquet_files(path))
-    suffix = path.suffix.lower()
-    if suffix in _PARQUET_SUFFIXES:
+    kind = file_format(path)
+    if kind == "parquet":
         return _parquet_source(path, (path,))
-    if suffix in _CSV_SUFFIXES:
+    if kind == "csv":
         return _csv_source(path)
     raise InvalidInput(
         f"{path.name}: expected a .parquet, .pq or .csv file (or a folder of .parquet files), "
-        f"got {suffix or 'no suffix'!r}"
+        f"got {path.suffix or 'no suffix'!r}"
     )
 
 

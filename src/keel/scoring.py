@@ -1,6 +1,9 @@
 """Batch scoring: run a model over a Parquet or CSV file, chunk by chunk, into a new file.
 
-:func:`predict_file` loads the model once and streams the input in chunks of
+The input is opened through the shared tabular source
+(:mod:`keel.data.profiling.sources`), the same one profiling reads: it finds
+the files of a folder, tells the format by suffix and splits Parquet into
+parts for Ray. :func:`predict_file` loads the model once and streams the input in chunks of
 ``chunk_rows`` rows, so memory stays bounded by a chunk whatever the file's
 size: Parquet through ``ParquetFile.iter_batches``, CSV through pyarrow's
 streaming reader (``pyarrow.csv.open_csv``). Every chunk goes through
@@ -28,6 +31,13 @@ store and the artifact store must be reachable from the nodes (PostgreSQL
 and S3, not SQLite and a local folder), the nodes need Keel and the model's
 libraries installed, and the input and the output's folder must be on
 storage every node shares.
+
+Progress is a callback, ``progress(rows_done, rows_total)``: called once at the
+start, after every chunk (or, with Ray, every finished part) and, if the last
+call did not already say so, once at the end with ``rows_total == rows_done``.
+``rows_total`` is known from the start for Parquet (its metadata counts the
+rows) and ``None`` for CSV until the file has been read. ``keel predict`` draws
+it as a progress bar.
 """
 
 from __future__ import annotations
@@ -36,15 +46,15 @@ import contextlib
 import os
 import re
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from keel.cluster import import_ray, join_ray
+from keel.data.profiling.sources import FileFormat, Part, Source, file_format, open_source
 from keel.errors import InvalidInput, StorageError, SystemFault
 
 if TYPE_CHECKING:
@@ -52,13 +62,14 @@ if TYPE_CHECKING:
 
     from keel.models.api import LoadedModel
 
-__all__ = ["EXECUTORS", "predict_file"]
+__all__ = ["EXECUTORS", "Progress", "predict_file"]
 
 EXECUTORS = ("local", "ray")
-_PARQUET_SUFFIXES = (".parquet", ".pq")
-_CSV_SUFFIXES = (".csv",)
 _CSV_BLOCK_BYTES = 8 << 20
 _LOCAL_RAY_CPUS = 2
+
+#: ``progress(rows_done, rows_total)``; ``rows_total`` is None while unknown (CSV).
+Progress = Callable[[int, int | None], None]
 
 
 def predict_file(
@@ -70,7 +81,7 @@ def predict_file(
     executor: str = "local",
     columns: Sequence[str] | None = None,
     keep_columns: Sequence[str] | None = None,
-    progress: bool | Literal["force"] = True,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Score every row of a Parquet or CSV file with a model and write the predictions.
 
@@ -91,8 +102,9 @@ def predict_file(
             or takes a tensor, which then gets them as a 2-D array).
         keep_columns: input columns copied into the output before the
             predictions, e.g. an id.
-        progress: ``True`` shows a progress bar on stderr when stderr is a
-            terminal, ``"force"`` always, ``False`` never.
+        progress: called as ``progress(rows_done, rows_total)`` as rows are
+            scored, ending with ``rows_done == rows_total`` (see the module
+            docstring); ``keel predict`` draws it as a progress bar.
 
     Returns:
         ``{"rows", "chunks", "seconds", "rows_per_s", "output"}``: rows scored,
@@ -110,15 +122,18 @@ def predict_file(
     chunk_rows = _check_chunk_rows(chunk_rows)
     if executor not in EXECUTORS:
         raise InvalidInput(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    if progress not in (True, False, "force"):
-        raise InvalidInput(f"progress must be True, False or 'force', got {progress!r}")
+    if progress is not None and not callable(progress):
+        raise InvalidInput(
+            "progress must be a callable taking (rows_done, rows_total) or None, "
+            f"got {progress!r}; for a progress bar use `keel predict --progress`"
+        )
     source = _open_source(Path(input_path))
-    output = _check_output(Path(output_path), source)
+    output = _check_output(Path(output_path), Path(input_path), source)
     keep = _check_names(keep_columns, "keep_columns", source)
     wanted = None if columns is None else _check_names(columns, "columns", source)
     if executor == "ray" and source.kind != "parquet":
         raise InvalidInput(
-            f"executor='ray' splits Parquet inputs by row group; {source.path.name} is CSV. "
+            f"executor='ray' splits Parquet inputs by row group; {source.name} is CSV. "
             "Convert it to Parquet, or use executor='local'"
         )
     ray = import_ray() if executor == "ray" else None
@@ -128,11 +143,13 @@ def predict_file(
     uri = _pin(model_uri) if ray is not None else model_uri
     model = load_model(uri)
     plan = _plan(model, source, wanted, keep)
-    with _Progress(progress, source) as bar:
-        if ray is None:
-            rows, chunks = _run_local(model, source, plan, output, chunk_rows, bar)
-        else:
-            rows, chunks = _run_ray(ray, str(uri), source, plan, output, chunk_rows, bar)
+    counter = _Counter(progress, source.rows)
+    counter.start()
+    if ray is None:
+        rows, chunks = _run_local(model, source, plan, output, chunk_rows, counter)
+    else:
+        rows, chunks = _run_ray(ray, str(uri), source, plan, output, chunk_rows, counter)
+    counter.finish()
     seconds = time.perf_counter() - start
     return {
         "rows": rows,
@@ -146,86 +163,21 @@ def predict_file(
 # -- arguments and inputs -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Source:
-    """An input: its files, its columns and how much of it there is."""
-
-    path: Path
-    kind: Literal["parquet", "csv"]
-    files: tuple[Path, ...]
-    schema: pa.Schema
-    rows: int | None  # known for Parquet, from the files' metadata
-    size: int  # bytes, for CSV progress
-
-    @property
-    def columns(self) -> list[str]:
-        return list(self.schema.names)
-
-
 def _check_chunk_rows(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidInput(f"chunk_rows must be a positive integer, got {value!r}")
     return value
 
 
-def _format(path: Path) -> Literal["parquet", "csv"] | None:
-    suffix = path.suffix.lower()
-    if suffix in _PARQUET_SUFFIXES:
-        return "parquet"
-    if suffix in _CSV_SUFFIXES:
-        return "csv"
-    return None
-
-
-def _open_source(path: Path) -> _Source:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if path.is_dir():
-        from keel.data.profiling.sources import parquet_files
-
-        files = parquet_files(path)
-    elif path.is_file():
-        files = (path,)
-    else:
+def _open_source(path: Path) -> Source:
+    """The input as the shared tabular source: a Parquet or CSV file, or a folder of Parquet."""
+    if not path.exists():
         raise InvalidInput(f"input {path} does not exist")
-    kind = _format(files[0])
-    if kind is None:
-        raise InvalidInput(
-            f"input {path} must be .parquet, .pq or .csv (or a folder of .parquet files), "
-            f"got {path.suffix or 'no suffix'!r}"
-        )
-    if kind == "csv":
-        return _Source(path, "csv", files, _csv_schema(path), None, path.stat().st_size)
-    schema: pa.Schema | None = None
-    rows = 0
-    for file in files:
-        try:
-            parquet = pq.ParquetFile(file)
-        except (pa.ArrowException, OSError) as exc:
-            raise InvalidInput(f"cannot read {file} as Parquet: {exc}") from None
-        with contextlib.closing(parquet):
-            rows += parquet.metadata.num_rows
-            schema = schema or parquet.schema_arrow
-    assert schema is not None
-    return _Source(path, "parquet", files, schema, rows, sum(f.stat().st_size for f in files))
+    return open_source(path)
 
 
-def _csv_schema(path: Path) -> pa.Schema:
-    """The CSV's columns as pyarrow infers them from its first block."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    try:
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20))
-    except (pa.ArrowException, OSError) as exc:
-        raise InvalidInput(f"cannot read {path} as CSV: {exc}") from None
-    with contextlib.closing(reader):
-        return reader.schema
-
-
-def _check_output(output: Path, source: _Source) -> Path:
-    if _format(output) is None:
+def _check_output(output: Path, input_path: Path, source: Source) -> Path:
+    if file_format(output) is None:
         raise InvalidInput(
             f"output {output} must end in .parquet, .pq or .csv (the format follows the "
             f"suffix), got {output.suffix or 'no suffix'!r}"
@@ -237,18 +189,18 @@ def _check_output(output: Path, source: _Source) -> Path:
         raise InvalidInput(f"output {output} is a folder; name a file")
     # Compared resolved: a symlinked folder (or a symlink at the output's name) must not
     # route the output, its temporary file or Ray's part files into the input.
-    here = source.path.resolve()
+    here = input_path.resolve()
     inputs = {here, *(f.resolve() for f in source.files)}
     landing = output.parent.resolve() / output.name
     if landing in inputs or landing.resolve() in inputs or here in landing.parents:
         raise InvalidInput(
-            f"output {output} would overwrite or land inside the input {source.path} "
+            f"output {output} would overwrite or land inside the input {input_path} "
             f"(it resolves to {landing.resolve()}); write it outside the input's folder"
         )
     return output
 
 
-def _check_names(names: Sequence[str] | None, what: str, source: _Source) -> tuple[str, ...]:
+def _check_names(names: Sequence[str] | None, what: str, source: Source) -> tuple[str, ...]:
     if names is None:
         return ()
     if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
@@ -256,7 +208,7 @@ def _check_names(names: Sequence[str] | None, what: str, source: _Source) -> tup
     missing = [n for n in names if n not in set(source.columns)]
     if missing:
         raise InvalidInput(
-            f"{what}: input {source.path.name} has no column(s) {', '.join(map(repr, missing))}; "
+            f"{what}: input {source.name} has no column(s) {', '.join(map(repr, missing))}; "
             f"it has {source.columns}"
         )
     return tuple(dict.fromkeys(names))
@@ -312,7 +264,7 @@ _ARROW_TYPES = (
 
 
 def _plan(
-    model: LoadedModel, source: _Source, wanted: tuple[str, ...] | None, keep: tuple[str, ...]
+    model: LoadedModel, source: Source, wanted: tuple[str, ...] | None, keep: tuple[str, ...]
 ) -> _Plan:
     signature = model.signature
     tensor = signature is not None and signature.inputs.is_tensor
@@ -326,7 +278,7 @@ def _plan(
         features = tuple(c for c in source.columns if c not in set(keep))
     if not features:
         raise InvalidInput(
-            f"no input columns left for the model in {source.path.name}; "
+            f"no input columns left for the model in {source.name}; "
             f"it has {source.columns} and keep_columns takes {list(keep)}"
         )
     clashes = [k for k in keep if k == "prediction" or re.fullmatch(r"prediction_\d+", k)]
@@ -402,7 +354,7 @@ def _output_table(table: pa.Table, keep: tuple[str, ...], predictions: Any) -> p
     return pa.Table.from_arrays([*(table.column(k) for k in keep), *arrays], names=[*keep, *names])
 
 
-def _empty_schema(source: _Source, plan: _Plan) -> pa.Schema:
+def _empty_schema(source: Source, plan: _Plan) -> pa.Schema:
     """The output's schema when the input has no rows: from the signature, when it has outputs."""
     import pyarrow as pa
 
@@ -518,32 +470,29 @@ def _conform(batch: pa.RecordBatch, target: pa.Schema, file: Path) -> pa.RecordB
         ) from None
 
 
-def _csv_batches(
-    path: Path, plan: _Plan, header: list[str], on_bytes: Callable[[int], None]
-) -> Iterator[pa.RecordBatch]:
+def _csv_batches(path: Path, plan: _Plan, header: list[str]) -> Iterator[pa.RecordBatch]:
+    """The CSV's batches, its features typed from the signature (not the profiling widening)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     types = {name: _arrow_type(kind) for name, kind in plan.csv_types}
-    with pa.OSFile(str(path), "rb") as stream:
-        try:
-            reader = pacsv.open_csv(
-                stream,
-                read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
-                convert_options=pacsv.ConvertOptions(include_columns=plan.read, column_types=types),
-            )
-        except (pa.ArrowException, OSError) as exc:
-            raise InvalidInput(_csv_error(path, exc, header, plan)) from None
-        with contextlib.closing(reader):
-            while True:
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    break
-                except (pa.ArrowException, OSError) as exc:
-                    raise InvalidInput(_csv_error(path, exc, header, plan)) from None
-                on_bytes(stream.tell())
-                yield batch
+    try:
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
+            convert_options=pacsv.ConvertOptions(include_columns=plan.read, column_types=types),
+        )
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidInput(_csv_error(path, exc, header, plan)) from None
+    with contextlib.closing(reader):
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except (pa.ArrowException, OSError) as exc:
+                raise InvalidInput(_csv_error(path, exc, header, plan)) from None
+            yield batch
 
 
 def _csv_error(path: Path, exc: Exception, header: list[str], plan: _Plan) -> str:
@@ -564,7 +513,7 @@ def _csv_error(path: Path, exc: Exception, header: list[str], plan: _Plan) -> st
 class _Writer:
     """Appends tables to one Parquet or CSV file; the first table fixes the schema."""
 
-    def __init__(self, path: Path, kind: Literal["parquet", "csv"]) -> None:
+    def __init__(self, path: Path, kind: FileFormat) -> None:
         self.path = path
         self.kind = kind
         self._writer: Any = None
@@ -637,7 +586,7 @@ def _write_scored(
     tables: Iterable[pa.Table],
     plan: _Plan,
     path: Path,
-    kind: Literal["parquet", "csv"],
+    kind: FileFormat,
     empty_schema: pa.Schema | None,
     on_chunk: Callable[[int], None] | None = None,
 ) -> tuple[int, int]:
@@ -663,18 +612,18 @@ def _write_scored(
 
 def _run_local(
     model: LoadedModel,
-    source: _Source,
+    source: Source,
     plan: _Plan,
     output: Path,
     chunk_rows: int,
-    bar: _Progress,
+    counter: _Counter,
 ) -> tuple[int, int]:
     batches: Iterable[pa.RecordBatch]
     if source.kind == "parquet":
         batches = _parquet_batches(source.files, plan.read, chunk_rows)
     else:
-        batches = _csv_batches(source.path, plan, source.columns, bar.set_bytes)
-    kind = _format(output)
+        batches = _csv_batches(source.files[0], plan, source.columns)
+    kind = file_format(output)
     assert kind is not None
     with _atomic(output) as tmp:
         return _write_scored(
@@ -684,39 +633,8 @@ def _run_local(
             tmp,
             kind,
             _empty_schema(source, plan),
-            bar.add_rows,
+            counter.add,
         )
-
-
-@dataclass(frozen=True)
-class _Part:
-    """Consecutive row groups of one Parquet file, scored by one Ray task."""
-
-    file: str
-    row_groups: tuple[int, ...]
-    rows: int
-
-
-def _partitions(source: _Source, chunk_rows: int) -> list[_Part]:
-    import pyarrow.parquet as pq
-
-    parts: list[_Part] = []
-    for file in source.files:
-        metadata = pq.read_metadata(file)
-        groups: list[int] = []
-        rows = 0
-        for index in range(metadata.num_row_groups):
-            count = metadata.row_group(index).num_rows
-            if not count:
-                continue
-            groups.append(index)
-            rows += count
-            if rows >= chunk_rows:
-                parts.append(_Part(str(file), tuple(groups), rows))
-                groups, rows = [], 0
-        if groups:
-            parts.append(_Part(str(file), tuple(groups), rows))
-    return parts
 
 
 def _settings_for_workers() -> dict[str, str | None]:
@@ -758,12 +676,12 @@ def _worker_model(uri: str, conf: dict[str, str | None]) -> Any:
 def _score_part(
     uri: str,
     conf: dict[str, str | None],
-    part: _Part,
+    part: Part,
     plan: _Plan,
     chunk_rows: int,
     out: str,
 ) -> tuple[int, int]:
-    """A Ray task: score one partition into the Parquet part file ``out``."""
+    """A Ray task: score one part (consecutive row groups of a file) into the Parquet file ``out``."""
     model = _worker_model(uri, conf)
     batches = _parquet_batches([Path(part.file)], plan.read, chunk_rows, part.row_groups)
     return _write_scored(model, _rechunk(batches, chunk_rows), plan, Path(out), "parquet", None)
@@ -772,16 +690,16 @@ def _score_part(
 def _run_ray(
     ray: Any,
     uri: str,
-    source: _Source,
+    source: Source,
     plan: _Plan,
     output: Path,
     chunk_rows: int,
-    bar: _Progress,
+    counter: _Counter,
 ) -> tuple[int, int]:
     import pyarrow.parquet as pq
 
     join_ray(num_cpus=_LOCAL_RAY_CPUS)
-    parts = _partitions(source, chunk_rows)
+    parts = source.parts(chunk_rows)
     conf = _settings_for_workers()
     task = ray.remote(num_cpus=1, max_retries=0)(_score_part)
     folder = output.with_name(f".{output.name}.{uuid.uuid4().hex[:12]}.parts")
@@ -799,8 +717,8 @@ def _run_ray(
             for ref in done:
                 rows, count = _ray_result(ray, ref)
                 chunks += count
-                bar.add_rows(rows)
-        kind = _format(output)
+                counter.add(rows)
+        kind = file_format(output)
         assert kind is not None
         rows = 0
         with _atomic(output) as tmp:
@@ -854,62 +772,30 @@ def _ray_result(ray: Any, ref: Any) -> tuple[int, int]:
 # -- progress --------------------------------------------------------------------------
 
 
-class _Progress:
-    """A Rich progress bar on stderr: rows for Parquet (total from metadata), bytes for CSV."""
+class _Counter:
+    """Feeds ``progress`` the rows scored so far; ``finish`` ends it at the total."""
 
-    def __init__(self, mode: bool | Literal["force"], source: _Source) -> None:
-        self._bar: Any = None
-        self._task: Any = None
-        self._rows = 0
-        self._total_rows = source.rows
-        if not mode:
-            return
-        from rich.console import Console
+    def __init__(self, progress: Progress | None, total: int | None) -> None:
+        self._progress = progress
+        self._total = total
+        self._done = 0
+        self._last: tuple[int, int | None] | None = None
 
-        console = Console(file=sys.stderr, force_terminal=True if mode == "force" else None)
-        if not console.is_terminal:
-            return
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            TaskProgressColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+    def start(self) -> None:
+        """Report nothing done yet: a bar shows its total before the first chunk is scored."""
+        self._report()
 
-        self._bar = Progress(
-            TextColumn("scoring {task.description}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[rows]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        total = source.rows if source.kind == "parquet" else source.size
-        self._task = self._bar.add_task(source.path.name, total=total, rows=self._label())
+    def _report(self) -> None:
+        if self._progress is not None:
+            self._last = (self._done, self._total)
+            self._progress(self._done, self._total)
 
-    def _label(self) -> str:
-        if self._total_rows is None:
-            return f"{self._rows:,} rows"
-        return f"{self._rows:,}/{self._total_rows:,} rows"
+    def add(self, rows: int) -> None:
+        self._done += rows
+        self._report()
 
-    def add_rows(self, rows: int) -> None:
-        self._rows += rows
-        if self._bar is not None:
-            advance = rows if self._total_rows is not None else 0
-            self._bar.update(self._task, advance=advance, rows=self._label())
-
-    def set_bytes(self, position: int) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=position)
-
-    def __enter__(self) -> _Progress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+    def finish(self) -> None:
+        """The count is complete: say so once, unless the last call already did."""
+        self._total = self._done
+        if self._last != (self._done, self._done):
+            self._report()

@@ -1,4 +1,4 @@
-"""Batch scoring (``keel.serving.batch.predict_file`` and ``keel predict``) on real models and files."""
+"""Batch scoring (``keel.scoring.predict_file`` and ``keel predict``) on real models and files."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 
 import keel
 from keel.errors import InvalidInput
-from keel.serving.batch import predict_file
+from keel.scoring import predict_file
 
 pytest.importorskip("skops", reason="model packages for scikit-learn need skops")
 
@@ -99,7 +99,6 @@ def test_output_equals_predict_on_the_whole_frame(scored: Scored, source: str, s
         output,
         chunk_rows=7_000,
         keep_columns=["id"],
-        progress=False,
     )
     assert stats["rows"] == ROWS and stats["chunks"] == 8  # ceil(50,000 / 7,000)
     assert stats["output"] == str(output.absolute()) and stats["rows_per_s"] > 0
@@ -117,7 +116,7 @@ def _run_of(scored: Scored) -> str:
 
 def test_a_registered_alias_works_and_only_predictions_are_written_by_default(scored: Scored):
     output = scored.out / "scores.parquet"
-    stats = predict_file("models:/cancer@champion", scored.parquet, output, progress=False)
+    stats = predict_file("models:/cancer@champion", scored.parquet, output)
     assert stats["rows"] == ROWS and stats["chunks"] == 1  # the default chunk holds them all
     result = pd.read_parquet(output)
     assert list(result.columns) == ["prediction"]
@@ -131,9 +130,7 @@ def test_a_folder_of_parquet_files_is_scored_in_name_order(scored: Scored, tmp_p
         scored.frame.iloc[start : start + 12_500].to_parquet(folder / f"part-{i}.parquet")
     (folder / "_SUCCESS").write_text("")
     output = scored.out / "scores.csv"
-    stats = predict_file(
-        "models:/cancer/1", folder, output, chunk_rows=20_000, keep_columns=["id"], progress=False
-    )
+    stats = predict_file("models:/cancer/1", folder, output, chunk_rows=20_000, keep_columns=["id"])
     assert stats["rows"] == ROWS and stats["chunks"] == 3  # chunks run across files
     result = pd.read_csv(output)
     np.testing.assert_array_equal(result["id"].to_numpy(), scored.frame["id"].to_numpy())
@@ -158,7 +155,7 @@ def test_several_values_per_row_become_numbered_columns(scored: Scored):
     with keel.start_run():
         info = keel.log_model(TwoValues(), "two", input_example=scored.frame[scored.features][:5])
     output = scored.out / "two.parquet"
-    predict_file(info.uri, scored.parquet, output, chunk_rows=9_999, progress=False)
+    predict_file(info.uri, scored.parquet, output, chunk_rows=9_999)
     result = pd.read_parquet(output)
     assert list(result.columns) == ["prediction_0", "prediction_1"]
     np.testing.assert_array_equal(
@@ -176,7 +173,7 @@ def test_a_model_that_takes_an_array_gets_the_other_columns_in_file_order(scored
         info = keel.log_model(model, "array-model", input_example=data.data[:5])
     assert info.signature is not None and info.signature.inputs.is_tensor
     output = scored.out / "scores.parquet"
-    predict_file(info.uri, scored.csv, output, keep_columns=["id"], progress=False)
+    predict_file(info.uri, scored.csv, output, keep_columns=["id"])
     result = pd.read_parquet(output)
     np.testing.assert_array_equal(result["id"].to_numpy(), scored.frame["id"].to_numpy())
     np.testing.assert_array_equal(
@@ -188,7 +185,7 @@ def test_an_empty_input_gives_an_empty_output_with_the_right_columns(scored: Sco
     empty = scored.out.parent / "empty.parquet"
     scored.frame.iloc[:0].to_parquet(empty)
     output = scored.out / "scores.parquet"
-    stats = predict_file("models:/cancer/1", empty, output, keep_columns=["id"], progress=False)
+    stats = predict_file("models:/cancer/1", empty, output, keep_columns=["id"])
     assert (stats["rows"], stats["chunks"]) == (0, 0)
     result = pd.read_parquet(output)
     assert len(result) == 0 and list(result.columns) == ["id", "prediction"]
@@ -205,7 +202,7 @@ def test_a_missing_feature_fails_naming_it_and_leaves_no_output(scored: Scored, 
     frame.to_parquet(broken) if suffix == ".parquet" else frame.to_csv(broken, index=False)
     output = scored.out / f"scores{suffix}"
     with pytest.raises(InvalidInput, match="'mean radius'"):
-        predict_file("models:/cancer@champion", broken, output, chunk_rows=5_000, progress=False)
+        predict_file("models:/cancer@champion", broken, output, chunk_rows=5_000)
     assert list(scored.out.iterdir()) == []
 
 
@@ -219,7 +216,7 @@ def test_a_failure_after_chunks_were_written_leaves_no_output_and_keeps_the_old_
     output = scored.out / "scores.parquet"
     output.write_bytes(b"the previous run's output")
     with pytest.raises(InvalidInput, match=r"b.parquet is missing column\(s\) 'worst area'"):
-        predict_file("models:/cancer/1", folder, output, chunk_rows=5_000, progress=False)
+        predict_file("models:/cancer/1", folder, output, chunk_rows=5_000)
     assert output.read_bytes() == b"the previous run's output"
     assert _leftovers(scored.out) == []
 
@@ -231,7 +228,7 @@ def test_a_bad_value_deep_in_a_csv_is_named_by_column(scored: Scored):
     frame.to_csv(broken, index=False)
     output = scored.out / "scores.csv"
     with pytest.raises(InvalidInput, match=r"column 'mean area' must be float64"):
-        predict_file("models:/cancer/1", broken, output, chunk_rows=5_000, progress=False)
+        predict_file("models:/cancer/1", broken, output, chunk_rows=5_000)
     assert list(scored.out.iterdir()) == []
 
 
@@ -271,7 +268,6 @@ def test_bad_arguments_are_refused_before_anything_is_written(
             executor=args["executor"],
             keep_columns=args["keep_columns"],
             columns=args["columns"],
-            progress=False,
         )
     assert list(scored.out.iterdir()) == []
 
@@ -324,7 +320,7 @@ def test_no_predict_call_sees_more_than_chunk_rows(
         frame.to_csv(source, index=False)
     monkeypatch.setattr(RowRecorder, "calls", [])
     output = tmp_path / "scores.parquet"
-    stats = predict_file(info.uri, source, output, chunk_rows=10_000, progress=False)
+    stats = predict_file(info.uri, source, output, chunk_rows=10_000)
     assert RowRecorder.calls == [10_000] * 20 and stats["chunks"] == 20
     np.testing.assert_array_equal(
         pd.read_parquet(output)["prediction"].to_numpy(),
@@ -335,14 +331,90 @@ def test_no_predict_call_sees_more_than_chunk_rows(
 # -- progress and the command line ------------------------------------------------------
 
 
+@pytest.mark.parametrize("source", ["parquet", "csv"])
+def test_progress_gets_rising_row_counts_that_end_at_the_total(scored: Scored, source: str):
+    calls: list[tuple[int, int | None]] = []
+    predict_file(
+        "models:/cancer/1",
+        getattr(scored, source),
+        scored.out / "scores.parquet",
+        chunk_rows=7_000,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    done = [d for d, _ in calls]
+    assert done[0] == 0 and done == sorted(done) and calls[-1] == (ROWS, ROWS)
+    assert sorted(set(done)) == [*range(0, ROWS, 7_000), ROWS]  # once per chunk
+    # Parquet knows its rows from the metadata; a CSV's count is known once it is read.
+    totals = {t for _, t in calls[:-1]}
+    assert totals == ({ROWS} if source == "parquet" else {None})
+
+
+def test_an_empty_input_reports_zero_of_zero_rows(scored: Scored):
+    empty = scored.out.parent / "empty.parquet"
+    scored.frame.iloc[:0].to_parquet(empty)
+    calls: list[tuple[int, int | None]] = []
+    predict_file(
+        "models:/cancer/1",
+        empty,
+        scored.out / "scores.parquet",
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert calls == [(0, 0)]
+
+
+def test_progress_that_is_not_a_callable_is_refused(scored: Scored):
+    with pytest.raises(InvalidInput, match=r"progress must be a callable.*got True"):
+        predict_file("models:/cancer/1", scored.parquet, scored.out / "a.parquet", progress=True)
+    assert list(scored.out.iterdir()) == []
+
+
 def test_progress_is_drawn_on_stderr_only_when_asked_or_on_a_terminal(
     scored: Scored, capsys: pytest.CaptureFixture[str]
 ):
-    predict_file("models:/cancer/1", scored.parquet, scored.out / "a.parquet", progress=True)
+    from keel.cli.progress import progress_bar
+
+    with progress_bar("scoring rows.parquet", "rows") as bar:
+        predict_file("models:/cancer/1", scored.parquet, scored.out / "a.parquet", progress=bar)
     assert capsys.readouterr().err == ""  # stderr is not a terminal here
-    predict_file("models:/cancer/1", scored.csv, scored.out / "b.parquet", progress="force")
+    with progress_bar("scoring rows.csv", "rows", enabled=True) as bar:
+        predict_file("models:/cancer/1", scored.csv, scored.out / "b.parquet", progress=bar)
     err = capsys.readouterr().err
     assert "scoring rows.csv" in err and f"{ROWS:,} rows" in err
+
+
+def test_scoring_imports_nothing_of_serving():
+    """Batch scoring sits beside serving, not inside it: no import of it, lazy or not."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("keel.scoring")
+    assert spec is not None and spec.origin is not None
+    tree = ast.parse(Path(spec.origin).read_text())
+    imported = [
+        name
+        for node in ast.walk(tree)
+        for name in (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
+    ]
+    assert "keel.data.profiling.sources" in imported  # the shared tabular source
+    assert [n for n in imported if n == "keel.serving" or n.startswith("keel.serving.")] == []
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, keel.scoring; print([m for m in sys.modules if m.startswith('keel.serving')])",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -386,6 +458,13 @@ def test_cli_scores_a_file_and_prints_a_summary_or_json(scored: Scored):
     assert line.startswith(f"Scored {ROWS:,} rows in ") and "rows/s" in line
     assert "scores.csv" in line and human.stderr == ""  # no bar: stderr is a pipe
 
+    drawn = _cli(
+        home, "predict", "models:/cancer/1", str(scored.csv), "-o", str(output), "--progress"
+    )
+    assert drawn.returncode == 0, drawn.stderr
+    assert "scoring rows.csv" in drawn.stderr and f"{ROWS:,} rows" in drawn.stderr
+    assert drawn.stdout.strip().startswith(f"Scored {ROWS:,} rows in ")
+
 
 def test_cli_reports_a_missing_column_in_one_line_and_exits_1(scored: Scored):
     broken = scored.out.parent / "broken.csv"
@@ -419,9 +498,9 @@ def test_ray_executor_equals_local(scored: Scored, ray_session, tmp_path: Path):
         local,
         chunk_rows=4_000,
         keep_columns=["id"],
-        progress=False,
     )
     distributed = scored.out / "ray.parquet"
+    calls: list[tuple[int, int | None]] = []
     stats = predict_file(
         "models:/cancer@champion",
         scored.parquet,
@@ -429,10 +508,12 @@ def test_ray_executor_equals_local(scored: Scored, ray_session, tmp_path: Path):
         chunk_rows=4_000,
         executor="ray",
         keep_columns=["id"],
-        progress=False,
+        progress=lambda done, total: calls.append((done, total)),
     )
     # Five row groups of 10,000 rows: five tasks of three chunks (4,000 + 4,000 + 2,000).
     assert stats["rows"] == ROWS and stats["chunks"] == 15
+    # One report per finished task, whichever finishes first.
+    assert calls == [(i * 10_000, ROWS) for i in range(6)]
     pd.testing.assert_frame_equal(pd.read_parquet(distributed), pd.read_parquet(local))
     np.testing.assert_array_equal(pd.read_parquet(local)["prediction"].to_numpy(), scored.expected)
 
@@ -441,9 +522,7 @@ def test_ray_executor_equals_local(scored: Scored, ray_session, tmp_path: Path):
     for i, start in enumerate(range(0, ROWS, 20_000)):
         scored.frame.iloc[start : start + 20_000].to_parquet(folder / f"part-{i:02d}.parquet")
     as_csv = scored.out / "ray.csv"
-    stats = predict_file(
-        "models:/cancer/1", folder, as_csv, executor="ray", keep_columns=["id"], progress=False
-    )
+    stats = predict_file("models:/cancer/1", folder, as_csv, executor="ray", keep_columns=["id"])
     assert stats["rows"] == ROWS and stats["chunks"] == 3  # one task per file
     pd.testing.assert_frame_equal(pd.read_csv(as_csv), pd.read_parquet(local))
     assert _leftovers(scored.out) == []
@@ -455,5 +534,5 @@ def test_ray_task_failure_names_the_column_and_leaves_nothing(scored: Scored, ra
     scored.frame.drop(columns=["mean radius"]).to_parquet(broken, row_group_size=10_000)
     output = scored.out / "scores.parquet"
     with pytest.raises(InvalidInput, match="'mean radius'"):
-        predict_file("models:/cancer/1", broken, output, executor="ray", progress=False)
+        predict_file("models:/cancer/1", broken, output, executor="ray")
     assert list(scored.out.iterdir()) == []
