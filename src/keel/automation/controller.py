@@ -17,7 +17,11 @@ acts on it::
 
 Each arrow is one transaction: the state's compare-and-set, the event, its
 audit entry and — for canary_started, promoted and rolled_back — the
-deployment revision and the alias move themselves. A controller killed
+deployment revision and the alias move themselves. The controller opens that
+transaction and passes it (``conn=``) to each call that writes, so they
+commit or roll back together. What to do with a canary is
+:func:`~keel.automation.verdict.judge_canary`'s decision; how its routes change
+is :class:`~keel.serving.deployments.DeploymentSpec`'s. A controller killed
 anywhere leaves a state another controller resumes: a half-run retrain or
 gate is run again (with the same pinned parameters), a canary goes on being
 measured from where it started. The alias is a single pointer moved by
@@ -27,14 +31,13 @@ compare-and-set, so there is never a second champion.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from keel.automation.events import Event, list_events
+from keel.automation.events import Event
 from keel.automation.gates import run_gates
 from keel.automation.live import LiveMetrics, measure_canary
 from keel.automation.policy import Policy, human_duration
@@ -50,15 +53,18 @@ from keel.automation.state import (
     new_owner,
 )
 from keel.automation.triggers import check_triggers, latest_dataset_versions
+from keel.automation.verdict import judge_canary
 from keel.errors import ApprovalRequired, Conflict, InvalidInput, KeelError
 from keel.store.sql import now_ms
+from keel.uris import DatasetURI, is_dataset_uri, parse_dataset_uri
+
+if TYPE_CHECKING:
+    from keel.client import Client
+    from keel.serving.deployments import Deployments
 
 __all__ = ["Controller", "TickResult"]
 
 log = logging.getLogger("keel.automation")
-
-#: Requests a canary needs before its rollback bounds are judged (noise below that).
-MIN_JUDGED_REQUESTS = 20
 
 #: Events that end a cycle without a promotion: the pipeline, the gates or the canary failed.
 FAILED_KINDS = ("retrain_failed", "gate_failed", "rolled_back")
@@ -105,7 +111,7 @@ class Controller:
 
     def __init__(
         self,
-        client: Any = None,
+        client: Client | None = None,
         *,
         owner: str | None = None,
         lease_seconds: float = 60.0,
@@ -156,7 +162,7 @@ class Controller:
     def step(self, name: str) -> TickResult:
         """Advance one policy as far as it can go now, under its lease."""
         before = self.store.state(name)
-        first_event = _last_event_id(self.client, name)
+        first_event = self.store.last_event_id(name)
         if not self.store.acquire(name, self.owner, self.lease_seconds):
             return TickResult(
                 name, before.state, before.state, skipped="another controller holds it"
@@ -176,9 +182,9 @@ class Controller:
         finally:
             self.store.release(name, self.owner)
         after = self.store.state(name)
-        with self.client.store.read() as conn:
-            events = [e for e in list_events(conn, policy=name) if e.id > first_event]
-        return TickResult(name, before.state, after.state, events)
+        return TickResult(
+            name, before.state, after.state, self.store.events_after(name, first_event)
+        )
 
     @contextlib.contextmanager
     def _renewing(self, name: str) -> Iterator[None]:
@@ -221,6 +227,11 @@ class Controller:
         self._mine.add((policy.name, state.epoch))
         return state
 
+    def _deployments(self) -> Deployments:
+        from keel.serving.deployments import Deployments
+
+        return Deployments(self.client)
+
     # -- idle: triggers -------------------------------------------------------------------------
 
     def _idle(self, policy: Policy, state: CycleState) -> bool:
@@ -234,7 +245,7 @@ class Controller:
             # Apply records the baseline; a state stored before it did is baselined here.
             current = latest_dataset_versions([d for d in watched if d not in seen])
             seen.update({d: current.get(d, 0) for d in watched if d not in seen})
-            self._save_detail(state, {"datasets_seen": seen})
+            self.store.save_detail(state, {"datasets_seen": seen})
             return True
         since = ended if ended is not None else int(state.detail.get("applied_at") or 0)
         monitored: dict[float, Any] = {}
@@ -258,14 +269,12 @@ class Controller:
         params = _pin_params(policy.retrain.params)
         baseline = champion
         # A dataset version this retrain reads is not news for a later trigger.
-        for value in params.values():
-            if isinstance(value, str) and value.startswith("datasets:/") and "@" in value:
-                name, _, version = value.removeprefix("datasets:/").rpartition("@")
-                if name in seen and version.isdigit():
-                    seen[name] = max(seen[name], int(version))
-        if fired.key.startswith("dataset:"):
-            name, _, version = fired.key.removeprefix("dataset:").rpartition("@")
-            seen[name] = max(seen.get(name, 0), int(version))
+        for ref in filter(None, map(_dataset_param, params.values())):
+            if ref.name in seen and ref.version is not None:
+                seen[ref.name] = max(seen[ref.name], ref.version)
+        if "dataset" in fired.details:  # a dataset trigger: its version is the news
+            name = str(fired.details["dataset"])
+            seen[name] = max(seen.get(name, 0), int(fired.details["version"]))
         with self.client.store.write() as conn:
             if not self.store.claim_trigger(conn, policy.name, fired.key):
                 return False  # another controller already acted on this occasion
@@ -315,27 +324,6 @@ class Controller:
             ),
         )
         return False
-
-    def _save_detail(self, state: CycleState, detail: dict[str, Any]) -> None:
-        """Merge ``detail`` into the stored state (compare-and-set on its epoch, no event)."""
-        from sqlalchemy import update
-
-        from keel.store import schema as s
-
-        with self.client.store.write() as conn:
-            done = conn.execute(
-                update(s.automation_state)
-                .where(
-                    s.automation_state.c.policy == state.policy,
-                    s.automation_state.c.epoch == state.epoch,
-                )
-                .values(
-                    detail=json.dumps({**state.detail, **detail}, default=str),
-                    epoch=state.epoch + 1,
-                )
-            )
-            if done.rowcount != 1:
-                raise Conflict(f"policy {state.policy!r} moved meanwhile; reload and retry")
 
     # -- retraining -----------------------------------------------------------------------------
 
@@ -393,12 +381,10 @@ class Controller:
             return self._end(
                 policy, state, "gate_failed", result.summary(), version, result.to_dict()
             )
-        from keel.serving.deployments import Deployments
-
-        deployments = Deployments(self.client)
+        deployments = self._deployments()
         current = deployments.get(policy.deployment)
-        spec = _with_canary(current.spec, policy, version)
-        weight = policy.rollout.canary.weight
+        canary = policy.rollout.canary
+        spec = current.spec.with_canary(policy.model, version, canary.weight)
         passed = Transition(
             CANARY,
             "gate_passed",
@@ -406,22 +392,25 @@ class Controller:
             version=version,
             details=result.to_dict(),
             changes={"phase_started_at": self.clock()},
-            also=(
+            followed_by=(
                 (
                     "canary_started",
-                    f"{policy.model}/{version} gets {weight}% of {policy.deployment}'s traffic "
-                    f"until {policy.rollout.canary.min_requests} requests (at most "
-                    f"{human_duration(policy.rollout.canary.max_duration)})",
+                    f"{policy.model}/{version} gets {canary.weight}% of {policy.deployment}'s "
+                    f"traffic until {canary.min_requests} requests (at most "
+                    f"{human_duration(canary.max_duration)})",
                 ),
             ),
         )
-        deployments.set_spec(
-            policy.deployment,
-            spec,
-            comment=f"automation {policy.name}: canary {policy.model}/{version} at {weight}%",
-            expected_revision=current.revision,
-            also=self.store.writer(state, policy, passed),
-        )
+        with self.client.store.write() as conn:
+            deployments.set_spec(
+                policy.deployment,
+                spec,
+                comment=f"automation {policy.name}: canary {policy.model}/{version} at "
+                f"{canary.weight}%",
+                expected_revision=current.revision,
+                conn=conn,
+            )
+            self.store.transition(state, policy, passed, conn)
         self._mine.add((policy.name, state.epoch + 1))
         return True
 
@@ -430,12 +419,7 @@ class Controller:
     def _canary(self, policy: Policy, state: CycleState) -> bool:
         version = state.candidate_version
         assert version is not None and state.phase_started_at is not None
-        from keel.serving.deployments import Deployments
-
-        current = Deployments(self.client).get(policy.deployment)
-        if not any(
-            r.model == policy.model and r.ref == str(version) for r in current.spec.routes[1:]
-        ):
+        if not self._deployments().get(policy.deployment).spec.routes_to(policy.model, version):
             return self._end(
                 policy,
                 state,
@@ -445,67 +429,40 @@ class Controller:
                 version,
             )
         metrics = measure_canary(policy.deployment, version, state.phase_started_at)
-        verdict = self._judge(policy, state, metrics)
-        if verdict is None:
+        verdict = judge_canary(
+            metrics,
+            policy.rollout,
+            elapsed_seconds=(self.clock() - state.phase_started_at) / 1000,
+        )
+        if verdict.action == "rollback":
+            self._roll_back(policy, state, verdict.reason, metrics)
             return False
-        action, reason = verdict
-        if action == "rollback":
-            self._roll_back(policy, state, reason, metrics)
-            return False
-        return self._promote(policy, state, reason, metrics)
+        if verdict.action == "promote":
+            return self._promote(policy, state, verdict.reason, metrics)
+        return False
 
     def _awaiting_approval(self, policy: Policy, state: CycleState) -> bool:
         version = state.candidate_version
         assert version is not None and state.phase_started_at is not None
         metrics = measure_canary(policy.deployment, version, state.phase_started_at)
-        breaches = policy.rollout.rollback_when.breaches(metrics.measured())
-        if breaches and _judged(metrics):
-            self._roll_back(
-                policy, state, "while awaiting approval: " + "; ".join(breaches), metrics
-            )
+        verdict = judge_canary(
+            metrics,
+            policy.rollout,
+            elapsed_seconds=(self.clock() - state.phase_started_at) / 1000,
+            awaiting_approval=True,
+        )
+        if verdict.action == "rollback":
+            self._roll_back(policy, state, verdict.reason, metrics)
             return False
-        return self._promote(policy, state, "approved; live metrics within bounds", metrics)
-
-    def _judge(
-        self, policy: Policy, state: CycleState, metrics: LiveMetrics
-    ) -> tuple[str, str] | None:
-        """("rollback" | "promote", reason), or None to keep measuring."""
-        rollout = policy.rollout
-        measured = metrics.measured()
-        if _judged(metrics):
-            breaches = rollout.rollback_when.breaches(measured)
-            if breaches:
-                return "rollback", "; ".join(breaches) + _counts(metrics)
-        if metrics.canary_requests >= rollout.canary.min_requests:
-            failing = rollout.promote_when.breaches(measured)
-            if failing:
-                return "rollback", "promotion bounds not met: " + "; ".join(failing) + _counts(
-                    metrics
-                )
-            held = [
-                f"{k} {v:.4g} <= {rollout.promote_when.to_dict()[k]:g}"
-                for k, v in measured.items()
-                if k in rollout.promote_when.to_dict() and v is not None
-            ]
-            return "promote", ("; ".join(held) or "no bound measured") + _counts(metrics)
-        elapsed = self.clock() - (state.phase_started_at or 0)
-        if elapsed > rollout.canary.max_duration * 1000:
-            return "rollback", (
-                f"the canary saw {metrics.canary_requests} of the "
-                f"{rollout.canary.min_requests} requests it needs within "
-                f"{human_duration(rollout.canary.max_duration)}"
-            )
-        return None
+        return self._promote(policy, state, verdict.reason, metrics)
 
     def _roll_back(
         self, policy: Policy, state: CycleState, reason: str, metrics: LiveMetrics
     ) -> None:
-        from keel.serving.deployments import Deployments
-
         version = state.candidate_version
-        deployments = Deployments(self.client)
+        deployments = self._deployments()
         current = deployments.get(policy.deployment)
-        spec = _without_canary(current.spec, policy, version)
+        spec = current.spec.without_canary(policy.model, version)
         change = Transition(
             IDLE,
             "rolled_back",
@@ -514,47 +471,24 @@ class Controller:
             details={"live": metrics.to_dict()},
             changes={"cycle_ended_at": self.clock()},
         )
-        if spec == current.spec:  # nothing routed to it any more: just end the cycle
-            self.store.transition(state, policy, change)
-            return
-        deployments.set_spec(
-            policy.deployment,
-            spec,
-            comment=f"automation {policy.name}: roll back {policy.model}/{version}: {reason}"[:500],
-            expected_revision=current.revision,
-            also=self.store.writer(state, policy, change),
-        )
+        with self.client.store.write() as conn:
+            if spec != current.spec:  # else nothing routes to it any more: just end the cycle
+                deployments.set_spec(
+                    policy.deployment,
+                    spec,
+                    comment=f"automation {policy.name}: roll back {policy.model}/{version}: "
+                    f"{reason}"[:500],
+                    expected_revision=current.revision,
+                    conn=conn,
+                )
+            self.store.transition(state, policy, change, conn)
 
     def _promote(
         self, policy: Policy, state: CycleState, reason: str, metrics: LiveMetrics
     ) -> bool:
         """Move the alias and drop the canary route in one transaction; or wait for approval."""
-        from keel.serving.deployments import Deployments
-
         version = state.candidate_version
         assert version is not None
-        deployments = Deployments(self.client)
-        current = deployments.get(policy.deployment)
-        spec = _promoted(current.spec, policy, version)
-        change = Transition(
-            IDLE,
-            "promoted",
-            f"{policy.alias} {state.baseline_version} → {version}: {reason}"[:1000],
-            version=version,
-            details={"live": metrics.to_dict(), "from": state.baseline_version},
-            changes={"cycle_ended_at": self.clock()},
-        )
-
-        def also(conn: Any) -> None:
-            deployments.set_spec(
-                policy.deployment,
-                spec,
-                comment=f"automation {policy.name}: promoted {policy.model}/{version}",
-                expected_revision=current.revision,
-                conn=conn,
-            )
-            self.store.transition(state, policy, change, conn)
-
         if policy.approval.mode == "required" and not self._approved(policy, version):
             return self._request_approval(policy, state, version, metrics)
         from keel.monitoring.reference import ensure_reference
@@ -562,15 +496,39 @@ class Controller:
         # The new champion carries its own reference (from the data its pipeline trained
         # on), so drift monitoring goes on for it instead of silently stopping.
         ensure_reference(policy.model, version, client=self.client)
+        deployments = self._deployments()
+        current = deployments.get(policy.deployment)
+        champion = self.client.get_alias(policy.model, policy.alias)
         try:
-            self.client.set_alias(
-                policy.model,
-                policy.alias,
-                version,
-                expected=self.client.get_alias(policy.model, policy.alias),
-                comment=f"automation {policy.name}: {reason}"[:500],
-                also=also,
-            )
+            with self.client.store.write() as conn:
+                self.client.set_alias(
+                    policy.model,
+                    policy.alias,
+                    version,
+                    expected=champion,
+                    comment=f"automation {policy.name}: {reason}"[:500],
+                    conn=conn,
+                )
+                deployments.set_spec(
+                    policy.deployment,
+                    current.spec.promoted(policy.model, version, policy.alias),
+                    comment=f"automation {policy.name}: promoted {policy.model}/{version}",
+                    expected_revision=current.revision,
+                    conn=conn,
+                )
+                self.store.transition(
+                    state,
+                    policy,
+                    Transition(
+                        IDLE,
+                        "promoted",
+                        f"{policy.alias} {state.baseline_version} → {version}: {reason}"[:1000],
+                        version=version,
+                        details={"live": metrics.to_dict(), "from": state.baseline_version},
+                        changes={"cycle_ended_at": self.clock()},
+                    ),
+                    conn,
+                )
         except ApprovalRequired:
             return self._request_approval(policy, state, version, metrics)
         return False
@@ -608,41 +566,30 @@ def _run_monitor(deployment: str, window: float) -> Any:
     return run_monitor(deployment, window=f"{int(window)}s")
 
 
-def _judged(metrics: LiveMetrics) -> bool:
-    return metrics.canary_requests + metrics.canary_errors >= MIN_JUDGED_REQUESTS
+def _dataset_param(value: Any) -> DatasetURI | None:
+    """The dataset a retraining parameter names, if it is a well-formed ``datasets:/`` URI.
 
-
-def _counts(metrics: LiveMetrics) -> str:
-    return (
-        f" ({metrics.canary_requests} canary requests, {metrics.canary_errors} failed; "
-        f"{metrics.primary_requests} primary)"
-    )
-
-
-def _last_event_id(client: Any, policy: str) -> int:
-    from sqlalchemy import func, select
-
-    from keel.store import schema as s
-
-    with client.store.read() as conn:
-        value = conn.execute(
-            select(func.max(s.automation_events.c.id)).where(s.automation_events.c.policy == policy)
-        ).scalar()
-    return int(value or 0)
+    A malformed one is left for the pipeline to refuse (applying the policy checked every
+    reference already), as it always was.
+    """
+    if not is_dataset_uri(value):
+        return None
+    try:
+        return parse_dataset_uri(value)
+    except InvalidInput:
+        return None
 
 
 def _pin_params(params: Any) -> dict[str, Any]:
     """``datasets:/name@latest`` (or without a version) → the version that is newest now."""
     pinned: dict[str, Any] = {}
     for key, value in dict(params).items():
-        if isinstance(value, str) and value.startswith("datasets:/"):
-            ref = value.removeprefix("datasets:/")
-            name, _, version = ref.partition("@")
-            if version in ("", "latest"):
-                latest = latest_dataset_versions([name]).get(name)
-                if latest is None:
-                    raise InvalidInput(f"retrain.params.{key}: dataset {name!r} has no version")
-                value = f"datasets:/{name}@{latest}"
+        ref = _dataset_param(value)
+        if ref is not None and not ref.pinned and ref.name is not None:
+            latest = latest_dataset_versions([ref.name]).get(ref.name)
+            if latest is None:
+                raise InvalidInput(f"retrain.params.{key}: dataset {ref.name!r} has no version")
+            value = str(DatasetURI(ref.name, latest))
         pinned[key] = value
     return pinned
 
@@ -659,11 +606,18 @@ def _registered_version(policy: Policy, run: Any) -> int:
             f"the pipeline must return a dict with {key!r}: the registered model "
             f"(models:/{policy.model}/N); it returned {type(outputs).__name__}"
         )
+    from keel.registry import parse_model_uri
+
     uri = str(outputs[key])
-    prefix = f"models:/{policy.model}/"
-    if not uri.startswith(prefix) or not uri.removeprefix(prefix).isdigit():
-        raise InvalidInput(f"the pipeline's {key!r} output must be {prefix}<version>, got {uri!r}")
-    return int(uri.removeprefix(prefix))
+    try:
+        kind, model, version = parse_model_uri(uri)
+    except InvalidInput:
+        kind, model, version = "", "", ""
+    if kind != "version" or model != policy.model:
+        raise InvalidInput(
+            f"the pipeline's {key!r} output must be models:/{policy.model}/<version>, got {uri!r}"
+        )
+    return int(version)
 
 
 def _jsonable_outputs(outputs: Any) -> dict[str, Any]:
@@ -674,42 +628,3 @@ def _jsonable_outputs(outputs: Any) -> dict[str, Any]:
         if isinstance(value, str | int | float | bool) or value is None:
             out[str(key)] = value
     return out
-
-
-def _with_canary(spec: Any, policy: Policy, version: int) -> Any:
-    from dataclasses import replace
-
-    from keel.serving.deployments import Route
-
-    weight = policy.rollout.canary.weight
-    others = [r for r in spec.routes[1:] if r.model != policy.model]
-    canary = Route(policy.model, str(version), weight)
-    primary = replace(spec.routes[0], weight=100 - weight - sum(r.weight for r in others))
-    if primary.weight <= 0:
-        raise InvalidInput(
-            f"a {weight}% canary leaves no traffic for the primary of {policy.deployment}"
-        )
-    return replace(spec, routes=(primary, *others, canary))
-
-
-def _without_canary(spec: Any, policy: Policy, version: int | None) -> Any:
-    from dataclasses import replace
-
-    others = [r for r in spec.routes[1:] if not (r.model == policy.model and r.ref == str(version))]
-    primary = replace(spec.routes[0], weight=100 - sum(r.weight for r in others))
-    return replace(spec, routes=(primary, *others))
-
-
-def _promoted(spec: Any, policy: Policy, version: int) -> Any:
-    """The spec after promotion: the primary follows the alias, the canary route is gone."""
-    from dataclasses import replace
-
-    from keel.serving.deployments import Route
-
-    base = _without_canary(spec, policy, version)
-    primary = base.routes[0]
-    if primary.model == policy.model and not (
-        primary.follows_alias and primary.ref == policy.alias
-    ):
-        primary = Route(policy.model, policy.alias, primary.weight)
-    return replace(base, routes=(primary, *base.routes[1:]))

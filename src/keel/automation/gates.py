@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from keel.automation.policy import Policy
 from keel.errors import InvalidInput
+from keel.uris import is_dataset_uri
+
+if TYPE_CHECKING:
+    from keel.client import Client
 
 __all__ = ["GateResult", "load_evaluation_data", "run_gates"]
 
@@ -54,7 +58,7 @@ def load_evaluation_data(ref: str, outputs: dict[str, Any] | None = None) -> Any
                 f"it returned {sorted(outputs or {})}"
             )
         return load_evaluation_data(str(outputs[key]))
-    if ref.startswith("datasets:/"):
+    if is_dataset_uri(ref):
         import keel
 
         return keel.load_dataset(ref)
@@ -67,7 +71,7 @@ def run_gates(
     policy: Policy,
     version: int,
     *,
-    client: Any,
+    client: Client,
     outputs: dict[str, Any] | None = None,
 ) -> GateResult:
     """Run the policy's gates on ``models:/<model>/<version>``."""

@@ -18,22 +18,25 @@ holder is gone (expired, or a dead process on this host) is taken over.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import socket
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, or_, select, update
+from sqlalchemy import Connection, func, or_, select, update
 
-from keel.automation.events import record_event
+from keel.automation.events import Event, list_events, record_event
 from keel.automation.policy import Policy, load_policy
 from keel.errors import Conflict, NotFound
 from keel.governance import audit
 from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
+
+if TYPE_CHECKING:
+    from keel.client import Client
 
 __all__ = [
     "STATES",
@@ -135,13 +138,13 @@ class Transition:
     details: dict[str, Any] | None = None
     changes: dict[str, Any] = field(default_factory=dict)
     #: More events of the same decision, as ``(kind, reason)``, written after the first.
-    also: tuple[tuple[str, str], ...] = ()
+    followed_by: tuple[tuple[str, str], ...] = ()
 
 
 class PolicyStore:
     """Policies and cycle states in the metadata store (``client``: a ``keel.Client``)."""
 
-    def __init__(self, client: Any = None) -> None:
+    def __init__(self, client: Client | None = None) -> None:
         from keel.client import Client
 
         self.client = client or Client()
@@ -308,8 +311,10 @@ class PolicyStore:
     ) -> CycleState:
         """Move ``current`` to ``change.state`` if nobody moved it meanwhile; record the event.
 
-        With ``conn`` the write joins the caller's transaction (a deployment change or an
-        alias move), else it is a transaction of its own.
+        With ``conn`` (an open write transaction from ``store.write()``) the state change
+        and its events join the caller's transaction, so they commit or roll back with the
+        deployment revision or the alias move made there; else they are a transaction of
+        their own.
 
         Raises:
             Conflict: the state moved since ``current`` was read.
@@ -319,8 +324,8 @@ class PolicyStore:
         if "detail" in values and not isinstance(values["detail"], str | None):
             values["detail"] = json.dumps(values["detail"], default=str)
 
-        def write(c: Connection) -> None:
-            done = c.execute(
+        with self.client.store.write(conn) as conn:
+            done = conn.execute(
                 update(s.automation_state)
                 .where(
                     s.automation_state.c.policy == current.policy,
@@ -335,10 +340,10 @@ class PolicyStore:
                 )
             for kind, reason, details in (
                 (change.kind, change.reason, change.details),
-                *((k, r, None) for k, r in change.also),
+                *((k, r, None) for k, r in change.followed_by),
             ):
                 record_event(
-                    c,
+                    conn,
                     actor=self.actor,
                     policy=policy.name,
                     kind=kind,
@@ -347,26 +352,10 @@ class PolicyStore:
                     reason=reason,
                     details=details,
                 )
-
-        if conn is not None:
-            write(conn)
-        else:
-            with self.client.store.write() as c:
-                write(c)
         merged = dict(values)
         if isinstance(merged.get("detail"), str):
             merged["detail"] = json.loads(merged["detail"])
         return replace(current, **merged)
-
-    def writer(
-        self, current: CycleState, policy: Policy, change: Transition
-    ) -> Callable[[Connection], None]:
-        """``transition`` as a callback for another change's transaction (``also=``)."""
-
-        def write(conn: Connection) -> None:
-            self.transition(current, policy, change, conn)
-
-        return write
 
     def note(
         self,
@@ -388,6 +377,38 @@ class PolicyStore:
                 reason=reason,
                 details=details,
             )
+
+    def save_detail(self, current: CycleState, detail: dict[str, Any]) -> CycleState:
+        """Merge ``detail`` into the stored state: a compare-and-set on its epoch, no event.
+
+        Raises:
+            Conflict: the state moved since ``current`` was read.
+        """
+        merged = {**current.detail, **detail}
+        table = s.automation_state
+        with self.client.store.write() as conn:
+            done = conn.execute(
+                update(table)
+                .where(table.c.policy == current.policy, table.c.epoch == current.epoch)
+                .values(detail=json.dumps(merged, default=str), epoch=current.epoch + 1)
+            )
+            if done.rowcount != 1:
+                raise Conflict(f"policy {current.policy!r} moved meanwhile; reload and retry")
+        return replace(current, detail=merged, epoch=current.epoch + 1)
+
+    def last_event_id(self, name: str) -> int:
+        """The id of the policy's newest event (0 when it has none)."""
+        table = s.automation_events
+        with self.client.store.read() as conn:
+            value = conn.execute(
+                select(func.max(table.c.id)).where(table.c.policy == name)
+            ).scalar()
+        return int(value or 0)
+
+    def events_after(self, name: str, event_id: int) -> builtins.list[Event]:
+        """The policy's events newer than ``event_id``, oldest first."""
+        with self.client.store.read() as conn:
+            return [e for e in list_events(conn, policy=name) if e.id > event_id]
 
     def claim_trigger(self, conn: Connection, policy: str, key: str) -> bool:
         """Record ``key`` for ``policy``; False if it was claimed before (in this transaction)."""

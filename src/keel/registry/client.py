@@ -1,5 +1,11 @@
 """The model registry: named models, immutable numbered versions, aliases, approvals.
 
+:class:`RegistryClient` holds the model and version records and composes the
+rest: alias moves and their history (:mod:`keel.registry.aliases`), alias
+protection and approvals (:mod:`keel.registry.approvals`) and roles
+(:mod:`keel.governance.roles`). Each of those works in one transaction the
+client opens, or in the caller's when it passes ``conn=``.
+
 Every write is one transaction that also appends its audit entry. The
 races the registry must win are settled by the database, never by a
 read-modify-write in Python:
@@ -19,15 +25,17 @@ read-modify-write in Python:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
 from keel.artifacts import ManifestEntry
-from keel.errors import ApprovalRequired, Conflict, InvalidInput, NotFound, PermissionDenied
-from keel.governance import audit
+from keel.errors import Conflict, InvalidInput, NotFound
+from keel.governance import audit, roles
+from keel.registry import aliases as _aliases
+from keel.registry import approvals as _approvals
 from keel.registry.entities import (
     AliasChange,
     AliasPolicy,
@@ -56,7 +64,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}$")
 _ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,127}$")
 _RESERVED_ALIASES = {"latest"}
 _REGISTER_HINT = "register one with `keel models register runs:/<run_id>/model NAME`"
-ADMIN_ROLE = "admin"
 
 
 def _check_model_name(name: Any) -> str:
@@ -193,32 +200,10 @@ class RegistryClient(TrackingClient):
             )
         return row
 
-    def _alias_missing(self, conn: Connection, model: Any, alias: str) -> NotFound:
-        """``NotFound`` for an alias ``model`` lacks, naming the aliases it has."""
-        aliases = conn.execute(
-            select(s.aliases.c.alias).where(s.aliases.c.model_id == model.id)
-        ).scalars()
-        return NotFound(
-            f"model {model.name!r} has no alias {alias!r}; "
-            + hint(
-                alias,
-                aliases,
-                kind=f"aliases of {model.name!r}",
-                create=f"point one at a version with `keel models alias set {model.name} "
-                f"{alias} VERSION`",
-            )
-        )
-
     def get_registered_model(self, name: str) -> RegisteredModel:
         with self.store.read() as conn:
             row = self._model_row(conn, name)
-            aliases = dict(
-                conn.execute(
-                    select(s.aliases.c.alias, s.aliases.c.version)
-                    .where(s.aliases.c.model_id == row.id)
-                    .order_by(s.aliases.c.alias)
-                ).all()
-            )
+            aliases = _aliases.model_aliases(conn, row.id)
         return RegisteredModel(
             row.name, row.description, row.last_version, row.created_at, row.created_by, aliases
         )
@@ -228,12 +213,7 @@ class RegistryClient(TrackingClient):
             rows = conn.execute(
                 select(s.registered_models).order_by(s.registered_models.c.name)
             ).all()
-            alias_rows = conn.execute(
-                select(s.aliases.c.model_id, s.aliases.c.alias, s.aliases.c.version)
-            ).all()
-        by_model: dict[int, dict[str, int]] = {}
-        for model_id, alias, version in alias_rows:
-            by_model.setdefault(model_id, {})[alias] = version
+            by_model = _aliases.all_aliases(conn)
         return [
             RegisteredModel(
                 r.name,
@@ -241,7 +221,7 @@ class RegistryClient(TrackingClient):
                 r.last_version,
                 r.created_at,
                 r.created_by,
-                dict(sorted(by_model.get(r.id, {}).items())),
+                by_model.get(r.id, {}),
             )
             for r in rows
         ]
@@ -426,13 +406,7 @@ class RegistryClient(TrackingClient):
                 )
             ).all()
         )
-        aliases = list(
-            conn.execute(
-                select(s.aliases.c.alias)
-                .where(s.aliases.c.model_id == row.model_id, s.aliases.c.version == row.version)
-                .order_by(s.aliases.c.alias)
-            ).scalars()
-        )
+        aliases = _aliases.version_aliases(conn, row.model_id, row.version)
         return ModelVersion(
             row.name,
             row.version,
@@ -512,29 +486,20 @@ class RegistryClient(TrackingClient):
             )
         return self.get_model_version(name, version)
 
-    # -- aliases ------------------------------------------------------------------
+    # -- aliases (keel.registry.aliases) -------------------------------------------------
 
     def get_alias(self, name: str, alias: str) -> int | None:
         """The version ``alias`` points at, or ``None``."""
         with self.store.read() as conn:
-            model = self._model_row(conn, name)
-            return conn.execute(
-                select(s.aliases.c.version).where(
-                    s.aliases.c.model_id == model.id, s.aliases.c.alias == alias
-                )
-            ).scalar()
+            return _aliases.current(conn, self._model_row(conn, name).id, alias)
 
     def get_model_version_by_alias(self, name: str, alias: str) -> ModelVersion:
         _check_alias(alias)
         with self.store.read() as conn:
             model = self._model_row(conn, name)
-            version = conn.execute(
-                select(s.aliases.c.version).where(
-                    s.aliases.c.model_id == model.id, s.aliases.c.alias == alias
-                )
-            ).scalar()
+            version = _aliases.current(conn, model.id, alias)
             if version is None:
-                raise self._alias_missing(conn, model, alias)
+                raise _aliases.alias_missing(conn, model, alias)
             return self._to_version(conn, self._version_row(conn, name, version))
 
     def find_model_version(self, name: str, ref: int | str | None = None) -> ModelVersion:
@@ -581,7 +546,7 @@ class RegistryClient(TrackingClient):
         *,
         expected: int | _Unset | None = UNSET,
         comment: str | None = None,
-        also: Callable[[Connection], None] | None = None,
+        conn: Connection | None = None,
     ) -> AliasChange:
         """Point ``alias`` at ``version``, as a compare-and-set.
 
@@ -591,8 +556,9 @@ class RegistryClient(TrackingClient):
                 starts. If another client moved it meanwhile, nothing changes and
                 ``Conflict`` is raised.
             comment: recorded in the alias history.
-            also: runs inside the transaction that moves the alias (after the move), so
-                the caller's own records commit or roll back with it.
+            conn: an open write transaction (``store.write()``) to move the alias in,
+                so the caller's other changes commit or roll back with the move; by
+                default the move is a transaction of its own.
 
         Raises:
             ApprovalRequired: the alias is protected and ``version`` lacks approvals.
@@ -600,65 +566,15 @@ class RegistryClient(TrackingClient):
         """
         _check_alias(alias)
         version = _check_version(version)
-        if isinstance(expected, _Unset):
-            expected = self.get_alias(name, alias)
-        with self.store.write() as conn:
+        with self.store.write(conn) as conn:
             model = self._model_row(conn, name)
             target = self._version_row(conn, name, version)
-            self._check_approvals(conn, model, target, alias)
-            if expected == version:
-                current = conn.execute(
-                    select(s.aliases.c.version).where(
-                        s.aliases.c.model_id == model.id, s.aliases.c.alias == alias
-                    )
-                ).scalar()
-                if current == version:
-                    return AliasChange(alias, version, version, now_ms(), self._actor, comment)
-            at = now_ms()
-            if expected is None:
-                done = conn.execute(
-                    insert_on_conflict(conn, s.aliases)
-                    .values(
-                        model_id=model.id,
-                        alias=alias,
-                        version=version,
-                        updated_at=at,
-                        updated_by=self._actor,
-                    )
-                    .on_conflict_do_nothing(
-                        index_elements=[s.aliases.c.model_id, s.aliases.c.alias]
-                    )
-                    .returning(s.aliases.c.version)
-                )
-            else:
-                done = conn.execute(
-                    update(s.aliases)
-                    .where(
-                        s.aliases.c.model_id == model.id,
-                        s.aliases.c.alias == alias,
-                        s.aliases.c.version == expected,
-                    )
-                    .values(version=version, updated_at=at, updated_by=self._actor)
-                )
-            # An INSERT's rowcount is not reliable across drivers; a returned row is.
-            moved = done.first() is not None if expected is None else done.rowcount == 1
-            if not moved:
-                now = conn.execute(
-                    select(s.aliases.c.version).where(
-                        s.aliases.c.model_id == model.id, s.aliases.c.alias == alias
-                    )
-                ).scalar()
-                raise Conflict(
-                    f"alias {alias!r} of model {name!r} is at "
-                    f"{'no version' if now is None else f'version {now}'}, not "
-                    f"{'unset' if expected is None else f'version {expected}'} as this call "
-                    "expected: another client moved it. Reload and retry"
-                )
-            change = AliasChange(alias, expected, version, at, self._actor, comment)
-            self._record_move(conn, model, change)
-            if also is not None:
-                also(conn)
-        return change
+            _approvals.check_approvals(conn, model, target, alias)
+            if isinstance(expected, _Unset):
+                expected = _aliases.current(conn, model.id, alias)
+            return _aliases.move(
+                conn, model, alias, version, expected=expected, actor=self._actor, comment=comment
+            )
 
     def delete_alias(
         self,
@@ -667,117 +583,26 @@ class RegistryClient(TrackingClient):
         *,
         expected: int | _Unset | None = UNSET,
         comment: str | None = None,
+        conn: Connection | None = None,
     ) -> AliasChange:
-        """Remove an alias (compare-and-set like :meth:`set_alias`)."""
+        """Remove an alias (compare-and-set like :meth:`set_alias`, ``conn`` likewise)."""
         _check_alias(alias)
-        if isinstance(expected, _Unset):
-            expected = self.get_alias(name, alias)
-        if expected is None:
-            with self.store.read() as conn:
-                raise self._alias_missing(conn, self._model_row(conn, name), alias)
-        with self.store.write() as conn:
+        with self.store.write(conn) as conn:
             model = self._model_row(conn, name)
-            done = conn.execute(
-                delete(s.aliases).where(
-                    s.aliases.c.model_id == model.id,
-                    s.aliases.c.alias == alias,
-                    s.aliases.c.version == expected,
-                )
+            if isinstance(expected, _Unset):
+                expected = _aliases.current(conn, model.id, alias)
+            if expected is None:
+                raise _aliases.alias_missing(conn, model, alias)
+            return _aliases.remove(
+                conn, model, alias, expected=expected, actor=self._actor, comment=comment
             )
-            if done.rowcount != 1:
-                raise Conflict(
-                    f"alias {alias!r} of model {name!r} no longer points at version {expected}: "
-                    "another client moved or removed it. Reload and retry"
-                )
-            change = AliasChange(alias, expected, None, now_ms(), self._actor, comment)
-            self._record_move(conn, model, change)
-        return change
-
-    def _record_move(self, conn: Connection, model: Any, change: AliasChange) -> None:
-        """Append an alias move to its history and to the audit chain (caller's transaction)."""
-        conn.execute(
-            s.alias_history.insert().values(
-                model_id=model.id,
-                alias=change.alias,
-                from_version=change.from_version,
-                to_version=change.to_version,
-                at=change.at,
-                actor=change.actor,
-                comment=change.comment,
-            )
-        )
-        audit.record(
-            conn,
-            actor=change.actor,
-            action="alias.delete" if change.to_version is None else "alias.set",
-            object_type="alias",
-            object_id=f"{model.name}@{change.alias}",
-            before=None if change.from_version is None else {"version": change.from_version},
-            after=None
-            if change.to_version is None
-            else {"version": change.to_version, "comment": change.comment},
-        )
 
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasChange]:
         """Every move of the model's aliases (or of one alias), oldest first."""
         with self.store.read() as conn:
-            model = self._model_row(conn, name)
-            query = select(s.alias_history).where(s.alias_history.c.model_id == model.id)
-            if alias:
-                query = query.where(s.alias_history.c.alias == alias)
-            rows = conn.execute(query.order_by(s.alias_history.c.id)).all()
-            if alias and not rows:  # every move is recorded: no history, never an alias
-                raise self._alias_missing(conn, model, alias)
-        return [
-            AliasChange(r.alias, r.from_version, r.to_version, r.at, r.actor, r.comment)
-            for r in rows
-        ]
+            return _aliases.history(conn, self._model_row(conn, name), alias)
 
-    # -- approvals and policy ----------------------------------------------------------
-
-    def _policy(self, conn: Connection, alias: str) -> AliasPolicy | None:
-        row = conn.execute(
-            select(s.alias_policies).where(s.alias_policies.c.alias == alias)
-        ).first()
-        return (
-            None
-            if row is None
-            else AliasPolicy(row.alias, row.approvals, row.role, row.allow_registrant)
-        )
-
-    def _roles_of(self, conn: Connection, user: str) -> set[str]:
-        return set(
-            conn.execute(
-                select(s.role_grants.c.role).where(s.role_grants.c.user_name == user)
-            ).scalars()
-        )
-
-    def _check_approvals(self, conn: Connection, model: Any, target: Any, alias: str) -> None:
-        policy = self._policy(conn, alias)
-        if policy is None or policy.approvals <= 0:
-            return
-        holders = select(s.role_grants.c.user_name).where(s.role_grants.c.role == policy.role)
-        query = select(func.count()).where(
-            s.approvals.c.model_id == model.id,
-            s.approvals.c.version == target.version,
-            s.approvals.c.alias == alias,
-            s.approvals.c.approver.in_(holders),
-        )
-        if not policy.allow_registrant:
-            query = query.where(s.approvals.c.approver != target.created_by)
-        have = int(conn.execute(query).scalar_one())
-        if have < policy.approvals:
-            registrant = (
-                ""
-                if policy.allow_registrant
-                else f", not from its registrant {target.created_by!r}"
-            )
-            raise ApprovalRequired(
-                f"alias {alias!r} is protected: moving it to {model.name} version {target.version} "
-                f"needs {policy.approvals} approval(s) from role {policy.role!r}{registrant}; it has "
-                f"{have}. Approve with: keel models approve {model.name} {target.version} "
-                f"--for {alias} --comment '...'"
-            )
+    # -- approvals and protection (keel.registry.approvals) ----------------------------
 
     def approve(self, name: str, version: int, alias: str, comment: str | None = None) -> Approval:
         """Record the current user's approval of ``version`` for the protected ``alias``.
@@ -789,84 +614,16 @@ class RegistryClient(TrackingClient):
         """
         _check_alias(alias)
         version = _check_version(version)
-        approver = self._actor
         with self.store.write() as conn:
             model = self._model_row(conn, name)
             target = self._version_row(conn, name, version)
-            policy = self._policy(conn, alias)
-            if policy is None:
-                raise InvalidInput(
-                    f"alias {alias!r} is not protected, so moving it needs no approval; protect it "
-                    f"with `keel policy protect {alias} --approvals 1 --role approver`"
-                )
-            roles = self._roles_of(conn, approver)
-            if policy.role not in roles:
-                raise PermissionDenied(
-                    f"approving for {alias!r} needs role {policy.role!r}; user {approver!r} has "
-                    f"{', '.join(sorted(roles)) or 'no roles'}. An admin can grant it: "
-                    f"keel roles grant {approver} {policy.role}"
-                )
-            if not policy.allow_registrant and target.created_by == approver:
-                raise PermissionDenied(
-                    f"four-eyes rule: {approver!r} registered {name} version {version} and cannot "
-                    f"approve it for {alias!r}; ask another holder of role {policy.role!r}"
-                )
-            created = now_ms()
-            done = conn.execute(
-                insert_on_conflict(conn, s.approvals)
-                .values(
-                    model_id=model.id,
-                    version=version,
-                    alias=alias,
-                    approver=approver,
-                    comment=comment,
-                    created_at=created,
-                )
-                .on_conflict_do_nothing(
-                    index_elements=[
-                        s.approvals.c.model_id,
-                        s.approvals.c.version,
-                        s.approvals.c.alias,
-                        s.approvals.c.approver,
-                    ]
-                )
-                .returning(s.approvals.c.id)
-            )
-            if done.first() is None:
-                raise Conflict(
-                    f"{approver!r} already approved {name} version {version} for {alias!r}"
-                )
-            audit.record(
-                conn,
-                actor=approver,
-                action="approval.create",
-                object_type="model_version",
-                object_id=f"{name}/{version}",
-                after={"alias": alias, "comment": comment},
-            )
-        return Approval(name, version, alias, approver, comment, created)
+            return _approvals.approve(conn, model, target, alias, self._actor, comment)
 
     def list_approvals(self, name: str, version: int | None = None) -> list[Approval]:
+        """Approvals of the model's versions (or of one version), oldest first."""
+        number = None if version is None else _check_version(version)
         with self.store.read() as conn:
-            model = self._model_row(conn, name)
-            query = select(s.approvals).where(s.approvals.c.model_id == model.id)
-            if version is not None:
-                query = query.where(s.approvals.c.version == _check_version(version))
-            rows = conn.execute(query.order_by(s.approvals.c.id)).all()
-        return [
-            Approval(name, r.version, r.alias, r.approver, r.comment, r.created_at) for r in rows
-        ]
-
-    def _require_admin(self, conn: Connection) -> None:
-        """Policy and roles change only by admins, once anyone is an admin."""
-        admins = conn.execute(
-            select(func.count()).where(s.role_grants.c.role == ADMIN_ROLE)
-        ).scalar_one()
-        if admins and ADMIN_ROLE not in self._roles_of(conn, self._actor):
-            raise PermissionDenied(
-                f"changing policies and roles needs role {ADMIN_ROLE!r}; user {self._actor!r} "
-                "does not have it"
-            )
+            return _approvals.list_approvals(conn, self._model_row(conn, name), number)
 
     def set_alias_policy(
         self,
@@ -880,120 +637,36 @@ class RegistryClient(TrackingClient):
         _check_alias(alias)
         if isinstance(approvals, bool) or not isinstance(approvals, int) or approvals < 1:
             raise InvalidInput(f"approvals must be a positive integer, got {approvals!r}")
-        if not isinstance(role, str) or not _ALIAS_RE.match(role):
-            raise InvalidInput(f"role must be a simple name such as 'approver', got {role!r}")
-        policy = AliasPolicy(alias, approvals, role, allow_registrant)
+        policy = AliasPolicy(alias, approvals, roles.check_role(role), allow_registrant)
         with self.store.write() as conn:
-            self._require_admin(conn)
-            before = self._policy(conn, alias)
-            stmt = insert_on_conflict(conn, s.alias_policies).values(
-                alias=alias,
-                approvals=approvals,
-                role=role,
-                allow_registrant=allow_registrant,
-                updated_at=now_ms(),
-                updated_by=self._actor,
-            )
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[s.alias_policies.c.alias],
-                    set_={
-                        "approvals": stmt.excluded.approvals,
-                        "role": stmt.excluded.role,
-                        "allow_registrant": stmt.excluded.allow_registrant,
-                        "updated_at": stmt.excluded.updated_at,
-                        "updated_by": stmt.excluded.updated_by,
-                    },
-                )
-            )
-            audit.record(
-                conn,
-                actor=self._actor,
-                action="policy.set",
-                object_type="policy",
-                object_id=alias,
-                before=None if before is None else before.to_dict(),
-                after=policy.to_dict(),
-            )
+            _approvals.set_policy(conn, self._actor, policy)
         return policy
 
     def delete_alias_policy(self, alias: str) -> None:
+        """Unprotect ``alias``: it moves without approvals again."""
         with self.store.write() as conn:
-            self._require_admin(conn)
-            before = self._policy(conn, alias)
-            if before is None:
-                raise NotFound(f"alias {alias!r} is not protected")
-            conn.execute(delete(s.alias_policies).where(s.alias_policies.c.alias == alias))
-            audit.record(
-                conn,
-                actor=self._actor,
-                action="policy.delete",
-                object_type="policy",
-                object_id=alias,
-                before=before.to_dict(),
-            )
+            _approvals.delete_policy(conn, self._actor, alias)
 
     def list_alias_policies(self) -> list[AliasPolicy]:
         with self.store.read() as conn:
-            rows = conn.execute(select(s.alias_policies).order_by(s.alias_policies.c.alias)).all()
-        return [AliasPolicy(r.alias, r.approvals, r.role, r.allow_registrant) for r in rows]
+            return _approvals.list_policies(conn)
+
+    # -- roles (keel.governance.roles) --------------------------------------------------
 
     def grant_role(self, user: str, role: str) -> None:
         """Give ``user`` a role. Once anyone is an admin, only admins may grant."""
-        if not isinstance(role, str) or not _ALIAS_RE.match(role):
-            raise InvalidInput(f"role must be a simple name such as 'approver', got {role!r}")
-        if not isinstance(user, str) or not user.strip():
-            raise InvalidInput(f"user must be a non-empty name, got {user!r}")
         with self.store.write() as conn:
-            self._require_admin(conn)
-            done = conn.execute(
-                insert_on_conflict(conn, s.role_grants)
-                .values(user_name=user, role=role, granted_at=now_ms(), granted_by=self._actor)
-                .on_conflict_do_nothing(
-                    index_elements=[s.role_grants.c.user_name, s.role_grants.c.role]
-                )
-                .returning(s.role_grants.c.role)
-            )
-            if done.first() is not None:
-                audit.record(
-                    conn,
-                    actor=self._actor,
-                    action="role.grant",
-                    object_type="role",
-                    object_id=f"{user}/{role}",
-                    after={"user": user, "role": role},
-                )
+            roles.grant(conn, self._actor, user, role)
 
     def revoke_role(self, user: str, role: str) -> None:
+        """Take a role from ``user`` (admins only, once anyone is an admin)."""
         with self.store.write() as conn:
-            self._require_admin(conn)
-            done = conn.execute(
-                delete(s.role_grants).where(
-                    s.role_grants.c.user_name == user, s.role_grants.c.role == role
-                )
-            )
-            if not done.rowcount:
-                raise NotFound(f"user {user!r} does not have role {role!r}")
-            audit.record(
-                conn,
-                actor=self._actor,
-                action="role.revoke",
-                object_type="role",
-                object_id=f"{user}/{role}",
-                before={"user": user, "role": role},
-            )
+            roles.revoke(conn, self._actor, user, role)
 
     def list_roles(self) -> dict[str, list[str]]:
+        """Every user with a role, and their roles."""
         with self.store.read() as conn:
-            rows = conn.execute(
-                select(s.role_grants.c.user_name, s.role_grants.c.role).order_by(
-                    s.role_grants.c.user_name, s.role_grants.c.role
-                )
-            ).all()
-        roles: dict[str, list[str]] = {}
-        for user, role in rows:
-            roles.setdefault(user, []).append(role)
-        return roles
+            return roles.list_roles(conn)
 
     # -- URIs -------------------------------------------------------------------------
 

@@ -14,12 +14,10 @@ revision whose spec is the one before the current one (or any revision).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select, update
 
@@ -27,6 +25,9 @@ from keel.errors import Conflict, InvalidInput, NotFound
 from keel.governance import audit
 from keel.store import schema as s
 from keel.store.sql import now_ms
+
+if TYPE_CHECKING:
+    from keel.client import Client
 
 __all__ = [
     "Batching",
@@ -98,6 +99,49 @@ class DeploymentSpec:
     @property
     def primary(self) -> Route:
         return self.routes[0]
+
+    def routes_to(self, model: str, version: int | None) -> bool:
+        """True when a canary route (not the primary) sends traffic to ``model/version``."""
+        return any(r.model == model and r.ref == str(version) for r in self.routes[1:])
+
+    def with_canary(self, model: str, version: int, weight: int) -> DeploymentSpec:
+        """This spec with a ``weight``% canary route to ``model/version``.
+
+        It replaces any canary of the same model (one candidate at a time); canaries of
+        other models stay, and the primary keeps the rest of the traffic.
+
+        Raises:
+            InvalidInput: the canaries would leave the primary no traffic.
+        """
+        others = [r for r in self.routes[1:] if r.model != model]
+        taken = sum(r.weight for r in others)
+        primary = replace(self.primary, weight=100 - weight - taken)
+        if primary.weight <= 0:
+            raise InvalidInput(
+                f"a {weight}% canary of {model}/{version} leaves no traffic for the primary "
+                f"route {self.primary.label}"
+                + (f" (other canaries take {taken}%)" if taken else "")
+                + "; lower the canary's weight"
+            )
+        return replace(self, routes=(primary, *others, Route(model, str(version), weight)))
+
+    def without_canary(self, model: str, version: int | None) -> DeploymentSpec:
+        """This spec without the canary route to ``model/version``; its traffic goes to the primary."""
+        others = [r for r in self.routes[1:] if not (r.model == model and r.ref == str(version))]
+        primary = replace(self.primary, weight=100 - sum(r.weight for r in others))
+        return replace(self, routes=(primary, *others))
+
+    def promoted(self, model: str, version: int, alias: str) -> DeploymentSpec:
+        """The spec once ``model/version`` is promoted to ``alias``.
+
+        The canary route goes (its traffic to the primary), and a primary serving ``model``
+        follows ``alias`` from then on, so the promotion is the alias move itself.
+        """
+        base = self.without_canary(model, version)
+        primary = base.primary
+        if primary.model == model and not (primary.follows_alias and primary.ref == alias):
+            primary = Route(model, alias, primary.weight)
+        return replace(base, routes=(primary, *base.routes[1:]))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -198,7 +242,7 @@ def build_spec(
 class Deployments:
     """Create, change, roll back and read deployments (``client``: a ``keel.Client``)."""
 
-    def __init__(self, client: Any = None) -> None:
+    def __init__(self, client: Client | None = None) -> None:
         from keel.client import Client
 
         self.client = client or Client()
@@ -268,18 +312,19 @@ class Deployments:
     def get(self, name: str, revision: int | None = None) -> Deployment:
         """The deployment at its current revision (or at ``revision``)."""
         with self.client.store.read() as conn:
-            current = conn.execute(
-                select(s.deployments).where(s.deployments.c.name == name)
-            ).first()
-            if current is None:
-                raise NotFound(f"no deployment named {name!r}; see `keel deploy list`")
-            wanted = revision or current.revision
-            row = conn.execute(
-                select(s.deployment_revisions).where(
-                    s.deployment_revisions.c.deployment == name,
-                    s.deployment_revisions.c.revision == wanted,
-                )
-            ).first()
+            return self._get(conn, name, revision)
+
+    def _get(self, conn: Connection, name: str, revision: int | None = None) -> Deployment:
+        current = conn.execute(select(s.deployments).where(s.deployments.c.name == name)).first()
+        if current is None:
+            raise NotFound(f"no deployment named {name!r}; see `keel deploy list`")
+        wanted = revision or current.revision
+        row = conn.execute(
+            select(s.deployment_revisions).where(
+                s.deployment_revisions.c.deployment == name,
+                s.deployment_revisions.c.revision == wanted,
+            )
+        ).first()
         if row is None:
             raise NotFound(f"deployment {name!r} has no revision {wanted}")
         return _deployment(name, row)
@@ -321,22 +366,17 @@ class Deployments:
         action: str,
         expected: int | None,
         previous: int | bool | None = True,
-        also: Callable[[Connection], None] | None = None,
         conn: Connection | None = None,
     ) -> Deployment:
         """Write revision ``base + 1``; ``previous=True`` means "undo returns to ``base``".
 
-        ``also`` runs inside the same transaction (automation records its decision there);
         ``conn`` is a caller's open write transaction to use instead of a new one.
         """
-        current = self.get(name)
-        base = current.revision if expected is None else expected
-        undo_to = base if previous is True else (None if previous is False else previous)
         at = now_ms()
-        transaction = (
-            contextlib.nullcontext(conn) if conn is not None else self.client.store.write()
-        )
-        with transaction as conn:
+        with self.client.store.write(conn) as conn:
+            current = self._get(conn, name)
+            base = current.revision if expected is None else expected
+            undo_to = base if previous is True else (None if previous is False else previous)
             done = conn.execute(
                 update(s.deployments)
                 .where(s.deployments.c.name == name, s.deployments.c.revision == base)
@@ -356,8 +396,6 @@ class Deployments:
                 before={"revision": base, "spec": current.spec.to_dict()},
                 after={"revision": base + 1, "spec": spec.to_dict(), "comment": comment},
             )
-            if also is not None:
-                also(conn)
         return Deployment(name, base + 1, spec, at, self._actor, comment, undo_to)
 
     def update(
@@ -407,19 +445,16 @@ class Deployments:
         comment: str | None = None,
         expected_revision: int | None = None,
         *,
-        also: Callable[[Connection], None] | None = None,
         conn: Connection | None = None,
     ) -> Deployment:
         """A new revision with exactly ``spec`` (automation uses this).
 
-        ``also(conn)`` runs inside the transaction that writes the revision, so a caller's
-        own records commit or roll back together with the change. With ``conn`` the
-        revision is written in the caller's open write transaction instead of a new one.
+        With ``conn`` (an open write transaction from ``store.write()``) the revision is
+        written in it, so the caller's own records commit or roll back together with the
+        change; by default it is a transaction of its own.
         """
         self._check_refs(spec)
-        return self._advance(
-            name, spec, comment, "deployment.update", expected_revision, also=also, conn=conn
-        )
+        return self._advance(name, spec, comment, "deployment.update", expected_revision, conn=conn)
 
     def rollback(self, name: str, to: int | None = None, comment: str | None = None) -> Deployment:
         """Put back an earlier spec as a new revision.

@@ -140,11 +140,18 @@ class Store:
         return engine
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, joined: Connection | None = None) -> Iterator[Connection]:
         """A connection in a write transaction (``BEGIN IMMEDIATE`` on SQLite).
 
         Callbacks registered with :func:`after_commit` run once it has committed.
+
+        Args:
+            joined: a caller's open write transaction to use instead of a new one, so a
+                function taking an optional ``conn=`` commits or rolls back with its caller.
         """
+        if joined is not None:
+            yield joined
+            return
         with self._translate_errors(), self.engine.connect() as conn:
             conn = conn.execution_options(keel_write=True)
             # ``info`` outlives this checkout: callbacks never leak from one transaction to another.

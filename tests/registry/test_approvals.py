@@ -1,0 +1,67 @@
+"""Protected aliases: approvals from a role, the four-eyes rule, and approvals that stop counting."""
+
+from __future__ import annotations
+
+import pytest
+
+from keel.errors import ApprovalRequired, Conflict, InvalidInput, PermissionDenied
+
+
+def test_protected_alias_needs_an_approval_from_the_role_and_not_the_registrant(
+    keel_env, model_run, as_user
+):
+    bob = as_user("bob")  # registers
+    alice = as_user("alice")  # approves
+    mallory = as_user("mallory")  # has no role
+    version = bob.create_model_version("fraud", model_run()).version
+    alice.grant_role("alice", "approver")
+    alice.grant_role("bob", "approver")
+    alice.set_alias_policy("production", approvals=1, role="approver")
+
+    bob.set_alias("fraud", "staging", version)  # unprotected aliases move freely
+    with pytest.raises(
+        ApprovalRequired, match=r"needs 1 approval\(s\) from role 'approver'.*it has 0"
+    ):
+        bob.set_alias("fraud", "production", version)
+    with pytest.raises(PermissionDenied, match="four-eyes"):
+        bob.approve("fraud", version, "production")
+    with pytest.raises(PermissionDenied, match="needs role 'approver'"):
+        mallory.approve("fraud", version, "production")
+    with pytest.raises(InvalidInput, match="is not protected"):
+        alice.approve("fraud", version, "staging")
+    alice.approve("fraud", version, "production", comment="metrics reviewed")
+    with pytest.raises(Conflict, match="already approved"):
+        alice.approve("fraud", version, "production")
+    bob.set_alias("fraud", "production", version)
+    assert bob.get_alias("fraud", "production") == version
+    [approval] = bob.list_approvals("fraud", version)
+    assert (approval.approver, approval.comment) == ("alice", "metrics reviewed")
+
+
+def test_approval_from_someone_who_lost_the_role_does_not_count(keel_env, model_run, as_user):
+    admin = as_user("root-admin")
+    admin.grant_role("root-admin", "admin")
+    admin.grant_role("carol", "approver")
+    admin.set_alias_policy("production", approvals=1, role="approver")
+    version = admin.create_model_version("m", model_run()).version
+    as_user("carol").approve("m", version, "production")
+    admin.revoke_role("carol", "approver")
+    with pytest.raises(ApprovalRequired, match="it has 0"):
+        admin.set_alias("m", "production", version)
+
+
+def test_a_refused_protected_move_in_a_callers_transaction_changes_nothing(
+    keel_env, model_run, as_user
+):
+    owner = as_user("owner")
+    version = owner.create_model_version("guarded", model_run()).version
+    owner.set_alias("guarded", "staging", version)
+    owner.set_alias_policy("production", approvals=1, role="approver")
+    refused = pytest.raises(
+        ApprovalRequired, match="keel models approve guarded 1 --for production"
+    )
+    with refused, owner.store.write() as conn:
+        owner.delete_alias("guarded", "staging", conn=conn)
+        owner.set_alias("guarded", "production", version, conn=conn)
+    # The refusal rolled back the caller's whole transaction, the earlier delete included.
+    assert owner.get_registered_model("guarded").aliases == {"staging": version}
