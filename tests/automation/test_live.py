@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from keel.automation.live import measure_canary, prediction_drift
-from keel.serving.predlog import ERRORS, PredictionLogger
+from keel.predictions import ERRORS, PredictionLogger
 
 
 def _log(logger, request_id, version, route, latency, outputs, at):

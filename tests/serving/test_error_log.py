@@ -6,8 +6,8 @@ import httpx
 import numpy as np
 
 import keel
+from keel.predictions import ERRORS, PredictionReader, read_predictions
 from keel.serving import Deployments, build_spec
-from keel.serving.predlog import ERRORS, count_rows, read_predictions
 
 
 class Picky:
@@ -72,4 +72,4 @@ def test_failed_requests_are_logged_with_their_version_and_status(sqlite_env, se
     assert set(errors.column("version").to_pylist()) == {1}
     assert errors.column("rows").to_pylist().count(2) == 3
     assert "ValueError: negative input" in errors.column("error").to_pylist()[0]
-    assert count_rows(root, "picky-live") == 1  # predictions hold only the answered row
+    assert PredictionReader(root).count("picky-live") == 1  # predictions hold only the answered row

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 import keel
+from keel.predictions import read_predictions
 from keel.serving import Deployments, build_spec
-from keel.serving.predlog import read_predictions
 
 
 def _v2(frame: pd.DataFrame, request_id: str | None = None) -> dict:

@@ -10,6 +10,12 @@ key or nothing, even if the writer is killed midway.
 - :class:`FsspecBackend` serves any fsspec filesystem (``s3://`` through
   s3fs). An S3 PUT or completed multipart upload is atomic by itself; other
   filesystems get the temporary-name-then-move treatment.
+
+Besides bytes, a backend writes a Parquet table whole (:meth:`Backend.put_table`),
+lists one folder (:meth:`Backend.list_dir`) and hands pyarrow a filesystem rooted
+at the backend (:meth:`Backend.arrow_filesystem`), so columnar logs
+(:mod:`keel.predictions`) live in the same roots, through the same code, as
+artifacts.
 """
 
 from __future__ import annotations
@@ -17,14 +23,19 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
 from keel.errors import BackendUnavailable, InvalidInput, NotFound, StorageError
 
-__all__ = ["Backend", "FsspecBackend", "LocalBackend", "backend_for_url"]
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+__all__ = ["PARQUET_COMPRESSION", "Backend", "FsspecBackend", "LocalBackend", "backend_for_url"]
 
 
 @runtime_checkable
@@ -47,6 +58,35 @@ class Backend(Protocol):
 
     def keys(self, prefix: str = "") -> Iterator[str]: ...
 
+    def put_table(self, key: str, table: pa.Table) -> None:
+        """Write ``table`` as a zstd Parquet file at ``key``: whole or not at all."""
+        ...
+
+    def list_dir(self, key: str) -> list[tuple[str, bool]]:
+        """``(name, is_folder)`` of the entries directly in folder ``key``; empty if absent."""
+        ...
+
+    def arrow_filesystem(self) -> pafs.FileSystem:
+        """A pyarrow filesystem in which a key is a path (for datasets and footers)."""
+        ...
+
+
+#: The compression of every Parquet file a backend writes.
+PARQUET_COMPRESSION = "zstd"
+#: Temporary Parquet files untouched this long belong to writers that died.
+_STALE_SECONDS = 3600.0
+#: Protocols whose single PUT is atomic: no temporary name is needed.
+_ATOMIC_PUT = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression=PARQUET_COMPRESSION)
+    return bytes(sink.getvalue().to_pybytes())
+
 
 def _check_key(key: str) -> str:
     parts = key.split("/")
@@ -63,6 +103,7 @@ class LocalBackend:
         self.url = str(self.root)
         self.durable = durable
         self._tmp = self.root / "tmp"
+        self._swept = False
 
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
@@ -71,7 +112,7 @@ class LocalBackend:
         return self._path(key).is_file()
 
     @contextlib.contextmanager
-    def _staged(self, key: str) -> Iterator[Path]:
+    def _staged(self, key: str, tag: str = "") -> Iterator[Path]:
         """Yield a temporary path; on success move it to ``key`` atomically."""
         final = self._path(key)
         try:
@@ -79,7 +120,7 @@ class LocalBackend:
             final.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create folders under {self.root}: {exc}") from exc
-        tmp = self._tmp / f"{uuid.uuid4().hex}.part"
+        tmp = self._tmp / f"{tag}{uuid.uuid4().hex}.part"
         try:
             yield tmp
             if self.durable:
@@ -136,6 +177,38 @@ class LocalBackend:
             for name in files:
                 yield name if rel == "." else f"{rel}/{name}"
 
+    def put_table(self, key: str, table: pa.Table) -> None:
+        import pyarrow.parquet as pq
+
+        if not self._swept:
+            self._sweep_stale_tables()
+        with self._staged(key, tag="table-") as tmp:
+            pq.write_table(table, str(tmp), compression=PARQUET_COMPRESSION)
+
+    def _sweep_stale_tables(self) -> None:
+        """Remove temporary tables of writers killed mid-write (they are never renamed)."""
+        self._swept = True
+        cutoff = time.time() - _STALE_SECONDS
+        with contextlib.suppress(OSError):
+            for item in self._tmp.glob("table-*.part"):
+                with contextlib.suppress(OSError):
+                    if item.stat().st_mtime < cutoff:
+                        item.unlink()
+
+    def list_dir(self, key: str) -> list[tuple[str, bool]]:
+        try:
+            with os.scandir(self._path(key)) as entries:
+                return [(e.name, e.is_dir()) for e in entries]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise StorageError(f"cannot list {key!r} in {self.root}: {exc}") from exc
+
+    def arrow_filesystem(self) -> pafs.FileSystem:
+        import pyarrow.fs as pafs
+
+        return pafs.SubTreeFileSystem(str(self.root), pafs.LocalFileSystem())
+
 
 class FsspecBackend:
     """Any fsspec filesystem; ``s3://bucket/prefix`` is the one Keel tests."""
@@ -158,7 +231,7 @@ class FsspecBackend:
             )
             raise InvalidInput(f"artifact store {url!r} needs a driver: {hint}") from None
         self._base = self.url.split("://", 1)[1]
-        self._atomic_put = protocol in ("s3", "s3a", "gs", "gcs", "az", "abfs")
+        self._atomic_put = protocol in _ATOMIC_PUT
         self._bucket = self._base.split("/", 1)[0] if self._atomic_put else None
         self._root_checked = False
 
@@ -242,6 +315,25 @@ class FsspecBackend:
             rel = path[len(self._base) + 1 :]
             if not rel.startswith("tmp/"):
                 yield rel
+
+    def put_table(self, key: str, table: pa.Table) -> None:
+        self.put_bytes(key, _parquet_bytes(table))
+
+    def list_dir(self, key: str) -> list[tuple[str, bool]]:
+        with self._errors(key):
+            try:
+                entries = self.fs.ls(self._path(key), detail=True)
+            except FileNotFoundError:
+                return []
+        return [
+            (str(e["name"]).rstrip("/").rsplit("/", 1)[-1], e.get("type") == "directory")
+            for e in entries
+        ]
+
+    def arrow_filesystem(self) -> pafs.FileSystem:
+        import pyarrow.fs as pafs
+
+        return pafs.SubTreeFileSystem(self._base, pafs.PyFileSystem(pafs.FSSpecHandler(self.fs)))
 
 
 def backend_for_url(url: str, s3_endpoint_url: str | None = None) -> Backend:

@@ -72,7 +72,7 @@ def measure_canary(
 ) -> LiveMetrics:
     """The canary version's metrics against the other routed versions since ``since_ms``."""
     from keel.config import get_settings
-    from keel.serving.predlog import ERRORS, read_predictions
+    from keel.predictions import ERRORS, read_predictions
 
     settings = get_settings()
     root = root_url or settings.artifacts_url

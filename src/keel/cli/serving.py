@@ -231,7 +231,7 @@ def label_command(
     from keel.checks import read_table
     from keel.config import get_settings
     from keel.errors import InvalidInput
-    from keel.serving.predlog import PredictionLogger
+    from keel.predictions import PredictionLogger
 
     frame = read_table(file)
     missing = [c for c in ("request_id", "label") if c not in frame.columns]

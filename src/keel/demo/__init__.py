@@ -275,7 +275,7 @@ def _write_report(home: Path, events: list[Any], drift_report: Any) -> Path:
     import keel
     from keel.automation.report import write_loop_report
     from keel.pipelines import upstream
-    from keel.serving.predlog import read_predictions
+    from keel.predictions import read_predictions
 
     settings = keel.config.get_settings()
     client = keel.Client()

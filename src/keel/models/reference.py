@@ -33,6 +33,7 @@ import numpy as np
 
 from keel.data.profiling import Profile, open_source, profile
 from keel.errors import InvalidInput
+from keel.predictions.schema import INPUT_PREFIX, OUTPUT_PREFIX
 
 __all__ = [
     "INPUT_PREFIX",
@@ -52,8 +53,6 @@ __all__ = [
 ]
 
 REFERENCE_FILE = "reference-profile.json"
-INPUT_PREFIX = "input."
-OUTPUT_PREFIX = "output."
 #: In a stored reference profile: the ``datasets:/`` URI it was taken from, when it was.
 ORIGIN_KEY = "origin"
 #: The key of ``keel-model.json`` that records the model's task (see :func:`describe_task`).

@@ -322,12 +322,7 @@ def run_monitor(
         NotFound: no such deployment (see :mod:`keel.monitoring.names`).
         StorageError, BackendUnavailable: the logs or the store cannot be read.
     """
-    from keel.serving.predlog import (
-        check_deployment,
-        iter_prediction_batches,
-        read_feedback,
-        to_ms,
-    )
+    from keel.predictions import PredictionReader, check_deployment, to_ms
     from keel.store.sql import now_ms
 
     check_deployment(deployment)
@@ -342,10 +337,9 @@ def run_monitor(
     root, endpoint = conf.artifacts_url, conf.s3_endpoint_url
 
     # 1. One pass over the window, split by the version that served each row.
-    feedback = read_feedback(root, deployment, s3_endpoint_url=endpoint)
-    batches = iter_prediction_batches(
-        root, deployment, start=start_ms, end=end_ms, s3_endpoint_url=endpoint
-    )
+    reader = PredictionReader(root, s3_endpoint_url=endpoint)
+    feedback = reader.feedback(deployment)
+    batches = reader.batches(deployment, start=start_ms, end=end_ms)
     versions, rows = _scan(batches, client, keep_keys=feedback.num_rows > 0)
 
     # 2. Each version against its own reference; the one with the most drift is the headline.

@@ -22,15 +22,14 @@ __all__ = ["known_deployments", "require_deployment"]
 def known_deployments(client: Any) -> list[str]:
     """Every deployment name monitoring can read: stored, logged or already monitored."""
     from keel.config import get_settings
+    from keel.predictions import PredictionReader
     from keel.serving.deployments import Deployments
-    from keel.serving.predlog import logged_deployments
     from keel.store import schema as s
 
     settings = client.settings or get_settings()
     names = {d.name for d in Deployments(client).all()}
-    names.update(
-        logged_deployments(settings.artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)
-    )
+    reader = PredictionReader(settings.artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)
+    names.update(reader.deployments())
     with client.store.read() as conn:
         names.update(conn.execute(select(s.monitor_runs.c.deployment).distinct()).scalars())
         names.update(conn.execute(select(s.monitor_settings.c.deployment)).scalars())

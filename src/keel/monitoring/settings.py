@@ -172,7 +172,7 @@ def configure_monitor(
         Conflict: the settings changed since ``expected_revision``.
     """
     from keel.governance import audit
-    from keel.serving.predlog import check_deployment
+    from keel.predictions import check_deployment
     from keel.store import schema as s
     from keel.store.sql import insert_on_conflict, now_ms
 

@@ -46,6 +46,7 @@ from starlette.routing import Route
 
 from keel.errors import InvalidInput, KeelError, NotFound
 from keel.models.reference import log_columns
+from keel.predictions import INPUT_PREFIX, Block, error_row, request_columns
 from keel.serving import protocols as p
 from keel.serving.batching import MicroBatcher
 from keel.serving.metrics import Metrics
@@ -57,7 +58,6 @@ from keel.serving.openapi import (
     Operation,
     openapi_document,
 )
-from keel.serving.predlog import Block
 from keel.serving.runtime import ModelHandle, RoutingTable, Runtime
 
 __all__ = ["MAX_BODY_BYTES", "Unprocessable", "create_app"]
@@ -371,15 +371,15 @@ class ServingApp:
             return
         latency = (time.perf_counter() - started) * 1000
         n = p.frame_rows(data)
-        columns: dict[str, Any] = {
-            "request_id": [request_id] * n,
-            "time": [time.time_ns() // 1_000_000] * n,
-            "model": [handle.model_name] * n,
-            "version": [handle.version] * n,
-            "route": [route] * n,
-            "latency_ms": [latency] * n,
-            "row": list(range(n)),
-        }
+        columns = request_columns(
+            request_id=request_id,
+            time_ms=time.time_ns() // 1_000_000,
+            model=handle.model_name,
+            version=handle.version,
+            route=route,
+            latency_ms=latency,
+            n=n,
+        )
         block = None
         names = _input_names(handle, data)
         if names is not None:
@@ -402,18 +402,17 @@ class ServingApp:
         """One row per failed request in the ``errors`` dataset: live error rates per version."""
         if self.error_logger is None:
             return
-        columns = {
-            "request_id": [request_id],
-            "time": [time.time_ns() // 1_000_000],
-            "model": [handle.model_name],
-            "version": [handle.version],
-            "route": [route],
-            "latency_ms": [(time.perf_counter() - started) * 1000],
-            "row": [0],
-            "rows": [p.frame_rows(data)],
-            "status": [status],
-            "error": [message[:500]],
-        }
+        columns = error_row(
+            request_id=request_id,
+            time_ms=time.time_ns() // 1_000_000,
+            model=handle.model_name,
+            version=handle.version,
+            route=route,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            rows=p.frame_rows(data),
+            status=status,
+            error=message,
+        )
         try:
             self.error_logger.log(self.deployment, columns, 1)
         except Exception:  # never turn a failed request into a different failure
@@ -666,7 +665,7 @@ def _prefixed(names: tuple[str, ...]) -> tuple[str, ...]:
     if hit is None:
         if len(_PREFIXED) > 256:
             _PREFIXED.clear()
-        hit = _PREFIXED[names] = tuple(f"input.{n}" for n in names)
+        hit = _PREFIXED[names] = tuple(INPUT_PREFIX + n for n in names)
     return hit
 
 

@@ -56,7 +56,7 @@ def app_for_target(
     runtime = runtime_for_target(target, refresh_interval, trust)
     logger = errors = None
     if log_predictions:
-        from keel.serving.predlog import ERRORS, PredictionLogger
+        from keel.predictions import ERRORS, PredictionLogger
 
         settings = get_settings()
         logger = PredictionLogger(settings.artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)

@@ -61,7 +61,7 @@ def _body(frame, request_id: str) -> dict:
 
 @pytest.mark.slow
 def test_sigterm_under_load_loses_no_logged_prediction(registered):
-    from keel.serving.predlog import read_predictions
+    from keel.predictions import read_predictions
 
     settings = registered.settings
     proc, url = _start_server(settings, "models:/cancer@champion")
@@ -110,7 +110,7 @@ def test_sigterm_under_load_loses_no_logged_prediction(registered):
 
 
 def test_feedback_is_stored_beside_the_logs(registered, serve):
-    from keel.serving.predlog import read_feedback, read_predictions
+    from keel.predictions import PredictionReader, read_predictions
 
     server = serve("models:/cancer@champion", log_predictions=True)
     rows = registered.features.iloc[:2]
@@ -126,7 +126,7 @@ def test_feedback_is_stored_beside_the_logs(registered, serve):
         assert bad.status_code == 400 and "as many labels as ids" in bad.json()["error"]
         metrics = http.get("/metrics").text
     server.__exit__()  # shutdown flushes the queue
-    feedback = read_feedback(registered.settings.artifacts_url, "cancer").to_pylist()
+    feedback = PredictionReader(registered.settings.artifacts_url).feedback("cancer").to_pylist()
     assert sorted((f["request_id"], f["row"], f["label_num"]) for f in feedback) == [
         ("req-1", 0, 1.0),
         ("req-1", 1, 0.0),
@@ -142,8 +142,8 @@ def test_feedback_is_stored_beside_the_logs(registered, serve):
 
 
 def test_shadow_predictions_are_logged_with_their_route(registered, serve):
+    from keel.predictions import read_predictions
     from keel.serving import Deployments, build_spec
-    from keel.serving.predlog import read_predictions
 
     Deployments().create("shadowed", build_spec("cancer/1", shadow="cancer/2"))
     server = serve("shadowed", log_predictions=True)
@@ -180,7 +180,7 @@ def test_keel_serve_cli_rejects_an_unknown_deployment(registered, tmp_path: Path
 
 @pytest.mark.slow
 def test_several_workers_serve_and_each_logs_its_own_rows(registered):
-    from keel.serving.predlog import read_predictions
+    from keel.predictions import read_predictions
 
     settings = registered.settings
     proc, url = _start_server(settings, "models:/cancer@champion", "--workers", "2")

@@ -24,12 +24,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from keel.errors import InvalidInput, StorageError
-from keel.serving.predlog import (
+from keel.predictions import (
     FEEDBACK_SCHEMA,
     PredictionLogger,
-    count_rows,
-    iter_prediction_batches,
-    read_feedback,
+    PredictionReader,
     read_predictions,
 )
 
@@ -128,7 +126,7 @@ def test_rows_from_eight_threads_come_back_exactly_once_in_their_hour_partitions
 
     table = read_predictions(artifacts_url, "churn", s3_endpoint_url=s3_endpoint)
     assert keys_of(table) == expected  # every row, exactly once
-    assert count_rows(artifacts_url, "churn", s3_endpoint_url=s3_endpoint) == total
+    assert PredictionReader(artifacts_url, s3_endpoint_url=s3_endpoint).count("churn") == total
     schema = table.schema
     assert schema.names[:7] == [
         "request_id",
@@ -177,10 +175,10 @@ def test_rows_appear_within_a_few_flush_intervals_without_close(
         for i in range(50):
             logger.log("churn", columns_for(f"r{i}", T0 + i, 2), 2)
         deadline = time.monotonic() + 20
-        while count_rows(artifacts_url, "churn", s3_endpoint_url=s3_endpoint) < 100:
+        while PredictionReader(artifacts_url, s3_endpoint_url=s3_endpoint).count("churn") < 100:
             assert time.monotonic() < deadline, f"nothing flushed in 20 s: {logger.stats()}"
             time.sleep(0.05)
-        assert count_rows(artifacts_url, "churn", s3_endpoint_url=s3_endpoint) == 100
+        assert PredictionReader(artifacts_url, s3_endpoint_url=s3_endpoint).count("churn") == 100
         assert logger.stats()["queue_rows"] == 0
     finally:
         logger.close()
@@ -191,11 +189,13 @@ def test_close_writes_everything_still_queued_and_is_idempotent(tmp_path: Path):
     logger = PredictionLogger(root, spill_dir=tmp_path / "spill", flush_interval=3600)
     for i in range(300):
         logger.log("churn", columns_for(f"r{i}", T0 + i, 1 + i % 2), 1 + i % 2)
-    assert count_rows(root, "churn") == 0  # an hour-long interval: all of it is still queued
+    assert (
+        PredictionReader(root).count("churn") == 0
+    )  # an hour-long interval: all of it is still queued
     assert logger.stats()["queue_rows"] == 450
     logger.close()
     logger.close()
-    assert count_rows(root, "churn") == 450
+    assert PredictionReader(root).count("churn") == 450
     assert logger.stats()["queue_rows"] == 0
     assert not list((tmp_path / "spill").iterdir())  # its spill folder is gone
 
@@ -207,8 +207,8 @@ def test_flush_writes_now_and_returns_the_rows_written(tmp_path: Path):
         logger.log("fraud", columns_for("b", T0 + 2 * HOUR, 2), 2)
         assert logger.flush() == 5
         assert logger.flush() == 0
-        assert count_rows(root, "churn") == 3
-        assert count_rows(root, "fraud") == 2
+        assert PredictionReader(root).count("churn") == 3
+        assert PredictionReader(root).count("fraud") == 2
         assert logger.stats()["files_written"] == 2
 
 
@@ -217,7 +217,7 @@ def test_flush_writes_now_and_returns_the_rows_written(tmp_path: Path):
 CHILD_PRELUDE = """
 import os, signal, sys, time
 import numpy as np
-from keel.serving.predlog import PredictionLogger
+from keel.predictions import PredictionLogger
 
 def cols(rid, n, when):
     return {"request_id": [rid] * n, "time": [when] * n, "model": ["m"] * n,
@@ -353,7 +353,7 @@ def test_a_full_queue_makes_log_wait_for_the_writer_instead_of_dropping(tmp_path
     assert stats["rows_written"] == 2000
     assert stats["rows_spilled"] == 0
     assert stats["files_written"] >= 20  # it was written in many small flushes, as room was made
-    assert count_rows(root, "churn") == 2000
+    assert PredictionReader(root).count("churn") == 2000
 
 
 @pytest.mark.s3
@@ -408,7 +408,7 @@ def test_full_queue_and_missing_bucket_spill_to_disk_then_land_once_the_bucket_e
 SPILL_AND_DIE = """
 import json, os, signal, sys, time
 import numpy as np
-from keel.serving.predlog import PredictionLogger
+from keel.predictions import PredictionLogger
 
 logger = PredictionLogger(sys.argv[1], spill_dir=sys.argv[2], flush_interval=0.05)
 for i in range(int(sys.argv[3])):
@@ -463,7 +463,7 @@ def test_rows_logged_after_close_are_spilled_and_written_by_the_next_logger(tmp_
     logger.close()
     logger.log("churn", columns_for("after", T0, 2), 2)  # e.g. a straggling shadow request
     assert logger.stats()["rows_spilled"] == 2
-    assert count_rows(root, "churn") == 1
+    assert PredictionReader(root).count("churn") == 1
     PredictionLogger(root, spill_dir=spill).close()
     assert keys_of(read_predictions(root, "churn")) == Counter(
         {("before", 0): 1, ("after", 0): 1, ("after", 1): 1}
@@ -472,7 +472,7 @@ def test_rows_logged_after_close_are_spilled_and_written_by_the_next_logger(tmp_
 
 FORKING = """
 import os, sys
-from keel.serving.predlog import PredictionLogger
+from keel.predictions import PredictionLogger
 
 def cols(rid):
     return {"request_id": [rid], "time": [1767607200000], "model": ["m"], "version": [1],
@@ -543,10 +543,8 @@ def test_read_predictions_filters_by_time_and_opens_only_partitions_in_the_windo
         read_predictions(artifacts_url, "churn", s3_endpoint_url=s3_endpoint, start=T0 + 4 * HOUR)
 
     batches = list(
-        iter_prediction_batches(
-            artifacts_url,
+        PredictionReader(artifacts_url, s3_endpoint_url=s3_endpoint).batches(
             "churn",
-            s3_endpoint_url=s3_endpoint,
             start=T0,
             end=T0 + 4 * HOUR,
             columns=["request_id", "row"],
@@ -582,7 +580,7 @@ def test_feedback_round_trip_joins_predictions_by_request_and_row(
         with pytest.raises(InvalidInput, match="one label per request id"):
             logger.log_feedback("churn", ["r0"], [1, 2])
 
-    feedback = read_feedback(artifacts_url, "churn", s3_endpoint_url=s3_endpoint)
+    feedback = PredictionReader(artifacts_url, s3_endpoint_url=s3_endpoint).feedback("churn")
     assert feedback.schema == FEEDBACK_SCHEMA
     assert feedback.column("request_id").to_pylist() == ["r0", "r0", "r1", "r2", "r3"]
     assert feedback.column("row").to_pylist() == [0, 1, None, None, 1]
@@ -631,7 +629,7 @@ def test_columns_that_change_type_between_versions_read_as_one_table(tmp_path: P
     assert table.column("output.extra").to_pylist() == [None, None, '{"a": 1}', "5"]
     assert table.column("output.proba").to_pylist() == ["[0.2, 0.8]", "[0.6, 0.4]", "high", "low"]
     assert table.column("version").to_pylist() == [1, 1, 2, 2]
-    streamed = pa.Table.from_batches(list(iter_prediction_batches(root, "churn", batch_rows=1)))
+    streamed = pa.Table.from_batches(list(PredictionReader(root).batches("churn", batch_rows=1)))
     assert streamed.num_rows == 4
 
 
