@@ -6,6 +6,7 @@
 - ``artifacts_url`` is parametrized over ``local`` and ``s3``; the S3 case runs
   moto's S3 server on a free loopback port (a real HTTP server, no patching).
 - ``keel_env`` points the process's Keel at a fresh home with those two.
+- ``run_keel`` runs the installed ``keel`` command in a child process (``_support.cli``).
 """
 
 from __future__ import annotations
@@ -16,23 +17,20 @@ import os
 # oversubscribes them, and its spinning threads slowed scikit-learn a hundredfold under load.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import socket
+import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import keel
+from _support.cli import run_keel as _run_keel
+from _support.network import free_port
+from keel.artifacts import ArtifactStore
 from keel.config import Settings
 
 POSTGRES_ENV = "KEEL_TEST_POSTGRES_URL"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(autouse=True)
@@ -185,3 +183,57 @@ def keel_env(tmp_path: Path, store_url: str) -> Settings:
 def sqlite_env(tmp_path: Path) -> Settings:
     """Keel on the embedded default only (SQLite and a local folder in a fresh home)."""
     return keel.init(home=tmp_path / ".keel")
+
+
+# -- real datasets and stored bytes ----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def iris():
+    """scikit-learn's iris as ``(X, y)`` frames."""
+    from sklearn.datasets import load_iris
+
+    return load_iris(return_X_y=True, as_frame=True)
+
+
+@pytest.fixture(scope="session")
+def breast_cancer():
+    """scikit-learn's breast_cancer as ``(X, y)`` frames."""
+    from sklearn.datasets import load_breast_cancer
+
+    return load_breast_cancer(return_X_y=True, as_frame=True)
+
+
+@pytest.fixture(scope="session")
+def diabetes():
+    """scikit-learn's diabetes as ``(X, y)`` frames."""
+    from sklearn.datasets import load_diabetes
+
+    return load_diabetes(return_X_y=True, as_frame=True)
+
+
+@pytest.fixture
+def stored_object() -> Callable[[Settings, str, str], Path]:
+    """A function: the file in the local artifact store holding one of a run's artifacts."""
+
+    def find(settings: Settings, run_id: str, artifact: str) -> Path:
+        entries = keel.Client().list_artifacts(run_id, artifact)
+        [entry] = [e for e in entries if e.path == artifact]
+        return Path(settings.artifacts_url) / ArtifactStore.key(entry.digest)
+
+    return find
+
+
+# -- the keel command ----------------------------------------------------------------
+
+
+@pytest.fixture
+def run_keel() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run_keel(*args, settings=, env=, cwd=, input=, check=, timeout=)`` runs ``keel *args``.
+
+    The child is the installed console script with this process's environment minus
+    every ``KEEL_*`` variable; ``settings`` points it at a home and store, ``env`` adds
+    variables. It returns the finished ``CompletedProcess`` (text output) and fails the
+    test after ``_support.cli.TIMEOUT`` seconds unless ``timeout`` says otherwise.
+    """
+    return _run_keel

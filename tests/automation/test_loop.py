@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pandas as pd
 import pytest
 
 import keel
+from _support.cli import keel_command, keel_environ
 from keel.automation import Controller, PolicyStore, history
 from keel.demo.scenario import TARGET, load_scenario
 from keel.demo.traffic import Server, send_rows
@@ -279,7 +279,7 @@ def test_a_protected_alias_waits_for_an_approval_then_promotes(story, tmp_path, 
 
 def _controller_process(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "keel.cli.main", "automation", "run", "--interval", "0.2"],
+        keel_command("automation", "run", "--interval", "0.2"),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -297,8 +297,7 @@ def _wait_state(proc: subprocess.Popen[bytes], state: str, timeout: float = 120)
 def test_controllers_killed_mid_retrain_and_mid_rollout_are_resumed(story, tmp_path):
     settings = keel.init(home=tmp_path / "home")
     server = _champion_setup(story, settings, {}, tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    env["KEEL_HOME"] = str(settings.home)
+    env = keel_environ(KEEL_HOME=str(settings.home))
     started: list[subprocess.Popen[bytes]] = []
     try:
         PolicyStore().apply(policy())

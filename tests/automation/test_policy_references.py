@@ -8,9 +8,6 @@ not are listed in one error, each with the closest existing names.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -71,18 +68,6 @@ def _policy(pipes: Path, **changes) -> dict:
     return doc
 
 
-def _keel(settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    env.update(KEEL_HOME=str(settings.home), KEEL_STORE_URL=settings.store_url)
-    return subprocess.run(
-        [str(Path(sys.executable).with_name("keel")), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-
-
 def _write(tmp_path: Path, doc: dict) -> Path:
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -91,7 +76,7 @@ def _write(tmp_path: Path, doc: dict) -> Path:
 
 @pytest.mark.slow
 def test_dry_run_lists_every_missing_reference_in_one_line_with_the_closest_names(
-    world, tmp_path: Path
+    world, tmp_path: Path, run_keel
 ):
     settings, pipes, holdout_file = world
     doc = _policy(
@@ -104,7 +89,7 @@ def test_dry_run_lists_every_missing_reference_in_one_line_with_the_closest_name
     )
     path = _write(tmp_path, doc)
     for args in (("--dry-run",), ()):  # applying for real checks the same, before storing
-        result = _keel(settings, "policy", "apply", str(path), *args)
+        result = run_keel("policy", "apply", str(path), *args, settings=settings)
         assert result.returncode == 1, result.stdout + result.stderr
         line = result.stderr.strip()
         assert len(line.splitlines()) == 1 and "Traceback" not in line, line
@@ -118,24 +103,29 @@ def test_dry_run_lists_every_missing_reference_in_one_line_with_the_closest_name
             "(closest: holdout.parquet)",
         ):
             assert expected in line, line
-    assert json.loads(_keel(settings, "automation", "status", "--json").stdout) == []
+    assert json.loads(run_keel("automation", "status", "--json", settings=settings).stdout) == []
     # Once every name resolves, the dry run says so and still stores nothing.
-    dry = _keel(settings, "policy", "apply", str(_write(tmp_path, _policy(pipes))), "--dry-run")
+    dry = run_keel(
+        "policy", "apply", str(_write(tmp_path, _policy(pipes))), "--dry-run", settings=settings
+    )
     assert dry.returncode == 0, dry.stderr
     assert "policy 'doubler-loop' is valid" in dry.stdout
-    assert json.loads(_keel(settings, "automation", "status", "--json").stdout) == []
+    assert json.loads(run_keel("automation", "status", "--json", settings=settings).stdout) == []
     with_file = _policy(pipes, gates={"data": str(holdout_file), "target": "label"})
-    assert _keel(settings, "policy", "apply", str(_write(tmp_path, with_file))).returncode == 0
+    assert (
+        run_keel("policy", "apply", str(_write(tmp_path, with_file)), settings=settings).returncode
+        == 0
+    )
 
 
 def test_dry_run_checks_pipeline_parameters_their_datasets_and_the_target_column(
-    world, tmp_path: Path
+    world, tmp_path: Path, run_keel
 ):
     settings, pipes, _ = world
     doc = _policy(pipes)
     doc["retrain"]["params"] = {"data": "datasets:/train-dta@latest", "sed": 7}
     doc["gates"]["target"] = "labell"
-    result = _keel(settings, "policy", "apply", str(_write(tmp_path, doc)), "--dry-run")
+    result = run_keel("policy", "apply", str(_write(tmp_path, doc)), "--dry-run", settings=settings)
     assert result.returncode == 1, result.stdout + result.stderr
     line = result.stderr.strip()
     assert "3 references do not resolve" in line
@@ -191,11 +181,16 @@ def test_a_dataset_trigger_added_by_a_new_revision_counts_versions_from_that_app
 
 
 @pytest.mark.slow
-def test_tick_exits_non_zero_when_a_cycle_ended_in_failure(world, tmp_path: Path):
+def test_tick_exits_non_zero_when_a_cycle_ended_in_failure(world, tmp_path: Path, run_keel):
     settings, pipes, _ = world
-    assert _keel(settings, "policy", "apply", str(_write(tmp_path, _policy(pipes)))).returncode == 0
+    assert (
+        run_keel(
+            "policy", "apply", str(_write(tmp_path, _policy(pipes))), settings=settings
+        ).returncode
+        == 0
+    )
     keel.log_dataset(pd.DataFrame({"x": [4.0, 5.0]}), name="train-data")
-    failed = _keel(settings, "automation", "tick", "--json")
+    failed = run_keel("automation", "tick", "--json", settings=settings)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     (result,) = json.loads(failed.stdout)
     assert result["failed"] is True
@@ -205,6 +200,7 @@ def test_tick_exits_non_zero_when_a_cycle_ended_in_failure(world, tmp_path: Path
         "retrain_failed",
     ]
     assert "the training table has no rows" in result["events"][-1]["reason"]
-    quiet = _keel(settings, "automation", "tick")  # cooling down: nothing happens, nothing failed
+    # Cooling down: nothing happens, nothing failed.
+    quiet = run_keel("automation", "tick", settings=settings)
     assert quiet.returncode == 0, quiet.stdout + quiet.stderr
     assert "doubler-loop: idle, nothing to do" in quiet.stdout

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -95,13 +92,9 @@ def test_a_check_counts_rows_of_an_unseen_class_and_fails_its_data_validation(tw
     assert clean.unseen_class_rows == 0 and clean.data_problems == [] and clean.passed
 
 
-def _keel_cli() -> str:
-    return str(Path(sys.executable).with_name("keel"))
-
-
 @pytest.mark.slow
 def test_models_check_from_the_command_line_fails_a_model_that_never_saw_a_class(
-    sqlite_env, two_of_three, tmp_path: Path
+    sqlite_env, two_of_three, tmp_path: Path, run_keel
 ):
     pytest.importorskip("skops", reason="model packages for scikit-learn need skops")
     model, holdout = two_of_three
@@ -112,23 +105,13 @@ def test_models_check_from_the_command_line_fails_a_model_that_never_saw_a_class
     holdout.to_parquet(data)
     rules = tmp_path / "gates.yaml"
     rules.write_text("metrics: {log_loss: {max: 0.5}}\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    env.update(KEEL_HOME=str(sqlite_env.home), KEEL_STORE_URL=sqlite_env.store_url)
     args = ("models", "check", "iris", "1", "--data", str(data), "--target", "target")
-    result = subprocess.run(
-        [_keel_cli(), *args, "--rules", str(rules), "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    result = run_keel(*args, "--rules", str(rules), "--json", settings=sqlite_env)
     assert result.returncode == 1, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["passed"] is False and report["unseen_class_rows"] == 25
     assert report["metrics"]["log_loss"] > 10
     assert [g["name"] for g in report["gates"] if not g["passed"]] == ["log_loss max"]
     assert "never trained on (2: 25 rows)" in report["data_problems"][0]
-    human = subprocess.run(
-        [_keel_cli(), *args], capture_output=True, text=True, env=env, timeout=120
-    )
+    human = run_keel(*args, settings=sqlite_env)
     assert human.returncode == 1 and "never trained on" in human.stdout

@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 import keel
-
-
-def run_keel(
-    *args: str, home: Path | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    if home is not None:
-        env["KEEL_HOME"] = str(home)
-    return subprocess.run(
-        [sys.executable, "-m", "keel.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
 
 
 @pytest.fixture
@@ -45,7 +27,7 @@ def populated(tmp_path: Path):
     return settings.home, ids
 
 
-def test_init_creates_a_home_and_is_idempotent(tmp_path: Path):
+def test_init_creates_a_home_and_is_idempotent(tmp_path: Path, run_keel):
     first = run_keel("init", str(tmp_path), "--json")
     assert first.returncode == 0, first.stderr
     info = json.loads(first.stdout)
@@ -56,7 +38,7 @@ def test_init_creates_a_home_and_is_idempotent(tmp_path: Path):
     assert again["created"] is False
 
 
-def test_commands_find_the_home_by_walking_up(tmp_path: Path):
+def test_commands_find_the_home_by_walking_up(tmp_path: Path, run_keel):
     run_keel("init", str(tmp_path))
     nested = tmp_path / "a" / "b"
     nested.mkdir(parents=True)
@@ -66,16 +48,18 @@ def test_commands_find_the_home_by_walking_up(tmp_path: Path):
     assert [e["name"] for e in listed] == ["walk"]
 
 
-def test_experiments_and_runs_list_json(populated):
+def test_experiments_and_runs_list_json(populated, run_keel):
     home, ids = populated
-    experiments = json.loads(run_keel("experiments", "list", "--json", home=home).stdout)
+    experiments = json.loads(
+        run_keel("experiments", "list", "--json", env={"KEEL_HOME": str(home)}).stdout
+    )
     assert [(e["name"], e["runs"]) for e in experiments] == [("cli", 3)]
-    listed = json.loads(run_keel("runs", "list", "--json", home=home).stdout)
+    listed = json.loads(run_keel("runs", "list", "--json", env={"KEEL_HOME": str(home)}).stdout)
     assert [r["run_id"] for r in listed["runs"]] == ids[::-1]  # newest first
     assert listed["runs"][0]["metrics"]["nan"] == "NaN"
 
 
-def test_runs_search_with_or_and_order(populated):
+def test_runs_search_with_or_and_order(populated, run_keel):
     home, ids = populated
     result = run_keel(
         "runs",
@@ -84,16 +68,18 @@ def test_runs_search_with_or_and_order(populated):
         "--order-by",
         "metrics.acc DESC",
         "--json",
-        home=home,
+        env={"KEEL_HOME": str(home)},
     )
     assert result.returncode == 0, result.stderr
     assert [r["run_id"] for r in json.loads(result.stdout)["runs"]] == [ids[2], ids[1]]
 
 
-def test_runs_search_pages(populated):
+def test_runs_search_pages(populated, run_keel):
     home, ids = populated
     first = json.loads(
-        run_keel("runs", "search", "metrics.acc > 0", "-n", "2", "--json", home=home).stdout
+        run_keel(
+            "runs", "search", "metrics.acc > 0", "-n", "2", "--json", env={"KEEL_HOME": str(home)}
+        ).stdout
     )
     assert len(first["runs"]) == 2 and first["next_page_token"]
     rest = json.loads(
@@ -106,29 +92,33 @@ def test_runs_search_pages(populated):
             "--page-token",
             first["next_page_token"],
             "--json",
-            home=home,
+            env={"KEEL_HOME": str(home)},
         ).stdout
     )
     assert {r["run_id"] for r in first["runs"] + rest["runs"]} == set(ids)
     assert rest["next_page_token"] is None
 
 
-def test_runs_show_by_prefix_includes_environment(populated):
+def test_runs_show_by_prefix_includes_environment(populated, run_keel):
     home, ids = populated
-    shown = json.loads(run_keel("runs", "show", ids[0][:8], "--json", home=home).stdout)
+    shown = json.loads(
+        run_keel("runs", "show", ids[0][:8], "--json", env={"KEEL_HOME": str(home)}).stdout
+    )
     assert shown["run_id"] == ids[0]
     assert shown["params"] == {"depth": "2", "model": "rf"}
     env = shown["environment"]
     assert env["python_version"] == ".".join(map(str, sys.version_info[:3]))
     assert any(d.startswith("sqlalchemy==") for d in env["distributions"])
-    human = run_keel("runs", "show", ids[0], home=home)
+    human = run_keel("runs", "show", ids[0], env={"KEEL_HOME": str(home)})
     assert human.returncode == 0 and "model" in human.stdout and "rf" in human.stdout
 
 
-def test_runs_compare_marks_differences(populated):
+def test_runs_compare_marks_differences(populated, run_keel):
     home, ids = populated
     result = json.loads(
-        run_keel("runs", "compare", ids[0], ids[1], "--diff", "--json", home=home).stdout
+        run_keel(
+            "runs", "compare", ids[0], ids[1], "--diff", "--json", env={"KEEL_HOME": str(home)}
+        ).stdout
     )
     keys = {(row["kind"], row["key"]) for row in result["rows"]}
     assert keys == {("params", "depth"), ("params", "model"), ("metrics", "acc")}
@@ -148,9 +138,9 @@ def test_runs_compare_marks_differences(populated):
         (("experiments", "create", "cli"), "already exists"),
     ],
 )
-def test_errors_are_one_line_and_exit_non_zero(populated, args, message):
+def test_errors_are_one_line_and_exit_non_zero(populated, args, message, run_keel):
     home, _ = populated
-    result = run_keel(*args, home=home)
+    result = run_keel(*args, env={"KEEL_HOME": str(home)})
     assert result.returncode == 1
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
@@ -159,14 +149,14 @@ def test_errors_are_one_line_and_exit_non_zero(populated, args, message):
     assert "Traceback" not in result.stderr
 
 
-def test_help_explains_the_filter_grammar():
+def test_help_explains_the_filter_grammar(run_keel):
     result = run_keel("runs", "search", "--help")
     assert result.returncode == 0
     assert "ILIKE" in result.stdout and "parentheses" in result.stdout
 
 
 @pytest.mark.slow
-def test_demo_runs_the_whole_loop_and_leaves_no_process(tmp_path: Path):
+def test_demo_runs_the_whole_loop_and_leaves_no_process(tmp_path: Path, run_keel):
     result = run_keel("demo", "--home", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr
     assert "Done in" in result.stdout and "loop-report.html" in result.stdout

@@ -6,9 +6,6 @@ raise from the registry and the data catalog themselves.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -16,16 +13,6 @@ import pytest
 
 import keel
 from keel.errors import Conflict, InvalidInput, NotFound
-
-KEEL = Path(sys.executable).with_name("keel")
-
-
-def keel_cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    env["KEEL_HOME"] = str(home)
-    return subprocess.run(
-        [str(KEEL), *args], capture_output=True, text=True, env=env, cwd=home, timeout=300
-    )
 
 
 def _package(tmp_path: Path, name: str = "pkg") -> str:
@@ -46,8 +33,8 @@ def _package(tmp_path: Path, name: str = "pkg") -> str:
     [("--help",), ("runs", "search", "--help"), ("models", "check", "--help")],
     ids=["root", "runs-search", "models-check"],
 )
-def test_help_pages_show_no_value_type_after_flags(args, tmp_path: Path):
-    result = keel_cli(*args, home=tmp_path)
+def test_help_pages_show_no_value_type_after_flags(args, tmp_path: Path, run_keel):
+    result = run_keel(*args, env={"KEEL_HOME": str(tmp_path)}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "--help" in result.stdout
     assert "<bool>" not in result.stdout
@@ -74,7 +61,9 @@ def test_a_misspelled_alias_names_the_aliases_that_exist(keel_env, tmp_path: Pat
         client.alias_history("wine", "production")
 
 
-def test_a_misspelled_alias_on_the_command_line_names_the_existing_one(sqlite_env, tmp_path):
+def test_a_misspelled_alias_on_the_command_line_names_the_existing_one(
+    sqlite_env, tmp_path, run_keel
+):
     client = keel.Client()
     client.create_model_version("wine", _package(tmp_path))
     client.set_alias("wine", "champion", 1)
@@ -85,7 +74,7 @@ def test_a_misspelled_alias_on_the_command_line_names_the_existing_one(sqlite_en
         ("models", "show", "wine@champoin"),
         ("lineage", "show", "models:/wine@champoin"),
     ):
-        result = keel_cli(*args, home=sqlite_env.home)
+        result = run_keel(*args, settings=sqlite_env)
         assert result.returncode == 1, (args, result.stdout)
         assert result.stderr.strip() == (
             "error: model 'wine' has no alias 'champoin'; did you mean 'champion'?"
@@ -109,7 +98,7 @@ def test_an_unknown_model_name_gives_the_closest_names(keel_env, tmp_path: Path)
 
 
 def test_an_unknown_experiment_or_dataset_on_the_command_line_gives_the_closest(
-    sqlite_env, tmp_path: Path
+    sqlite_env, tmp_path: Path, run_keel
 ):
     import pandas as pd
 
@@ -118,12 +107,12 @@ def test_an_unknown_experiment_or_dataset_on_the_command_line_gives_the_closest(
         keel.log_metric("acc", 0.9)
     keel.log_dataset(pd.DataFrame({"a": [1, 2]}), name="wine-train")
 
-    runs = keel_cli("runs", "search", "metrics.acc > 0", "-e", "wine-qualty", home=sqlite_env.home)
+    runs = run_keel("runs", "search", "metrics.acc > 0", "-e", "wine-qualty", settings=sqlite_env)
     assert runs.returncode == 1
     assert runs.stderr.strip() == (
         "error: no experiment named 'wine-qualty'; did you mean 'wine-quality'?"
     )
-    data = keel_cli("data", "show", "wine-trian@1", home=sqlite_env.home)
+    data = run_keel("data", "show", "wine-trian@1", settings=sqlite_env)
     assert data.returncode == 1
     assert data.stderr.strip() == "error: no dataset named 'wine-trian'; did you mean 'wine-train'?"
     with pytest.raises(NotFound, match=r"the datasets are: wine-train$"):
@@ -152,10 +141,12 @@ def champion(sqlite_env, tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_models_check_with_a_bare_word_says_how_to_name_the_alias(champion: Path, sqlite_env):
+def test_models_check_with_a_bare_word_says_how_to_name_the_alias(
+    champion: Path, sqlite_env, run_keel
+):
     data = str(champion / "holdout.parquet")
-    result = keel_cli(
-        "models", "check", "wine", "champion", "--data", data, "--target", "y", home=sqlite_env.home
+    result = run_keel(
+        "models", "check", "wine", "champion", "--data", data, "--target", "y", settings=sqlite_env
     )
     assert result.returncode == 1
     assert result.stderr.strip() == (
@@ -163,15 +154,17 @@ def test_models_check_with_a_bare_word_says_how_to_name_the_alias(champion: Path
         "for the alias write wine @champion or wine@champion"
     )
     for ref in (("wine@champion",), ("wine", "@champion"), ("wine", "1")):
-        passed = keel_cli(
-            "models", "check", *ref, "--data", data, "--target", "y", home=sqlite_env.home
+        passed = run_keel(
+            "models", "check", *ref, "--data", data, "--target", "y", settings=sqlite_env
         )
         assert passed.returncode == 0, (ref, passed.stderr)
         assert "wine version 1" in passed.stdout
 
 
-def test_a_repeated_warning_is_printed_once_without_a_source_path(champion: Path, sqlite_env):
-    result = keel_cli(
+def test_a_repeated_warning_is_printed_once_without_a_source_path(
+    champion: Path, sqlite_env, run_keel
+):
+    result = run_keel(
         "models",
         "check",
         "wine",
@@ -182,7 +175,7 @@ def test_a_repeated_warning_is_printed_once_without_a_source_path(champion: Path
         "y",
         "--against",
         "champion",
-        home=sqlite_env.home,
+        settings=sqlite_env,
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == [
@@ -244,12 +237,12 @@ def test_concurrent_registrations_of_one_package_make_one_version(keel_env, tmp_
 
 
 def test_registering_twice_on_the_command_line_says_nothing_was_registered(
-    sqlite_env, tmp_path: Path
+    sqlite_env, tmp_path: Path, run_keel
 ):
     uri = _package(tmp_path)
-    first = keel_cli("models", "register", uri, "wine", home=sqlite_env.home)
+    first = run_keel("models", "register", uri, "wine", settings=sqlite_env)
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith("Registered wine version 1")
-    again = keel_cli("models", "register", uri, "wine", home=sqlite_env.home)
+    again = run_keel("models", "register", uri, "wine", settings=sqlite_env)
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == f"wine version 1 already holds {uri}; nothing registered"

@@ -6,14 +6,12 @@ above it and ``KEEL_HOME`` unset, as a newcomer's typo would.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-KEEL = Path(sys.executable).with_name("keel")
+from _support.cli import keel_command, keel_environ
 
 #: One of each kind of read: listings, lookups by name or id, lineage, the audit chain.
 READ_COMMANDS = [
@@ -33,18 +31,6 @@ READ_COMMANDS = [
 ]
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    env.update(extra)
-    return env
-
-
-def keel(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(KEEL), *args], capture_output=True, text=True, cwd=cwd, env=_env(**env), timeout=120
-    )
-
-
 @pytest.fixture
 def stray(tmp_path: Path) -> Path:
     """An empty folder with no Keel home in it or above it."""
@@ -62,12 +48,12 @@ def test_read_commands_outside_a_home_fail_saying_where_they_looked(stray: Path)
         (
             args,
             subprocess.Popen(
-                [str(KEEL), *args],
+                keel_command(*args),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
                 cwd=stray,
-                env=_env(),
+                env=keel_environ(),
             ),
         )
         for args in READ_COMMANDS
@@ -84,40 +70,40 @@ def test_read_commands_outside_a_home_fail_saying_where_they_looked(stray: Path)
     assert list(stray.iterdir()) == []
 
 
-def test_a_read_command_does_not_create_the_home_keel_home_names(stray: Path):
+def test_a_read_command_does_not_create_the_home_keel_home_names(stray: Path, run_keel):
     missing = stray / "typo-home"
-    result = keel("models", "list", cwd=stray, KEEL_HOME=str(missing))
+    result = run_keel("models", "list", cwd=stray, env={"KEEL_HOME": str(missing)})
     assert result.returncode == 1
     assert f"error: no Keel home at {missing} (named by KEEL_HOME or --home)" in result.stderr
     assert "run `keel init` to create it there" in result.stderr
     assert not missing.exists()
 
-    via_option = keel("--home", str(missing), "runs", "search", "metrics.acc > 0", cwd=stray)
+    via_option = run_keel("--home", str(missing), "runs", "search", "metrics.acc > 0", cwd=stray)
     assert via_option.returncode == 1 and f"no Keel home at {missing}" in via_option.stderr
     assert not missing.exists()
 
 
-def test_keel_init_creates_the_home_keel_home_names_as_the_message_says(stray: Path):
+def test_keel_init_creates_the_home_keel_home_names_as_the_message_says(stray: Path, run_keel):
     home = stray / "team-home"
-    made = keel("init", cwd=stray, KEEL_HOME=str(home))
+    made = run_keel("init", cwd=stray, env={"KEEL_HOME": str(home)})
     assert made.returncode == 0, made.stderr
     assert (home / "keel.db").is_file() and not (stray / ".keel").exists()
-    listed = keel("models", "list", cwd=stray, KEEL_HOME=str(home))
+    listed = run_keel("models", "list", cwd=stray, env={"KEEL_HOME": str(home)})
     assert listed.returncode == 0, listed.stderr
     assert "No registered models yet" in listed.stdout
 
 
-def test_write_commands_still_create_the_home_on_first_use(stray: Path):
-    made = keel("experiments", "create", "first", cwd=stray)
+def test_write_commands_still_create_the_home_on_first_use(stray: Path, run_keel):
+    made = run_keel("experiments", "create", "first", cwd=stray)
     assert made.returncode == 0, made.stderr
     assert (stray / ".keel" / "keel.db").is_file()
-    listed = keel("experiments", "list", "--json", cwd=stray)
+    listed = run_keel("experiments", "list", "--json", cwd=stray)
     assert listed.returncode == 0, listed.stderr
     assert '"name": "first"' in listed.stdout
 
 
-def test_help_of_a_read_command_works_anywhere_and_creates_nothing(stray: Path):
-    result = keel("runs", "search", "--help", cwd=stray)
+def test_help_of_a_read_command_works_anywhere_and_creates_nothing(stray: Path, run_keel):
+    result = run_keel("runs", "search", "--help", cwd=stray)
     assert result.returncode == 0, result.stderr
     assert "FILTER" in result.stdout
     assert list(stray.iterdir()) == []

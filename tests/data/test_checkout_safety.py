@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,15 +15,6 @@ from keel.config import Settings
 from keel.data import catalog
 from keel.data.snapshot import DataContext
 from keel.errors import InvalidInput
-
-KEEL = Path(sys.executable).with_name("keel")
-
-
-def keel_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    return subprocess.run(
-        [str(KEEL), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
-    )
 
 
 def _files(root: Path) -> list[str]:
@@ -85,20 +74,22 @@ def test_a_manifest_cached_before_paths_were_checked_is_checked_again(
     assert not (tmp_path / "work" / "x").exists()
 
 
-def test_checkout_cli_refuses_a_target_subfolder_that_is_a_symlink_outside(tmp_path: Path):
+def test_checkout_cli_refuses_a_target_subfolder_that_is_a_symlink_outside(
+    tmp_path: Path, run_keel
+):
     raw = tmp_path / "raw"
     (raw / "sub").mkdir(parents=True)
     (raw / "top.csv").write_text("x\n1\n")
     (raw / "sub" / "inner.csv").write_text("x\n2\n")
-    assert keel_cli("init", cwd=tmp_path).returncode == 0
-    added = keel_cli("data", "add", "raw", cwd=tmp_path)
+    assert run_keel("init", cwd=tmp_path).returncode == 0
+    added = run_keel("data", "add", "raw", cwd=tmp_path)
     assert added.returncode == 0, added.stderr
     target, outside = tmp_path / "target", tmp_path / "outside"
     target.mkdir()
     outside.mkdir()
     (target / "sub").symlink_to(outside, target_is_directory=True)
 
-    result = keel_cli("data", "checkout", "raw@1", "target", cwd=tmp_path)
+    result = run_keel("data", "checkout", "raw@1", "target", cwd=tmp_path)
 
     assert result.returncode == 1
     assert result.stderr.startswith("error: path 'sub/inner.csv' would be written outside")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -90,46 +88,21 @@ def test_verify_points_at_the_first_tampered_row(keel_env, tmp_path: Path, tampe
     assert re.search(reason, result.reason or "")
 
 
-def test_cli_audit_verify_exits_1_and_names_the_row(keel_env, tmp_path: Path):
+def test_cli_audit_verify_exits_1_and_names_the_row(keel_env, tmp_path: Path, run_keel):
     _populate(tmp_path)
     env_args = ["--home", str(keel_env.home)]
-    import os
-
-    env = {**os.environ, "KEEL_STORE_URL": keel_env.store_url}
-    ok = subprocess.run(
-        [sys.executable, "-m", "keel.cli.main", *env_args, "audit", "verify", "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    env = {"KEEL_STORE_URL": keel_env.store_url}
+    ok = run_keel(*env_args, "audit", "verify", "--json", env=env)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["ok"] is True
     with get_store(keel_env).write() as conn:
         conn.execute(
             update(s.audit_log).where(s.audit_log.c.seq == 4).values(after='{"version": 9}')
         )
-    bad = subprocess.run(
-        [sys.executable, "-m", "keel.cli.main", *env_args, "audit", "verify"],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    bad = run_keel(*env_args, "audit", "verify", env=env)
     assert bad.returncode == 1
     assert "entry 4" in bad.stdout + bad.stderr
-    listed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "keel.cli.main",
-            *env_args,
-            "audit",
-            "list",
-            "--object",
-            "alias:audited@champion",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    listed = run_keel(
+        *env_args, "audit", "list", "--object", "alias:audited@champion", "--json", env=env
     )
     assert [e["action"] for e in json.loads(listed.stdout)] == ["alias.set"]

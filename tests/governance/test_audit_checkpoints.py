@@ -7,10 +7,9 @@ holds; only a checkpoint in the artifact store proves it once reached further.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,6 @@ from keel.governance import audit
 from keel.governance.checkpoints import EVERY, PREFIX, CheckpointLog
 from keel.store import Store, get_store
 
-KEEL = str(Path(sys.executable).parent / "keel")
 KEY = "a-secret-only-the-operators-hold"
 
 
@@ -60,20 +58,22 @@ def _truncate(store: Store, keep: int) -> None:
         )
 
 
-def _cli(
-    settings: Settings, *args: str, key: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    env["KEEL_STORE_URL"] = settings.store_url
-    if key is not None:
-        env["KEEL_AUDIT_KEY"] = key
-    return subprocess.run(
-        [KEEL, "--home", str(settings.home), "audit", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+@pytest.fixture
+def audit_cli(run_keel) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``audit_cli(settings, *args, key=None)``: ``keel --home <home> audit *args``.
+
+    The child opens the settings' store and, given ``key``, holds it as ``KEEL_AUDIT_KEY``.
+    """
+
+    def run(
+        settings: Settings, *args: str, key: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        env = {"KEEL_STORE_URL": settings.store_url}
+        if key is not None:
+            env["KEEL_AUDIT_KEY"] = key
+        return run_keel("--home", str(settings.home), "audit", *args, env=env)
+
+    return run
 
 
 def _replace_newest(settings: Settings, **changes: object) -> None:
@@ -124,15 +124,15 @@ def test_truncation_is_reported_with_checkpoints_in_s3_too(
     assert "entries after seq 1 are missing" in (result.reason or "")
 
 
-def test_cli_verify_exits_1_on_a_truncated_chain(keel_env):
+def test_cli_verify_exits_1_on_a_truncated_chain(keel_env, audit_cli):
     _grant(5)
     _truncate(get_store(keel_env), keep=2)
 
-    done = _cli(keel_env, "verify")
+    done = audit_cli(keel_env, "verify")
 
     assert done.returncode == 1, done.stdout + done.stderr
     assert "entries after seq 2 are missing" in done.stderr
-    as_json = _cli(keel_env, "verify", "--json")
+    as_json = audit_cli(keel_env, "verify", "--json")
     assert as_json.returncode == 1
     report = json.loads(as_json.stdout)
     assert report["ok"] is False
@@ -140,7 +140,7 @@ def test_cli_verify_exits_1_on_a_truncated_chain(keel_env):
     assert report["checkpoint"]["seq"] == 5
 
 
-def test_an_intact_chain_verifies_against_its_newest_checkpoint(keel_env):
+def test_an_intact_chain_verifies_against_its_newest_checkpoint(keel_env, audit_cli):
     _grant(3)
 
     result = audit.verify(get_store(keel_env))
@@ -149,7 +149,7 @@ def test_an_intact_chain_verifies_against_its_newest_checkpoint(keel_env):
     assert result.checkpoint is not None and result.checkpoint.seq == 3
     assert result.checkpoint.signature is None
     assert result.anchor.startswith("checkpoint of entry 3 written ")
-    done = _cli(keel_env, "verify")
+    done = audit_cli(keel_env, "verify")
     assert done.returncode == 0, done.stderr
     assert "3 entries, chain intact" in done.stdout
     assert "checkpoint of entry 3" in done.stdout
@@ -266,7 +266,7 @@ def test_with_a_key_checkpoints_are_signed_and_verify(keyed_env):
     [{"digest": "f" * 64}, {"seq": 2}],
     ids=["edited-digest", "edited-seq"],
 )
-def test_with_a_key_a_tampered_checkpoint_is_reported(keyed_env, changes):
+def test_with_a_key_a_tampered_checkpoint_is_reported(keyed_env, changes, audit_cli):
     _grant(4)
     store = get_store(keyed_env)
     if "seq" in changes:
@@ -279,7 +279,7 @@ def test_with_a_key_a_tampered_checkpoint_is_reported(keyed_env, changes):
 
     assert not result.ok
     assert "does not verify under the configured audit key" in (result.reason or "")
-    done = _cli(keyed_env, "verify", key=KEY)
+    done = audit_cli(keyed_env, "verify", key=KEY)
     assert done.returncode == 1
     assert "does not verify under the configured audit key" in done.stderr
 
@@ -295,7 +295,7 @@ def test_without_the_key_an_edited_checkpoint_digest_is_still_a_mismatch(keel_en
 
 
 def test_with_a_key_an_unsigned_checkpoint_is_reported_until_one_is_signed(
-    tmp_path: Path, store_url: str
+    tmp_path: Path, store_url: str, audit_cli
 ):
     unkeyed = keel.init(home=tmp_path / ".keel", store_url=store_url)
     _grant(2)
@@ -307,17 +307,17 @@ def test_with_a_key_an_unsigned_checkpoint_is_reported_until_one_is_signed(
     assert "checkpoint of entry 2" in (result.reason or "")
     assert "is not signed, but an audit key is set" in (result.reason or "")
 
-    done = _cli(unkeyed, "checkpoint", "--json", key=KEY)
+    done = audit_cli(unkeyed, "checkpoint", "--json", key=KEY)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["signed"] is True
     assert audit.verify(store).ok
 
 
-def test_checkpoint_command_refuses_a_broken_chain(keel_env):
+def test_checkpoint_command_refuses_a_broken_chain(keel_env, audit_cli):
     _grant(3)
     _truncate(get_store(keel_env), keep=1)
 
-    done = _cli(keel_env, "checkpoint")
+    done = audit_cli(keel_env, "checkpoint")
 
     assert done.returncode == 1
     assert "does not verify, so it gets no checkpoint: entries after seq 1" in done.stderr

@@ -1,4 +1,8 @@
-"""Shared data and helpers for the model-package tests: real datasets, the stored bytes of a package."""
+"""Helpers for the model-package tests: the packages in a home's load cache.
+
+The real datasets (``iris``, ``breast_cancer``, ``diabetes``) and ``stored_object``
+are shared by the registry's tests too, so they live in the root ``conftest.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,42 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import keel
-from keel.artifacts import ArtifactStore
 from keel.config import Settings
-
-
-@pytest.fixture(scope="session")
-def iris():
-    from sklearn.datasets import load_iris
-
-    return load_iris(return_X_y=True, as_frame=True)
-
-
-@pytest.fixture(scope="session")
-def breast_cancer():
-    from sklearn.datasets import load_breast_cancer
-
-    return load_breast_cancer(return_X_y=True, as_frame=True)
-
-
-@pytest.fixture(scope="session")
-def diabetes():
-    from sklearn.datasets import load_diabetes
-
-    return load_diabetes(return_X_y=True, as_frame=True)
-
-
-@pytest.fixture
-def stored_object():
-    """A function: the file in the local artifact store holding one of a run's artifacts."""
-
-    def find(settings: Settings, run_id: str, artifact: str) -> Path:
-        entries = keel.Client().list_artifacts(run_id, artifact)
-        [entry] = [e for e in entries if e.path == artifact]
-        return Path(settings.artifacts_url) / ArtifactStore.key(entry.digest)
-
-    return find
 
 
 def cached_packages(settings: Settings) -> list[Path]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -26,12 +25,11 @@ import pandas as pd
 import pytest
 
 import keel
+from _support.cli import keel_command, keel_environ
+from _support.network import free_port
 from keel.artifacts import hash_file
-from keel.config import Settings
 from keel.errors import InvalidInput, PermissionDenied
 from keel.models import KeelWarning, load_model, log_model
-
-KEEL = Path(sys.executable).with_name("keel")
 
 
 def _evil_schema(command: str) -> dict:
@@ -108,12 +106,6 @@ def evil(tmp_path: Path, diabetes):
     return make
 
 
-def _cli_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    env.update(KEEL_HOME=str(settings.home), KEEL_STORE_URL=settings.store_url, **extra)
-    return env
-
-
 def _one_error_line(stderr: str) -> str:
     assert "Traceback" not in stderr, stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
@@ -162,8 +154,8 @@ def test_keel_serve_refuses_a_deployment_whose_model_needs_untrusted_types(
     evil("evil", marker)
     Deployments().create("evil-api", build_spec("evil/1"))
     proc = subprocess.Popen(
-        [str(KEEL), "serve", "evil-api", "--port", str(_free_port())],
-        env=_cli_env(sqlite_env),
+        keel_command("serve", "evil-api", "--port", str(free_port())),
+        env=keel_environ(sqlite_env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -182,19 +174,15 @@ def test_keel_serve_refuses_a_deployment_whose_model_needs_untrusted_types(
 
 @pytest.mark.slow
 def test_keel_predict_refuses_the_crafted_package_and_writes_nothing(
-    sqlite_env, evil, tmp_path: Path, diabetes
+    sqlite_env, evil, tmp_path: Path, diabetes, run_keel
 ):
     marker = tmp_path / "pwned"
     uri = evil("evil", marker)
     source = tmp_path / "input.csv"
     diabetes[0].head(5).to_csv(source, index=False)
     output = tmp_path / "scored.csv"
-    done = subprocess.run(
-        [str(KEEL), "predict", uri, str(source), "--output", str(output), "--no-progress"],
-        env=_cli_env(sqlite_env),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = run_keel(
+        "predict", uri, str(source), "--output", str(output), "--no-progress", settings=sqlite_env
     )
     assert not marker.exists()
     assert done.returncode == 1, done.stderr
@@ -269,22 +257,17 @@ def test_trust_must_be_a_list_of_dotted_names(shell_model):
 
 
 @pytest.mark.slow
-def test_keel_serve_loads_the_function_only_with_trust(shell_model, sqlite_env):
-    refused = subprocess.run(
-        [str(KEEL), "serve", "models:/shell/1", "--port", str(_free_port())],
-        env=_cli_env(sqlite_env),
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+def test_keel_serve_loads_the_function_only_with_trust(shell_model, sqlite_env, run_keel):
+    # A server that did not refuse would run until the timeout fails the test.
+    refused = run_keel("serve", "models:/shell/1", "--port", str(free_port()), settings=sqlite_env)
     assert refused.returncode == 1, refused.stderr
     assert "--trust subprocess.getoutput" in _one_error_line(refused.stderr)
 
-    port = _free_port()
+    port = free_port()
     trusting = ["--trust", "subprocess.getoutput"]
     proc = subprocess.Popen(
-        [str(KEEL), "serve", "models:/shell/1", "--port", str(port), "--no-log", *trusting],
-        env=_cli_env(sqlite_env),
+        keel_command("serve", "models:/shell/1", "--port", str(port), "--no-log", *trusting),
+        env=keel_environ(sqlite_env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -438,14 +421,6 @@ def test_python_flavor_class_whose_source_defines_keel_load_loads_without_flags(
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _ready(proc: subprocess.Popen[str], url: str) -> bool:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from monitor_helpers import Logs, Model, Receiver, features
 
 import keel
+from _support.monitoring import Logs, Model, Receiver, features
 
 
 @pytest.fixture

@@ -3,25 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-
-def run_keel(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    return subprocess.run(
-        [sys.executable, "-m", "keel.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
 
 
 def write_pair(folder: Path) -> tuple[Path, Path]:
@@ -42,7 +27,7 @@ def write_pair(folder: Path) -> tuple[Path, Path]:
     return folder / "reference.parquet", folder / "current.csv"
 
 
-def test_drift_json_has_the_documented_shape_and_the_right_verdicts(tmp_path: Path):
+def test_drift_json_has_the_documented_shape_and_the_right_verdicts(tmp_path: Path, run_keel):
     write_pair(tmp_path)
     out = run_keel("drift", "reference.parquet", "current.csv", "--json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -58,7 +43,7 @@ def test_drift_json_has_the_documented_shape_and_the_right_verdicts(tmp_path: Pa
     assert not (tmp_path / ".keel").exists()  # a standalone comparison touches no home
 
 
-def test_drift_writes_html_selects_columns_and_fails_on_drift_when_asked(tmp_path: Path):
+def test_drift_writes_html_selects_columns_and_fails_on_drift_when_asked(tmp_path: Path, run_keel):
     write_pair(tmp_path)
     out = run_keel(
         "drift",
@@ -80,7 +65,7 @@ def test_drift_writes_html_selects_columns_and_fails_on_drift_when_asked(tmp_pat
     assert drifted.returncode == 1 and "DRIFT" in drifted.stdout
 
 
-def test_drift_errors_are_one_line_and_exit_1(tmp_path: Path):
+def test_drift_errors_are_one_line_and_exit_1(tmp_path: Path, run_keel):
     write_pair(tmp_path)
     missing = run_keel("drift", "nope.parquet", "current.csv", cwd=tmp_path)
     assert missing.returncode == 1

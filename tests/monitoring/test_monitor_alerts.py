@@ -9,9 +9,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from monitor_helpers import HOUR, T0, Logs, Model, features
 
 import keel
+from _support.monitoring import HOUR, T0, Logs, Model, features
 from keel.governance import audit
 from keel.monitoring import configure_monitor, list_alerts, run_monitor
 from keel.monitoring.alerts import Measurement, evaluate

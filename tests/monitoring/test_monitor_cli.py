@@ -4,37 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from monitor_helpers import HOUR, T0, Logs, Model, features
 
 import keel
+from _support.monitoring import HOUR, T0, Logs, Model, features
 from keel.monitoring import monitor_history, run_monitor
-
-
-def run_keel(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "keel.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=180,
-    )
 
 
 @pytest.fixture
 def shell(keel_env, tmp_path: Path):
-    """An environment for ``keel`` child processes pointing at the test's home and store."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    env.update(KEEL_HOME=str(keel_env.home), KEEL_STORE_URL=keel_env.store_url)
+    """Variables for ``keel`` child processes pointing at the test's home and store."""
+    env = {"KEEL_HOME": str(keel_env.home), "KEEL_STORE_URL": keel_env.store_url}
     work = tmp_path / "work"
     work.mkdir()
     return env, work
@@ -44,7 +29,9 @@ def iso(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat()
 
 
-def test_monitor_commands_run_show_history_alerts_and_settings(churn: Model, logs: Logs, shell):
+def test_monitor_commands_run_show_history_alerts_and_settings(
+    churn: Model, logs: Logs, shell, run_keel
+):
     env, work = shell
     logs.write("churn-api", features(600, seed=6, shift=1.0, plans=(0.2, 0.3, 0.5)), T0)
     keel.init(home=work / "elsewhere")  # release the home: the CLI opens it itself
@@ -103,7 +90,7 @@ def test_monitor_commands_run_show_history_alerts_and_settings(churn: Model, log
     assert len(bad.stderr.strip().splitlines()) == 1
 
 
-def test_reference_commands_show_and_replace_a_versions_reference(churn: Model, shell):
+def test_reference_commands_show_and_replace_a_versions_reference(churn: Model, shell, run_keel):
     env, work = shell
     churn.train.head(800).to_parquet(work / "newer.parquet")
     keel.init(home=work / "elsewhere")

@@ -77,7 +77,7 @@ def feedback(
     nums: list[float | None],
     times: list[int],
 ) -> pa.Table:
-    from keel.serving.predlog import FEEDBACK_SCHEMA
+    from keel.predictions import FEEDBACK_SCHEMA
 
     return pa.table(
         {

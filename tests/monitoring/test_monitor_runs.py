@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from monitor_helpers import HOUR, T0, Logs, Model, features
 
 import keel
+from _support.monitoring import HOUR, T0, Logs, Model, features
 from keel.errors import Conflict, InvalidInput
 from keel.governance import audit
 from keel.monitoring import (

@@ -8,12 +8,11 @@ a real pipeline and controller for promotion, and the ``keel`` CLI as a subproce
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from monitor_helpers import HOUR, T0, Logs
 
 import keel
+from _support.monitoring import HOUR, T0, Logs
 from keel.errors import NotFound
 from keel.monitoring import (
     configure_monitor,
@@ -36,14 +35,7 @@ from keel.monitoring import (
     set_reference,
 )
 
-KEEL = str(Path(sys.executable).with_name("keel"))
 TARGET = "target"
-
-
-def run_keel(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [KEEL, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=180
-    )
 
 
 @dataclass
@@ -98,9 +90,8 @@ def logs(keel_env, tmp_path: Path) -> Logs:
 
 @pytest.fixture
 def shell(keel_env, tmp_path: Path) -> tuple[dict[str, str], Path]:
-    """An environment for ``keel`` child processes pointing at the test's home and store."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    env.update(KEEL_HOME=str(keel_env.home), KEEL_STORE_URL=keel_env.store_url, COLUMNS="250")
+    """Variables for ``keel`` child processes pointing at the test's home and store."""
+    env = {"KEEL_HOME": str(keel_env.home), "KEEL_STORE_URL": keel_env.store_url, "COLUMNS": "250"}
     work = tmp_path / "work"
     work.mkdir()
     return env, work
@@ -216,7 +207,7 @@ def test_a_version_registered_without_reference_data_takes_its_runs_training_dat
 
 
 def test_reference_set_from_the_cli_profiles_the_inputs_and_leaves_the_target_out(
-    keel_env, wine: Wine, logs: Logs, shell
+    keel_env, wine: Wine, logs: Logs, shell, run_keel
 ):
     env, work = shell
     register(wine)  # no reference_data, no dataset: no reference yet
@@ -300,7 +291,7 @@ def pipeline_file(tmp_path: Path) -> Iterator[Path]:
 
 def _canary_traffic(root: str, versions: dict[tuple[int, str], int], at: int) -> None:
     """Requests answered by each (version, route), as a server's replicas log them."""
-    from keel.serving.predlog import PredictionLogger
+    from keel.predictions import PredictionLogger
 
     with PredictionLogger(root) as logger:
         for (version, route), count in versions.items():
@@ -380,7 +371,7 @@ def test_a_version_the_loop_promotes_carries_its_own_reference(
 
 
 def test_a_mistyped_deployment_is_not_found_and_names_the_closest_one(
-    keel_env, wine: Wine, logs: Logs, shell
+    keel_env, wine: Wine, logs: Logs, shell, run_keel
 ):
     env, work = shell
     register(wine, reference_data=wine.X)
@@ -424,12 +415,17 @@ def pair(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def drift(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    return run_keel("drift", "reference.parquet", *args, env={**env, "COLUMNS": "250"}, cwd=folder)
+@pytest.fixture
+def drift(run_keel) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``drift(folder, *args)``: ``keel drift reference.parquet *args`` run in ``folder``."""
+
+    def run(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_keel("drift", "reference.parquet", *args, env={"COLUMNS": "250"}, cwd=folder)
+
+    return run
 
 
-def test_drift_gates_fail_on_an_empty_file_or_a_missing_column(pair: Path):
+def test_drift_gates_fail_on_an_empty_file_or_a_missing_column(pair: Path, drift):
     for current in ("empty.csv", "missing.csv"):
         plain = drift(pair, current)
         assert plain.returncode == 0, plain.stderr  # a report, not a gate
@@ -447,7 +443,7 @@ def test_drift_gates_fail_on_an_empty_file_or_a_missing_column(pair: Path):
     assert "DATA QUALITY" not in ok.stdout
 
 
-def test_the_html_report_names_each_statistic_and_the_threshold_in_force(pair: Path):
+def test_the_html_report_names_each_statistic_and_the_threshold_in_force(pair: Path, drift):
     out = drift(pair, "missing.csv", "--override", "age=wasserstein:0.2", "--html", "m.html")
     assert out.returncode == 0, out.stderr
     page = (pair / "m.html").read_text(encoding="utf-8")
@@ -470,7 +466,7 @@ def test_the_html_report_names_each_statistic_and_the_threshold_in_force(pair: P
 # -- item 13: what `monitor set --window` says it takes, it takes ---------------------------------
 
 
-def test_monitor_window_help_and_parsing_agree(keel_env, wine: Wine, logs: Logs, shell):
+def test_monitor_window_help_and_parsing_agree(keel_env, wine: Wine, logs: Logs, shell, run_keel):
     env, work = shell
     register(wine, reference_data=wine.X)
     serve(logs, wine, 1)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -89,61 +86,51 @@ def test_only_pipeline_runs_can_be_reproduced(sqlite_env, write_module):
         reproduce(plain.id)
 
 
-def keel_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    return subprocess.run(
-        [sys.executable, "-m", "keel.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-    )
-
-
 @pytest.mark.slow
-def test_pipeline_lineage_and_reproduce_commands_from_a_fresh_folder(write_module, tmp_path: Path):
+def test_pipeline_lineage_and_reproduce_commands_from_a_fresh_folder(
+    write_module, tmp_path: Path, run_keel
+):
     path = write_module("seeded", SEEDED)
     folder = path.parent
-    checked = keel_cli("pipeline", "validate", "seeded.py:flow", "--json", cwd=folder)
+    checked = run_keel("pipeline", "validate", "seeded.py:flow", "--json", cwd=folder)
     assert checked.returncode == 0, checked.stderr
     assert [s["node"] for s in json.loads(checked.stdout)["steps"]] == ["data", "fit", "score"]
 
-    ran = keel_cli(
+    ran = run_keel(
         "pipeline", "run", "seeded.py:flow", "-p", "n=120", "--seed", "3", "--json", cwd=folder
     )
     assert ran.returncode == 0, ran.stderr
     run = json.loads(ran.stdout)
     assert run["status"] == "FINISHED" and run["params"] == {"n": 120, "trees": 8}
 
-    again = keel_cli("pipeline", "run", "seeded.py:flow", "-p", "n=120", "--seed", "3", cwd=folder)
+    again = run_keel("pipeline", "run", "seeded.py:flow", "-p", "n=120", "--seed", "3", cwd=folder)
     assert again.returncode == 0, again.stderr
     assert "(3 steps, 3 cached)" in again.stdout
     assert again.stderr.count("cached") >= 3  # each step says it was served from the cache
 
-    shown = json.loads(keel_cli("pipeline", "show", run["run_id"], "--json", cwd=folder).stdout)
+    shown = json.loads(run_keel("pipeline", "show", run["run_id"], "--json", cwd=folder).stdout)
     assert [s["node"] for s in shown["steps"]] == ["data", "fit", "score"]
-    listed = json.loads(keel_cli("pipeline", "list", "--json", cwd=folder).stdout)
+    listed = json.loads(run_keel("pipeline", "list", "--json", cwd=folder).stdout)
     assert len(listed) == 2
 
     fit_run = next(s["run_id"] for s in run["steps"] if s["node"] == "fit")
-    lineage = keel_cli("lineage", "show", f"runs:/{fit_run}", "--upstream", "--json", cwd=folder)
+    lineage = run_keel("lineage", "show", f"runs:/{fit_run}", "--upstream", "--json", cwd=folder)
     assert lineage.returncode == 0, lineage.stderr
     graph = json.loads(lineage.stdout)
     assert {n["kind"] for n in graph["nodes"]} >= {"run", "artifact", "code"}
-    tree = keel_cli("lineage", "show", f"runs:/{fit_run}", cwd=folder)
+    tree = run_keel("lineage", "show", f"runs:/{fit_run}", cwd=folder)
     assert "input train" in tree.stdout and "code" in tree.stdout
 
-    same = keel_cli("runs", "reproduce", run["run_id"], "--json", cwd=folder)
+    same = run_keel("runs", "reproduce", run["run_id"], "--json", cwd=folder)
     assert same.returncode == 0, same.stdout + same.stderr
     assert json.loads(same.stdout)["identical"] is True
 
-    unseeded = keel_cli("pipeline", "run", "seeded.py:flow", "-p", "n=60", "--json", cwd=folder)
-    differs = keel_cli("runs", "reproduce", json.loads(unseeded.stdout)["run_id"], cwd=folder)
+    unseeded = run_keel("pipeline", "run", "seeded.py:flow", "-p", "n=60", "--json", cwd=folder)
+    differs = run_keel("runs", "reproduce", json.loads(unseeded.stdout)["run_id"], cwd=folder)
     assert differs.returncode == 1
     assert "difference(s)" in differs.stdout
 
-    broken = keel_cli("pipeline", "run", "seeded.py:flow", "-p", "nope=1", cwd=folder)
+    broken = run_keel("pipeline", "run", "seeded.py:flow", "-p", "nope=1", cwd=folder)
     assert broken.returncode == 1
     assert broken.stderr.strip() == (
         "error: pipeline 'flow' has no parameter(s) nope; its parameters are n, trees"

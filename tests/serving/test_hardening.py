@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,13 +25,9 @@ import pandas as pd
 import pytest
 
 import keel
-from keel.serving.predlog import ERRORS, count_rows, read_predictions
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from _support.cli import keel_command, keel_environ
+from _support.network import free_port
+from keel.predictions import ERRORS, PredictionReader, read_predictions
 
 
 def _register(name: str, model, example, **kwargs) -> None:
@@ -113,16 +107,13 @@ def _binary_bytes_request(count: int, data: bytes) -> tuple[bytes, dict[str, str
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/<pid>/status")
 def test_declared_shapes_larger_than_the_bytes_sent_are_refused_with_flat_memory(registered):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    env.update(
-        KEEL_HOME=str(registered.settings.home),
-        KEEL_STORE_URL=registered.settings.store_url,
+    env = keel_environ(
+        registered.settings,
         # Above 50 million: the BYTES request below must be stopped by its bytes, not the cap.
         KEEL_MAX_REQUEST_ELEMENTS="100000000",
     )
-    keel_cli = str(Path(sys.executable).with_name("keel"))
     proc = subprocess.Popen(
-        [keel_cli, "serve", "models:/cancer@champion", "--port", str(port), "--no-log"],
+        keel_command("serve", "models:/cancer@champion", "--port", str(port), "--no-log"),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -335,7 +326,8 @@ def test_a_client_that_disconnects_is_not_an_error_nor_a_500(registered, serve, 
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [], [r.getMessage() for r in errors]
     server.__exit__()
-    assert count_rows(str(registered.settings.artifacts_url), "cancer", dataset=ERRORS) == 0
+    reader = PredictionReader(str(registered.settings.artifacts_url))
+    assert reader.count("cancer", dataset=ERRORS) == 0
 
 
 # -- the prediction log holds the signature's inputs only ---------------------------------------

@@ -8,9 +8,6 @@ store error. Runs on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -95,17 +92,14 @@ def test_chains_up_to_the_comparison_limit_search_on_the_database(runs):
     assert _search(runs, nested) == {low}  # an even number of NOTs
 
 
-def test_cli_search_with_a_deep_filter_prints_one_line_and_exits_non_zero(tmp_path: Path):
+def test_cli_search_with_a_deep_filter_prints_one_line_and_exits_non_zero(tmp_path: Path, run_keel):
     keel.init(home=tmp_path / ".keel")
     keel.Client().get_or_create_experiment("Default")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    env["KEEL_HOME"] = str(tmp_path / ".keel")
-    done = subprocess.run(
-        [sys.executable, "-m", "keel.cli.main", "runs", "search", "NOT " * 5000 + "metrics.x > 1"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
+    done = run_keel(
+        "runs",
+        "search",
+        "NOT " * 5000 + "metrics.x > 1",
+        env={"KEEL_HOME": str(tmp_path / ".keel")},
     )
     assert done.returncode != 0
     assert "Traceback" not in done.stderr and "RecursionError" not in done.stderr

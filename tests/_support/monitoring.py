@@ -57,7 +57,7 @@ class Logs:
         span_ms: int = HOUR - 1,
         per_request: int = 1,
     ) -> list[str]:
-        from keel.serving.predlog import PredictionLogger
+        from keel.predictions import PredictionLogger
 
         n = len(frame)
         ids = [f"r{self.counter[0] + i // per_request}" for i in range(n)]
@@ -85,7 +85,7 @@ class Logs:
     def label(
         self, deployment: str, ids: list[str], labels: list[Any], rows: list[Any] | None = None
     ) -> None:
-        from keel.serving.predlog import PredictionLogger
+        from keel.predictions import PredictionLogger
 
         with PredictionLogger(
             self.root, s3_endpoint_url=self.endpoint, spill_dir=self.spill

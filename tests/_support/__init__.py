@@ -1,0 +1,15 @@
+"""Helpers shared by the test suite.
+
+They live in one package so that their module names cannot clash with each other
+or with test modules: without ``__init__.py`` files, pytest imports every test
+folder's modules under their bare names, in one namespace. ``tests/`` is on
+``sys.path`` because the root ``conftest.py`` sits in it (pytest's default
+``prepend`` import mode), so any test or conftest imports ``_support.<module>``.
+
+- ``cli``: the installed ``keel`` command as a child process (``run_keel``, and
+  the command and environment for ``subprocess.Popen``).
+- ``network``: a free loopback port.
+- ``monitoring``: feature frames, a prediction-log writer and a webhook receiver.
+- ``models``: models registered for the check and model-card tests.
+- ``serving``: a registered model and a real uvicorn server on a free port.
+"""
