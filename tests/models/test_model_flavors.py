@@ -70,7 +70,8 @@ def test_sklearn_model_with_custom_function_records_and_trusts_exactly_its_types
 
     X, y = diabetes
     pipe = make_pipeline(FunctionTransformer(_double), Ridge()).fit(X, y)
-    info = _log(pipe)
+    with pytest.warns(KeelWarning, match=r"holds test_model_flavors\._double"):
+        info = _log(pipe)
     loaded = load_model(info.uri, trust=[f"{__name__}._double"])  # functions need the loader's word
     assert loaded.metadata["flavor_config"]["trusted_types"] == [f"{__name__}._double"]
     assert_same_predictions(loaded.predict(X), pipe.predict(X))

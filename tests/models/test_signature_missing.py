@@ -111,12 +111,13 @@ def test_reference_data_with_missing_values_lets_those_columns_take_them(sqlite_
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     x, y = cancer
     train = x.copy()
     train.loc[train.index[::5], "mean area"] = np.nan
     # scikit-learn's tags say this pipeline does not take NaN: the training data decides.
-    model = make_pipeline(SimpleImputer(), LogisticRegression(max_iter=5000)).fit(train, y)
+    model = make_pipeline(SimpleImputer(), StandardScaler(), LogisticRegression()).fit(train, y)
     with keel.start_run():  # the example has no gap; the training data does
         info = keel.log_model(model, input_example=x.head(3), reference_data=train)
     assert info.signature is not None
