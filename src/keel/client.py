@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from keel.registry.client import UNSET, RegistryClient
 from keel.tracking.client import TrackingClient
-from keel.transport import Transport, local_or
+from keel.transport import Transport, TransportBound, local_or
 
 if TYPE_CHECKING:
     import os
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     import pandas as pd
     from sqlalchemy import Connection
 
-    from keel.artifacts import ArtifactStore
     from keel.config import Settings
     from keel.registry.client import Unset
     from keel.registry.entities import (
@@ -35,14 +34,13 @@ if TYPE_CHECKING:
         RegisteredModel,
         ResolvedModel,
     )
-    from keel.store import Store
     from keel.tracking.client import MetricRow
     from keel.tracking.entities import ArtifactEntry, Experiment, Metric, Run, RunInfo, RunsPage
 
 __all__ = ["Client"]
 
 
-class Client:
+class Client(TransportBound):
     """One client for experiments, runs, metrics, artifacts, search and the registry.
 
     Args:
@@ -66,29 +64,6 @@ class Client:
         self.transport = local_or(transport, settings)
         self.tracking = TrackingClient(transport=self.transport)
         self.registry = RegistryClient(transport=self.transport, tracking=self.tracking)
-
-    @property
-    def settings(self) -> Settings:
-        """The settings this client works with (its transport's)."""
-        return self.transport.settings
-
-    @property
-    def user(self) -> str:
-        """Who this client acts as: recorded on runs, versions, alias moves and audit entries.
-
-        Locally this is the OS user or ``KEEL_USER``, which is not a control.
-        """
-        return self.transport.user
-
-    @property
-    def store(self) -> Store:
-        """The metadata store of this client's transport."""
-        return self.transport.store
-
-    @property
-    def artifacts(self) -> ArtifactStore:
-        """The artifact store of this client's transport."""
-        return self.transport.artifacts
 
     def __repr__(self) -> str:
         return f"Client(transport={self.transport!r})"

@@ -49,7 +49,7 @@ from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
 from keel.suggest import hint
 from keel.tracking.client import TrackingClient
-from keel.transport import Transport, local_or
+from keel.transport import Transport, TransportBound, local_or
 from keel.uris import RunURI, parse_model_ref, parse_model_uri, parse_run_uri
 from keel.validation import check_alias, check_name
 
@@ -118,7 +118,7 @@ def _check_same_registration(
         )
 
 
-class RegistryClient:
+class RegistryClient(TransportBound):
     """Registered models, versions, aliases and approvals: the registry part of :class:`keel.Client`.
 
     Args:
@@ -145,24 +145,6 @@ class RegistryClient:
         self.tracking = (
             tracking if tracking is not None else TrackingClient(transport=self.transport)
         )
-
-    @property
-    def settings(self) -> Settings:
-        """The settings of this client's transport."""
-        return self.transport.settings
-
-    @property
-    def user(self) -> str:
-        """Who this client acts as (recorded on versions, alias moves and audit entries)."""
-        return self.transport.user
-
-    @property
-    def store(self) -> Store:
-        return self.transport.store
-
-    @property
-    def artifacts(self) -> ArtifactStore:
-        return self.transport.artifacts
 
     @property
     def _actor(self) -> str:

@@ -43,7 +43,7 @@ from keel.tracking.validation import (
     check_tag_value,
     numeric_or_none,
 )
-from keel.transport import Transport, local_or
+from keel.transport import Transport, TransportBound, local_or
 from keel.validation import RelativePath, check_relative_path, safe_joins
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ def write_metrics(conn: Connection, rows: Sequence[MetricRow]) -> None:
     )
 
 
-class TrackingClient:
+class TrackingClient(TransportBound):
     """Experiments and runs addressed by id: the tracking part of :class:`keel.Client`.
 
     Args:
@@ -130,24 +130,6 @@ class TrackingClient:
         transport: Transport | None = None,
     ) -> None:
         self.transport = local_or(transport, settings, store, artifacts)
-
-    @property
-    def settings(self) -> Settings:
-        """The settings of this client's transport."""
-        return self.transport.settings
-
-    @property
-    def user(self) -> str:
-        """Who this client acts as (recorded on runs and audit entries)."""
-        return self.transport.user
-
-    @property
-    def store(self) -> Store:
-        return self.transport.store
-
-    @property
-    def artifacts(self) -> ArtifactStore:
-        return self.transport.artifacts
 
     # -- experiments ---------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keel.transport.base import Transport
+from keel.transport.base import Transport, TransportBound
 from keel.transport.local import LocalTransport, local_or
 
-__all__ = ["LocalTransport", "Transport", "local_or"]
+__all__ = ["LocalTransport", "Transport", "TransportBound", "local_or"]

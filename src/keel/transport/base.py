@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from keel.config import Settings
     from keel.store import Store
 
-__all__ = ["Transport"]
+__all__ = ["Transport", "TransportBound"]
 
 
 class Transport(ABC):
@@ -58,3 +58,37 @@ class Transport(ABC):
 
     def close(self) -> None:  # noqa: B027 — optional: a transport may hold nothing to release
         """Release what this transport holds; the default holds nothing of its own."""
+
+
+class TransportBound:
+    """What every client part reads through its transport, written once.
+
+    ``TrackingClient``, ``RegistryClient`` and ``Client`` each hold a
+    ``transport``; these properties are the only way they reach settings,
+    identity and the two stores.
+    """
+
+    transport: Transport
+
+    @property
+    def settings(self) -> Settings:
+        """The settings of this client's transport."""
+        return self.transport.settings
+
+    @property
+    def user(self) -> str:
+        """Who this client acts as: recorded on runs, versions, alias moves and audit entries.
+
+        Locally this is the OS user or ``KEEL_USER``, which is not a control.
+        """
+        return self.transport.user
+
+    @property
+    def store(self) -> Store:
+        """The metadata store of this client's transport."""
+        return self.transport.store
+
+    @property
+    def artifacts(self) -> ArtifactStore:
+        """The artifact store of this client's transport."""
+        return self.transport.artifacts
