@@ -1,15 +1,27 @@
-"""``keel.validation``: the one check of artifact and manifest paths, and confined joins."""
+"""``keel.validation``: the one check of names and of artifact and manifest paths, confined
+joins, and the one translation of IO errors into Keel's."""
 
 from __future__ import annotations
 
+import errno
+import re
 from pathlib import Path
 
 import pytest
 
-from keel.errors import InvalidInput
+from keel.errors import (
+    BackendUnavailable,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    StorageError,
+    from_os_error,
+)
 from keel.validation import (
     MAX_PATH_BYTES,
     MAX_SEGMENT_BYTES,
+    check_alias,
+    check_name,
     check_relative_path,
     safe_join,
     safe_joins,
@@ -108,3 +120,96 @@ def test_safe_join_follows_a_symlinked_destination_itself(tmp_path: Path):
 def test_safe_joins_checks_every_path_before_returning(tmp_path: Path):
     with pytest.raises(InvalidInput, match=r"'\.\./x'"):
         safe_joins(tmp_path, ["a.txt", "b/c.txt", "../x"])
+
+
+# -- names ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["churn", "churn-v2.1", "Churn_2", "7day", "screening", "wine-api", "m" * 128]
+)
+def test_names_of_letters_digits_and_separators_up_to_128_are_accepted(name: str):
+    assert check_name(name, "model name") == name
+
+
+@pytest.mark.parametrize(
+    "name", ["", "m" * 129, "-lead", ".hidden", "_x", "a b", "a/b", "a@b", "é", "a\nb", None, 3]
+)
+def test_every_other_name_gets_the_one_rule_naming_what_it_is(name: object):
+    with pytest.raises(
+        InvalidInput,
+        match=r"^deployment name must be 1-128 letters, digits, '_', '-' or '\.', starting with "
+        r"a letter or digit; got ",
+    ):
+        check_name(name, "deployment name")
+
+
+def test_aliases_start_with_a_letter_and_latest_is_reserved():
+    assert check_alias("champion") == "champion" and check_alias("shadow_2-b") == "shadow_2-b"
+    for bad in ("latest", "1st", "a.b", "", "a" * 129, None):
+        with pytest.raises(InvalidInput, match=r"^alias must start with a letter .*not 'latest'"):
+            check_alias(bad)
+
+
+def test_the_name_rule_is_the_same_for_models_datasets_deployments_and_policies():
+    from keel.automation.policy import Policy
+    from keel.data.catalog import check_dataset_name
+    from keel.predictions import check_deployment
+    from keel.uris import parse_model_ref
+
+    long = "n" * 129
+    for check, what in (
+        (lambda name: parse_model_ref(f"{name}/1"), "model name"),
+        (check_dataset_name, "dataset name"),
+        (check_deployment, "deployment name"),
+    ):
+        with pytest.raises(InvalidInput, match=f"^{what} must be 1-128 letters"):
+            check(long)
+    with pytest.raises(InvalidInput, match=r"^policy model must be 1-128 letters"):
+        Policy.from_dict(
+            {"name": "p", "model": long, "deployment": "d", "retrain": {"pipeline": "m:f"}}
+        )
+
+
+# -- IO errors -----------------------------------------------------------------------------
+
+
+class EndpointConnectionError(Exception):
+    """Shaped like botocore's: not an OSError, named for what it is."""
+
+
+class ReadTimeoutError(Exception):
+    """Shaped like botocore's read timeout."""
+
+
+class ClientError(Exception):
+    """Shaped like botocore's catch-all: a refusal the store gave."""
+
+
+@pytest.mark.parametrize(
+    ("exc", "named", "error", "message"),
+    [
+        (FileNotFoundError(errno.ENOENT, "No such file"), True, NotFound, r"^no object 'k'$"),
+        (FileNotFoundError(errno.ENOENT, "No such file"), False, StorageError, r"^object 'k': "),
+        (PermissionError(errno.EACCES, "Denied"), True, StorageError, "^access denied to object"),
+        (IsADirectoryError(errno.EISDIR, "Is a dir"), True, StorageError, r"^object 'k': .*Is a"),
+        (NotADirectoryError(errno.ENOTDIR, "Not a dir"), True, StorageError, "Not a dir"),
+        (OSError(errno.ENOSPC, "No space left"), True, StorageError, "^no space left for object"),
+        (OSError(errno.EDQUOT, "Quota"), True, StorageError, "free space or raise the quota"),
+        (OSError(errno.EIO, "I/O error"), True, StorageError, r"^object 'k': .*I/O error"),
+        (TimeoutError("timed out"), True, BackendUnavailable, "^cannot reach object 'k'"),
+        (ConnectionRefusedError(111, "refused"), True, BackendUnavailable, "check the endpoint"),
+        (EndpointConnectionError("no endpoint"), True, BackendUnavailable, "^cannot reach"),
+        (ReadTimeoutError("read timeout"), True, BackendUnavailable, "^cannot reach"),
+        (ClientError("SlowDown"), True, StorageError, "^object 'k': SlowDown"),
+    ],
+)
+def test_io_errors_become_the_keel_error_that_says_whose_fault_it_is(exc, named, error, message):
+    translated = from_os_error(exc, "object 'k'", named=named)
+    assert type(translated) is error
+    assert re.search(message, str(translated))
+
+
+def test_a_keel_error_passes_through_the_translation_unchanged():
+    original = Conflict("taken")
+    assert from_os_error(original, "x") is original

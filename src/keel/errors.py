@@ -6,10 +6,14 @@ branches: what the caller did wrong, and what the world did::
     KeelError
     ├── UserError                      the caller can fix it
     │   ├── InvalidInput (ValueError)  bad argument, filter, key, value   → 400
+    │   │   ├── Unprocessable          parsed, but does not fit the model → 422
+    │   │   └── TooLarge               a request body over the limit      → 413
     │   ├── NotFound (LookupError)     unknown run, experiment, object    → 404
     │   ├── Conflict                   write-once or compare-and-set lost → 409
     │   ├── PermissionDenied           identity lacks the role            → 403
-    │   └── ApprovalRequired           protected change needs approvals   → 403
+    │   │   └── ApprovalRequired       protected change needs approvals   → 403
+    │   └── StepFailed                 a pipeline step's own code raised  → 500
+    │                                  (keel.pipelines: it carries the run)
     └── SystemFault                    the environment failed
         ├── StorageError (OSError)     disk, bucket, database write       → 503
         ├── IntegrityError             bytes do not match their digest    → 500
@@ -20,6 +24,8 @@ classes to ``status_code`` and never echo payloads or stack traces.
 """
 
 from __future__ import annotations
+
+import errno
 
 __all__ = [
     "ApprovalRequired",
@@ -32,7 +38,10 @@ __all__ = [
     "PermissionDenied",
     "StorageError",
     "SystemFault",
+    "TooLarge",
+    "Unprocessable",
     "UserError",
+    "from_os_error",
 ]
 
 
@@ -52,6 +61,18 @@ class InvalidInput(UserError, ValueError):
     """An argument, key, value or expression is malformed."""
 
     status_code = 400
+
+
+class Unprocessable(InvalidInput):
+    """Input that parsed but does not fit the model's signature."""
+
+    status_code = 422
+
+
+class TooLarge(InvalidInput):
+    """A request body over the size limit the server accepts."""
+
+    status_code = 413
 
 
 class NotFound(UserError, LookupError):
@@ -100,3 +121,44 @@ class BackendUnavailable(SystemFault, ConnectionError):
     """A configured backend (database, object store, cluster) cannot be reached."""
 
     status_code = 503
+
+
+#: errno values that mean the disk or the quota is full: free space, then retry.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def from_os_error(exc: BaseException, what: str, *, named: bool = True) -> KeelError:
+    """The Keel error for ``exc``, raised while reading or writing ``what``.
+
+    The one translation of the world's IO errors (local files, fsspec/s3fs,
+    botocore) into Keel's tree; a Keel error passes through unchanged:
+
+    - a connection failure or timeout (``ConnectionError``, ``TimeoutError``, or
+      botocore's ``EndpointConnectionError``, ``ConnectTimeoutError``,
+      ``ReadTimeoutError`` …) → :class:`BackendUnavailable`;
+    - ``FileNotFoundError`` → :class:`NotFound` when the caller named ``what``,
+      else :class:`StorageError` (something Keel listed itself vanished);
+    - ``PermissionError`` → :class:`StorageError` (the store refused Keel, not
+      the caller: Keel's own :class:`PermissionDenied` is for roles);
+    - a full disk or quota (``ENOSPC``, ``EDQUOT``, ``EFBIG``) → :class:`StorageError`
+      saying to free space;
+    - anything else (``IsADirectoryError``, ``NotADirectoryError``, other
+      ``OSError``, a client library's own error) → :class:`StorageError`.
+
+    Args:
+        exc: what was raised.
+        what: what was being reached, for the message (``"object 'ab/cd' in s3://b/p"``).
+        named: whether the caller named ``what`` (a missing one is then their NotFound).
+    """
+    if isinstance(exc, KeelError):
+        return exc
+    kind = type(exc).__name__
+    if isinstance(exc, ConnectionError | TimeoutError) or "Connect" in kind or "Timeout" in kind:
+        return BackendUnavailable(f"cannot reach {what}: {exc}; check the endpoint and network")
+    if isinstance(exc, FileNotFoundError):
+        return NotFound(f"no {what}") if named else StorageError(f"{what}: {exc}")
+    if isinstance(exc, PermissionError):
+        return StorageError(f"access denied to {what}: {exc}; check the credentials or permissions")
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        return StorageError(f"no space left for {what}: {exc}; free space or raise the quota")
+    return StorageError(f"{what}: {exc}")

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 from keel.cluster import import_ray, join_ray
 from keel.data.profiling.sources import FileFormat, Part, Source, file_format, open_source
 from keel.errors import InvalidInput, StorageError, SystemFault
+from keel.uris import MODELS, scheme_of
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -217,7 +218,7 @@ def _check_names(names: Sequence[str] | None, what: str, source: Source) -> tupl
 def _pin(model_uri: str | os.PathLike[str]) -> str:
     """A URI that names one fixed package, so every Ray task scores with the same version."""
     text = os.fspath(model_uri)
-    if text.startswith("models:/"):
+    if scheme_of(text) == MODELS:
         from keel.registry import resolve_model
 
         resolved = resolve_model(text)

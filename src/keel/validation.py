@@ -1,5 +1,13 @@
 """Names, paths and limits, checked in one place.
 
+Names of models, datasets, deployments and policies follow one rule,
+:func:`check_name`: 1-128 letters, digits, ``_``, ``-`` or ``.``, starting with
+a letter or digit. A name may become a folder (a deployment's prediction
+partition) or part of a URI (``models:/churn@champion``), so it holds no
+``/``, ``@``, space or control character. Aliases (``champion``) follow
+:func:`check_alias`: they start with a letter and hold no ``.``, and
+``latest`` is reserved for "the newest version".
+
 Artifact paths (``plots/roc.png`` under a run) and manifest paths (a file
 of a stored folder or dataset version) are one type, :data:`RelativePath`:
 a ``/``-separated path that stays inside whatever folder it is written
@@ -31,9 +39,12 @@ from typing import NewType
 from keel.errors import InvalidInput
 
 __all__ = [
+    "MAX_NAME_CHARS",
     "MAX_PATH_BYTES",
     "MAX_SEGMENT_BYTES",
     "RelativePath",
+    "check_alias",
+    "check_name",
     "check_relative_path",
     "safe_join",
     "safe_joins",
@@ -44,12 +55,43 @@ MAX_SEGMENT_BYTES = 255
 #: Bytes (UTF-8) a whole relative path may hold: S3's key limit, with room for a prefix.
 MAX_PATH_BYTES = 1024
 
+#: Characters a name (model, dataset, deployment, policy) or an alias may hold.
+MAX_NAME_CHARS = 128
+
 #: A path checked by :func:`check_relative_path`: relative, POSIX, inside its folder.
 RelativePath = NewType("RelativePath", str)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _EXAMPLE = "like 'plots/roc.png'"
+_NAME_RE = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.\-]{{0,{MAX_NAME_CHARS - 1}}}$")
+_ALIAS_RE = re.compile(rf"^[A-Za-z][A-Za-z0-9_\-]{{0,{MAX_NAME_CHARS - 1}}}$")
+_RESERVED_ALIASES = frozenset({"latest"})
+
+
+def check_name(value: object, what: str = "name") -> str:
+    """``value`` if it is a valid name, else :class:`~keel.errors.InvalidInput` saying the rule.
+
+    Args:
+        value: the candidate.
+        what: what the name is, for the message (``"model name"``, ``"deployment name"``).
+    """
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise InvalidInput(
+            f"{what} must be 1-{MAX_NAME_CHARS} letters, digits, '_', '-' or '.', starting "
+            f"with a letter or digit; got {value!r}"
+        )
+    return value
+
+
+def check_alias(value: object, what: str = "alias") -> str:
+    """``value`` if it is a valid alias, else :class:`~keel.errors.InvalidInput` saying the rule."""
+    if not isinstance(value, str) or not _ALIAS_RE.match(value) or value in _RESERVED_ALIASES:
+        raise InvalidInput(
+            f"{what} must start with a letter and contain only letters, digits, '_' or '-' "
+            f"(up to {MAX_NAME_CHARS}, and not 'latest'); got {value!r}"
+        )
+    return value
 
 
 def check_relative_path(path: object, what: str = "path") -> RelativePath:

@@ -184,7 +184,7 @@ def test_demo_runs_the_whole_loop_and_leaves_no_process(tmp_path: Path, run_keel
     from keel.governance import audit
     from keel.store import get_store
 
-    assert audit.verify(get_store(client._settings)).ok
+    assert audit.verify(get_store(client.settings)).ok
     assert _processes_with_env(f"KEEL_HOME={tmp_path / 'demo'}") == []  # its server stopped
 
 

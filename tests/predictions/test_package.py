@@ -37,6 +37,7 @@ FOUNDATIONS = (
     "keel.store",
     "keel.artifacts",
     "keel.predictions",
+    "keel.lazy",  # loaded by ``keel`` itself for its lazy names; imports nothing of Keel
 )
 
 

@@ -12,7 +12,8 @@ import pytest
 
 import keel
 from keel.errors import InvalidInput, NotFound
-from keel.registry import parse_model_uri, resolve_model
+from keel.registry import resolve_model
+from keel.uris import ModelURI, parse_model_uri
 
 
 def test_versions_are_numbered_and_keep_their_source(keel_env, model_run):
@@ -65,7 +66,7 @@ def test_model_uris_resolve_for_runs_versions_aliases_and_latest(keel_env, model
     assert resolve_model("models:/u/1").runs_uri == uri
     assert resolve_model("models:/u/latest").version == 2
     assert resolve_model(uri).manifest_digest is None
-    assert parse_model_uri("models:/u@champion") == ("alias", "u", "champion")
+    assert parse_model_uri("models:/u@champion") == ModelURI("u", alias="champion")
     for bad in ("models:/u", "models:/u/0", "models:/u/x", "runs:/abc", "u@champion"):
         with pytest.raises(InvalidInput):
             parse_model_uri(bad)

@@ -29,7 +29,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
-from keel.errors import BackendUnavailable, InvalidInput, NotFound, StorageError
+from keel.errors import (
+    BackendUnavailable,
+    InvalidInput,
+    KeelError,
+    StorageError,
+    from_os_error,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -119,7 +125,7 @@ class LocalBackend:
             self._tmp.mkdir(parents=True, exist_ok=True)
             final.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StorageError(f"cannot create folders under {self.root}: {exc}") from exc
+            raise from_os_error(exc, f"folders under {self.root}", named=False) from exc
         tmp = self._tmp / f"{tag}{uuid.uuid4().hex}.part"
         try:
             yield tmp
@@ -131,7 +137,7 @@ class LocalBackend:
                     os.close(fd)
             os.replace(tmp, final)
         except OSError as exc:
-            raise StorageError(f"cannot write {final}: {exc}") from exc
+            raise from_os_error(exc, f"a write of {final}", named=False) from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -147,10 +153,8 @@ class LocalBackend:
     def open(self, key: str) -> BinaryIO:
         try:
             return open(self._path(key), "rb")
-        except FileNotFoundError:
-            raise NotFound(f"no object {key!r} in {self.root}") from None
         except OSError as exc:
-            raise StorageError(f"cannot read {key!r} in {self.root}: {exc}") from exc
+            raise from_os_error(exc, f"object {key!r} in {self.root}") from exc
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -161,10 +165,8 @@ class LocalBackend:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self._path(key), target)
-        except FileNotFoundError:
-            raise NotFound(f"no object {key!r} in {self.root}") from None
         except OSError as exc:
-            raise StorageError(f"cannot move {key!r} in {self.root}: {exc}") from exc
+            raise from_os_error(exc, f"object {key!r} in {self.root}") from exc
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         base = self.root / prefix if prefix else self.root
@@ -202,7 +204,7 @@ class LocalBackend:
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as exc:
-            raise StorageError(f"cannot list {key!r} in {self.root}: {exc}") from exc
+            raise from_os_error(exc, f"folder {key!r} in {self.root}", named=False) from exc
 
     def arrow_filesystem(self) -> pafs.FileSystem:
         import pyarrow.fs as pafs
@@ -261,14 +263,10 @@ class FsspecBackend:
         self._check_root()
         try:
             yield
-        except FileNotFoundError:
-            raise NotFound(f"no object {key!r} in {self.url}") from None
-        except PermissionError as exc:
-            raise StorageError(f"access denied to {self.url}/{key}: {exc}") from exc
-        except (ConnectionError, TimeoutError) as exc:
-            raise BackendUnavailable(f"cannot reach {self.url}: {exc}") from exc
+        except KeelError:
+            raise
         except OSError as exc:
-            raise StorageError(f"{self.url}/{key}: {exc}") from exc
+            raise from_os_error(exc, f"object {key!r} in {self.url}") from exc
 
     def exists(self, key: str) -> bool:
         with self._errors(key):

@@ -56,7 +56,7 @@ from keel.automation.triggers import check_triggers, latest_dataset_versions
 from keel.automation.verdict import judge_canary
 from keel.errors import ApprovalRequired, Conflict, InvalidInput, KeelError
 from keel.store.sql import now_ms
-from keel.uris import DatasetURI, is_dataset_uri, parse_dataset_uri
+from keel.uris import DatasetURI, ModelURI, is_dataset_uri, parse_dataset_uri, parse_model_uri
 
 if TYPE_CHECKING:
     from keel.client import Client
@@ -606,18 +606,16 @@ def _registered_version(policy: Policy, run: Any) -> int:
             f"the pipeline must return a dict with {key!r}: the registered model "
             f"(models:/{policy.model}/N); it returned {type(outputs).__name__}"
         )
-    from keel.registry import parse_model_uri
-
     uri = str(outputs[key])
     try:
-        kind, model, version = parse_model_uri(uri)
+        parsed = parse_model_uri(uri)
     except InvalidInput:
-        kind, model, version = "", "", ""
-    if kind != "version" or model != policy.model:
+        parsed = None
+    if not isinstance(parsed, ModelURI) or parsed.version is None or parsed.name != policy.model:
         raise InvalidInput(
             f"the pipeline's {key!r} output must be models:/{policy.model}/<version>, got {uri!r}"
         )
-    return int(version)
+    return parsed.version
 
 
 def _jsonable_outputs(outputs: Any) -> dict[str, Any]:

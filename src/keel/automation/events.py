@@ -8,16 +8,18 @@ audit trail can never disagree.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, select
 
+from keel.errors import InvalidInput
 from keel.governance import audit
 from keel.store import schema as s
 from keel.store.sql import now_ms
 
-__all__ = ["EVENT_KINDS", "Event", "list_events", "record_event"]
+__all__ = ["EVENT_KINDS", "Event", "check_kinds", "list_events", "record_event"]
 
 #: Every kind of event, in the order a cycle produces them.
 EVENT_KINDS = (
@@ -33,6 +35,21 @@ EVENT_KINDS = (
     "rolled_back",
     "resumed",
 )
+
+
+def check_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
+    """``kinds`` as a tuple, each one of :data:`EVENT_KINDS`.
+
+    Raises:
+        InvalidInput: a kind is not an event kind; the message lists the valid ones.
+    """
+    given = tuple(kinds)
+    unknown = sorted(set(given) - set(EVENT_KINDS))
+    if unknown:
+        raise InvalidInput(
+            f"unknown event kind(s) {', '.join(unknown)}; expected {', '.join(EVENT_KINDS)}"
+        )
+    return given
 
 
 @dataclass(frozen=True)
@@ -111,7 +128,13 @@ def list_events(
     since: int | None = None,
     limit: int | None = None,
 ) -> list[Event]:
-    """Events oldest first, optionally for one policy, some kinds, or after a time."""
+    """Events oldest first, optionally for one policy, some kinds, or after a time.
+
+    Raises:
+        InvalidInput: a kind is not one of :data:`EVENT_KINDS`.
+    """
+    if kinds:
+        kinds = check_kinds(kinds)
     table = s.automation_events
     query = select(table).order_by(table.c.id)
     if policy is not None:

@@ -96,7 +96,7 @@ def run_gates(
             gates.target,
             rules,
             against=None if baseline is None or baseline == version else str(baseline),
-            client=client,
+            client=client.registry,
         )
         found.extend(gate.to_dict() for gate in report.gates)
         found.extend(

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from keel.errors import InvalidInput
+from keel.validation import check_name
 
 __all__ = [
     "Approval",
@@ -62,7 +63,6 @@ __all__ = [
     "parse_duration",
 ]
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 TRIGGER_KINDS = ("drift", "quality", "schedule", "dataset")
@@ -476,10 +476,7 @@ class Policy:
             ("model", self.model),
             ("deployment", self.deployment),
         ):
-            if not isinstance(value, str) or not _NAME_RE.match(value):
-                raise InvalidInput(
-                    f"policy {label} must be 1-128 letters, digits, '_', '-' or '.', got {value!r}"
-                )
+            check_name(value, f"policy {label}")
 
     @classmethod
     def from_dict(cls, doc: Any) -> Policy:

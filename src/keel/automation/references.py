@@ -23,11 +23,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel.automation.policy import Policy
 from keel.errors import InvalidInput, NotFound
 from keel.suggest import closest
+from keel.uris import is_dataset_uri, parse_dataset_ref
+
+if TYPE_CHECKING:
+    from keel.client import Client
+
 
 __all__ = ["Resolved", "resolve_references"]
 
@@ -52,7 +57,7 @@ class _Problem:
     missing: bool = True
 
 
-def resolve_references(policy: Policy, client: Any) -> Resolved:
+def resolve_references(policy: Policy, client: Client) -> Resolved:
     """Check that everything ``policy`` names exists; raise one error listing what does not.
 
     Args:
@@ -105,7 +110,7 @@ def _closest(name: str, names: Iterable[str]) -> str:
     return f" (there are: {', '.join(existing[:5])}{more})"
 
 
-def _model(policy: Policy, client: Any, problems: list[_Problem]) -> None:
+def _model(policy: Policy, client: Client, problems: list[_Problem]) -> None:
     try:
         client.get_registered_model(policy.model)
     except NotFound:
@@ -118,7 +123,7 @@ def _model(policy: Policy, client: Any, problems: list[_Problem]) -> None:
         )
 
 
-def _deployment(policy: Policy, client: Any, problems: list[_Problem]) -> None:
+def _deployment(policy: Policy, client: Client, problems: list[_Problem]) -> None:
     from keel.serving.deployments import Deployments
 
     deployments = Deployments(client)
@@ -134,7 +139,7 @@ def _deployment(policy: Policy, client: Any, problems: list[_Problem]) -> None:
         )
 
 
-def _approval(policy: Policy, client: Any, problems: list[_Problem]) -> None:
+def _approval(policy: Policy, client: Client, problems: list[_Problem]) -> None:
     if policy.approval.mode != "required":
         return
     if any(p.alias == policy.alias for p in client.list_alias_policies()):
@@ -150,10 +155,9 @@ def _approval(policy: Policy, client: Any, problems: list[_Problem]) -> None:
     )
 
 
-def _dataset(ref: str, where: str, client: Any, problems: list[_Problem]) -> Any:
+def _dataset(ref: str, where: str, client: Client, problems: list[_Problem]) -> Any:
     """The dataset version ``ref`` names, or None with the problem recorded."""
     from keel import data
-    from keel.data.catalog import parse_dataset_ref
 
     try:
         parsed = parse_dataset_ref(ref)
@@ -173,12 +177,10 @@ def _dataset(ref: str, where: str, client: Any, problems: list[_Problem]) -> Any
         return None
 
 
-def _param_datasets(value: Any, where: str, client: Any, problems: list[_Problem]) -> None:
+def _param_datasets(value: Any, where: str, client: Client, problems: list[_Problem]) -> None:
     """Every ``datasets:/…`` string among the parameters (at any depth) must resolve."""
-    from keel.data.catalog import SCHEME
-
     if isinstance(value, str):
-        if value.startswith(SCHEME):
+        if is_dataset_uri(value):
             _dataset(value, where, client, problems)
     elif isinstance(value, dict):
         for key, item in value.items():
@@ -258,17 +260,16 @@ def _pipeline(policy: Policy, problems: list[_Problem]) -> None:
             problems.append(_Problem("policy.retrain.params", str(exc), missing=False))
 
 
-def _evaluation_data(policy: Policy, client: Any, problems: list[_Problem]) -> None:
+def _evaluation_data(policy: Policy, client: Client, problems: list[_Problem]) -> None:
     from keel.checks import Rules
     from keel.checks.runner import read_columns
-    from keel.data.catalog import SCHEME
 
     gates = policy.gates
     if gates.data is None or gates.data.startswith("pipeline:"):
         return  # a pipeline output is only known once the pipeline ran
     at = "policy.gates.data"
     columns: list[str] | None = None
-    if gates.data.startswith(SCHEME):
+    if is_dataset_uri(gates.data):
         version = _dataset(gates.data, at, client, problems)
         if version is None:
             return

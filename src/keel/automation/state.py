@@ -151,7 +151,7 @@ class PolicyStore:
 
     @property
     def actor(self) -> str:
-        return str(self.client._settings.user)
+        return str(self.client.user)
 
     # -- policies ----------------------------------------------------------------------
 

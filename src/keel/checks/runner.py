@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -13,6 +13,10 @@ from keel.errors import InvalidInput, NotFound
 from keel.governance import audit
 from keel.store import schema as s
 from keel.store.sql import now_ms
+
+if TYPE_CHECKING:
+    from keel.registry.client import RegistryClient
+
 
 __all__ = ["check_model_version", "latest_check", "read_columns", "read_table"]
 
@@ -67,7 +71,7 @@ def check_model_version(
     rules: Rules | str | os.PathLike[str] | None = None,
     *,
     against: str | None = None,
-    client: Any = None,
+    client: RegistryClient | None = None,
     record: bool = True,
 ) -> CheckReport:
     """Evaluate ``models:/name/version`` on ``data`` and decide the gates.
@@ -84,7 +88,7 @@ def check_model_version(
     from keel.models import load_model
     from keel.models.signature import enforce
 
-    client = client or Client()
+    client = client or Client().registry
     frame = data if not isinstance(data, (str, os.PathLike)) else read_table(data)
     parsed = rules if isinstance(rules, Rules) else load_rules(rules)
     candidate = client.get_model_version(name, version)
@@ -129,12 +133,12 @@ def check_model_version(
                     data_digest=data_digest,
                     report_digest=blob.digest,
                     created_at=now_ms(),
-                    created_by=client._settings.user,
+                    created_by=client.user,
                 )
             )
             audit.record(
                 conn,
-                actor=client._settings.user,
+                actor=client.user,
                 action="model_version.check",
                 object_type="model_version",
                 object_id=f"{name}/{candidate.version}",
@@ -147,7 +151,7 @@ def check_model_version(
     return report
 
 
-def latest_check(client: Any, name: str, version: int) -> dict[str, Any] | None:
+def latest_check(client: RegistryClient, name: str, version: int) -> dict[str, Any] | None:
     """The most recent recorded check report of a version, if any."""
     with client.store.read() as conn:
         row = conn.execute(

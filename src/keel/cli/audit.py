@@ -30,17 +30,10 @@ def list_command(
 ) -> None:
     """List audit entries, newest first."""
     from keel.config import get_settings
-    from keel.errors import InvalidInput
     from keel.governance import audit
     from keel.store import get_store
 
-    object_type = object_id = None
-    if object_ref:
-        object_type, sep, object_id = object_ref.partition(":")
-        if not sep or not object_type or not object_id:
-            raise InvalidInput(
-                f"--object must be TYPE:ID such as alias:churn@champion, got {object_ref!r}"
-            )
+    object_type, object_id = audit.parse_object_ref(object_ref) if object_ref else (None, None)
     entries = audit.list_entries(
         get_store(get_settings()),
         object_type=object_type,

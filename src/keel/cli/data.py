@@ -188,12 +188,9 @@ def show_command(
 ) -> None:
     """Show a dataset version: digest, size, source, run, and for tables the schema and profile."""
     import keel.data
-    from keel.data.snapshot import DataContext
 
     version = keel.data.get(ref)
-    profile: Any = None
-    if version.profile_digest:
-        profile = DataContext().artifacts.get_json(version.profile_digest)
+    profile = keel.data.get_profile(f"{version.name}@{version.version}")
     if as_json:
         print_json({**version.to_dict(), "profile": profile})
         return

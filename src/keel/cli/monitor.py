@@ -185,6 +185,18 @@ def drift_command(
 # -- keel monitor ---------------------------------------------------------------------------
 
 
+def _set_reference(label: str) -> str:
+    """The command that gives the version ``label`` (``model/3``) a reference profile."""
+    from keel.errors import InvalidInput
+    from keel.uris import parse_model_ref
+
+    try:
+        ref = parse_model_ref(label)
+    except InvalidInput:  # a name stored before the naming rule: show the command's shape
+        return "keel monitor reference set MODEL VERSION DATA"
+    return f"keel monitor reference set {ref.name} {ref.version} DATA"
+
+
 def _print_result(result: Any) -> None:
     share = "—" if result.share_drifted is None else f"{result.share_drifted:.0%}"
     console.print(
@@ -193,12 +205,7 @@ def _print_result(result: Any) -> None:
         soft_wrap=True,
     )
     for label, info in result.versions.items():
-        model, _, number = label.rpartition("/")
-        note = (
-            ""
-            if info["reference"]
-            else f"  (no reference profile: keel monitor reference set {model} {number} DATA)"
-        )
+        note = "" if info["reference"] else f"  (no reference profile: {_set_reference(label)})"
         version_share = "—" if info["share_drifted"] is None else f"{info['share_drifted']:.0%}"
         console.print(
             f"  {label}: {info['rows']:,} rows, drifted {version_share}{note}", soft_wrap=True

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from keel.cli.output import console, fmt_time, fmt_value, print_json
+
+if TYPE_CHECKING:
+    from keel.client import Client
 
 app = typer.Typer(help="List, inspect, search and compare runs.", no_args_is_help=True)
 
@@ -18,23 +21,8 @@ ExperimentOption = Annotated[
 ]
 
 
-def _experiment_ids(client: Any, names: list[str] | None) -> list[int] | None:
-    if not names:
-        return None
-    from keel.errors import NotFound
-    from keel.suggest import hint
-
-    ids = []
-    for name in names:
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            known = [e.name for e in client.list_experiments()]
-            raise NotFound(
-                f"no experiment named {name!r}; "
-                + hint(name, known, kind="experiments", create="runs create them on first use")
-            )
-        ids.append(found.id)
-    return ids
+def _experiment_ids(client: Client, names: list[str] | None) -> list[int] | None:
+    return [client.tracking.resolve_experiment(name).id for name in names] if names else None
 
 
 def _print_runs(runs: list[Any], metric_columns: int = 4) -> None:
@@ -188,35 +176,18 @@ def compare_command(
 ) -> None:
     """Compare runs side by side: params and latest metrics, differences highlighted."""
     from keel.client import Client
-    from keel.errors import InvalidInput
+    from keel.tracking import compare_runs
 
-    if len(run_ids) < 2:
-        raise InvalidInput(f"compare needs at least two run ids, got {len(run_ids)}")
-    client = Client()
-    runs = [client.get_run(client.resolve_run_id(r)) for r in run_ids]
-    rows: list[tuple[str, str, list[Any], bool]] = []
-    for kind in ("params", "metrics"):
-        keys = sorted({k for run in runs for k in getattr(run, kind)})
-        for key in keys:
-            values = [getattr(run, kind).get(key) for run in runs]
-            differs = len({fmt_value(v) for v in values}) > 1
-            if differs or not only_diff:
-                rows.append((kind, key, values, differs))
+    result = compare_runs(Client().tracking, run_ids, only_diff=only_diff)
     if as_json:
-        print_json(
-            {
-                "runs": [run.info.to_dict() for run in runs],
-                "rows": [
-                    {"kind": kind, "key": key, "values": values, "differs": differs}
-                    for kind, key, values, differs in rows
-                ],
-            }
-        )
+        print_json(result)
         return
-    table = Table("", "key", *(f"{run.info.name}\n{run.id[:12]}" for run in runs))
-    for kind, key, values, differs in rows:
-        style = "bold yellow" if differs else None
-        table.add_row(kind[:-1], key, *(fmt_value(v) for v in values), style=style)
+    table = Table("", "key", *(f"{run['name']}\n{run['run_id'][:12]}" for run in result["runs"]))
+    for row in result["rows"]:
+        style = "bold yellow" if row["differs"] else None
+        table.add_row(
+            row["kind"][:-1], row["key"], *(fmt_value(v) for v in row["values"]), style=style
+        )
     console.print(table)
     console.print("[dim]rows in yellow differ[/dim]")
 

@@ -228,28 +228,15 @@ def label_command(
     as_json: JsonOption = False,
 ) -> None:
     """Attach labels that arrived later to logged predictions (joined by request id)."""
-    from keel.checks import read_table
     from keel.config import get_settings
-    from keel.errors import InvalidInput
     from keel.predictions import PredictionLogger
+    from keel.predictions.feedback import read_label_file
 
-    frame = read_table(file)
-    missing = [c for c in ("request_id", "label") if c not in frame.columns]
-    if missing:
-        raise InvalidInput(
-            f"{file} needs columns request_id and label; missing {', '.join(missing)}"
-        )
+    labels = read_label_file(file)
     settings = get_settings()
     logger = PredictionLogger(settings.artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)
     try:
-        rows = (
-            None
-            if "row" not in frame.columns
-            else [None if r != r else int(r) for r in frame["row"]]
-        )
-        written = logger.log_feedback(
-            deployment, [str(i) for i in frame["request_id"]], list(frame["label"]), rows
-        )
+        written = logger.log_feedback(deployment, labels.request_ids, labels.labels, labels.rows)
     finally:
         logger.close()
     if as_json:

@@ -16,8 +16,9 @@ Names are loaded on first use, so ``import keel.data`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from keel.lazy import lazy_exports
 
 __all__ = [
     "DatasetVersion",
@@ -28,6 +29,7 @@ __all__ = [
     "checkout",
     "diff",
     "get",
+    "get_profile",
     "list_datasets",
     "list_versions",
     "load_dataset",
@@ -70,6 +72,25 @@ def get(ref: str, *, settings: Settings | None = None) -> DatasetVersion:
     return catalog.get_version(DataContext(settings).store, ref)
 
 
+def get_profile(ref: str, *, settings: Settings | None = None) -> dict[str, Any] | None:
+    """The stored profile of version ``ref`` as JSON (per-column statistics), or ``None``.
+
+    Only table versions have a profile; a folder or file version gives ``None``.
+
+    Raises:
+        NotFound: no version matches ``ref``.
+    """
+    from keel.data import catalog
+    from keel.data.snapshot import DataContext
+
+    context = DataContext(settings)
+    version = catalog.get_version(context.store, ref)
+    if not version.profile_digest:
+        return None
+    profile: dict[str, Any] = context.artifacts.get_json(version.profile_digest)
+    return profile
+
+
 def list_versions(name: str, *, settings: Settings | None = None) -> list[DatasetVersion]:
     """Every version of dataset ``name``, oldest first."""
     from keel.data import catalog
@@ -86,14 +107,4 @@ def list_datasets(*, settings: Settings | None = None) -> list[DatasetVersion]:
     return catalog.list_datasets(DataContext(settings).store)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'keel.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -15,7 +15,6 @@ a 64-hex manifest digest, each optionally prefixed with ``datasets:/``.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,68 +27,26 @@ from keel.store import Store
 from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
 from keel.suggest import hint
+from keel.uris import DatasetURI, parse_dataset_ref
+from keel.validation import check_name
 
 __all__ = [
     "DATASET_KINDS",
-    "DatasetRef",
     "DatasetVersion",
     "check_dataset_name",
     "get_version",
     "list_datasets",
     "list_versions",
-    "parse_dataset_ref",
     "record_input",
     "register_version",
     "run_inputs",
 ]
 
-SCHEME = "datasets:/"
 DATASET_KINDS = ("file", "folder", "table")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}$")
-_DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 def check_dataset_name(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise InvalidInput(
-            "dataset name must be 1-256 letters, digits, '_', '-' or '.', starting with a letter "
-            f"or digit; got {name!r}"
-        )
-    return name
-
-
-@dataclass(frozen=True)
-class DatasetRef:
-    """A parsed reference: a name with a version (``None`` = latest), or a digest."""
-
-    name: str | None
-    version: int | None
-    digest: str | None
-
-    def __str__(self) -> str:
-        if self.digest:
-            return f"{SCHEME}{self.digest}"
-        return f"{SCHEME}{self.name}" + ("" if self.version is None else f"@{self.version}")
-
-
-def parse_dataset_ref(ref: str) -> DatasetRef:
-    """Parse ``[datasets:/]name[@version|@latest]`` or ``[datasets:/]<digest>``."""
-    if not isinstance(ref, str) or not ref.strip():
-        raise InvalidInput(f"expected a dataset reference like 'churn@3', got {ref!r}")
-    text = ref.strip()
-    if text.startswith(SCHEME):
-        text = text[len(SCHEME) :].strip("/")
-    if _DIGEST_RE.match(text):
-        return DatasetRef(None, None, text)
-    name, sep, version = text.partition("@")
-    if not sep or version == "latest":
-        return DatasetRef(check_dataset_name(name), None, None)
-    if not version.isdigit() or int(version) < 1:
-        raise InvalidInput(
-            f"expected datasets:/<name>@<version>, datasets:/<name> or datasets:/<digest>, "
-            f"got {ref!r}"
-        )
-    return DatasetRef(check_dataset_name(name), int(version), None)
+    return check_name(name, "dataset name")
 
 
 @dataclass(frozen=True)
@@ -131,7 +88,7 @@ class DatasetVersion:
 
     @property
     def uri(self) -> str:
-        return f"{SCHEME}{self.name}@{self.version}"
+        return str(DatasetURI(self.name, self.version))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -289,13 +246,13 @@ def register_version(
     )
 
 
-def get_version(store: Store, ref: str | DatasetRef) -> DatasetVersion:
+def get_version(store: Store, ref: str | DatasetURI) -> DatasetVersion:
     """The version a reference names (for a digest: its newest version under any name).
 
     Raises:
         NotFound: no such dataset, version or digest.
     """
-    parsed = ref if isinstance(ref, DatasetRef) else parse_dataset_ref(ref)
+    parsed = ref if isinstance(ref, DatasetURI) else parse_dataset_ref(ref)
     with store.read() as conn:
         if parsed.digest is not None:
             row = conn.execute(

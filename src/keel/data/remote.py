@@ -33,6 +33,7 @@ from keel.data.packs import PackIndex, read_pack_index
 from keel.data.scan import hash_path, map_batches
 from keel.data.snapshot import DataContext, Progress
 from keel.errors import IntegrityError, InvalidInput, NotFound
+from keel.uris import parse_dataset_ref
 from keel.validation import safe_join
 
 __all__ = ["TransferReport", "pull", "push"]
@@ -98,7 +99,7 @@ def _versions(
         ]
     out: list[tuple[str, str, str | None, str | None]] = []
     for ref in refs:
-        parsed = catalog.parse_dataset_ref(ref)
+        parsed = parse_dataset_ref(ref)
         try:
             v = catalog.get_version(store, parsed)
         except NotFound:

@@ -41,6 +41,7 @@ from keel.data.scan import (
 )
 from keel.data.state import StateCache, TrackedPath
 from keel.errors import InvalidInput, NotFound, StorageError
+from keel.uris import is_dataset_uri
 from keel.validation import check_relative_path
 
 if TYPE_CHECKING:
@@ -433,7 +434,7 @@ def status(
 
 
 def _is_ref(text: str) -> bool:
-    return text.startswith("datasets:/") or "@" in text
+    return is_dataset_uri(text) or "@" in text
 
 
 def diff(

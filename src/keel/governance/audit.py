@@ -30,10 +30,10 @@ from typing import Any
 import blake3
 from sqlalchemy import Connection, select, update
 
+import keel.governance.checkpoints as checkpoints
 from keel.artifacts.store import canonical_json
 from keel.config import Settings, get_settings
 from keel.errors import IntegrityError, InvalidInput
-from keel.governance import checkpoints
 from keel.governance.checkpoints import Checkpoint, CheckpointError, CheckpointLog
 from keel.store import Store, normalize_url, redact_url
 from keel.store import schema as s
@@ -46,6 +46,7 @@ __all__ = [
     "checkpoint",
     "iter_entries",
     "list_entries",
+    "parse_object_ref",
     "record",
     "verify",
 ]
@@ -159,6 +160,22 @@ def _entry(row: Any) -> AuditEntry:
         prev_digest=row.prev_digest,
         digest=row.digest,
     )
+
+
+def parse_object_ref(ref: str) -> tuple[str, str]:
+    """Split an object reference ``TYPE:ID`` (``alias:churn@champion``) into type and id.
+
+    Only the first colon separates, so an id may hold colons of its own.
+
+    Raises:
+        InvalidInput: ``ref`` has no colon, or an empty type or id.
+    """
+    object_type, sep, object_id = ref.partition(":")
+    if not sep or not object_type or not object_id:
+        raise InvalidInput(
+            f"an audit object must be TYPE:ID such as alias:churn@champion or run:<id>, got {ref!r}"
+        )
+    return object_type, object_id
 
 
 def list_entries(

@@ -12,8 +12,9 @@ Names are loaded on first use, so ``import keel.models`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from keel.lazy import lazy_exports
 
 __all__ = [
     "ColSpec",
@@ -30,7 +31,7 @@ __all__ = [
 
 _EXPORTS = {
     "ColSpec": "keel.models.signature",
-    "KeelWarning": "keel.models._warn",
+    "KeelWarning": "keel.models.warning",
     "LoadedModel": "keel.models.api",
     "ModelInfo": "keel.models.api",
     "Schema": "keel.models.signature",
@@ -42,19 +43,9 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from keel.models._warn import KeelWarning
     from keel.models.api import LoadedModel, ModelInfo, load_model, log_model
     from keel.models.signature import ColSpec, Schema, Signature, TensorSpec, infer_signature
+    from keel.models.warning import KeelWarning
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'keel.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -33,7 +33,6 @@ from keel.artifacts import hash_file
 from keel.config import get_settings
 from keel.errors import Conflict, IntegrityError, InvalidInput, NotFound, PermissionDenied
 from keel.models import example as examples
-from keel.models._warn import warn
 from keel.models.flavors import Flavor, detect_flavor, get_flavor
 from keel.models.package import (
     MANIFEST_NAME,
@@ -49,9 +48,11 @@ from keel.models.package import (
 )
 from keel.models.signature import Signature, enforce, infer_schema
 from keel.models.trust import loader_trust
+from keel.models.warning import warn
 from keel.tracking.client import TrackingClient
 from keel.tracking.entities import ArtifactEntry
 from keel.tracking.fluent import active_run
+from keel.uris import MODELS, RUNS, parse_run_uri, scheme_of
 
 __all__ = ["LoadedModel", "ModelInfo", "load_model", "log_model"]
 
@@ -397,7 +398,8 @@ def load_model(
     if text is None:
         raise InvalidInput(f"expected a model URI string, got {type(uri).__name__}")
     trusted = loader_trust(trust)
-    if text.startswith("models:/"):
+    scheme = scheme_of(text)
+    if scheme == MODELS:
         from keel.registry import resolve_model
 
         # A registered version pins its files; load those, not whatever the run holds now.
@@ -412,9 +414,10 @@ def load_model(
             trusted,
             dst,
         )
-    elif text.startswith("runs:/"):
-        run_id, path = _parse_runs_uri(text)
-        package, flavor = _fetch_package(text, run_id, path, None, allow_pickle, trusted, dst)
+    elif scheme == RUNS:
+        run = parse_run_uri(text, path=True)
+        path = _check_artifact_path(run.path)
+        package, flavor = _fetch_package(text, run.run_id, path, None, allow_pickle, trusted, dst)
     elif "://" not in text and ":/" not in text and Path(text).is_dir():
         package, flavor = _open_local_package(Path(text), allow_pickle, trusted)
     else:
@@ -441,13 +444,6 @@ def _naming(where: str) -> Iterator[None]:
         yield
     except PermissionDenied as exc:
         raise PermissionDenied(f"{where}: {exc}") from None
-
-
-def _parse_runs_uri(uri: str) -> tuple[str, str]:
-    run_id, _, path = uri[len("runs:/") :].strip("/").partition("/")
-    if not run_id or not path:
-        raise InvalidInput(f"expected runs:/<run_id>/<path>, got {uri!r}")
-    return run_id, _check_artifact_path(path)
 
 
 def _package_entries(entries: list[ArtifactEntry], path: str) -> dict[str, str]:

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from keel.errors import InvalidInput
-from keel.models._warn import warn
+from keel.models.warning import warn
 
 if TYPE_CHECKING:
     from keel.data.profiling import Profile

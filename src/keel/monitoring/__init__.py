@@ -17,8 +17,9 @@ metadata store; scipy, Ray and the HTML report load when a call needs them.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from keel.lazy import lazy_exports
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -104,14 +105,4 @@ if TYPE_CHECKING:
     from keel.monitoring.stattests import DEFAULT_THRESHOLDS, LARGE_SAMPLE, METHODS, default_method
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'keel.monitoring' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -38,13 +38,17 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, select, update
 
 from keel.governance import audit
 from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
+
+if TYPE_CHECKING:
+    from keel.client import Client
+
 
 __all__ = [
     "Alert",
@@ -372,14 +376,14 @@ def deliver(
 
 
 def list_alerts(
-    deployment: str | None = None, *, limit: int | None = None, client: Any = None
+    deployment: str | None = None, *, limit: int | None = None, client: Client | None = None
 ) -> list[Alert]:
     """Alert events, newest first (of one deployment, or all).
 
     Raises:
         NotFound: no such deployment (see :mod:`keel.monitoring.names`).
     """
-    from keel.monitoring._client import resolve_client
+    from keel.monitoring.clients import resolve_client
     from keel.monitoring.names import require_deployment
 
     client = resolve_client(client)

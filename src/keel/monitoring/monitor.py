@@ -29,7 +29,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -39,13 +39,17 @@ from sqlalchemy import select
 from keel.data.profiling.build import Profiler
 from keel.data.profiling.profiles import Profile
 from keel.models.reference import INPUT_PREFIX, OUTPUT_PREFIX, pinned_metadata, recorded_task
-from keel.monitoring._client import resolve_client
 from keel.monitoring.alerts import Alert, Measurement, Sink, deliver, evaluate
+from keel.monitoring.clients import resolve_client
 from keel.monitoring.drift import DriftReport, compare
 from keel.monitoring.names import require_deployment
 from keel.monitoring.quality import PageHinkley, join_labels, window_quality
 from keel.monitoring.reference import get_reference, reference_command
 from keel.monitoring.settings import MonitorSettings, get_monitor_settings, parse_window
+
+if TYPE_CHECKING:
+    from keel.client import Client
+
 
 __all__ = ["MonitorResult", "monitor_history", "run_monitor"]
 
@@ -113,7 +117,9 @@ class MonitorResult:
             "created_at": iso(self.created_at),
         }
 
-    def report(self, version: str | None = None, *, client: Any = None) -> DriftReport | None:
+    def report(
+        self, version: str | None = None, *, client: Client | None = None
+    ) -> DriftReport | None:
         """The full drift report of ``version`` (``model/N``; default: the headline one)."""
         if self.report_digest is None:
             return None
@@ -146,7 +152,7 @@ def _result(row: Any) -> MonitorResult:
 
 
 def monitor_history(
-    deployment: str, limit: int | None = None, *, client: Any = None
+    deployment: str, limit: int | None = None, *, client: Client | None = None
 ) -> list[MonitorResult]:
     """The deployment's monitor runs, newest window first.
 
@@ -180,7 +186,7 @@ class _Version:
         task: what its package records (``{"type", "classes"}``), or ``None``.
     """
 
-    def __init__(self, model: str, version: int, schema: pa.Schema, client: Any) -> None:
+    def __init__(self, model: str, version: int, schema: pa.Schema, client: Client) -> None:
         self.model, self.version = model, version
         self.registered, self.reference, self.task = self._facts(client)
         logged = [n for n in schema.names if n.startswith((INPUT_PREFIX, OUTPUT_PREFIX))]
@@ -188,7 +194,7 @@ class _Version:
         self.keys: list[pa.Table] = []
         self.report: DriftReport | None = None
 
-    def _facts(self, client: Any) -> tuple[bool, Profile | None, dict[str, Any] | None]:
+    def _facts(self, client: Client) -> tuple[bool, Profile | None, dict[str, Any] | None]:
         from keel.errors import NotFound
 
         try:
@@ -220,7 +226,7 @@ def _prediction_column(schema: pa.Schema) -> str | None:
 
 
 def _scan(
-    batches: Any, client: Any, keep_keys: bool
+    batches: Any, client: Client, keep_keys: bool
 ) -> tuple[dict[tuple[str, int], _Version], int]:
     versions: dict[tuple[str, int], _Version] = {}
     rows = 0
@@ -305,7 +311,7 @@ def run_monitor(
     *,
     window: Any = None,
     end: Any = None,
-    client: Any = None,
+    client: Client | None = None,
     sinks: Sequence[Sink] | None = None,
 ) -> MonitorResult:
     """Compare the deployment's last window of predictions with its reference; store; alert.
@@ -333,7 +339,7 @@ def run_monitor(
     end_ms = to_ms(end, "end") if end is not None else now_ms()
     assert end_ms is not None
     start_ms = end_ms - span
-    conf = client._settings
+    conf = client.settings
     root, endpoint = conf.artifacts_url, conf.s3_endpoint_url
 
     # 1. One pass over the window, split by the version that served each row.
@@ -503,7 +509,7 @@ def _no_reference(unreferenced: list[_Version]) -> Measurement:
 
 
 def _store(
-    client: Any,
+    client: Client,
     settings: MonitorSettings,
     result: MonitorResult,
     detector: dict[str, Any] | None,
@@ -512,7 +518,7 @@ def _store(
     """Insert the run and move the alert states, in one transaction; fill in the run's id."""
     from keel.store import schema as s
 
-    actor = client._settings.user
+    actor = client.user
     with client.store.write() as conn:
         result.id = conn.execute(
             s.monitor_runs.insert()
@@ -554,7 +560,7 @@ class _Previous:
     detector: dict[str, Any] | None
 
 
-def _latest_run(client: Any, deployment: str) -> _Previous | None:
+def _latest_run(client: Client, deployment: str) -> _Previous | None:
     from keel.store import schema as s
 
     with client.store.read() as conn:

@@ -10,23 +10,26 @@ under the wrong name.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from keel.errors import NotFound
 
+if TYPE_CHECKING:
+    from keel.client import Client
+
+
 __all__ = ["known_deployments", "require_deployment"]
 
 
-def known_deployments(client: Any) -> list[str]:
+def known_deployments(client: Client) -> list[str]:
     """Every deployment name monitoring can read: stored, logged or already monitored."""
-    from keel.config import get_settings
     from keel.predictions import PredictionReader
     from keel.serving.deployments import Deployments
     from keel.store import schema as s
 
-    settings = client.settings or get_settings()
+    settings = client.settings
     names = {d.name for d in Deployments(client).all()}
     reader = PredictionReader(settings.artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)
     names.update(reader.deployments())
@@ -36,7 +39,7 @@ def known_deployments(client: Any) -> list[str]:
     return sorted(names)
 
 
-def require_deployment(deployment: str, client: Any) -> None:
+def require_deployment(deployment: str, client: Client) -> None:
     """Raise ``NotFound`` unless ``deployment`` exists (see the module docstring).
 
     Raises:
@@ -56,7 +59,7 @@ def require_deployment(deployment: str, client: Any) -> None:
     )
 
 
-def _stored(deployment: str, client: Any) -> bool:
+def _stored(deployment: str, client: Client) -> bool:
     from keel.serving.deployments import Deployments
 
     try:

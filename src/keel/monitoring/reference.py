@@ -30,7 +30,7 @@ A served version with none of these is not compared; the monitor raises a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -43,7 +43,11 @@ from keel.models.reference import (
     reference_profile,
     training_reference,
 )
-from keel.monitoring._client import resolve_client
+from keel.monitoring.clients import resolve_client
+
+if TYPE_CHECKING:
+    from keel.client import Client
+
 
 __all__ = [
     "ensure_reference",
@@ -69,7 +73,7 @@ def set_reference(
     *,
     predict: bool = True,
     categorical: Sequence[str] | None = None,
-    client: Any = None,
+    client: Client | None = None,
 ) -> Profile:
     """Store the reference profile of a registered model version (audited).
 
@@ -116,7 +120,7 @@ def _left_out(data: Any, inputs: Sequence[str]) -> list[str]:
 
 
 def _store(
-    client: Any, model_name: str, version: int, result: Profile, extra: dict[str, Any]
+    client: Client, model_name: str, version: int, result: Profile, extra: dict[str, Any]
 ) -> str:
     """Store ``result`` as the version's newest reference, with its audit entry."""
     from keel.governance import audit
@@ -127,7 +131,7 @@ def _store(
     blob = client.artifacts.put_json(
         {**result.to_dict(), **({ORIGIN_KEY: origin} if origin else {})}
     )
-    actor = client._settings.user
+    actor = client.user
     with client.store.write() as conn:
         model_id = conn.execute(
             select(s.registered_models.c.id).where(s.registered_models.c.name == model_name)
@@ -158,7 +162,9 @@ def _store(
     return str(blob.digest)
 
 
-def ensure_reference(model_name: str, version: int, *, client: Any = None) -> dict[str, Any] | None:
+def ensure_reference(
+    model_name: str, version: int, *, client: Client | None = None
+) -> dict[str, Any] | None:
     """The version's reference, taking one from its training data if it has none yet.
 
     Called when a version is promoted: a pipeline registers its model from inside
@@ -186,7 +192,9 @@ def ensure_reference(model_name: str, version: int, *, client: Any = None) -> di
     return reference_info(model_name, version, client=client)
 
 
-def reference_info(model_name: str, version: int, *, client: Any = None) -> dict[str, Any] | None:
+def reference_info(
+    model_name: str, version: int, *, client: Client | None = None
+) -> dict[str, Any] | None:
     """Where a version's reference comes from, or ``None``.
 
     ``source`` is ``set`` (:func:`set_reference`), ``dataset`` (taken from its
@@ -223,7 +231,7 @@ def reference_info(model_name: str, version: int, *, client: Any = None) -> dict
     return None
 
 
-def get_reference(model_name: str, version: int, *, client: Any = None) -> Profile | None:
+def get_reference(model_name: str, version: int, *, client: Client | None = None) -> Profile | None:
     """The reference profile of a model version, or ``None`` if it has none.
 
     The newest profile stored with :func:`set_reference` (or taken from the

@@ -11,16 +11,20 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
 from keel.errors import Conflict, InvalidInput
-from keel.monitoring._client import resolve_client
 from keel.monitoring.alerts import CommandSink, Sink, WebhookSink
+from keel.monitoring.clients import resolve_client
 from keel.monitoring.drift import DRIFT_SHARE
 from keel.monitoring.names import require_deployment
 from keel.monitoring.windows import parse_window, spell_window
+
+if TYPE_CHECKING:
+    from keel.client import Client
+
 
 __all__ = [
     "DEFAULT_WINDOW",
@@ -137,7 +141,7 @@ def _check_settings(settings: MonitorSettings) -> MonitorSettings:
     return settings
 
 
-def get_monitor_settings(deployment: str, *, client: Any = None) -> MonitorSettings:
+def get_monitor_settings(deployment: str, *, client: Client | None = None) -> MonitorSettings:
     """The deployment's stored settings, or the defaults when it has none."""
     from keel.store import schema as s
 
@@ -155,7 +159,7 @@ def configure_monitor(
     *,
     expected_revision: int | None = None,
     reset: bool = False,
-    client: Any = None,
+    client: Client | None = None,
     **changes: Any,
 ) -> MonitorSettings:
     """Change a deployment's monitor settings (only the given fields); audited.
@@ -193,7 +197,7 @@ def configure_monitor(
     wanted = _check_settings(replace(base, **changes))
     require_deployment(deployment, client)
     stored = {k: v for k, v in wanted.to_dict().items() if k not in ("revision", "clear_below")}
-    actor = client._settings.user
+    actor = client.user
     with client.store.write() as conn:
         if seen == 0:
             inserted = conn.execute(

@@ -24,8 +24,9 @@ Names are loaded on first use, so ``import keel.pipelines`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from keel.lazy import lazy_exports
 
 __all__ = [
     "LineageGraph",
@@ -89,14 +90,4 @@ def list_pipeline_runs(pipeline: str | None = None, limit: int = 20) -> list[dic
     return records.list_pipeline_runs(Client().store, pipeline, limit)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'keel.pipelines' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -22,7 +22,6 @@ dataset versions at the start.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +32,20 @@ from keel.errors import InvalidInput
 from keel.store import Store
 from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
+from keel.uris import (
+    DATASETS,
+    MODELS,
+    RUNS,
+    URI,
+    DatasetURI,
+    ModelURI,
+    RunURI,
+    parse_dataset_uri,
+    parse_model_ref,
+    parse_run_uri,
+    parse_uri,
+    scheme_of,
+)
 
 __all__ = ["Edge", "LineageGraph", "Node", "add_edges", "downstream", "normalize_uri", "upstream"]
 
@@ -43,8 +56,6 @@ _KINDS = {
     "code": "code",
     "models": "model",
 }
-_DATASET = re.compile(r"^datasets:/([^@/]+)@(\d+)$")
-_MODEL = re.compile(r"^models:/([^@/]+)/(\d+)$")
 _CHUNK = 500
 
 
@@ -108,8 +119,8 @@ def normalize_uri(uri: str) -> str:
         raise InvalidInput(
             f"lineage URIs start with {', '.join(f'{k}:/' for k in _KINDS)}; got {uri!r}"
         )
-    if scheme == "runs":
-        rest = rest.split("/", 1)[0]
+    if scheme_of(uri) == RUNS:
+        return str(RunURI(parse_run_uri(uri).run_id))
     return f"{scheme}:/{rest}"
 
 
@@ -143,9 +154,23 @@ def _chunks(items: list[str]) -> Iterable[list[str]]:
         yield items[start : start + _CHUNK]
 
 
+def _parsed(uri: str) -> URI | None:
+    """``uri`` parsed, or None for a scheme the resolver leaves to lineage (``code:/`` …)."""
+    if scheme_of(uri) is None:
+        return None
+    try:
+        return parse_uri(uri)
+    except InvalidInput:
+        return None
+
+
 def _dataset_ids(conn: Connection, uris: list[str]) -> dict[int, str]:
     """``{dataset_version row id: uri}`` for dataset URIs (``name@N``)."""
-    pairs = [(m.group(1), int(m.group(2)), u) for u in uris if (m := _DATASET.match(u))]
+    pairs = [
+        (p.name, p.version, u)
+        for u in uris
+        if isinstance(p := _parsed(u), DatasetURI) and p.name is not None and p.version is not None
+    ]
     out: dict[int, str] = {}
     for name, version, uri in pairs:
         row = conn.execute(
@@ -182,8 +207,9 @@ def _hops(conn: Connection, frontier: list[str], direction: str) -> list[Edge]:
             ).where(near.in_(chunk))
         ):
             found.append(Edge(row.src, row.dst, row.relation, row.label))
-    run_ids = [u[len("runs:/") :] for u in frontier if u.startswith("runs:/")]
-    models = [(m.group(1), int(m.group(2))) for u in frontier if (m := _MODEL.match(u))]
+    parsed = [_parsed(u) for u in frontier]
+    run_ids = [p.run_id for p in parsed if isinstance(p, RunURI) and not p.path]
+    models = [(p.name, p.version) for p in parsed if isinstance(p, ModelURI) and p.version]
     if up:
         for chunk in _chunks(run_ids):  # dataset versions the runs read
             rows = conn.execute(
@@ -207,7 +233,7 @@ def _hops(conn: Connection, frontier: list[str], direction: str) -> list[Edge]:
                     Edge(f"runs:/{source.run_id}", f"models:/{name}/{version}", "registered")
                 )
     else:
-        datasets = _dataset_ids(conn, [u for u in frontier if u.startswith("datasets:/")])
+        datasets = _dataset_ids(conn, frontier)
         if datasets:
             rows = conn.execute(
                 select(
@@ -237,7 +263,9 @@ def _hops(conn: Connection, frontier: list[str], direction: str) -> list[Edge]:
 
 def _describe(conn: Connection, nodes: dict[str, Node]) -> None:
     """Fill in what the store knows about runs, datasets and models among ``nodes``."""
-    run_ids = [n.uri[len("runs:/") :] for n in nodes.values() if n.kind == "run"]
+    run_ids = [
+        p.run_id for n in nodes.values() if isinstance(p := _parsed(n.uri), RunURI) and not p.path
+    ]
     for chunk in _chunks(run_ids):
         rows = conn.execute(
             select(s.runs.c.id, s.runs.c.name, s.runs.c.status, s.runs.c.parent_id).where(
@@ -256,12 +284,14 @@ def _describe(conn: Connection, nodes: dict[str, Node]) -> None:
                 name=r.name, status=r.status, parent_id=r.parent_id, role=kinds.get(r.id, "run")
             )
     for node in nodes.values():
-        if node.kind == "dataset" and (m := _DATASET.match(node.uri)):
+        dataset = _parsed(node.uri)
+        if isinstance(dataset, DatasetURI) and dataset.name and dataset.version:
             row = conn.execute(
                 select(s.dataset_versions.c.digest, s.dataset_versions.c.kind)
                 .join(s.datasets)
                 .where(
-                    s.datasets.c.name == m.group(1), s.dataset_versions.c.version == int(m.group(2))
+                    s.datasets.c.name == dataset.name,
+                    s.dataset_versions.c.version == dataset.version,
                 )
             ).first()
             if row is not None:
@@ -295,41 +325,42 @@ def _walk(store: Store, uri: str, direction: str, depth: int | None) -> LineageG
 
 def _canonical_root(store: Store, uri: str) -> str:
     """Dataset references by name or digest, and model aliases, become the URIs edges use."""
-    if uri.startswith("datasets:/") and not _DATASET.match(uri):
+    scheme = scheme_of(uri)
+    if scheme == DATASETS:
+        dataset = parse_dataset_uri(uri)
+        if dataset.name is not None and dataset.version is not None:
+            return str(dataset)
         from keel.data import catalog
 
-        return catalog.get_version(store, uri).uri
-    if uri.startswith("models:/") and not _MODEL.match(uri):
-        return _model_version_uri(store, uri)
-    if uri.startswith("runs:/"):
+        return catalog.get_version(store, dataset).uri
+    if scheme == MODELS:
+        model = parse_model_ref(uri)
+        return str(model) if model.version is not None else _model_version_uri(store, model)
+    if scheme == RUNS:
         from keel.tracking.client import TrackingClient
 
-        run_id = uri[len("runs:/") :]
-        return f"runs:/{TrackingClient(store=store).resolve_run_id(run_id)}"
+        run_id = parse_run_uri(uri).run_id
+        return str(RunURI(TrackingClient(store=store).resolve_run_id(run_id)))
     return uri
 
 
-def _model_version_uri(store: Store, uri: str) -> str:
+def _model_version_uri(store: Store, uri: ModelURI) -> str:
     """``models:/name@alias`` or ``models:/name/latest`` → ``models:/name/<version>``."""
     from keel.errors import NotFound
 
-    rest = uri[len("models:/") :].strip("/")
-    name, sep, alias = rest.partition("@")
+    name, alias = uri.name, uri.alias
     with store.read() as conn:
         model = conn.execute(
             select(s.registered_models.c.id, s.registered_models.c.last_version).where(
-                s.registered_models.c.name == (name if sep else rest.split("/", 1)[0])
+                s.registered_models.c.name == name
             )
         ).first()
         if model is None:
-            raise NotFound(f"no registered model for {uri!r}; see `keel models list`")
-        if not sep:
-            if not rest.endswith("/latest") or not model.last_version:
-                raise InvalidInput(
-                    f"expected models:/<name>/<version>, models:/<name>/latest or "
-                    f"models:/<name>@<alias>, got {uri!r}"
-                )
-            return f"models:/{rest.split('/', 1)[0]}/{model.last_version}"
+            raise NotFound(f"no registered model for {str(uri)!r}; see `keel models list`")
+        if alias is None:
+            if not model.last_version:
+                raise InvalidInput(f"model {name!r} has no versions yet, so {uri} names none")
+            return str(ModelURI(name, model.last_version))
         version = conn.execute(
             select(s.aliases.c.version).where(
                 s.aliases.c.model_id == model.id, s.aliases.c.alias == alias
@@ -339,7 +370,7 @@ def _model_version_uri(store: Store, uri: str) -> str:
         from keel.registry import RegistryClient
 
         RegistryClient(store=store).get_model_version_by_alias(name, alias)
-    return f"models:/{name}/{version}"
+    return str(ModelURI(name, version))
 
 
 def upstream(uri: str, *, depth: int | None = None, store: Store | None = None) -> LineageGraph:

@@ -20,10 +20,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel.errors import InvalidInput
 from keel.pipelines.records import get_pipeline_record, get_pipeline_run
+
+if TYPE_CHECKING:
+    from keel.tracking.client import TrackingClient
+
 
 __all__ = ["Reproduction", "reproduce"]
 
@@ -69,7 +73,7 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _code_changes(client: Any, old: str | None, new: str | None) -> list[str]:
+def _code_changes(client: TrackingClient, old: str | None, new: str | None) -> list[str]:
     if not old or not new:
         return []
     before = client.artifacts.get_json(old).get("sources", {})
@@ -95,7 +99,7 @@ def reproduce(
     from keel.client import Client
     from keel.pipelines.runner import run_pipeline
 
-    client = Client()
+    client = Client().tracking
     original_id = client.resolve_run_id(run_id)
     record = get_pipeline_record(client.store, original_id)
     where = target or record.target
@@ -169,7 +173,7 @@ def _returned(outputs: Any) -> str:
 
 
 def _metric_differences(
-    client: Any, label: str, before_id: str, after_id: str, report: Reproduction
+    client: TrackingClient, label: str, before_id: str, after_id: str, report: Reproduction
 ) -> list[str]:
     before = client.get_run(before_id).metrics
     after = client.get_run(after_id).metrics

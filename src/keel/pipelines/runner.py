@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from keel.errors import InvalidInput, KeelError
+from keel.errors import InvalidInput, UserError
 from keel.pipelines import cache as step_cache
 from keel.pipelines.code import CodeDigest, code_digest, combine, project_modules
 from keel.pipelines.definition import Pipeline, load_target
@@ -48,15 +48,18 @@ from keel.pipelines.records import (
     set_pipeline_outputs,
 )
 from keel.pipelines.task import SETTINGS_FIELDS, InputRef, StepResult, StepTask
+from keel.uris import is_dataset_uri
 
 __all__ = ["StepEvent", "StepFailed", "run_pipeline"]
 
 log = logging.getLogger("keel.pipelines")
-_DATASETS = "datasets:/"
 
 
-class StepFailed(KeelError):
+class StepFailed(UserError):
     """A step failed on its last attempt; the pipeline run ended FAILED.
+
+    A ``UserError``: the step's own code raised (its traceback is in the
+    message), so the fix is in the step, not in Keel's storage or backends.
 
     Attributes:
         run: the pipeline run, with the failed step among ``run.steps``.
@@ -87,7 +90,7 @@ class _Pins:
         self.digests: dict[str, str] = {}
 
     def pin(self, leaf: Any) -> Any:
-        if not isinstance(leaf, str) or not leaf.startswith(_DATASETS):
+        if not is_dataset_uri(leaf):
             return leaf
         from keel.data import catalog
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numbers
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +36,59 @@ from keel.predictions.layout import (
 )
 from keel.predictions.schema import FEEDBACK, FEEDBACK_SCHEMA, UTC_MS
 
-__all__ = ["read_labels", "write_labels"]
+__all__ = ["LabelFile", "read_label_file", "read_labels", "write_labels"]
+
+
+@dataclass(frozen=True)
+class LabelFile:
+    """The labels of a label file, ready for :func:`write_labels`.
+
+    Attributes:
+        request_ids: the request id of each label, as text (ids read as numbers
+            from a CSV still match the string ids the server logged).
+        labels: the label values, one per request id.
+        rows: the row within the request each label is for (``None`` entries mean
+            every row); ``None`` when the file has no ``row`` column.
+    """
+
+    request_ids: list[str]
+    labels: list[Any]
+    rows: list[int | None] | None
+
+
+def read_label_file(path: str | os.PathLike[str]) -> LabelFile:
+    """Read labels from a CSV or Parquet file with ``request_id``, ``label`` and optionally ``row``.
+
+    Raises:
+        InvalidInput: the file is missing, not ``.csv`` or ``.parquet``, or lacks ``request_id``
+            or ``label``.
+    """
+    import pandas as pd
+
+    file = Path(path)
+    if not file.exists():
+        raise InvalidInput(f"data file {file} does not exist")
+    suffix = file.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        frame = pd.read_parquet(file)
+    elif suffix in (".csv", ".txt"):
+        frame = pd.read_csv(file)
+    else:
+        raise InvalidInput(
+            f"data file {file} must be .parquet or .csv, got {suffix or 'no suffix'!r}"
+        )
+    missing = [c for c in ("request_id", "label") if c not in frame.columns]
+    if missing:
+        raise InvalidInput(
+            f"{file} needs columns request_id and label; missing {', '.join(missing)}"
+        )
+    rows = (
+        None
+        if "row" not in frame.columns
+        # A CSV row column with gaps reads as floats with NaN: a gap means every row.
+        else [None if r != r else int(r) for r in frame["row"]]
+    )
+    return LabelFile([str(i) for i in frame["request_id"]], list(frame["label"]), rows)
 
 
 def write_labels(

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from keel.artifacts.backends import Backend, backend_for_url
-from keel.errors import BackendUnavailable, InvalidInput, KeelError, StorageError
+from keel.errors import InvalidInput, KeelError, from_os_error
+from keel.validation import check_name
 
 __all__ = [
     "HOUR_FOLDER",
@@ -53,7 +54,6 @@ __all__ = [
 HOUR_MS = 3_600_000
 #: The name of an hour partition folder; group 1 is its label.
 HOUR_FOLDER = re.compile(r"^hour=(\d{4}-\d{2}-\d{2}T\d{2})$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
 def now_ms() -> int:
@@ -68,12 +68,7 @@ def tag8() -> str:
 
 def check_deployment(name: object) -> str:
     """``name`` if it can name a deployment's partition folder, else InvalidInput."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise InvalidInput(
-            "deployment name must be 1-128 letters, digits, '_', '-' or '.', starting with a "
-            f"letter or digit (it names a folder); got {name!r}"
-        )
-    return name
+    return check_name(name, "deployment name")
 
 
 def hour_label(hour: int) -> str:
@@ -160,14 +155,8 @@ def describe(backend: Backend, key: str = "") -> str:
 
 def fault(exc: BaseException, what: str) -> KeelError:
     """The Keel error for an exception raised while reaching ``what``."""
-    if isinstance(exc, KeelError):
-        return exc
-    name = type(exc).__name__
-    if isinstance(exc, ConnectionError | TimeoutError) or "Connect" in name or "Timeout" in name:
-        return BackendUnavailable(f"cannot reach {what}: {exc}; check the endpoint and network")
-    if isinstance(exc, PermissionError):
-        return StorageError(f"access denied to {what}: {exc}; check the credentials")
-    return StorageError(f"{what}: {exc}")
+    # Keel found the files it reads by listing; one gone meanwhile is the store's fault
+    return from_os_error(exc, what, named=False)
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keel.registry.client import UNSET, RegistryClient, parse_model_uri
+from keel.registry.client import UNSET, RegistryClient
 from keel.registry.entities import (
     AliasChange,
     AliasPolicy,
@@ -21,7 +21,6 @@ __all__ = [
     "RegisteredModel",
     "RegistryClient",
     "ResolvedModel",
-    "parse_model_uri",
     "register_model",
     "resolve_model",
     "resolve_model_uri",

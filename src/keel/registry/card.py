@@ -19,7 +19,11 @@ from __future__ import annotations
 import html
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from keel.client import Client
+
 
 __all__ = ["build_card", "parse_description", "render_html", "render_markdown"]
 
@@ -41,7 +45,7 @@ def parse_description(text: str | None) -> dict[str, str]:
     return {k: "\n".join(v).strip() for k, v in parts.items()}
 
 
-def _package_metadata(client: Any, mv: Any) -> dict[str, Any] | None:
+def _package_metadata(client: Client, mv: Any) -> dict[str, Any] | None:
     if not mv.manifest_digest:
         return None
     for entry in client.artifacts.read_manifest(mv.manifest_digest):
@@ -53,14 +57,14 @@ def _package_metadata(client: Any, mv: Any) -> dict[str, Any] | None:
     return None
 
 
-def _datasets(client: Any, name: str, version: int) -> list[str]:
+def _datasets(client: Client, name: str, version: int) -> list[str]:
     """Dataset versions upstream of a model version: what its run read, through pipeline steps."""
     from keel.pipelines.lineage import upstream
 
     return sorted(upstream(f"models:/{name}/{version}", store=client.store).uris("dataset"))
 
 
-def build_card(client: Any, name: str, version: int) -> dict[str, Any]:
+def build_card(client: Client, name: str, version: int) -> dict[str, Any]:
     """Everything the card shows, as one JSON-able dict."""
     from keel.checks.runner import latest_check
 
@@ -74,7 +78,7 @@ def build_card(client: Any, name: str, version: int) -> dict[str, Any]:
             for h in client.alias_history(name)
             if h.to_version == mv.version or h.from_version == mv.version
         ],
-        "check": latest_check(client, name, mv.version),
+        "check": latest_check(client.registry, name, mv.version),
         "run": None,
         "environment": None,
         "package": None,

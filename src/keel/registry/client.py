@@ -24,18 +24,18 @@ read-modify-write in Python:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any, Final
 
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
-from keel.artifacts import ManifestEntry
+import keel.registry.aliases as _aliases
+import keel.registry.approvals as _approvals
+from keel.artifacts import ArtifactStore, ManifestEntry
+from keel.config import Settings
 from keel.errors import Conflict, InvalidInput, NotFound
 from keel.governance import audit, roles
-from keel.registry import aliases as _aliases
-from keel.registry import approvals as _approvals
 from keel.registry.entities import (
     AliasChange,
     AliasPolicy,
@@ -44,44 +44,43 @@ from keel.registry.entities import (
     RegisteredModel,
     ResolvedModel,
 )
+from keel.store import Store
 from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
 from keel.suggest import hint
 from keel.tracking.client import TrackingClient
+from keel.transport import Transport, TransportBound, local_or
+from keel.uris import RunURI, parse_model_ref, parse_model_uri, parse_run_uri
+from keel.validation import check_alias, check_name
 
-__all__ = ["UNSET", "RegistryClient", "parse_model_uri"]
+__all__ = ["UNSET", "RegistryClient"]
 
 
-class _Unset:
+class Unset:
     def __repr__(self) -> str:
         return "UNSET"
 
 
 #: "The caller did not say which version it expects the alias to hold."
-UNSET: Final = _Unset()
+UNSET: Final = Unset()
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}$")
-_ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,127}$")
-_RESERVED_ALIASES = {"latest"}
 _REGISTER_HINT = "register one with `keel models register runs:/<run_id>/model NAME`"
 
 
 def _check_model_name(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise InvalidInput(
-            f"model name must be 1-256 letters, digits, '_', '-' or '.', starting with a letter "
-            f"or digit; got {name!r}"
-        )
-    return name
+    return check_name(name, "model name")
 
 
 def _check_alias(alias: Any) -> str:
-    if not isinstance(alias, str) or not _ALIAS_RE.match(alias) or alias in _RESERVED_ALIASES:
-        raise InvalidInput(
-            f"alias must start with a letter and contain only letters, digits, '_' or '-' "
-            f"(and not be 'latest'); got {alias!r}"
-        )
-    return alias
+    return check_alias(alias)
+
+
+def _is_alias(text: str) -> bool:
+    try:
+        check_alias(text)
+    except InvalidInput:
+        return False
+    return True
 
 
 def _check_version(version: Any) -> int:
@@ -119,47 +118,37 @@ def _check_same_registration(
         )
 
 
-def parse_model_uri(uri: str) -> tuple[str, str, str]:
-    """Split a model URI into ``(kind, first, second)``.
+class RegistryClient(TransportBound):
+    """Registered models, versions, aliases and approvals: the registry part of :class:`keel.Client`.
 
-    - ``runs:/<run_id>/<path>`` → ``("runs", run_id, path)``
-    - ``models:/<name>/<version>`` → ``("version", name, version)``
-    - ``models:/<name>/latest`` → ``("latest", name, "")``
-    - ``models:/<name>@<alias>`` → ``("alias", name, alias)``
+    Args:
+        settings: defaults to the process's settings (``keel.config.get_settings()``).
+        store: a metadata store to use instead of the one ``settings`` names.
+        artifacts: an artifact store to use instead of the one ``settings`` names.
+        transport: how to reach the stores; defaults to a
+            :class:`~keel.transport.LocalTransport` over the three arguments above,
+            which must then be left out.
+        tracking: the tracking part to read runs and their artifacts through (a
+            version's source is a run's model); defaults to one over the same transport.
     """
-    if not isinstance(uri, str):
-        raise InvalidInput(f"model URI must be a string, got {type(uri).__name__}")
-    if uri.startswith("runs:/"):
-        rest = uri[len("runs:/") :].strip("/")
-        run_id, _, path = rest.partition("/")
-        if not run_id or not path:
-            raise InvalidInput(f"expected runs:/<run_id>/<artifact path>, got {uri!r}")
-        return "runs", run_id, path
-    if uri.startswith("models:/"):
-        rest = uri[len("models:/") :].strip("/")
-        if "@" in rest:
-            name, _, alias = rest.partition("@")
-            return "alias", _check_model_name(name), _check_alias(alias)
-        name, _, version = rest.partition("/")
-        if version == "latest":
-            return "latest", _check_model_name(name), ""
-        if not version.isdigit() or int(version) < 1:
-            raise InvalidInput(
-                f"expected models:/<name>/<version>, models:/<name>/latest or "
-                f"models:/<name>@<alias>, got {uri!r}"
-            )
-        return "version", _check_model_name(name), version
-    raise InvalidInput(
-        f"model URI must start with runs:/ or models:/ (e.g. models:/churn@champion), got {uri!r}"
-    )
 
-
-class RegistryClient(TrackingClient):
-    """Registry operations on top of the tracking client."""
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: Store | None = None,
+        artifacts: ArtifactStore | None = None,
+        transport: Transport | None = None,
+        tracking: TrackingClient | None = None,
+    ) -> None:
+        self.transport = local_or(transport, settings, store, artifacts)
+        self.tracking = (
+            tracking if tracking is not None else TrackingClient(transport=self.transport)
+        )
 
     @property
     def _actor(self) -> str:
-        return self._settings.user
+        return self.user
 
     # -- registered models ----------------------------------------------------
 
@@ -252,11 +241,12 @@ class RegistryClient(TrackingClient):
             Conflict: that version exists but ``description`` or ``tags`` differ from it.
         """
         _check_model_name(name)
-        kind, run_id, path = parse_model_uri(source)
-        if kind != "runs":
+        parsed = parse_model_uri(source)
+        if not isinstance(parsed, RunURI):
             raise InvalidInput(f"register a run's model (runs:/<run_id>/<path>), got {source!r}")
-        run_id = self.resolve_run_id(run_id)
-        entries = self.list_artifacts(run_id, path)
+        run_id, path = parsed.run_id, parsed.path
+        run_id = self.tracking.resolve_run_id(run_id)
+        entries = self.tracking.list_artifacts(run_id, path)
         if not entries:
             raise NotFound(
                 f"run {run_id} has no artifacts at {path!r}; log a model there first "
@@ -514,24 +504,23 @@ class RegistryClient(TrackingClient):
             NotFound: no such model, version or alias (with the closest existing names).
         """
         if ref is None:
-            model, at, alias = name.partition("@")
-            if at:
-                return self.get_model_version_by_alias(model, alias)
-            model, slash, number = name.partition("/")
-            if not slash:
+            if "@" not in name and "/" not in name:
                 raise InvalidInput(
                     f"expected a version of model {name!r}: write {name} 3, {name} @champion "
                     f"or {name}@champion"
                 )
-            name, ref = model, number
+            parsed_ref = parse_model_ref(name)
+            if parsed_ref.alias is not None:
+                return self.get_model_version_by_alias(parsed_ref.name, parsed_ref.alias)
+            # "wine/latest" is not a version a person pins: refused below, saying how to write one
+            name = parsed_ref.name
+            ref = "latest" if parsed_ref.version is None else parsed_ref.version
         if isinstance(ref, str) and not ref.strip().isdigit():
             text = ref.strip()
             if text.startswith("@"):
                 return self.get_model_version_by_alias(name, text[1:])
             how = (
-                f"; for the alias write {name} @{text} or {name}@{text}"
-                if _ALIAS_RE.match(text)
-                else ""
+                f"; for the alias write {name} @{text} or {name}@{text}" if _is_alias(text) else ""
             )
             raise InvalidInput(
                 f"expected a version number or @alias after model {name!r}, got {ref!r}{how}"
@@ -544,7 +533,7 @@ class RegistryClient(TrackingClient):
         alias: str,
         version: int,
         *,
-        expected: int | _Unset | None = UNSET,
+        expected: int | Unset | None = UNSET,
         comment: str | None = None,
         conn: Connection | None = None,
     ) -> AliasChange:
@@ -570,7 +559,7 @@ class RegistryClient(TrackingClient):
             model = self._model_row(conn, name)
             target = self._version_row(conn, name, version)
             _approvals.check_approvals(conn, model, target, alias)
-            if isinstance(expected, _Unset):
+            if isinstance(expected, Unset):
                 expected = _aliases.current(conn, model.id, alias)
             return _aliases.move(
                 conn, model, alias, version, expected=expected, actor=self._actor, comment=comment
@@ -581,7 +570,7 @@ class RegistryClient(TrackingClient):
         name: str,
         alias: str,
         *,
-        expected: int | _Unset | None = UNSET,
+        expected: int | Unset | None = UNSET,
         comment: str | None = None,
         conn: Connection | None = None,
     ) -> AliasChange:
@@ -589,7 +578,7 @@ class RegistryClient(TrackingClient):
         _check_alias(alias)
         with self.store.write(conn) as conn:
             model = self._model_row(conn, name)
-            if isinstance(expected, _Unset):
+            if isinstance(expected, Unset):
                 expected = _aliases.current(conn, model.id, alias)
             if expected is None:
                 raise _aliases.alias_missing(conn, model, alias)
@@ -672,17 +661,17 @@ class RegistryClient(TrackingClient):
 
     def resolve_model(self, uri: str) -> ResolvedModel:
         """Where ``uri``'s package lives (``runs:/``, ``models:/name/3``, ``models:/name@alias``)."""
-        kind, first, second = parse_model_uri(uri)
-        if kind == "runs":
-            return ResolvedModel(self.resolve_run_id(first), second)
-        if kind == "alias":
-            mv = self.get_model_version_by_alias(first, second)
-        elif kind == "latest":
-            model = self.get_registered_model(first)
+        parsed = parse_model_uri(uri)
+        if isinstance(parsed, RunURI):
+            return ResolvedModel(self.tracking.resolve_run_id(parsed.run_id), parsed.path)
+        if parsed.alias is not None:
+            mv = self.get_model_version_by_alias(parsed.name, parsed.alias)
+        elif parsed.version is None:
+            model = self.get_registered_model(parsed.name)
             if model.latest_version == 0:
-                raise NotFound(f"model {first!r} has no versions yet")
-            mv = self.get_model_version(first, model.latest_version)
+                raise NotFound(f"model {parsed.name!r} has no versions yet")
+            mv = self.get_model_version(parsed.name, model.latest_version)
         else:
-            mv = self.get_model_version(first, int(second))
-        _, run_id, path = parse_model_uri(mv.source)
-        return ResolvedModel(run_id, path, mv.manifest_digest, mv.name, mv.version)
+            mv = self.get_model_version(parsed.name, parsed.version)
+        source = parse_run_uri(mv.source, path=True)
+        return ResolvedModel(source.run_id, source.path, mv.manifest_digest, mv.name, mv.version)

@@ -44,7 +44,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from keel.errors import InvalidInput, KeelError, NotFound
+from keel.errors import InvalidInput, KeelError, NotFound, TooLarge, Unprocessable
 from keel.models.reference import log_columns
 from keel.predictions import INPUT_PREFIX, Block, error_row, request_columns
 from keel.serving import protocols as p
@@ -73,18 +73,6 @@ IGNORED_INPUTS_HEADER = "x-keel-ignored-inputs"
 _CLIENT_GONE = 499
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-class Unprocessable(InvalidInput):
-    """Input that parsed but does not fit the model's signature."""
-
-    status_code = 422
-
-
-class TooLarge(InvalidInput):
-    """A request body over :data:`MAX_BODY_BYTES`."""
-
-    status_code = 413
 
 
 def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> Response:

@@ -15,7 +15,6 @@ revision whose spec is the one before the current one (or any revision).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,8 @@ from keel.errors import Conflict, InvalidInput, NotFound
 from keel.governance import audit
 from keel.store import schema as s
 from keel.store.sql import now_ms
+from keel.uris import parse_model_ref
+from keel.validation import check_name
 
 if TYPE_CHECKING:
     from keel.client import Client
@@ -38,11 +39,6 @@ __all__ = [
     "parse_batching",
     "parse_route",
 ]
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-_REF_RE = re.compile(
-    r"^(?:models:/)?(?P<model>[A-Za-z0-9][A-Za-z0-9_.\-]*)(?:@(?P<alias>[A-Za-z][A-Za-z0-9_\-]*)|/(?P<version>[0-9]+))$"
-)
 
 
 @dataclass(frozen=True)
@@ -181,13 +177,16 @@ class Deployment:
 
 def parse_route(text: str, weight: int = 100) -> Route:
     """``churn@champion``, ``churn/5`` or ``models:/churn@champion`` → :class:`Route`."""
-    match = _REF_RE.match(text.strip()) if isinstance(text, str) else None
-    if match is None:
+    try:
+        parsed = parse_model_ref(text)
+    except InvalidInput:
+        parsed = None
+    # a route follows one version or one alias; "latest" would move under the deployment
+    if parsed is None or parsed.latest:
         raise InvalidInput(
             f"expected a model reference like churn@champion or churn/5, got {text!r}"
         )
-    ref = match.group("alias") or match.group("version")
-    return Route(match.group("model"), ref, weight)
+    return Route(parsed.name, parsed.alias or str(parsed.version), weight)
 
 
 def parse_canary(text: str) -> Route:
@@ -249,7 +248,7 @@ class Deployments:
 
     @property
     def _actor(self) -> str:
-        return str(self.client._settings.user)
+        return str(self.client.user)
 
     def _check_refs(self, spec: DeploymentSpec) -> None:
         for route in (*spec.routes, *([spec.shadow] if spec.shadow else [])):
@@ -257,10 +256,7 @@ class Deployments:
 
     def create(self, name: str, spec: DeploymentSpec, comment: str | None = None) -> Deployment:
         """A new deployment at revision 1; ``Conflict`` if the name is taken."""
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise InvalidInput(
-                f"deployment name must be letters, digits, '_', '-' or '.', up to 128; got {name!r}"
-            )
+        check_name(name, "deployment name")
         self._check_refs(spec)
         at = now_ms()
         with self.client.store.write() as conn:

@@ -16,12 +16,16 @@ import random
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import blake3
 
 from keel.errors import KeelError, NotFound
 from keel.serving.deployments import Deployments, DeploymentSpec, Route
+
+if TYPE_CHECKING:
+    from keel.client import Client
+
 
 __all__ = ["ModelHandle", "RoutingTable", "Runtime"]
 
@@ -97,7 +101,7 @@ class Runtime:
         name: str,
         spec: DeploymentSpec | None = None,
         *,
-        client: Any = None,
+        client: Client | None = None,
         refresh_interval: float = 1.0,
         loader: Callable[[str], Any] | None = None,
         trust: Sequence[str] = (),

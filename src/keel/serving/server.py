@@ -8,6 +8,7 @@ from typing import Any
 
 from keel.serving.deployments import DeploymentSpec, parse_route
 from keel.serving.runtime import Runtime
+from keel.uris import MODELS, scheme_of
 
 __all__ = ["app_for_target", "app_from_env", "runtime_for_target", "serve"]
 
@@ -23,7 +24,7 @@ def runtime_for_target(
 
     ``trust``: names the model loader trusts beyond its built-in list (``--trust``).
     """
-    if target.startswith("models:/"):
+    if scheme_of(target) == MODELS:
         route = parse_route(target)
         return Runtime(
             route.model,

@@ -1,6 +1,7 @@
 """Experiment tracking: runs, params, metrics, tags, artifacts, environments, search."""
 
 from keel.tracking.client import TrackingClient
+from keel.tracking.compare import compare_runs
 from keel.tracking.entities import (
     RUN_STATUSES,
     ArtifactEntry,
@@ -22,4 +23,5 @@ __all__ = [
     "RunInfo",
     "RunsPage",
     "TrackingClient",
+    "compare_runs",
 ]

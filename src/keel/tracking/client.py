@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
+import keel.tracking.search as q
 from keel.artifacts import ArtifactStore, folder_files
-from keel.config import Settings, get_settings
+from keel.config import Settings
 from keel.errors import Conflict, InvalidInput, NotFound
 from keel.governance import audit
-from keel.store import Store, get_store
+from keel.store import Store
 from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
-from keel.tracking import search as q
 from keel.tracking.entities import (
     RUN_STATUSES,
     ArtifactEntry,
@@ -43,6 +43,7 @@ from keel.tracking.validation import (
     check_tag_value,
     numeric_or_none,
 )
+from keel.transport import Transport, TransportBound, local_or
 from keel.validation import RelativePath, check_relative_path, safe_joins
 
 if TYPE_CHECKING:
@@ -108,13 +109,16 @@ def write_metrics(conn: Connection, rows: Sequence[MetricRow]) -> None:
     )
 
 
-class TrackingClient:
-    """Experiments and runs addressed by id.
+class TrackingClient(TransportBound):
+    """Experiments and runs addressed by id: the tracking part of :class:`keel.Client`.
 
     Args:
         settings: defaults to the process's settings (``keel.config.get_settings()``).
         store: a metadata store to use instead of the one ``settings`` names.
         artifacts: an artifact store to use instead of the one ``settings`` names.
+        transport: how to reach the stores; defaults to a
+            :class:`~keel.transport.LocalTransport` over the three arguments above,
+            which must then be left out.
     """
 
     def __init__(
@@ -123,29 +127,9 @@ class TrackingClient:
         *,
         store: Store | None = None,
         artifacts: ArtifactStore | None = None,
+        transport: Transport | None = None,
     ) -> None:
-        self.settings = settings
-        self._store = store
-        self._artifacts = artifacts
-
-    @property
-    def _settings(self) -> Settings:
-        return self.settings or get_settings()
-
-    @property
-    def store(self) -> Store:
-        if self._store is None:
-            self._store = get_store(self._settings)
-        return self._store
-
-    @property
-    def artifacts(self) -> ArtifactStore:
-        if self._artifacts is None:
-            settings = self._settings
-            self._artifacts = ArtifactStore.from_url(
-                settings.artifacts_url, settings.s3_endpoint_url
-            )
-        return self._artifacts
+        self.transport = local_or(transport, settings, store, artifacts)
 
     # -- experiments ---------------------------------------------------------
 
@@ -189,6 +173,35 @@ class TrackingClient:
             row = conn.execute(select(s.experiments).where(s.experiments.c.name == name)).first()
         return None if row is None else Experiment(row.id, row.name, row.created_at, row.lifecycle)
 
+    def resolve_experiment(self, name_or_id: str | int) -> Experiment:
+        """The experiment named ``name_or_id``, or with that id; ``NotFound`` otherwise.
+
+        A name is looked up first, so an experiment named ``"42"`` wins over id 42.
+        The error names the closest existing experiments, so a typo is answered
+        with what the user probably meant rather than an empty result.
+
+        Raises:
+            NotFound: no experiment has that name or id.
+        """
+        if isinstance(name_or_id, str):
+            found = self.get_experiment_by_name(name_or_id)
+            if found is not None:
+                return found
+            if not name_or_id.isdigit():
+                from keel.suggest import hint
+
+                known = [e.name for e in self.list_experiments()]
+                raise NotFound(
+                    f"no experiment named {name_or_id!r}; "
+                    + hint(
+                        name_or_id,
+                        known,
+                        kind="experiments",
+                        create="runs create them on first use",
+                    )
+                )
+        return self.get_experiment(int(name_or_id))
+
     def list_experiments(self) -> list[Experiment]:
         with self.store.read() as conn:
             rows = conn.execute(select(s.experiments).order_by(s.experiments.c.id)).all()
@@ -224,7 +237,7 @@ class TrackingClient:
             "status": "RUNNING",
             "start_time": start,
             "parent_id": parent_id,
-            "user_name": self._settings.user,
+            "user_name": self.user,
             "seeds": json.dumps(dict(seeds)) if seeds else None,
         }
         environment = None
@@ -323,7 +336,7 @@ class TrackingClient:
             )
             audit.record(
                 conn,
-                actor=self._settings.user,
+                actor=self.user,
                 action="run.status",
                 object_type="run",
                 object_id=run_id,

@@ -199,7 +199,7 @@ def start_run(
                 client.record_seeds(run_id, _seeds)
             _resume_steps(client, active)
         else:
-            experiment_name = experiment or _experiment_name or client._settings.default_experiment
+            experiment_name = experiment or _experiment_name or client.settings.default_experiment
             experiment_id = client.get_or_create_experiment(experiment_name).id
             info = client.create_run(
                 experiment_id, name, parent_id=parent, tags=tags, seeds=_seeds or None
@@ -367,7 +367,7 @@ def search_runs(
         filter_string: e.g. ``"metrics.acc > 0.9 AND (params.model = 'rf' OR params.model = 'gb')"``.
         order_by: e.g. ``["metrics.acc DESC"]``; default newest first.
         max_results: at most this many rows.
-        experiment_names: search these experiments; default the current one.
+        experiment_names: search these experiments (names or ids); default the current one.
         search_all_experiments: search every experiment.
         page_token: continue a paged search (see ``keel.Client().search_runs``).
     """
@@ -377,12 +377,14 @@ def search_runs(
     if search_all_experiments:
         experiment_ids = None
     else:
-        names = experiment_names or [_experiment_name or client._settings.default_experiment]
-        experiment_ids = []
-        for name in names:
-            found = client.get_experiment_by_name(name)
-            if found is not None:
-                experiment_ids.append(found.id)
+        names = experiment_names or [_experiment_name or client.settings.default_experiment]
+        if experiment_names:
+            # Names the caller typed: a typo is an error naming the closest, as on the CLI.
+            experiment_ids = [client.resolve_experiment(name).id for name in names]
+        else:
+            # The current experiment may not exist yet (nothing logged): no runs, no error.
+            current = client.get_experiment_by_name(names[0])
+            experiment_ids = [] if current is None else [current.id]
     return client.search_runs_frame(
         experiment_ids, filter_string, order_by, max_results, page_token
     )

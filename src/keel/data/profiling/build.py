@@ -43,7 +43,15 @@ from keel.data.profiling.sketches import Binner, ValueCounts, hash_strings, int6
 from keel.data.profiling.sources import ColumnGroup, Source
 from keel.errors import InvalidInput
 
-__all__ = ["SAMPLE_ROWS", "Profiler", "ProgressCallback", "column_kind", "profile"]
+__all__ = [
+    "SAMPLE_ROWS",
+    "PartialProfile",
+    "Profiler",
+    "ProgressCallback",
+    "column_floats",
+    "column_kind",
+    "profile",
+]
 
 #: Rows in the uniform sample the bin edges come from.
 SAMPLE_ROWS = 20_000
@@ -69,7 +77,7 @@ def column_kind(dtype: pa.DataType) -> str | None:
     return None
 
 
-class _Builder:
+class PartialProfile:
     """The state of one pass over some rows: mergeable across chunks and partitions."""
 
     def __init__(
@@ -126,7 +134,7 @@ class _Builder:
 
         def numeric(name: str) -> np.ndarray | None:
             column = group.read(name)
-            values = np.full(n, np.nan) if column is None else _floats(column)
+            values = np.full(n, np.nan) if column is None else column_floats(column)
             self._add_numeric(name, values)
             return values[chosen] if name in self.unbinned else None
 
@@ -187,7 +195,7 @@ class _Builder:
 
     # -- combining and finishing --------------------------------------------------------------
 
-    def merge(self, other: _Builder) -> None:
+    def merge(self, other: PartialProfile) -> None:
         """Fold in a builder of other rows (same columns and edges), e.g. another partition."""
         self.rows += other.rows
         for name, stats in self.stats.items():
@@ -318,7 +326,7 @@ def _chan(stats: list[Any], n: int, mean: float, m2: float) -> None:
     stats[0] = total
 
 
-def _floats(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def column_floats(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """The column as float64 values, nulls as NaN (read-only, zero-copy when it can be).
 
     Read off the Arrow buffer rather than with ``to_numpy``, which makes pyarrow
@@ -382,7 +390,7 @@ class Profiler:
                 for n, c in bins_from.columns.items()
                 if isinstance(c, NumericColumn) and kinds.get(n) == NUMERIC
             }
-        self._builder = _Builder(kinds, dtypes, edges, seed)
+        self._builder = PartialProfile(kinds, dtypes, edges, seed)
         self._columns = list(kinds)
         self._bins = bins
 
@@ -535,7 +543,7 @@ def _profile_local(
     progress: ProgressCallback | None,
     seed: int,
 ) -> Profile:
-    first = _Builder(kinds, dtypes, edges, seed)
+    first = PartialProfile(kinds, dtypes, edges, seed)
     done = 0
     stage = f"profiling {source.name}"
     for group in _groups(source, batch_rows):
@@ -572,7 +580,7 @@ def _second_pass(
         def count(column: str, group: ColumnGroup = group) -> None:
             values = group.read(column)
             if values is not None:
-                floats = _floats(values)
+                floats = column_floats(values)
                 hists[column] += binners[column].counts(floats[np.isfinite(floats)])
 
         _map(count, list(binners), group.rows)

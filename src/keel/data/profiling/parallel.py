@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from keel.data.profiling.build import _Builder, _floats
+from keel.data.profiling.build import PartialProfile, column_floats
 from keel.data.profiling.profiles import Profile
 from keel.data.profiling.sketches import Binner
 from keel.data.profiling.sources import Part, Source, read_part
@@ -35,8 +35,8 @@ def _first_round(
     edges: Mapping[str, np.ndarray],
     seed: int,
     batch_rows: int,
-) -> _Builder:
-    builder = _Builder(kinds, dtypes, edges, seed)
+) -> PartialProfile:
+    builder = PartialProfile(kinds, dtypes, edges, seed)
     for batch in read_part(part, columns, batch_rows):
         builder.add(batch)
     return builder
@@ -50,7 +50,7 @@ def _second_round(
     for batch in read_part(part, list(edges), batch_rows):
         for name, binner in binners.items():
             if name in batch.schema.names:
-                values = _floats(batch.column(name))
+                values = column_floats(batch.column(name))
                 hists[name] += binner.counts(values[np.isfinite(values)])
     return hists
 
@@ -84,7 +84,7 @@ def profile_with_ray(
         ]
     )
     if not builders:
-        builders = [_Builder(kinds, dtypes, edges, seed)]
+        builders = [PartialProfile(kinds, dtypes, edges, seed)]
     merged = builders[0]
     for other in builders[1:]:
         merged.merge(other)

@@ -34,10 +34,10 @@ from typing import Any
 
 from keel.artifacts import hash_file
 from keel.errors import IntegrityError, InvalidInput, PermissionDenied
-from keel.models._warn import warn
 from keel.models.flavors.base import Flavor
 from keel.models.package import Package
 from keel.models.trust import untrusted
+from keel.models.warning import warn
 
 __all__ = ["PythonFlavor"]
 

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from keel.errors import IntegrityError, InvalidInput
-from keel.models._warn import warn
 from keel.models.flavors.base import Flavor, class_path, from_library, require
 from keel.models.package import Package
 from keel.models.trust import trust_hint, untrusted
+from keel.models.warning import warn
 
 __all__ = ["SklearnFlavor", "builtin_trusted"]
 

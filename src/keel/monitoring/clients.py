@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from keel.client import Client
+
 
 __all__ = ["resolve_client"]
 
 
-def resolve_client(client: Any = None) -> Any:
+def resolve_client(client: Client | None = None) -> Any:
     """``client``, or a :class:`keel.Client` on the process's settings (imported late:
     a standalone drift comparison never needs the metadata store)."""
     if client is not None:

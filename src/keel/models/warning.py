@@ -21,4 +21,5 @@ class KeelWarning(UserWarning):
 
 
 def warn(message: str, stacklevel: int = 3) -> None:
+    """Emit ``message`` as a :class:`KeelWarning` at the caller's caller."""
     warnings.warn(message, KeelWarning, stacklevel=stacklevel)
