@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from keel.registry.client import UNSET, RegistryClient
 from keel.tracking.client import TrackingClient
 from keel.transport import Transport, TransportBound, local_or
+from keel.transport.http import HttpTransport
 
 if TYPE_CHECKING:
     import os
@@ -37,7 +38,25 @@ if TYPE_CHECKING:
     from keel.tracking.client import MetricRow
     from keel.tracking.entities import ArtifactEntry, Experiment, Metric, Run, RunInfo, RunsPage
 
-__all__ = ["Client"]
+__all__ = ["Client", "registry_part", "tracking_part"]
+
+
+def tracking_part(transport: Transport) -> TrackingClient:
+    """The tracking part for ``transport``: SQL locally, REST calls over http."""
+    if isinstance(transport, HttpTransport):
+        from keel.tracking.remote import RemoteTracking
+
+        return RemoteTracking(transport)
+    return TrackingClient(transport=transport)
+
+
+def registry_part(transport: Transport, tracking: TrackingClient) -> RegistryClient:
+    """The registry part for ``transport``: SQL locally, REST calls over http."""
+    if isinstance(transport, HttpTransport):
+        from keel.registry.remote import RemoteRegistry
+
+        return RemoteRegistry(transport, tracking)
+    return RegistryClient(transport=transport, tracking=tracking)
 
 
 class Client(TransportBound):
@@ -62,8 +81,8 @@ class Client(TransportBound):
 
     def __init__(self, settings: Settings | None = None, *, transport: Transport | None = None):
         self.transport = local_or(transport, settings)
-        self.tracking = TrackingClient(transport=self.transport)
-        self.registry = RegistryClient(transport=self.transport, tracking=self.tracking)
+        self.tracking = tracking_part(self.transport)
+        self.registry = registry_part(self.transport, self.tracking)
 
     def __repr__(self) -> str:
         return f"Client(transport={self.transport!r})"

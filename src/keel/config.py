@@ -72,6 +72,10 @@ class Settings:
             unsigned checkpoints (they still anchor the chain's head outside the database).
         max_request_elements: the most tensor elements one serving request may declare;
             larger requests get 400 before anything is allocated.
+        server_url: a ``keel server`` to talk to (``http://host:5005``); set, every client
+            call goes through it instead of opening the store and artifacts here.
+        token: the API token sent to ``server_url`` (``keel tokens create``).
+        max_upload_bytes: the largest artifact object ``keel server`` accepts in one upload.
     """
 
     home: Path
@@ -88,6 +92,9 @@ class Settings:
     trusted_types: str = ""
     audit_key: str | None = None
     max_request_elements: int = 10_000_000
+    server_url: str | None = None
+    token: str | None = None
+    max_upload_bytes: int = 5 * 1024**3
 
     @property
     def trusted_type_list(self) -> list[str]:

@@ -10,6 +10,7 @@ branches: what the caller did wrong, and what the world did::
     │   │   └── TooLarge               a request body over the limit      → 413
     │   ├── NotFound (LookupError)     unknown run, experiment, object    → 404
     │   ├── Conflict                   write-once or compare-and-set lost → 409
+    │   ├── Unauthenticated            no, bad, expired or revoked token  → 401
     │   ├── PermissionDenied           identity lacks the role            → 403
     │   │   └── ApprovalRequired       protected change needs approvals   → 403
     │   └── StepFailed                 a pipeline step's own code raised  → 500
@@ -39,6 +40,7 @@ __all__ = [
     "StorageError",
     "SystemFault",
     "TooLarge",
+    "Unauthenticated",
     "Unprocessable",
     "UserError",
     "from_os_error",
@@ -85,6 +87,12 @@ class Conflict(UserError):
     """The write would overwrite something that may only be written once, or lost a race."""
 
     status_code = 409
+
+
+class Unauthenticated(UserError):
+    """A server call without a valid token: none, malformed, unknown, expired or revoked."""
+
+    status_code = 401
 
 
 class PermissionDenied(UserError, PermissionError):

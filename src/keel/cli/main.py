@@ -44,6 +44,9 @@ _GROUPS = {
     "policy": ("keel.cli.automation", "policy_app"),  # protections and automation policies
     "roles": ("keel.cli.governance", "roles_app"),
     "audit": ("keel.cli.audit", "app"),
+    "server": ("keel.cli.server", "server_app"),
+    "users": ("keel.cli.server", "users_app"),
+    "tokens": ("keel.cli.server", "tokens_app"),
 }
 #: Single commands by name: (module, function).
 _COMMANDS = {
@@ -51,7 +54,7 @@ _COMMANDS = {
     "predict": ("keel.cli.predict", "predict_command"),
     "drift": ("keel.cli.monitor", "drift_command"),
 }
-_ROOT_OPTIONS_WITH_VALUES = ("--home",)
+_ROOT_OPTIONS_WITH_VALUES = ("--home", "--server")
 #: Commands that only read. Run where no home exists they fail, saying where they looked,
 #: instead of creating an empty ``.keel`` and answering "No runs match" (a typo'd folder
 #: must not look like an empty project). Every other command creates the home on first use.
@@ -141,12 +144,23 @@ def _root(
             show_default=False,
         ),
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            help="A keel server to work through (default: KEEL_SERVER_URL); KEEL_TOKEN "
+            "authenticates.",
+            show_default=False,
+        ),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
     if home is not None:
         os.environ["KEEL_HOME"] = str(home)
+    if server is not None:
+        os.environ["KEEL_SERVER_URL"] = server
     if reads_only(sys.argv[1:]):
         from keel.home import require_home
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +45,7 @@ __all__ = [
     "GENESIS",
     "AuditEntry",
     "VerifyResult",
+    "acting_token",
     "checkpoint",
     "iter_entries",
     "list_entries",
@@ -53,6 +56,24 @@ __all__ = [
 
 #: The ``prev_digest`` of the first entry.
 GENESIS = "0" * 64
+
+#: The API token the current server request acts with; ``keel server`` sets it per request.
+_acting_token: ContextVar[str | None] = ContextVar("keel_acting_token", default=None)
+
+
+@contextmanager
+def acting_token(token_id: str | None) -> Iterator[None]:
+    """Record ``token_id`` on every entry written inside the block (and threads it starts)."""
+    reset = _acting_token.set(token_id)
+    try:
+        yield
+    finally:
+        _acting_token.reset(reset)
+
+
+def set_acting_token(token_id: str | None) -> None:
+    """Set the token recorded on entries for the rest of this context (a server request)."""
+    _acting_token.set(token_id)
 
 
 @dataclass(frozen=True)
@@ -67,6 +88,7 @@ class AuditEntry:
     after: Any
     prev_digest: str
     digest: str
+    token_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         from datetime import UTC, datetime
@@ -75,6 +97,7 @@ class AuditEntry:
             "seq": self.seq,
             "time": datetime.fromtimestamp(self.at / 1000, UTC).isoformat(),
             "actor": self.actor,
+            "token_id": self.token_id,
             "action": self.action,
             "object": f"{self.object_type}:{self.object_id}",
             "before": self.before,
@@ -98,9 +121,17 @@ def entry_digest(
     before: str | None,
     after: str | None,
     prev_digest: str,
+    token_id: str | None = None,
 ) -> str:
-    """The digest of an entry's stored fields (``before``/``after`` as stored text)."""
-    payload = [seq, at, actor, action, object_type, object_id, before, after, prev_digest]
+    """The digest of an entry's stored fields (``before``/``after`` as stored text).
+
+    The token id joins the digested fields only when there is one, so entries written
+    before tokens existed keep their digests.
+    """
+    payload: list[Any] = [seq, at, actor, action, object_type, object_id, before, after]
+    payload.append(prev_digest)
+    if token_id is not None:
+        payload.append(token_id)
     return blake3.blake3(canonical_json(payload)).hexdigest()
 
 
@@ -123,8 +154,18 @@ def record(
     seq = int(head.seq) + 1
     at = now_ms()
     before_text, after_text = _dump(before), _dump(after)
+    token_id = _acting_token.get()
     digest = entry_digest(
-        seq, at, actor, action, object_type, object_id, before_text, after_text, head.digest
+        seq,
+        at,
+        actor,
+        action,
+        object_type,
+        object_id,
+        before_text,
+        after_text,
+        head.digest,
+        token_id,
     )
     conn.execute(
         s.audit_log.insert().values(
@@ -138,12 +179,13 @@ def record(
             after=after_text,
             prev_digest=head.digest,
             digest=digest,
+            token_id=token_id,
         )
     )
     conn.execute(update(s.audit_head).where(s.audit_head.c.id == 1).values(seq=seq, digest=digest))
     checkpoints.schedule(conn, seq, digest, action)
     return AuditEntry(
-        seq, at, actor, action, object_type, object_id, before, after, head.digest, digest
+        seq, at, actor, action, object_type, object_id, before, after, head.digest, digest, token_id
     )
 
 
@@ -159,6 +201,7 @@ def _entry(row: Any) -> AuditEntry:
         after=None if row.after is None else json.loads(row.after),
         prev_digest=row.prev_digest,
         digest=row.digest,
+        token_id=row.token_id,
     )
 
 
@@ -349,6 +392,7 @@ def _verify(
             row.before,
             row.after,
             row.prev_digest,
+            row.token_id,
         )
         if actual != row.digest:
             reason = (

@@ -32,6 +32,7 @@ __all__ = [
     "alias_history",
     "alias_policies",
     "aliases",
+    "api_tokens",
     "approvals",
     "audit_head",
     "audit_log",
@@ -45,6 +46,7 @@ __all__ = [
     "deployments",
     "environments",
     "experiments",
+    "idempotency_keys",
     "latest_metrics",
     "lineage_edges",
     "metadata",
@@ -65,6 +67,7 @@ __all__ = [
     "step_cache",
     "step_runs",
     "tags",
+    "users",
 ]
 
 metadata = MetaData()
@@ -250,13 +253,52 @@ alias_policies = Table(
     Column("updated_by", String(256), nullable=False),
 )
 
+#: A role held by a user, everywhere (``scope_kind`` "") or on one experiment, model or
+#: alias (``scope_kind`` "experiment" | "model" | "alias", ``scope_name`` its name).
 role_grants = Table(
     "role_grants",
     metadata,
     Column("user_name", String(256), primary_key=True),
     Column("role", String(128), primary_key=True),
+    Column("scope_kind", String(16), primary_key=True, server_default=""),
+    Column("scope_name", String(256), primary_key=True, server_default=""),
     Column("granted_at", BigInteger, nullable=False),
     Column("granted_by", String(256), nullable=False),
+)
+
+#: The people and services a ``keel server`` knows; a token acts as one of them.
+users = Table(
+    "users",
+    metadata,
+    Column("name", String(256), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Column("disabled", Boolean, nullable=False),
+)
+
+#: API tokens: only the SHA-256 of the secret is kept; ``scopes`` is a comma list.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_name", String(256), ForeignKey("users.name"), nullable=False),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("scopes", String(256), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Column("expires_at", BigInteger),
+    Column("revoked_at", BigInteger),
+)
+
+#: A create's idempotency key and what it answered, so a retried create makes nothing twice.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("user_name", String(256), nullable=False),
+    Column("route", String(256), nullable=False),
+    Column("response", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
 )
 
 #: Results of ``keel models check``; the full report is a JSON object in the artifact store.
@@ -516,6 +558,7 @@ audit_log = Table(
     Column("after", Text),
     Column("prev_digest", String(64), nullable=False),
     Column("digest", String(64), nullable=False),
+    Column("token_id", String(32)),
     Index("ix_audit_log_object", "object_type", "object_id"),
 )
 

@@ -19,6 +19,8 @@ class LocalTransport(Transport):
             resolved when first needed so ``keel.init`` before first use still applies.
         store: a metadata store to use instead of the one ``settings`` names.
         artifacts: an artifact store to use instead of the one ``settings`` names.
+        user: who this client acts as, instead of ``settings.user``; ``keel server`` passes
+            the authenticated token's user here.
 
     Example:
         >>> client = keel.Client(transport=LocalTransport(settings))
@@ -30,14 +32,20 @@ class LocalTransport(Transport):
         *,
         store: Store | None = None,
         artifacts: ArtifactStore | None = None,
+        user: str | None = None,
     ) -> None:
         self._given_settings = settings
         self._store = store
         self._artifacts = artifacts
+        self._user = user
 
     @property
     def settings(self) -> Settings:
         return self._given_settings or get_settings()
+
+    @property
+    def user(self) -> str:
+        return self._user if self._user is not None else self.settings.user
 
     @property
     def store(self) -> Store:
@@ -67,13 +75,21 @@ def local_or(
     store: Store | None = None,
     artifacts: ArtifactStore | None = None,
 ) -> Transport:
-    """``transport``, or a :class:`LocalTransport` over the other arguments.
+    """``transport``, or one over the other arguments.
+
+    That is an :class:`~keel.transport.http.HttpTransport` when the settings name a
+    ``server_url`` (and no store or artifacts are given), else a :class:`LocalTransport`.
 
     Raises:
         InvalidInput: both a transport and settings, a store or artifacts were given:
             a transport carries its own, so the others would be silently ignored.
     """
     if transport is None:
+        resolved = settings or get_settings()
+        if resolved.server_url and store is None and artifacts is None:
+            from keel.transport.http import HttpTransport
+
+            return HttpTransport(resolved)
         return LocalTransport(settings, store=store, artifacts=artifacts)
     given = [
         n

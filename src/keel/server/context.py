@@ -1,0 +1,174 @@
+"""Who is calling and what they may do: the request context every route receives.
+
+:class:`ServerState` holds what the server process shares across requests: its
+settings, one metadata store, one artifact store and a short cache of
+authenticated tokens (a token's principal is looked up at most every
+``TOKEN_CACHE_SECONDS``, so auth costs a dict lookup on most calls and a
+revoked token stops working within that time).
+
+:class:`Caller` is one request's principal and a :class:`keel.Client` that acts
+as that principal over the server's stores. Routes call
+:meth:`Caller.require` with the permission and resource they touch before
+they call the library; a refusal is a 403 naming what was missing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from keel.errors import PermissionDenied, Unauthenticated
+from keel.governance import audit
+from keel.governance.identity import SCOPES, Principal, authenticate, token_digest
+from keel.governance.roles import ADMIN_ROLE, Grant, allows
+from keel.transport.local import LocalTransport
+
+if TYPE_CHECKING:
+    from keel.artifacts import ArtifactStore
+    from keel.client import Client
+    from keel.config import Settings
+    from keel.store import Store
+
+__all__ = ["TOKEN_CACHE_SECONDS", "Caller", "CallerDep", "ServerState", "token_from_header"]
+
+#: How long an authenticated token is trusted before it is looked up again.
+TOKEN_CACHE_SECONDS = 5.0
+_CACHE_LIMIT = 10_000
+
+
+@dataclass
+class ServerState:
+    """What one server process shares across requests."""
+
+    settings: Settings
+    auth: bool = True
+    _tokens: dict[str, tuple[float, Principal]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @cached_property
+    def transport(self) -> LocalTransport:
+        return LocalTransport(self.settings)
+
+    @property
+    def store(self) -> Store:
+        return self.transport.store
+
+    @property
+    def artifacts(self) -> ArtifactStore:
+        return self.transport.artifacts
+
+    def principal(self, secret: str | None) -> Principal:
+        """The principal of a bearer secret, from the cache when it is fresh."""
+        if not self.auth:
+            return Principal(self.settings.user, None, SCOPES, (Grant(ADMIN_ROLE),))
+        if not secret:
+            raise Unauthenticated(
+                "this server needs a token: send 'Authorization: Bearer <token>' "
+                "(KEEL_TOKEN for keel's client; `keel tokens create` makes one)"
+            )
+        key = token_digest(secret)
+        now = time.monotonic()
+        cached = self._tokens.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        with self.store.read() as conn:
+            principal = authenticate(conn, secret)
+        with self._lock:
+            if len(self._tokens) >= _CACHE_LIMIT:
+                self._tokens.clear()
+            self._tokens[key] = (now + TOKEN_CACHE_SECONDS, principal)
+        return principal
+
+    def forget_tokens(self) -> None:
+        """Drop the token cache (after a revocation or a change of roles on this server)."""
+        with self._lock:
+            self._tokens.clear()
+
+
+def token_from_header(value: str | None) -> str | None:
+    """The secret in ``Bearer <token>`` or ``Basic base64(user:token)``; None if absent."""
+    if not value:
+        return None
+    scheme, _, rest = value.strip().partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return rest.strip() or None
+    if scheme == "basic":
+        import base64
+        import binascii
+
+        try:
+            decoded = base64.b64decode(rest.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthenticated("malformed Basic credentials") from None
+        _, _, password = decoded.partition(":")
+        return password or None
+    raise Unauthenticated(f"unsupported authorization scheme {scheme!r}; use Bearer or Basic")
+
+
+@dataclass
+class Caller:
+    """One request's principal, and a client acting as it on the server's stores."""
+
+    principal: Principal
+    state: ServerState
+
+    @cached_property
+    def client(self) -> Client:
+        from keel.client import Client
+
+        state = self.state
+        return Client(
+            transport=LocalTransport(
+                state.settings,
+                store=state.store,
+                artifacts=state.artifacts,
+                user=self.principal.user,
+            )
+        )
+
+    @property
+    def user(self) -> str:
+        return self.principal.user
+
+    def can(self, permission: str, kind: str | None = None, name: str | None = None) -> bool:
+        """Whether the caller holds ``permission`` on the resource (None: anywhere)."""
+        return allows(self.principal.grants, permission, kind, name)
+
+    def require(self, permission: str, kind: str | None = None, name: str | None = None) -> None:
+        """Go on only if the caller holds ``permission`` on the resource.
+
+        Raises:
+            PermissionDenied: the caller does not; the message names the permission.
+        """
+        if "api" not in self.principal.scopes:
+            raise PermissionDenied(
+                f"token {self.principal.token_id} has scopes {', '.join(self.principal.scopes)}; "
+                "the control-plane API needs scope 'api'"
+            )
+        if not self.can(permission, kind, name):
+            where = f" on {kind} {name!r}" if kind else ""
+            held = ", ".join(g.label for g in self.principal.grants) or "none"
+            raise PermissionDenied(
+                f"user {self.user!r} lacks permission {permission!r}{where} (roles: {held}); "
+                "an admin can grant it with `keel roles grant`"
+            )
+
+
+async def _caller(request: Request) -> Caller:
+    state: ServerState = request.app.state.keel
+    secret = token_from_header(request.headers.get("authorization"))
+    principal = await run_in_threadpool(state.principal, secret)
+    # set on the request's own context, so the threads that run its route inherit it
+    audit.set_acting_token(principal.token_id)
+    return Caller(principal, state)
+
+
+#: A route parameter that authenticates the request and yields its :class:`Caller`.
+CallerDep = Annotated[Caller, Depends(_caller)]

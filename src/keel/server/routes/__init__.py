@@ -1,0 +1,1 @@
+"""The control plane's routes, one module per part of the API."""

@@ -1,0 +1,7 @@
+"""The tracking routes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["tracking"])
