@@ -179,6 +179,61 @@ def keel_env(tmp_path: Path, store_url: str) -> Settings:
     return keel.init(home=tmp_path / ".keel", store_url=store_url)
 
 
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory, postgres_url: str, s3_server: str):
+    """A real ``keel server`` for this test session, on its own PostgreSQL database and S3.
+
+    Tests reach it through :func:`any_env`'s ``server`` case, which empties its
+    database and makes a fresh admin token first.
+    """
+    import boto3
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from _support.control_plane import start_control_plane
+
+    url = make_url(postgres_url)
+    name = f"{url.database}_srv"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    store_url = url.set(database=name).render_as_string(hide_password=False)
+    bucket = f"keel-srv-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=bucket)
+    home = tmp_path_factory.mktemp("control-plane")
+    with start_control_plane(
+        home, store_url=store_url, artifacts_url=f"s3://{bucket}/keel", s3_endpoint_url=s3_server
+    ) as server:
+        yield server
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres", "server"])
+def any_env(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Keel on each of its three modes: embedded SQLite, PostgreSQL, and through a real server.
+
+    The ``server`` case makes this process's Keel a client of :func:`control_plane`
+    (PostgreSQL and loopback S3 behind it) with a fresh admin token, on an emptied database.
+    """
+    home = tmp_path / ".keel"
+    if request.param == "sqlite":
+        return keel.init(home=home)
+    if request.param == "postgres":
+        return keel.init(home=home, store_url=request.getfixturevalue("fresh_postgres_url"))
+    server = request.getfixturevalue("control_plane")
+    _truncate_postgres(server.store_url)
+    from keel.config import load_settings
+    from keel.server.run import init_admin
+
+    _, token = init_admin(
+        load_settings(home=tmp_path / ".server-admin", store_url=server.store_url)
+    )
+    server.admin_token = token
+    return keel.init(home=home, server_url=server.url, token=token)
+
+
 @pytest.fixture
 def sqlite_env(tmp_path: Path) -> Settings:
     """Keel on the embedded default only (SQLite and a local folder in a fresh home)."""
