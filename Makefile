@@ -82,5 +82,10 @@ bench: $(STAMP) bench-venvs
 	$(BIN)/python bench/data.py
 	$(BIN)/python bench/pipeline.py
 
+# Tracking through `keel server` against `mlflow server`, both on SQLite (a few minutes).
+.PHONY: bench-server
+bench-server: $(STAMP) .venv-mlflow/.installed
+	$(BIN)/python bench/server.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache build src/*.egg-info

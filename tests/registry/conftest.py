@@ -31,11 +31,21 @@ def model_run(tmp_path: Path) -> Callable[..., str]:
 
 
 @pytest.fixture
-def as_user(keel_env: Settings) -> Callable[[str], keel.Client]:
-    """``as_user(name)``: a client on the test's Keel acting as ``name``."""
+def as_user(request: pytest.FixtureRequest) -> Callable[[str], keel.Client]:
+    """``as_user(name)``: a client on the test's Keel acting as ``name``.
+
+    Locally that is the name the client claims; through a server it is a new user
+    (role ``editor``) and a token of theirs, since a server believes only tokens.
+    """
 
     def client(user: str) -> keel.Client:
-        return keel.Client(replace(keel_env, user=user))
+        from keel.config import get_settings
+
+        settings = get_settings()
+        if settings.server_url:
+            token = request.getfixturevalue("control_plane").make_user(user, "editor")
+            return keel.Client(replace(settings, token=token))
+        return keel.Client(replace(settings, user=user))
 
     return client
 

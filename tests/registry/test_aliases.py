@@ -9,7 +9,7 @@ from keel.errors import Conflict, InvalidInput, NotFound
 from keel.governance import audit
 
 
-def test_alias_set_get_history_and_delete(keel_env, model_run):
+def test_alias_set_get_history_and_delete(any_env, model_run):
     for n in range(3):
         keel.register_model(model_run(f"w{n}"), "churn")
     client = keel.Client()
@@ -30,7 +30,7 @@ def test_alias_set_get_history_and_delete(keel_env, model_run):
         client.set_alias("churn", "champion", 9)
 
 
-def test_alias_move_is_compare_and_set(keel_env, model_run):
+def test_alias_move_is_compare_and_set(any_env, model_run):
     for n in range(3):
         keel.register_model(model_run(f"w{n}"), "cas")
     client = keel.Client()

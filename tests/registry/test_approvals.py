@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import pytest
 
+import keel
 from keel.errors import ApprovalRequired, Conflict, InvalidInput, PermissionDenied
 
 
 def test_protected_alias_needs_an_approval_from_the_role_and_not_the_registrant(
-    keel_env, model_run, as_user
+    any_env, model_run, as_user
 ):
     bob = as_user("bob")  # registers
     alice = as_user("alice")  # approves
     mallory = as_user("mallory")  # has no role
     version = bob.create_model_version("fraud", model_run()).version
-    alice.grant_role("alice", "approver")
-    alice.grant_role("bob", "approver")
-    alice.set_alias_policy("production", approvals=1, role="approver")
+    # locally anyone may grant until an admin exists; on a server this is the admin's token
+    governor = keel.Client()
+    governor.grant_role("alice", "approver")
+    governor.grant_role("bob", "approver")
+    governor.set_alias_policy("production", approvals=1, role="approver")
 
     bob.set_alias("fraud", "staging", version)  # unprotected aliases move freely
     with pytest.raises(
@@ -25,7 +28,8 @@ def test_protected_alias_needs_an_approval_from_the_role_and_not_the_registrant(
         bob.set_alias("fraud", "production", version)
     with pytest.raises(PermissionDenied, match="four-eyes"):
         bob.approve("fraud", version, "production")
-    with pytest.raises(PermissionDenied, match="needs role 'approver'"):
+    # the library refuses the role; a server refuses the permission first
+    with pytest.raises(PermissionDenied, match=r"needs role 'approver'|lacks permission 'approve'"):
         mallory.approve("fraud", version, "production")
     with pytest.raises(InvalidInput, match="is not protected"):
         alice.approve("fraud", version, "staging")
@@ -38,16 +42,19 @@ def test_protected_alias_needs_an_approval_from_the_role_and_not_the_registrant(
     assert (approval.approver, approval.comment) == ("alice", "metrics reviewed")
 
 
-def test_approval_from_someone_who_lost_the_role_does_not_count(keel_env, model_run, as_user):
-    admin = as_user("root-admin")
-    admin.grant_role("root-admin", "admin")
+def test_approval_from_someone_who_lost_the_role_does_not_count(any_env, model_run, as_user):
+    carol = as_user("carol")
+    admin = keel.Client()  # the first admin locally; the server's admin token there
+    admin.grant_role(admin.registry.user, "admin")
     admin.grant_role("carol", "approver")
     admin.set_alias_policy("production", approvals=1, role="approver")
     version = admin.create_model_version("m", model_run()).version
-    as_user("carol").approve("m", version, "production")
+    carol.approve("m", version, "production")
     admin.revoke_role("carol", "approver")
     with pytest.raises(ApprovalRequired, match="it has 0"):
         admin.set_alias("m", "production", version)
+    with pytest.raises(PermissionDenied):
+        carol.grant_role("carol", "admin")  # only admins grant, once one exists
 
 
 def test_a_refused_protected_move_in_a_callers_transaction_changes_nothing(

@@ -16,19 +16,19 @@ from keel.registry import resolve_model
 from keel.uris import ModelURI, parse_model_uri
 
 
-def test_versions_are_numbered_and_keep_their_source(keel_env, model_run):
+def test_versions_are_numbered_and_keep_their_source(any_env, model_run):
     uris = [model_run(f"w{n}") for n in range(3)]
     versions = [keel.register_model(uri, "churn") for uri in uris]
     assert versions == [1, 2, 3]
     client = keel.Client()
     mv = client.get_model_version("churn", 2)
     assert mv.source == uris[1] and mv.run_id == uris[1].split("/")[1]
-    assert mv.created_by == keel_env.user and len(mv.manifest_digest) == 64
+    assert mv.created_by == client.registry.user and len(mv.manifest_digest) == 64
     assert [v.version for v in client.list_model_versions("churn")] == [1, 2, 3]
     assert client.get_registered_model("churn").latest_version == 3
 
 
-def test_registering_pins_the_bytes_of_the_version(keel_env, tmp_path: Path, model_run):
+def test_registering_pins_the_bytes_of_the_version(any_env, tmp_path: Path, model_run):
     uri = model_run("original")
     keel.register_model(uri, "pinned")
     run_id = uri.split("/")[1]
@@ -44,7 +44,7 @@ def test_registering_pins_the_bytes_of_the_version(keel_env, tmp_path: Path, mod
     assert sorted(e.path for e in entries) == ["keel-model.json", "weights.bin"]
 
 
-def test_register_rejects_bad_sources(keel_env, model_run):
+def test_register_rejects_bad_sources(any_env, model_run):
     with keel.start_run() as run:
         pass
     with pytest.raises(NotFound, match="has no artifacts at 'model'"):
@@ -57,7 +57,7 @@ def test_register_rejects_bad_sources(keel_env, model_run):
         keel.register_model("runs:/" + "f" * 32 + "/model", "m")
 
 
-def test_model_uris_resolve_for_runs_versions_aliases_and_latest(keel_env, model_run):
+def test_model_uris_resolve_for_runs_versions_aliases_and_latest(any_env, model_run):
     uri = model_run("a")
     keel.register_model(uri, "u")
     keel.register_model(model_run("b"), "u")

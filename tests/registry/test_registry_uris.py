@@ -14,7 +14,7 @@ from keel.models import load_model, log_model
 registry = pytest.importorskip("keel.registry")
 
 
-def test_registered_version_and_alias_load_the_logged_model(keel_env, iris):
+def test_registered_version_and_alias_load_the_logged_model(any_env, iris):
     from sklearn.linear_model import LogisticRegression
 
     X, y = iris
@@ -32,7 +32,7 @@ def test_registered_version_and_alias_load_the_logged_model(keel_env, iris):
 
 
 def test_a_registered_version_keeps_loading_its_pinned_files_after_the_run_is_relogged(
-    sqlite_env, iris, tmp_path: Path
+    any_env, iris, tmp_path: Path
 ):
     from sklearn.dummy import DummyClassifier
     from sklearn.linear_model import LogisticRegression

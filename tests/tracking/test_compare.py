@@ -6,20 +6,21 @@ import pytest
 
 import keel
 from keel.errors import InvalidInput, NotFound
-from keel.tracking import TrackingClient, compare_runs
+from keel.tracking import compare_runs
+from keel.tracking.entities import Metric
 
 
 def _run(params: dict, metrics: dict) -> str:
-    with keel.start_run() as run:
-        keel.log_params(params)
-        keel.log_metrics(metrics)
+    client = keel.Client()
+    run = client.create_run(client.get_or_create_experiment("compare").id, capture=False)
+    client.log_batch(run.id, [Metric(k, v, 0, 1) for k, v in metrics.items()], params=params)
     return run.id
 
 
-def test_compare_runs_marks_the_rows_that_differ(sqlite_env):
+def test_compare_runs_marks_the_rows_that_differ(any_env):
     a = _run({"model": "rf", "depth": 3}, {"acc": 0.9, "loss": float("nan")})
     b = _run({"model": "rf", "depth": 5}, {"acc": 0.8, "loss": float("nan")})
-    result = compare_runs(TrackingClient(), [a, b[:8]])
+    result = compare_runs(keel.Client().tracking, [a, b[:8]])
     assert [r["run_id"] for r in result["runs"]] == [a, b]
     rows = {(row["kind"], row["key"]): row for row in result["rows"]}
     assert list(rows) == [
@@ -40,22 +41,22 @@ def test_compare_runs_marks_the_rows_that_differ(sqlite_env):
     assert rows["metrics", "loss"]["differs"] is False
 
 
-def test_compare_runs_only_diff_keeps_differences_and_missing_keys(sqlite_env):
+def test_compare_runs_only_diff_keeps_differences_and_missing_keys(any_env):
     a = _run({"model": "rf"}, {"acc": 0.9})
     b = _run({"model": "rf", "seed": 1}, {"acc": 0.9})
-    result = compare_runs(TrackingClient(), [a, b], only_diff=True)
+    result = compare_runs(keel.Client().tracking, [a, b], only_diff=True)
     assert result["rows"] == [
         {"kind": "params", "key": "seed", "values": [None, "1"], "differs": True}
     ]
 
 
-def test_compare_runs_needs_two_runs(sqlite_env):
+def test_compare_runs_needs_two_runs(any_env):
     a = _run({"model": "rf"}, {})
     with pytest.raises(InvalidInput, match=r"compare needs at least two run ids, got 1"):
-        compare_runs(TrackingClient(), [a])
+        compare_runs(keel.Client().tracking, [a])
 
 
-def test_compare_runs_names_an_unknown_run(sqlite_env):
+def test_compare_runs_names_an_unknown_run(any_env):
     a = _run({"model": "rf"}, {})
     with pytest.raises(NotFound, match=r"no run with id"):
-        compare_runs(TrackingClient(), [a, "ffffffffffff"])
+        compare_runs(keel.Client().tracking, [a, "ffffffffffff"])

@@ -1,4 +1,4 @@
-"""The run search language end to end, on SQLite and PostgreSQL.
+"""The run search language end to end, on SQLite, PostgreSQL and through a server.
 
 Every test builds the same small set of runs through ``keel.Client`` and
 asserts the exact set (or order) of runs a filter or ``order_by`` returns.
@@ -76,7 +76,7 @@ def _create(client: keel.Client, experiment_id: int, name: str, start: dict[str,
 
 
 @pytest.fixture
-def world(keel_env) -> World:
+def world(any_env) -> World:
     client = keel.Client()
     exp = client.create_experiment("search")
     other = client.create_experiment("elsewhere")

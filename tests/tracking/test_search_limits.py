@@ -3,7 +3,7 @@
 A filter is user input that reaches a recursive parser and the database's
 expression parser: hostile or generated filters must end in
 ``InvalidInput`` naming the position, never in ``RecursionError`` or a
-store error. Runs on SQLite and PostgreSQL.
+store error. Runs on SQLite, PostgreSQL and through a server.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from keel.tracking.search import MAX_COMPARISONS, MAX_DEPTH
 
 
 @pytest.fixture
-def runs(keel_env) -> tuple[keel.Client, int, str, str]:
+def runs(any_env) -> tuple[keel.Client, int, str, str]:
     """Two runs in one experiment: ``high`` has metric x = 2, ``low`` has x = 0."""
     client = keel.Client()
     experiment_id = client.get_or_create_experiment("limits").id

@@ -1,4 +1,8 @@
-"""``keel policy …`` and ``keel roles …``: who may move protected aliases.
+"""``keel policy …`` and ``keel roles …``: who may move protected aliases, and who may do what.
+
+``keel roles`` goes through :class:`keel.governance.client.IdentityClient`: to the
+server ``--server``/``KEEL_SERVER_URL`` names (with an admin's ``KEEL_TOKEN``), or
+to the local store as the local user when no server is named.
 
 The automation policies' own commands (``apply``, ``show``, ``enable``,
 ``disable``) live in :mod:`keel.cli.automation` and join this group.
@@ -18,7 +22,11 @@ policy_app = typer.Typer(
     "(retrain, gate, roll out).",
     no_args_is_help=True,
 )
-roles_app = typer.Typer(help="Grant and revoke roles (identity: KEEL_USER).", no_args_is_help=True)
+roles_app = typer.Typer(
+    help="Grant and revoke roles, everywhere or on one experiment, model or alias "
+    "(through a server with --server, else on the local store as KEEL_USER).",
+    no_args_is_help=True,
+)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
@@ -90,36 +98,92 @@ def policy_list_command(as_json: JsonOption = False) -> None:
     console.print(table)
 
 
+def _scope(experiment: str | None, model: str | None, alias: str | None) -> tuple[str, str]:
+    """The grant's scope from the command's options: ("", "") is everywhere."""
+    given = [
+        (kind, name)
+        for kind, name in (("experiment", experiment), ("model", model), ("alias", alias))
+        if name is not None
+    ]
+    if len(given) > 1:
+        from keel.errors import InvalidInput
+
+        raise InvalidInput(
+            "a grant has one scope: give at most one of --experiment, --model and --alias, "
+            f"got {' and '.join('--' + kind for kind, _ in given)}"
+        )
+    return given[0] if given else ("", "")
+
+
+def _label(role: str, kind: str, name: str) -> str:
+    return f"role {role!r}" + (f" on {kind} {name!r}" if kind else "")
+
+
+ExperimentOption = Annotated[
+    str | None,
+    typer.Option(
+        "--experiment", help="Only on this experiment (its runs included).", show_default=False
+    ),
+]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model", help="Only on this registered model (its aliases included).", show_default=False
+    ),
+]
+AliasOption = Annotated[
+    str | None,
+    typer.Option(
+        "--alias", help="Only on this alias, as MODEL@ALIAS (who may move it).", show_default=False
+    ),
+]
+
+
 @roles_app.command("grant")
 def grant_command(
-    user: Annotated[str, typer.Argument(help="User name (as KEEL_USER gives it).")],
-    role: Annotated[str, typer.Argument(help="Role, e.g. approver or admin.")],
+    user: Annotated[
+        str, typer.Argument(help="User name (a server's user, else as KEEL_USER gives it).")
+    ],
+    role: Annotated[str, typer.Argument(help="Role: viewer, editor, approver or admin.")],
+    experiment: ExperimentOption = None,
+    model: ModelOption = None,
+    alias: AliasOption = None,
 ) -> None:
-    """Grant a role. Once anyone holds 'admin', only admins may grant."""
-    from keel.client import Client
+    """Grant a role, everywhere or on one experiment, model or alias.
 
-    Client().grant_role(user, role)
-    console.print(f"{user} now has role {role!r}")
+    Through a server (--server / KEEL_SERVER_URL) this needs an admin's KEEL_TOKEN;
+    locally, once anyone holds 'admin', only admins may grant.
+    """
+    from keel.governance.client import IdentityClient
+
+    kind, name = _scope(experiment, model, alias)
+    created = IdentityClient().grant_role(user, role, kind, name)
+    verb = "now has" if created else "already had"
+    console.print(f"{user} {verb} {_label(role, kind, name)}")
 
 
 @roles_app.command("revoke")
 def revoke_command(
     user: Annotated[str, typer.Argument(help="User name.")],
     role: Annotated[str, typer.Argument(help="Role to take away.")],
+    experiment: ExperimentOption = None,
+    model: ModelOption = None,
+    alias: AliasOption = None,
 ) -> None:
-    """Revoke a role."""
-    from keel.client import Client
+    """Revoke a role grant (the scope must match the grant's)."""
+    from keel.governance.client import IdentityClient
 
-    Client().revoke_role(user, role)
-    console.print(f"{user} no longer has role {role!r}")
+    kind, name = _scope(experiment, model, alias)
+    IdentityClient().revoke_role(user, role, kind, name)
+    console.print(f"{user} no longer has {_label(role, kind, name)}")
 
 
 @roles_app.command("list")
 def roles_list_command(as_json: JsonOption = False) -> None:
-    """List users and their roles."""
-    from keel.client import Client
+    """List users and their roles (scoped ones as 'editor on model fraud')."""
+    from keel.governance.client import IdentityClient
 
-    roles = Client().list_roles()
+    roles = IdentityClient().list_roles()
     if as_json:
         print_json(roles)
         return

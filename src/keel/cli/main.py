@@ -161,7 +161,8 @@ def _root(
         os.environ["KEEL_HOME"] = str(home)
     if server is not None:
         os.environ["KEEL_SERVER_URL"] = server
-    if reads_only(sys.argv[1:]):
+    # through a server there is no local home to read: the server holds the state
+    if reads_only(sys.argv[1:]) and not os.environ.get("KEEL_SERVER_URL"):
         from keel.home import require_home
 
         require_home()

@@ -198,6 +198,18 @@ def serve_command(
             "e.g. mymodule.my_function; it can run code when the model loads. Repeatable.",
         ),
     ] = None,
+    auth: Annotated[
+        bool,
+        typer.Option(
+            "--auth",
+            help="Inference needs a token with scope 'predict', feedback one with 'feedback' "
+            "(checked by the server in KEEL_SERVER_URL, else in the local store; cached 5 s).",
+        ),
+    ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve /metrics on this port instead of --port (one worker)."),
+    ] = None,
 ) -> None:
     """Serve a deployment over HTTP: Open Inference Protocol v2, /invocations, KServe v1, /metrics."""
     from keel.errors import InvalidInput
@@ -209,6 +221,14 @@ def serve_command(
     console.print(
         f"Serving {target} on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})"
     )
+    if auth:
+        from keel.config import get_settings
+
+        server = get_settings().server_url
+        checker = f"keel server at {server}" if server else "the local store"
+        console.print(f"Tokens required (predict, feedback scopes), checked by {checker}")
+    if metrics_port is not None:
+        console.print(f"Metrics on http://{host}:{metrics_port}/metrics")
     serve(
         target,
         host=host,
@@ -216,6 +236,8 @@ def serve_command(
         workers=workers,
         log_predictions=not no_log,
         trust=check_names(trust),
+        auth=auth,
+        metrics_port=metrics_port,
     )
 
 

@@ -20,6 +20,8 @@ is consulted: that is a convenience, not a control.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
 import secrets
@@ -49,6 +51,7 @@ __all__ = [
     "parse_scopes",
     "revoke_token",
     "token_digest",
+    "token_from_header",
 ]
 
 #: What a token may be used for; a token made without ``--scope`` has all three.
@@ -109,12 +112,17 @@ class TokenInfo:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request acts as: the token's user, the token, its scopes and the user's grants."""
+    """Who a request acts as: the token's user, the token, its scopes and the user's grants.
+
+    ``expires_at`` (epoch milliseconds, None: never) lets a cache of principals drop
+    a token the moment it expires instead of trusting it for its whole cache time.
+    """
 
     user: str
     token_id: str | None
     scopes: tuple[str, ...]
     grants: tuple[Grant, ...]
+    expires_at: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +136,32 @@ class Principal:
 def token_digest(secret: str) -> str:
     """The stored form of a token: SHA-256 of its text (a token has 256 random bits)."""
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def token_from_header(value: str | None) -> str | None:
+    """The secret in ``Bearer <token>`` or ``Basic base64(user:token)``; None if absent.
+
+    Basic is for clients that only do Basic: the token is the password, the user
+    name is ignored (the token names its user).
+
+    Raises:
+        Unauthenticated: the header is there but is neither scheme, or Basic that does
+            not decode.
+    """
+    if not value:
+        return None
+    scheme, _, rest = value.strip().partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return rest.strip() or None
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(rest.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthenticated("malformed Basic credentials") from None
+        _, _, password = decoded.partition(":")
+        return password or None
+    raise Unauthenticated(f"unsupported authorization scheme {scheme!r}; use Bearer or Basic")
 
 
 def check_user_name(name: Any) -> str:
@@ -310,5 +344,9 @@ def authenticate(conn: Connection, secret: str) -> Principal:
     if row.disabled:
         raise Unauthenticated(f"user {row.user_name!r} is disabled")
     return Principal(
-        row.user_name, row.id, tuple(row.scopes.split(",")), grants_of(conn, row.user_name)
+        row.user_name,
+        row.id,
+        tuple(row.scopes.split(",")),
+        grants_of(conn, row.user_name),
+        row.expires_at,
     )

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select, delete, func, select
+from sqlalchemy import Connection, Select, and_, delete, func, or_, select
 
 from keel.errors import InvalidInput, NotFound, PermissionDenied
 from keel.governance import audit
@@ -151,21 +151,34 @@ def check_role(role: Any) -> str:
     return role
 
 
-def roles_of(conn: Connection, user: str) -> set[str]:
-    """The roles ``user`` holds."""
+def _covering(model: str | None, alias: str | None) -> Any:
+    """Grants that hold everywhere, or on ``model``, or on its ``alias`` (when named)."""
+    c = s.role_grants.c
+    where = c.scope_kind == ""
+    if model is not None:
+        where = or_(where, and_(c.scope_kind == "model", c.scope_name == model))
+        if alias is not None:
+            where = or_(where, and_(c.scope_kind == "alias", c.scope_name == f"{model}@{alias}"))
+    return where
+
+
+def roles_of(
+    conn: Connection, user: str, model: str | None = None, alias: str | None = None
+) -> set[str]:
+    """The roles ``user`` holds everywhere, plus on ``model`` and its ``alias`` when named."""
     return set(
         conn.execute(
             select(s.role_grants.c.role).where(
-                s.role_grants.c.user_name == user, s.role_grants.c.scope_kind == ""
+                s.role_grants.c.user_name == user, _covering(model, alias)
             )
         ).scalars()
     )
 
 
-def holders(role: str) -> Select[tuple[str]]:
-    """A subquery of the users holding ``role`` everywhere, to filter other queries with."""
+def holders(role: str, model: str | None = None, alias: str | None = None) -> Select[tuple[str]]:
+    """A subquery of the users holding ``role`` (everywhere, or on ``model``/its ``alias``)."""
     return select(s.role_grants.c.user_name).where(
-        s.role_grants.c.role == role, s.role_grants.c.scope_kind == ""
+        s.role_grants.c.role == role, _covering(model, alias)
     )
 
 

@@ -60,7 +60,7 @@ def check_approvals(conn: Connection, model: Any, target: Any, alias: str) -> No
         s.approvals.c.model_id == model.id,
         s.approvals.c.version == target.version,
         s.approvals.c.alias == alias,
-        s.approvals.c.approver.in_(roles.holders(policy.role)),
+        s.approvals.c.approver.in_(roles.holders(policy.role, model.name, alias)),
     )
     if not policy.allow_registrant:
         query = query.where(s.approvals.c.approver != target.created_by)
@@ -94,7 +94,7 @@ def approve(
             f"alias {alias!r} is not protected, so moving it needs no approval; protect it "
             f"with `keel policy protect {alias} --approvals 1 --role approver`"
         )
-    held = roles.roles_of(conn, approver)
+    held = roles.roles_of(conn, approver, name, alias)
     if policy.role not in held:
         raise PermissionDenied(
             f"approving for {alias!r} needs role {policy.role!r}; user {approver!r} has "

@@ -23,6 +23,8 @@ from starlette.responses import JSONResponse
 
 from keel.errors import KeelError
 from keel.server.context import ServerState
+from keel.server.idempotency import IdempotencyMiddleware
+from keel.transport.http import ERROR_CLASS_HEADER
 
 if TYPE_CHECKING:
     from keel.config import Settings
@@ -62,10 +64,15 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
         redoc_url=None,
     )
     app.state.keel = ServerState(settings, auth=auth)
+    app.add_middleware(IdempotencyMiddleware, state=app.state.keel)
 
     @app.exception_handler(KeelError)
     async def keel_error(request: Request, exc: KeelError) -> JSONResponse:
-        return _error(exc.status_code, str(exc))
+        answer = _error(exc.status_code, str(exc))
+        # the class travels in a header, so the http transport raises the same subclass
+        # (ApprovalRequired, not only PermissionDenied) and the body stays {"error": ...}
+        answer.headers[ERROR_CLASS_HEADER] = type(exc).__name__
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -25,8 +25,15 @@ from starlette.concurrency import run_in_threadpool
 
 from keel.errors import PermissionDenied, Unauthenticated
 from keel.governance import audit
-from keel.governance.identity import SCOPES, Principal, authenticate, token_digest
-from keel.governance.roles import ADMIN_ROLE, Grant, allows
+from keel.governance.identity import (
+    SCOPES,
+    Principal,
+    authenticate,
+    token_digest,
+    token_from_header,
+)
+from keel.governance.roles import ADMIN_ROLE, ROLE_PERMISSIONS, Grant, allows
+from keel.store.sql import now_ms
 from keel.transport.local import LocalTransport
 
 if TYPE_CHECKING:
@@ -35,7 +42,7 @@ if TYPE_CHECKING:
     from keel.config import Settings
     from keel.store import Store
 
-__all__ = ["TOKEN_CACHE_SECONDS", "Caller", "CallerDep", "ServerState", "token_from_header"]
+__all__ = ["TOKEN_CACHE_SECONDS", "Caller", "CallerDep", "ServerState"]
 
 #: How long an authenticated token is trusted before it is looked up again.
 TOKEN_CACHE_SECONDS = 5.0
@@ -79,37 +86,20 @@ class ServerState:
             return cached[1]
         with self.store.read() as conn:
             principal = authenticate(conn, secret)
+        fresh_until = now + TOKEN_CACHE_SECONDS
+        if principal.expires_at is not None:
+            # never trust a cached token past its expiry
+            fresh_until = min(fresh_until, now + (principal.expires_at - now_ms()) / 1000)
         with self._lock:
             if len(self._tokens) >= _CACHE_LIMIT:
                 self._tokens.clear()
-            self._tokens[key] = (now + TOKEN_CACHE_SECONDS, principal)
+            self._tokens[key] = (fresh_until, principal)
         return principal
 
     def forget_tokens(self) -> None:
         """Drop the token cache (after a revocation or a change of roles on this server)."""
         with self._lock:
             self._tokens.clear()
-
-
-def token_from_header(value: str | None) -> str | None:
-    """The secret in ``Bearer <token>`` or ``Basic base64(user:token)``; None if absent."""
-    if not value:
-        return None
-    scheme, _, rest = value.strip().partition(" ")
-    scheme = scheme.lower()
-    if scheme == "bearer":
-        return rest.strip() or None
-    if scheme == "basic":
-        import base64
-        import binascii
-
-        try:
-            decoded = base64.b64decode(rest.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            raise Unauthenticated("malformed Basic credentials") from None
-        _, _, password = decoded.partition(":")
-        return password or None
-    raise Unauthenticated(f"unsupported authorization scheme {scheme!r}; use Bearer or Basic")
 
 
 @dataclass
@@ -141,17 +131,33 @@ class Caller:
         """Whether the caller holds ``permission`` on the resource (None: anywhere)."""
         return allows(self.principal.grants, permission, kind, name)
 
+    def require_somewhere(self, permission: str, why: str) -> None:
+        """Go on only if the caller holds ``permission`` on at least one resource (any scope).
+
+        Raises:
+            PermissionDenied: no grant of the caller gives it; the message says ``why``.
+        """
+        self._require_api_scope()
+        if not any(permission in ROLE_PERMISSIONS.get(g.role, ()) for g in self.principal.grants):
+            raise PermissionDenied(
+                f"user {self.user!r} lacks permission {permission!r} ({why}); an admin can "
+                "grant it with `keel roles grant`"
+            )
+
+    def _require_api_scope(self) -> None:
+        if "api" not in self.principal.scopes:
+            raise PermissionDenied(
+                f"token {self.principal.token_id} has scopes {', '.join(self.principal.scopes)}; "
+                "the control-plane API needs scope 'api'"
+            )
+
     def require(self, permission: str, kind: str | None = None, name: str | None = None) -> None:
         """Go on only if the caller holds ``permission`` on the resource.
 
         Raises:
             PermissionDenied: the caller does not; the message names the permission.
         """
-        if "api" not in self.principal.scopes:
-            raise PermissionDenied(
-                f"token {self.principal.token_id} has scopes {', '.join(self.principal.scopes)}; "
-                "the control-plane API needs scope 'api'"
-            )
+        self._require_api_scope()
         if not self.can(permission, kind, name):
             where = f" on {kind} {name!r}" if kind else ""
             held = ", ".join(g.label for g in self.principal.grants) or "none"

@@ -15,6 +15,14 @@ the prediction log; the others a request sends are dropped, counted in
 ``keel_ignored_inputs_total`` and in the response's ``x-keel-ignored-inputs``
 header.
 
+With an :class:`~keel.serving.auth.Authenticator` (``keel serve --auth``) the
+inference routes and model metadata need a token with scope ``predict`` and
+the feedback route one with scope ``feedback``, checked before the body is
+read: 401 without a good token (nothing is read, logged or stored), 403
+naming the missing scope. Health, readiness, server metadata, the OpenAPI
+document and metrics stay open; ``metrics_port`` moves ``/metrics`` off the
+serving port to a port of its own.
+
 Each 2xx prediction is handed to the prediction logger *before* the
 response is returned, so the rows logged equal the 2xx responses; the
 logger's queue is flushed at shutdown.
@@ -39,15 +47,18 @@ from typing import Any
 import numpy as np
 import orjson
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from keel.errors import InvalidInput, KeelError, NotFound, TooLarge, Unprocessable
+from keel.governance.identity import token_from_header
 from keel.models.reference import log_columns
 from keel.predictions import INPUT_PREFIX, Block, error_row, request_columns
 from keel.serving import protocols as p
+from keel.serving.auth import FEEDBACK_SCOPE, PREDICT_SCOPE, Authenticator
 from keel.serving.batching import MicroBatcher
 from keel.serving.metrics import Metrics
 from keel.serving.openapi import (
@@ -99,6 +110,9 @@ class ServingApp:
         error_logger: Any = None,
         own_process: bool = False,
         max_request_elements: int | None = None,
+        authenticator: Authenticator | None = None,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         from keel.config import get_settings
 
@@ -106,6 +120,10 @@ class ServingApp:
         self.logger = logger
         self.error_logger = error_logger
         self.own_process = own_process
+        self.authenticator = authenticator
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
+        self._metrics_server: Any = None
         self.max_elements = (
             get_settings().max_request_elements
             if max_request_elements is None
@@ -119,6 +137,17 @@ class ServingApp:
         self._shadow_lock = threading.Lock()
 
     # -- the Starlette app ---------------------------------------------------------------
+
+    def scopes(self) -> dict[Endpoint, str]:
+        """The token scope each protected endpoint needs (with an authenticator)."""
+        return {
+            self.infer: PREDICT_SCOPE,
+            self.invocations: PREDICT_SCOPE,
+            self.v1_predict: PREDICT_SCOPE,
+            # a model's signature is for those who may call it
+            self.model_metadata: PREDICT_SCOPE,
+            self.feedback: FEEDBACK_SCOPE,
+        }
 
     def operations(self) -> list[tuple[Operation, Endpoint]]:
         json_only = {_JSON: {"type": "object"}}
@@ -205,7 +234,13 @@ class ServingApp:
         async def openapi(request: Request) -> Response:
             return Response(document, media_type=_JSON)
 
-        routes = [Route(op.path, self._guard(fn), methods=[op.method]) for op, fn in operations]
+        if self.metrics_port is not None:  # served on its own port, not next to the models
+            operations = [(op, fn) for op, fn in operations if fn != self.prometheus]
+        scopes = self.scopes() if self.authenticator is not None else {}
+        routes = [
+            Route(op.path, self._guard(self._authorized(fn, scopes.get(fn))), methods=[op.method])
+            for op, fn in operations
+        ]
         routes.append(Route("/openapi.json", openapi, methods=["GET"]))
         app = Starlette(
             routes=routes,
@@ -223,15 +258,46 @@ class ServingApp:
         self.runtime.table  # noqa: B018 - load the models before accepting traffic
         if self.own_process:
             _tune_process()
+        if self.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            self._metrics_server, _ = start_http_server(
+                self.metrics_port, addr=self.metrics_host, registry=self.metrics.registry
+            )
         self.runtime.start()
         try:
             yield
         finally:
             self.runtime.stop()
+            if self._metrics_server is not None:
+                self._metrics_server.shutdown()
+                self._metrics_server.server_close()
+            if self.authenticator is not None:
+                self.authenticator.close()
             self._shadow_pool.shutdown(wait=True)
             for logger in (self.logger, self.error_logger):
                 if logger is not None:
                     logger.close()
+
+    def _authorized(self, endpoint: Endpoint, scope: str | None) -> Endpoint:
+        """``endpoint`` behind a token check for ``scope`` (unchanged when it needs none).
+
+        A fresh cached answer is read on the event loop; only a lookup (the store or
+        the control plane) goes to a thread.
+        """
+        auth = self.authenticator
+        if auth is None or scope is None:
+            return endpoint
+
+        async def authorized(request: Request) -> Response:
+            secret = token_from_header(request.headers.get("authorization"))
+            principal = auth.cached(secret)
+            if principal is None:
+                principal = await run_in_threadpool(auth.principal, secret)
+            auth.require(principal, scope)
+            return await endpoint(request)
+
+        return authorized
 
     def _guard(self, endpoint: Endpoint) -> Endpoint:
         """Errors become JSON answers here, so none escapes to the server (which would
@@ -571,6 +637,9 @@ def create_app(
     error_logger: Any = None,
     own_process: bool = False,
     max_request_elements: int | None = None,
+    authenticator: Authenticator | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> Starlette:
     """The app serving ``runtime``'s deployment.
 
@@ -583,6 +652,10 @@ def create_app(
             the models are loaded, tune the interpreter for latency (see ``_tune_process``).
         max_request_elements: the most values one request may hold (for v2: may declare);
             ``None`` takes the ``max_request_elements`` setting.
+        authenticator: checks tokens and scopes on the inference and feedback routes
+            (``keel serve --auth``); None leaves every route open.
+        metrics_port: serve ``/metrics`` on this port (of ``metrics_host``) instead of
+            next to the models.
     """
     return ServingApp(
         runtime,
@@ -590,6 +663,9 @@ def create_app(
         error_logger=error_logger,
         own_process=own_process,
         max_request_elements=max_request_elements,
+        authenticator=authenticator,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
     ).build()
 
 

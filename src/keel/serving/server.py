@@ -1,4 +1,9 @@
-"""Starting a server: ``keel serve NAME`` or ``keel serve models:/churn@champion``."""
+"""Starting a server: ``keel serve NAME`` or ``keel serve models:/churn@champion``.
+
+``auth=True`` (``keel serve --auth``) puts the inference and feedback routes
+behind tokens (see :mod:`keel.serving.auth`); with ``--workers N`` every
+worker builds its own app, and its own token cache, from the environment.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ __all__ = ["app_for_target", "app_from_env", "runtime_for_target", "serve"]
 _TARGET_ENV = "KEEL_SERVE_TARGET"
 _LOGGING_ENV = "KEEL_SERVE_LOG_PREDICTIONS"
 _TRUST_ENV = "KEEL_SERVE_TRUST"
+_AUTH_ENV = "KEEL_SERVE_AUTH"
 
 
 def runtime_for_target(
@@ -45,26 +51,45 @@ def app_for_target(
     refresh_interval: float = 1.0,
     own_process: bool = False,
     trust: Sequence[str] = (),
+    auth: bool = False,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> Any:
     """The ASGI app for ``target`` with prediction logging to the artifact root.
 
     ``own_process``: the process serves nothing else (see :func:`keel.serving.app.create_app`).
     ``trust``: names the model loader trusts beyond its built-in list (``--trust``).
+    ``auth``: inference needs a token with scope ``predict`` and feedback one with
+    ``feedback``, checked by the control plane when the settings name a server and
+    in the local store otherwise. ``metrics_port``: serve ``/metrics`` there instead.
     """
     from keel.config import get_settings
     from keel.serving.app import create_app
 
+    settings = get_settings()
     runtime = runtime_for_target(target, refresh_interval, trust)
+    authenticator = None
+    if auth:
+        from keel.serving.auth import authenticator_for
+
+        authenticator = authenticator_for(settings, lambda: runtime.client.store)
     logger = errors = None
     if log_predictions:
         from keel.predictions import ERRORS, PredictionLogger
 
-        settings = get_settings()
         logger = PredictionLogger(settings.artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)
         errors = PredictionLogger(
             settings.artifacts_url, s3_endpoint_url=settings.s3_endpoint_url, dataset=ERRORS
         )
-    return create_app(runtime, logger, error_logger=errors, own_process=own_process)
+    return create_app(
+        runtime,
+        logger,
+        error_logger=errors,
+        own_process=own_process,
+        authenticator=authenticator,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+    )
 
 
 def app_from_env() -> Any:
@@ -80,6 +105,7 @@ def app_from_env() -> Any:
         log_predictions=os.environ.get(_LOGGING_ENV, "1") != "0",
         own_process=True,
         trust=trust,
+        auth=os.environ.get(_AUTH_ENV, "0") == "1",
     )
 
 
@@ -92,6 +118,8 @@ def serve(
     log_predictions: bool = True,
     access_log: bool = False,
     trust: Sequence[str] = (),
+    auth: bool = False,
+    metrics_port: int | None = None,
 ) -> None:
     """Serve ``target`` with uvicorn until interrupted (SIGINT/SIGTERM flush the logs).
 
@@ -103,8 +131,24 @@ def serve(
     Unless ``OMP_NUM_THREADS`` is set, each worker runs its models with one OpenMP
     thread: a request of a few rows gains nothing from threads and loses to their
     spinning against the event loop; scale out with ``workers`` instead.
+
+    ``auth`` puts inference and feedback behind tokens (see :mod:`keel.serving.auth`);
+    ``metrics_port`` serves ``/metrics`` on that port of ``host`` instead of ``port``
+    (one process only: workers would each need their own port).
     """
     import uvicorn
+
+    from keel.errors import InvalidInput
+
+    if metrics_port is not None:
+        if workers > 1:
+            raise InvalidInput(
+                f"--metrics-port serves one process's metrics; it needs --workers 1, got {workers}"
+            )
+        if metrics_port == port or not 0 < metrics_port < 65536:
+            raise InvalidInput(
+                f"--metrics-port must be a port other than --port {port}, got {metrics_port}"
+            )
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before any model library starts OpenMP
 
@@ -114,6 +158,7 @@ def serve(
         os.environ[_TARGET_ENV] = target
         os.environ[_LOGGING_ENV] = "1" if log_predictions else "0"
         os.environ[_TRUST_ENV] = ",".join(trust)
+        os.environ[_AUTH_ENV] = "1" if auth else "0"
         uvicorn.run(
             "keel.serving.server:app_from_env",
             factory=True,
@@ -124,6 +169,14 @@ def serve(
             log_level="warning",
         )
         return
-    app = app_for_target(target, log_predictions=log_predictions, own_process=True, trust=trust)
+    app = app_for_target(
+        target,
+        log_predictions=log_predictions,
+        own_process=True,
+        trust=trust,
+        auth=auth,
+        metrics_port=metrics_port,
+        metrics_host=host,
+    )
     app.state.runtime.table  # noqa: B018 - load now: a refusal is one line, not a startup traceback
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning")

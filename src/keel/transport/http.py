@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from keel import errors
 from keel.artifacts import ArtifactStore
 from keel.config import Settings, get_settings
 from keel.errors import (
@@ -49,7 +50,10 @@ if TYPE_CHECKING:
 
     from keel.store import Store
 
-__all__ = ["API_PREFIX", "HttpTransport"]
+__all__ = ["API_PREFIX", "ERROR_CLASS_HEADER", "HttpTransport"]
+
+#: The response header naming a Keel error's class, so a subclass crosses intact.
+ERROR_CLASS_HEADER = "x-keel-error"
 
 #: Where the native REST API lives on a server.
 API_PREFIX = "/api/v1"
@@ -146,16 +150,18 @@ class HttpTransport(Transport):
         content: bytes | Iterator[bytes] | None = None,
         headers: dict[str, str] | None = None,
         stream: bool = False,
+        keyed: bool = True,
     ) -> httpx.Response:
         """One request to ``API_PREFIX + path``, retried on connection errors, errors raised.
 
         A ``POST`` gets an ``Idempotency-Key`` (kept across its retries), so the server
-        answers a retried create with what the first attempt made.
+        answers a retried create with what the first attempt made. A ``POST`` that only
+        reads (a search) passes ``keyed=False``: it needs no key and skips its cost.
         """
         import httpx
 
         headers = dict(headers or {})
-        if method == "POST":
+        if method == "POST" and keyed:
             headers.setdefault("idempotency-key", uuid.uuid4().hex)
         url = API_PREFIX + path
         for attempt in range(_RETRIES):
@@ -200,6 +206,14 @@ def _error(response: httpx.Response) -> KeelError:
     except ValueError:
         message = response.text[:500] or response.reason_phrase
     kind = _STATUS_ERRORS.get(response.status_code)
+    named = getattr(errors, response.headers.get(ERROR_CLASS_HEADER, ""), None)
+    # only a Keel error of the same status: a header cannot turn a 403 into anything else
+    if (
+        isinstance(named, type)
+        and issubclass(named, KeelError)
+        and named.status_code == response.status_code
+    ):
+        kind = named
     if kind is None:
         kind = StorageError if response.status_code >= 500 else InvalidInput
         message = f"keel server answered {response.status_code}: {message}"

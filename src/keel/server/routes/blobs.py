@@ -5,6 +5,11 @@ streamed to a temporary file while it is hashed; it lands under its key only
 when the bytes hash to the key's digest and stay within
 ``max_upload_bytes``. A connection that drops mid-upload, or a server killed
 mid-upload, leaves no object under the key (the backend renames into place).
+
+Objects are named by their 256-bit digest, which a caller learns only from
+metadata it may read; so reading an object needs ``read`` somewhere, and
+storing one needs ``write`` somewhere (an editor scoped to one experiment logs
+its artifacts through here).
 """
 
 from __future__ import annotations
@@ -20,9 +25,8 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from keel.errors import InvalidInput, NotFound, PermissionDenied, TooLarge
-from keel.governance.roles import ROLE_PERMISSIONS
-from keel.server.context import Caller, CallerDep
+from keel.errors import InvalidInput, NotFound, TooLarge
+from keel.server.context import CallerDep
 
 router = APIRouter(tags=["artifacts"])
 
@@ -39,20 +43,11 @@ def _digest_of(key: str) -> str:
     return match.group(1) + match.group(2)
 
 
-def _can_write_somewhere(caller: Caller) -> None:
-    grants = caller.principal.grants
-    if not any("write" in ROLE_PERMISSIONS.get(g.role, ()) for g in grants):
-        raise PermissionDenied(
-            f"user {caller.user!r} lacks permission 'write' (uploading artifacts needs it "
-            "somewhere); an admin can grant it with `keel roles grant`"
-        )
-
-
 @router.head("/blobs/{key:path}")
 def blob_exists(key: str, caller: CallerDep) -> Response:
     """200 if the object is stored, 404 if not."""
     _digest_of(key)
-    caller.require("read")
+    caller.require_somewhere("read", "reading artifacts needs it")
     if not caller.state.artifacts.backend.exists(key):
         raise NotFound(f"no object {key}")
     return Response(status_code=200)
@@ -62,7 +57,7 @@ def blob_exists(key: str, caller: CallerDep) -> Response:
 def get_blob(key: str, caller: CallerDep) -> StreamingResponse:
     """The object's bytes, streamed; the client verifies them against the digest."""
     _digest_of(key)
-    caller.require("read")
+    caller.require_somewhere("read", "reading artifacts needs it")
     handle = caller.state.artifacts.backend.open(key)
 
     def chunks() -> Iterator[bytes]:
@@ -77,8 +72,7 @@ def get_blob(key: str, caller: CallerDep) -> StreamingResponse:
 async def put_blob(key: str, request: Request, caller: CallerDep) -> dict[str, object]:
     """Store an object streamed in the body; refused unless its bytes hash to ``key``."""
     digest = _digest_of(key)
-    caller.require("read")
-    _can_write_somewhere(caller)
+    caller.require_somewhere("write", "uploading artifacts needs it")
     limit = caller.state.settings.max_upload_bytes
     fd, name = tempfile.mkstemp(prefix="keel-upload-", suffix=".part")
     path = Path(name)

@@ -1,0 +1,430 @@
+"""The permission matrix: every mutating action of ``keel server`` x every role x scopes.
+
+Each case is one real HTTP call to a running ``keel server`` with the token of a
+user holding exactly one grant: a role (viewer, editor, approver, admin) held
+everywhere, on model ``fraud``, on alias ``fraud@staging`` or on experiment
+``exp-a``. The expected answer is worked out here, from the roles table of the
+README, independently of the server's code: 2xx when the grant covers every
+permission the action needs, else 403 with ``{"error": ...}`` naming the first
+missing permission.
+
+Matrix size: 29 actions (28 mutating routes and the POST search) x 4 roles x
+4 grant scopes = 464 HTTP cases
+(``test_every_mutating_route_is_in_the_matrix`` fails when the server gains a
+mutating route that the table lacks), plus a sample checked through the CLI.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from _support.control_plane import ControlPlane, start_control_plane
+
+ROLES = ("viewer", "editor", "approver", "admin")
+#: the README's roles table, written out again so the test does not trust the server's copy
+ROLE_PERMISSIONS = {
+    "viewer": {"read"},
+    "editor": {"read", "write"},
+    "approver": {"read", "approve"},
+    "admin": {"read", "write", "approve", "admin"},
+}
+#: (scope label, grant's scope kind, grant's scope name)
+SCOPES = (
+    ("all", "", ""),
+    ("model", "model", "fraud"),
+    ("alias", "alias", "fraud@staging"),
+    ("experiment", "experiment", "exp-a"),
+)
+ANYWHERE = "anywhere"  # a permission held on any scope at all
+
+
+def covers(scope_kind: str, scope_name: str, kind: str | None, name: str | None) -> bool:
+    """Whether a grant on ``scope_kind``/``scope_name`` reaches the resource ``kind``/``name``."""
+    if scope_kind == "":
+        return True
+    if kind == ANYWHERE:
+        return True
+    if kind is None or name is None:
+        return False
+    if scope_kind == kind:
+        return scope_name == name
+    return scope_kind == "model" and kind == "alias" and name.split("@")[0] == scope_name
+
+
+@dataclass
+class Action:
+    """One mutating call: how to make it, and what it needs (in the order the server checks)."""
+
+    name: str
+    method: str
+    route: str  # the OpenAPI path, to check the table covers every route
+    call: Callable[[World, httpx.Client, str], httpx.Response]
+    needs: list[tuple[str, str | None, str | None]]
+    prepare: Callable[[World, str], Any] | None = None
+
+
+@dataclass
+class World:
+    """The running server, its admin client and the state every case starts from."""
+
+    server: ControlPlane
+    admin: httpx.Client
+    local: Any  # a keel.Client on the server's own store, acting as the operator
+    experiment_id: int
+    run_id: str
+    tokens: dict[str, str] = field(default_factory=dict)
+    made: dict[str, Any] = field(default_factory=dict)
+
+
+def _blob(world: World, http: httpx.Client, case: str) -> httpx.Response:
+    import blake3
+
+    data = f"blob for {case}".encode()
+    digest = blake3.blake3(data).hexdigest()
+    return http.put(f"/blobs/objects/{digest[:2]}/{digest[2:]}", content=data)
+
+
+def _prepare_token(world: World, case: str) -> None:
+    answer = world.admin.post("/tokens", json={"user": "target"})
+    world.made[case] = answer.json()["id"]
+
+
+def _prepare_grant(world: World, case: str) -> None:
+    body = {"user": "target", "role": "viewer", "scope_kind": "experiment", "scope_name": case}
+    assert world.admin.post("/roles", json=body).status_code == 200
+
+
+def _prepare_alias(world: World, case: str) -> None:
+    answer = world.admin.put("/models/fraud/aliases/staging", json={"version": 1})
+    assert answer.status_code == 200, answer.text
+
+
+def _prepare_policy(world: World, case: str) -> None:
+    answer = world.admin.put(f"/alias-policies/p-{case}", json={"approvals": 1})
+    assert answer.status_code == 200, answer.text
+
+
+def _prepare_run(world: World, case: str) -> None:
+    world.made[case] = world.local.create_run(world.experiment_id).id
+
+
+def _prepare_ended_run(world: World, case: str) -> None:
+    _prepare_run(world, case)
+    world.local.set_terminated(world.made[case])
+
+
+def _prepare_tag(world: World, case: str) -> None:
+    world.local.set_tag(world.run_id, f"t-{case}", "x")
+
+
+def _prepare_object(world: World, case: str) -> None:
+    import blake3
+
+    data = f"artifact of {case}".encode()
+    digest = blake3.blake3(data).hexdigest()
+    answer = world.admin.put(f"/blobs/objects/{digest[:2]}/{digest[2:]}", content=data)
+    assert answer.status_code == 201, answer.text
+    world.made[case] = {"path": f"files/{case}.txt", "digest": digest, "size": len(data)}
+
+
+def _points(world: World, case: str) -> dict[str, Any]:
+    return {"keys": ["loss"], "values": [0.5], "steps": [0], "timestamps": [1]}
+
+
+EXP_A = ("experiment", "exp-a")
+
+ACTIONS = [
+    Action(
+        "create user", "POST", "/api/v1/users",
+        lambda w, h, c: h.post("/users", json={"name": f"u-{c}"}),
+        [("admin", None, None)],
+    ),
+    Action(
+        "create token", "POST", "/api/v1/tokens",
+        lambda w, h, c: h.post("/tokens", json={"user": "target"}),
+        [("admin", None, None)],
+    ),
+    Action(
+        "revoke token", "DELETE", "/api/v1/tokens/{token_id}",
+        lambda w, h, c: h.delete(f"/tokens/{w.made[c]}"),
+        [("admin", None, None)],
+        _prepare_token,
+    ),
+    Action(
+        "grant role", "POST", "/api/v1/roles",
+        lambda w, h, c: h.post("/roles", json={"user": "target", "role": "editor"}),
+        [("admin", None, None)],
+    ),
+    Action(
+        "revoke role", "POST", "/api/v1/roles/revoke",
+        lambda w, h, c: h.post(
+            "/roles/revoke",
+            json={"user": "target", "role": "viewer", "scope_kind": "experiment", "scope_name": c},
+        ),
+        [("admin", None, None)],
+        _prepare_grant,
+    ),
+    Action(
+        "upload blob", "PUT", "/api/v1/blobs/{key}", _blob, [("write", ANYWHERE, None)]
+    ),
+    Action(
+        "create model", "POST", "/api/v1/models",
+        lambda w, h, c: h.post("/models", json={"name": f"m-{c}"}),
+        [("write", "model", "fresh")],  # a new name: no scoped grant names it
+    ),
+    Action(
+        "register version", "POST", "/api/v1/models/{name}/versions",
+        lambda w, h, c: h.post("/models/fraud/versions", json={"source": f"runs:/{w.run_id}/model"}),
+        [("write", "model", "fraud"), ("read", "experiment", "exp-a")],
+    ),
+    Action(
+        "describe version", "PATCH", "/api/v1/models/{name}/versions/{version}",
+        lambda w, h, c: h.patch("/models/fraud/versions/1", json={"description": c}),
+        [("write", "model", "fraud")],
+    ),
+    Action(
+        "tag version", "POST", "/api/v1/models/{name}/versions/{version}/tags",
+        lambda w, h, c: h.post("/models/fraud/versions/1/tags", json={"key": "k", "value": c}),
+        [("write", "model", "fraud")],
+    ),
+    Action(
+        "move alias staging", "PUT", "/api/v1/models/{name}/aliases/{alias}",
+        lambda w, h, c: h.put("/models/fraud/aliases/staging", json={"version": 1}),
+        [("write", "alias", "fraud@staging")],
+    ),
+    Action(
+        "move alias canary", "PUT", "/api/v1/models/{name}/aliases/{alias}",
+        lambda w, h, c: h.put("/models/fraud/aliases/canary", json={"version": 1}),
+        [("write", "alias", "fraud@canary")],
+    ),
+    Action(
+        "delete alias", "DELETE", "/api/v1/models/{name}/aliases/{alias}",
+        lambda w, h, c: h.delete("/models/fraud/aliases/staging"),
+        [("write", "alias", "fraud@staging")],
+        _prepare_alias,
+    ),
+    Action(
+        "approve version", "POST", "/api/v1/models/{name}/versions/{version}/approvals",
+        lambda w, h, c: h.post("/models/fraud/versions/1/approvals", json={"alias": "production"}),
+        # the protected alias's policy asks for role 'approver' on top of the permission
+        [("approve", "model", "fraud"), ("role:approver", "model", "fraud")],
+    ),
+    Action(
+        "create experiment", "POST", "/api/v1/experiments",
+        lambda w, h, c: h.post("/experiments", json={"name": f"e-{c}"}),
+        [("write", "experiment", "fresh")],
+    ),
+    Action(
+        "get or create experiment", "PUT", "/api/v1/experiments",
+        lambda w, h, c: h.put("/experiments", json={"name": "exp-a"}),
+        [("write", *EXP_A)],
+    ),
+    Action(
+        "start run", "POST", "/api/v1/runs",
+        lambda w, h, c: h.post("/runs", json={"experiment_id": w.experiment_id}),
+        [("write", *EXP_A)],
+    ),
+    Action(
+        "search runs (a read)", "POST", "/api/v1/runs/search",
+        lambda w, h, c: h.post("/runs/search", json={}),
+        [("read", *EXP_A)],
+    ),
+    Action(
+        "end run", "POST", "/api/v1/runs/{run_id}/end",
+        lambda w, h, c: h.post(f"/runs/{w.made[c]}/end", json={}),
+        [("write", ANYWHERE, None), ("write", *EXP_A)],
+        _prepare_run,
+    ),
+    Action(
+        "reopen run", "POST", "/api/v1/runs/{run_id}/reopen",
+        lambda w, h, c: h.post(f"/runs/{w.made[c]}/reopen"),
+        [("write", ANYWHERE, None), ("write", *EXP_A)],
+        _prepare_ended_run,
+    ),
+    Action(
+        "record seeds", "POST", "/api/v1/runs/{run_id}/seeds",
+        lambda w, h, c: h.post(f"/runs/{w.run_id}/seeds", json={"seeds": {"numpy": 1}}),
+        [("write", ANYWHERE, None), ("write", *EXP_A)],
+    ),
+    Action(
+        "log params", "POST", "/api/v1/runs/{run_id}/params",
+        lambda w, h, c: h.post(f"/runs/{w.run_id}/params", json={"params": {f"p-{c}": "1"}}),
+        [("write", ANYWHERE, None), ("write", *EXP_A)],
+    ),
+    Action(
+        "set tags", "POST", "/api/v1/runs/{run_id}/tags",
+        lambda w, h, c: h.post(f"/runs/{w.run_id}/tags", json={"tags": {"k": c}}),
+        [("write", ANYWHERE, None), ("write", *EXP_A)],
+    ),
+    Action(
+        "delete tag", "DELETE", "/api/v1/runs/{run_id}/tags",
+        lambda w, h, c: h.delete(f"/runs/{w.run_id}/tags", params={"key": f"t-{c}"}),
+        [("write", ANYWHERE, None), ("write", *EXP_A)],
+        _prepare_tag,
+    ),
+    Action(
+        "log batch", "POST", "/api/v1/runs/{run_id}/batch",
+        lambda w, h, c: h.post(f"/runs/{w.run_id}/batch", json={"metrics": _points(w, c)}),
+        [("write", ANYWHERE, None), ("write", *EXP_A)],
+    ),
+    Action(
+        "write metric rows", "POST", "/api/v1/metrics",
+        lambda w, h, c: h.post("/metrics", json={**_points(w, c), "run_ids": [w.run_id]}),
+        [("write", ANYWHERE, None), ("write", *EXP_A)],
+    ),
+    Action(
+        "record artifacts", "POST", "/api/v1/runs/{run_id}/artifacts",
+        lambda w, h, c: h.post(f"/runs/{w.run_id}/artifacts", json={"entries": [w.made[c]]}),
+        [("write", ANYWHERE, None), ("write", *EXP_A)],
+        _prepare_object,
+    ),
+    Action(
+        "protect alias", "PUT", "/api/v1/alias-policies/{alias}",
+        lambda w, h, c: h.put(f"/alias-policies/n-{c}", json={"approvals": 1}),
+        [("admin", None, None)],
+    ),
+    Action(
+        "unprotect alias", "DELETE", "/api/v1/alias-policies/{alias}",
+        lambda w, h, c: h.delete(f"/alias-policies/p-{c}"),
+        [("admin", None, None)],
+        _prepare_policy,
+    ),
+]  # fmt: skip
+
+
+def _user(role: str, scope: str) -> str:
+    return f"{role}-{scope}"
+
+
+def missing(role: str, scope_kind: str, scope_name: str, action: Action) -> str | None:
+    """The first permission ``action`` needs that the grant lacks; None when it is allowed."""
+    for permission, kind, name in action.needs:
+        # "role:approver": an alias policy's rule, which names a role rather than a permission
+        held = {f"role:{role}"} | ROLE_PERMISSIONS[role]
+        if permission not in held or not covers(scope_kind, scope_name, kind, name):
+            return permission
+    return None
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """A server with model ``fraud`` (version 1, registered from a run in ``exp-a``) and 16 users."""
+    import keel
+    from keel.config import load_settings
+
+    home = tmp_path_factory.mktemp("matrix") / ".keel"
+    with start_control_plane(home) as server:
+        # the fixture's starting state is written as the operator would, on the server's store
+        local = keel.Client(
+            load_settings(
+                home=home,
+                store_url=server.store_url,
+                artifacts_url=server.artifacts_url,
+                user="operator",
+            )
+        )
+        experiment = local.create_experiment("exp-a")
+        run = local.create_run(experiment)
+        folder = home.parent / "pkg"
+        folder.mkdir()
+        (folder / "weights.bin").write_bytes(b"weights")
+        local.log_artifacts(run.id, folder, artifact_path="model")
+        with server.http() as admin:
+            assert admin.post("/models", json={"name": "fraud"}).status_code == 201
+            registered = admin.post(
+                "/models/fraud/versions", json={"source": f"runs:/{run.id}/model"}
+            )
+            assert registered.status_code == 201, registered.text
+            assert admin.post("/users", json={"name": "target"}).status_code == 201
+            assert admin.put("/alias-policies/production", json={"approvals": 1}).status_code == 200
+            world = World(server, admin, local, experiment, run.id)
+            for role, (scope, kind, name) in itertools.product(ROLES, SCOPES):
+                user = _user(role, scope)
+                assert admin.post("/users", json={"name": user}).status_code == 201
+                body = {"user": user, "role": role, "scope_kind": kind, "scope_name": name}
+                assert admin.post("/roles", json=body).status_code == 200
+                world.tokens[user] = admin.post("/tokens", json={"user": user}).json()["token"]
+            yield world
+
+
+CASES = [
+    pytest.param(
+        action,
+        role,
+        scope,
+        id=f"{action.name}-{role}-{scope[0]}",
+    )
+    for action, role, scope in itertools.product(ACTIONS, ROLES, SCOPES)
+]
+
+
+@pytest.mark.parametrize(("action", "role", "scope"), CASES)
+def test_permission_matrix(world: World, action: Action, role: str, scope: tuple[str, str, str]):
+    label, kind, name = scope
+    user = _user(role, label)
+    case = f"{role}-{label}-{action.name.replace(' ', '-')}"
+    if action.prepare is not None:
+        action.prepare(world, case)
+    with world.server.http(world.tokens[user]) as http:
+        answer = action.call(world, http, case)
+    lacking = missing(role, kind, name, action)
+    if lacking is None:
+        assert 200 <= answer.status_code < 300, (user, action.name, answer.text)
+        return
+    assert answer.status_code == 403, (user, action.name, answer.text)
+    body = answer.json()
+    assert list(body) == ["error"]
+    if lacking.startswith("role:"):
+        assert f"needs role '{lacking[5:]}'" in body["error"], body
+    else:
+        assert f"lacks permission '{lacking}'" in body["error"], body
+    assert f"user {user!r}" in body["error"]
+
+
+def test_every_mutating_route_is_in_the_matrix(world: World):
+    document = world.admin.get("/openapi.json").json()
+    routes = {
+        (method.upper(), path)
+        for path, operations in document["paths"].items()
+        for method in operations
+        if method in {"post", "put", "patch", "delete"}
+    }
+    assert routes == {(a.method, a.route) for a in ACTIONS}
+
+
+def test_the_matrix_size_is_what_the_docstring_says():
+    assert (len(ACTIONS), len(ROLES), len(SCOPES), len(CASES)) == (29, 4, 4, 464)
+
+
+# -- a sample through the CLI ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("user", "args", "lacking"),
+    [
+        ("viewer-all", ("users", "create", "cli-v"), "admin"),
+        ("editor-all", ("tokens", "create", "--user", "target"), "admin"),
+        ("admin-model", ("roles", "grant", "target", "editor", "--model", "fraud"), "admin"),
+        ("admin-all", ("roles", "grant", "target", "editor", "--model", "cli"), None),
+        ("admin-all", ("users", "create", "cli-a"), None),
+        ("approver-all", ("roles", "list"), None),
+    ],
+)
+def test_a_sample_of_the_matrix_through_the_cli(
+    world: World, run_keel, tmp_path: Path, user: str, args: tuple[str, ...], lacking: str | None
+):
+    env = {"KEEL_TOKEN": world.tokens[user], "KEEL_HOME": str(world.server.home)}
+    result = run_keel("--server", world.server.url, *args, env=env)
+    if lacking is None:
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode == 1
+    assert f"lacks permission '{lacking}'" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 3
