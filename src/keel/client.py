@@ -10,12 +10,14 @@ by passing another transport.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from keel.registry.client import UNSET, RegistryClient
-from keel.tracking.client import TrackingClient
+from keel.data.client import data_part
+from keel.registry.client import UNSET
+from keel.registry.remote import registry_for
+from keel.tracking.remote import tracking_for
 from keel.transport import Transport, TransportBound, local_or
-from keel.transport.http import HttpTransport
 
 if TYPE_CHECKING:
     import os
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from keel.config import Settings
+    from keel.monitoring.part import MonitoringPart
+    from keel.pipelines.lineage import Lineage
     from keel.registry.client import Unset
     from keel.registry.entities import (
         AliasChange,
@@ -35,28 +39,11 @@ if TYPE_CHECKING:
         RegisteredModel,
         ResolvedModel,
     )
+    from keel.serving.deployments import Deployments
     from keel.tracking.client import MetricRow
     from keel.tracking.entities import ArtifactEntry, Experiment, Metric, Run, RunInfo, RunsPage
 
-__all__ = ["Client", "registry_part", "tracking_part"]
-
-
-def tracking_part(transport: Transport) -> TrackingClient:
-    """The tracking part for ``transport``: SQL locally, REST calls over http."""
-    if isinstance(transport, HttpTransport):
-        from keel.tracking.remote import RemoteTracking
-
-        return RemoteTracking(transport)
-    return TrackingClient(transport=transport)
-
-
-def registry_part(transport: Transport, tracking: TrackingClient) -> RegistryClient:
-    """The registry part for ``transport``: SQL locally, REST calls over http."""
-    if isinstance(transport, HttpTransport):
-        from keel.registry.remote import RemoteRegistry
-
-        return RemoteRegistry(transport, tracking)
-    return RegistryClient(transport=transport, tracking=tracking)
+__all__ = ["Client"]
 
 
 class Client(TransportBound):
@@ -72,6 +59,10 @@ class Client(TransportBound):
         transport: the one transport every part uses.
         tracking: experiments, runs, params, metrics, artifacts and search.
         registry: registered models, versions, aliases, approvals and roles.
+        data: dataset versions and the runs that used them.
+        deployments: deployment specs, revisions and rollback (made on first use).
+        monitoring: monitor settings, results and alerts (made on first use).
+        lineage: the lineage graph (made on first use).
 
     Example:
         >>> client = keel.Client()
@@ -81,11 +72,35 @@ class Client(TransportBound):
 
     def __init__(self, settings: Settings | None = None, *, transport: Transport | None = None):
         self.transport = local_or(transport, settings)
-        self.tracking = tracking_part(self.transport)
-        self.registry = registry_part(self.transport, self.tracking)
+        self.tracking = tracking_for(self.transport)
+        self.registry = registry_for(self.transport, self.tracking)
+        self.data = data_part(self.transport)
 
     def __repr__(self) -> str:
         return f"Client(transport={self.transport!r})"
+
+    # Parts that take the whole client (they read the registry through it), made on first use.
+
+    @cached_property
+    def deployments(self) -> Deployments:
+        """Deployments: specs, revisions and rollback (see :class:`keel.serving.Deployments`)."""
+        from keel.serving.deployments import deployments_part
+
+        return deployments_part(self)
+
+    @cached_property
+    def monitoring(self) -> MonitoringPart:
+        """Monitor settings, results and alerts (see :mod:`keel.monitoring`)."""
+        from keel.monitoring.part import monitoring_part
+
+        return monitoring_part(self)
+
+    @cached_property
+    def lineage(self) -> Lineage:
+        """The lineage graph: what a node came from and what came of it."""
+        from keel.pipelines.lineage import lineage_part
+
+        return lineage_part(self.transport)
 
     # -- tracking ------------------------------------------------------------
 

@@ -21,7 +21,7 @@ def test_check_kinds_lists_the_valid_kinds_for_an_unknown_one():
         check_kinds(["triggered", "trigger", "promote"])
 
 
-def test_history_refuses_an_unknown_kind_instead_of_returning_nothing(sqlite_env):
+def test_history_refuses_an_unknown_kind_instead_of_returning_nothing(any_env):
     assert history(kinds=("promoted",)) == []
     with pytest.raises(InvalidInput, match=r"unknown event kind\(s\) promote;"):
         history(kinds=("promote",))

@@ -12,23 +12,22 @@ import pytest
 from keel.automation import PolicyStore, history
 from keel.automation.state import RETRAINING, Transition
 from keel.errors import Conflict, InvalidInput, NotFound
-from keel.governance import audit
 
 
-def test_apply_creates_then_revises_and_audits(served, minimal_policy):
+def test_apply_creates_then_revises_and_audits(served_anywhere, minimal_policy, audit_actions):
     store = PolicyStore()
     policy, revision = store.apply(minimal_policy())
     assert revision == 1 and store.state(policy.name).state == "idle"
     assert store.apply(minimal_policy())[1] == 1  # the same spec: nothing new
     _, revision = store.apply(minimal_policy(cooldown="5m"))
     assert revision == 2 and store.get(policy.name).cooldown == 300
-    entries = [
-        e for e in audit.list_entries(store.client.store) if e.action.startswith("automation")
+    assert audit_actions(served_anywhere, "automation") == [
+        "automation.policy_apply",
+        "automation.policy_apply",
     ]
-    assert [e.action for e in entries] == ["automation.policy_apply", "automation.policy_apply"]
 
 
-def test_apply_checks_the_model_deployment_and_approval_protection(served, minimal_policy):
+def test_apply_checks_the_model_deployment_and_approval_protection(served_anywhere, minimal_policy):
     store = PolicyStore()
     with pytest.raises(NotFound, match="nope"):
         store.apply(minimal_policy(model="nope"))
@@ -40,7 +39,7 @@ def test_apply_checks_the_model_deployment_and_approval_protection(served, minim
     assert store.apply(minimal_policy(approval={"mode": "required"}))[1] == 1
 
 
-def test_a_transition_is_compare_and_set_and_writes_its_event(served, minimal_policy):
+def test_a_transition_is_compare_and_set_and_writes_its_event(served_anywhere, minimal_policy):
     store = PolicyStore()
     policy, _ = store.apply(minimal_policy())
     state = store.state(policy.name)
@@ -65,7 +64,7 @@ def test_a_trigger_key_is_claimed_once(served, minimal_policy):
     assert store.trigger_claimed(policy.name, "drift:1-2")
 
 
-def test_a_live_lease_holds_and_a_dead_holders_lease_is_taken_over(served, minimal_policy):
+def test_a_live_lease_holds_and_a_dead_holders_lease_is_taken_over(served_anywhere, minimal_policy):
     store = PolicyStore()
     policy, _ = store.apply(minimal_policy())
     assert store.acquire(policy.name, "elsewhere:1:a", 60) is True
@@ -86,3 +85,18 @@ def test_a_live_lease_holds_and_a_dead_holders_lease_is_taken_over(served, minim
     assert store.acquire(policy.name, alive, 600) is True
     assert store.acquire(policy.name, f"{host}:{os.getpid()}:third", 60) is False
     assert json.loads(json.dumps(store.state(policy.name).to_dict()))["lease_owner"] == alive
+
+
+def test_a_trigger_claims_its_key_once_and_moves_the_state_with_it(served_anywhere, minimal_policy):
+    store = PolicyStore()
+    policy, _ = store.apply(minimal_policy())
+    state = store.state(policy.name)
+    change = Transition(RETRAINING, "triggered", "drift", changes={"trigger_key": "drift:1-2"})
+    moved = store.trigger(state, policy, "drift:1-2", change)
+    assert moved is not None and moved.state == RETRAINING and moved.trigger_key == "drift:1-2"
+    assert store.trigger_claimed(policy.name, "drift:1-2")
+    assert not store.trigger_claimed(policy.name, "drift:2-3")
+    again = Transition(RETRAINING, "triggered", "again")
+    assert store.trigger(moved, policy, "drift:1-2", again) is None  # claimed: nothing moves
+    assert store.state(policy.name).epoch == moved.epoch
+    assert [(e.kind, e.reason) for e in history(policy.name)] == [("triggered", "drift")]

@@ -54,8 +54,4 @@ def history(
     policy: str | None = None, *, kinds: tuple[str, ...] | None = None, limit: int | None = None
 ) -> list[Event]:
     """Decision events, oldest first (all policies, or one)."""
-    from keel.client import Client
-
-    client = Client()
-    with client.store.read() as conn:
-        return list_events(conn, policy=policy, kinds=kinds, limit=limit)
+    return PolicyStore().history(policy, kinds=kinds, limit=limit)

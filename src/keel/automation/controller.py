@@ -17,9 +17,11 @@ acts on it::
 
 Each arrow is one transaction: the state's compare-and-set, the event, its
 audit entry and — for canary_started, promoted and rolled_back — the
-deployment revision and the alias move themselves. The controller opens that
-transaction and passes it (``conn=``) to each call that writes, so they
-commit or roll back together. What to do with a canary is
+deployment revision and the alias move themselves. Each such arrow is one
+method of :class:`~keel.automation.state.PolicyStore` (``trigger``,
+``start_canary``, ``roll_back``, ``promote``) that opens the transaction, so
+they commit or roll back together; through ``keel server`` the same method
+runs on the server, as the token's user, behind one request. What to do with a canary is
 :func:`~keel.automation.verdict.judge_canary`'s decision; how its routes change
 is :class:`~keel.serving.deployments.DeploymentSpec`'s. A controller killed
 anywhere leaves a state another controller resumes: a half-run retrain or
@@ -275,29 +277,28 @@ class Controller:
         if "dataset" in fired.details:  # a dataset trigger: its version is the news
             name = str(fired.details["dataset"])
             seen[name] = max(seen.get(name, 0), int(fired.details["version"]))
-        with self.client.store.write() as conn:
-            if not self.store.claim_trigger(conn, policy.name, fired.key):
-                return False  # another controller already acted on this occasion
-            moved = self.store.transition(
-                state,
-                policy,
-                Transition(
-                    RETRAINING,
-                    "triggered",
-                    fired.reason,
-                    version=baseline,
-                    details={"trigger": fired.key, **fired.details, "params": params},
-                    changes={
-                        "trigger_key": fired.key,
-                        "baseline_version": baseline,
-                        "candidate_version": None,
-                        "pipeline_run_id": None,
-                        "phase_started_at": now,
-                        "detail": {"params": params, "datasets_seen": seen},
-                    },
-                ),
-                conn,
-            )
+        moved = self.store.trigger(
+            state,
+            policy,
+            fired.key,
+            Transition(
+                RETRAINING,
+                "triggered",
+                fired.reason,
+                version=baseline,
+                details={"trigger": fired.key, **fired.details, "params": params},
+                changes={
+                    "trigger_key": fired.key,
+                    "baseline_version": baseline,
+                    "candidate_version": None,
+                    "pipeline_run_id": None,
+                    "phase_started_at": now,
+                    "detail": {"params": params, "datasets_seen": seen},
+                },
+            ),
+        )
+        if moved is None:
+            return False  # another controller already acted on this occasion
         self._moved(policy, moved)
         return True
 
@@ -381,10 +382,7 @@ class Controller:
             return self._end(
                 policy, state, "gate_failed", result.summary(), version, result.to_dict()
             )
-        deployments = self._deployments()
-        current = deployments.get(policy.deployment)
         canary = policy.rollout.canary
-        spec = current.spec.with_canary(policy.model, version, canary.weight)
         passed = Transition(
             CANARY,
             "gate_passed",
@@ -401,16 +399,7 @@ class Controller:
                 ),
             ),
         )
-        with self.client.store.write() as conn:
-            deployments.set_spec(
-                policy.deployment,
-                spec,
-                comment=f"automation {policy.name}: canary {policy.model}/{version} at "
-                f"{canary.weight}%",
-                expected_revision=current.revision,
-                conn=conn,
-            )
-            self.store.transition(state, policy, passed, conn)
+        self.store.start_canary(state, policy, passed, version)
         self._mine.add((policy.name, state.epoch + 1))
         return True
 
@@ -459,29 +448,15 @@ class Controller:
     def _roll_back(
         self, policy: Policy, state: CycleState, reason: str, metrics: LiveMetrics
     ) -> None:
-        version = state.candidate_version
-        deployments = self._deployments()
-        current = deployments.get(policy.deployment)
-        spec = current.spec.without_canary(policy.model, version)
         change = Transition(
             IDLE,
             "rolled_back",
             reason[:1000],
-            version=version,
+            version=state.candidate_version,
             details={"live": metrics.to_dict()},
             changes={"cycle_ended_at": self.clock()},
         )
-        with self.client.store.write() as conn:
-            if spec != current.spec:  # else nothing routes to it any more: just end the cycle
-                deployments.set_spec(
-                    policy.deployment,
-                    spec,
-                    comment=f"automation {policy.name}: roll back {policy.model}/{version}: "
-                    f"{reason}"[:500],
-                    expected_revision=current.revision,
-                    conn=conn,
-                )
-            self.store.transition(state, policy, change, conn)
+        self.store.roll_back(state, policy, change)
 
     def _promote(
         self, policy: Policy, state: CycleState, reason: str, metrics: LiveMetrics
@@ -496,39 +471,22 @@ class Controller:
         # The new champion carries its own reference (from the data its pipeline trained
         # on), so drift monitoring goes on for it instead of silently stopping.
         ensure_reference(policy.model, version, client=self.client)
-        deployments = self._deployments()
-        current = deployments.get(policy.deployment)
         champion = self.client.get_alias(policy.model, policy.alias)
         try:
-            with self.client.store.write() as conn:
-                self.client.set_alias(
-                    policy.model,
-                    policy.alias,
-                    version,
-                    expected=champion,
-                    comment=f"automation {policy.name}: {reason}"[:500],
-                    conn=conn,
-                )
-                deployments.set_spec(
-                    policy.deployment,
-                    current.spec.promoted(policy.model, version, policy.alias),
-                    comment=f"automation {policy.name}: promoted {policy.model}/{version}",
-                    expected_revision=current.revision,
-                    conn=conn,
-                )
-                self.store.transition(
-                    state,
-                    policy,
-                    Transition(
-                        IDLE,
-                        "promoted",
-                        f"{policy.alias} {state.baseline_version} → {version}: {reason}"[:1000],
-                        version=version,
-                        details={"live": metrics.to_dict(), "from": state.baseline_version},
-                        changes={"cycle_ended_at": self.clock()},
-                    ),
-                    conn,
-                )
+            self.store.promote(
+                state,
+                policy,
+                Transition(
+                    IDLE,
+                    "promoted",
+                    f"{policy.alias} {state.baseline_version} → {version}: {reason}"[:1000],
+                    version=version,
+                    details={"live": metrics.to_dict(), "from": state.baseline_version},
+                    changes={"cycle_ended_at": self.clock()},
+                ),
+                expected=champion,
+                comment=f"automation {policy.name}: {reason}"[:500],
+            )
         except ApprovalRequired:
             return self._request_approval(policy, state, version, metrics)
         return False

@@ -127,8 +127,9 @@ def list_events(
     kinds: tuple[str, ...] | None = None,
     since: int | None = None,
     limit: int | None = None,
+    after: int = 0,
 ) -> list[Event]:
-    """Events oldest first, optionally for one policy, some kinds, or after a time.
+    """Events oldest first, optionally for one policy, some kinds, after a time or an id.
 
     Raises:
         InvalidInput: a kind is not one of :data:`EVENT_KINDS`.
@@ -143,6 +144,8 @@ def list_events(
         query = query.where(table.c.kind.in_(kinds))
     if since is not None:
         query = query.where(table.c.at >= since)
+    if after:
+        query = query.where(table.c.id > after)
     rows = conn.execute(query).all()
     if limit is not None:
         rows = rows[-limit:]

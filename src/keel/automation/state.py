@@ -28,21 +28,24 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, or_, select, update
 
-from keel.automation.events import Event, list_events, record_event
+from keel.automation.events import Event, check_kinds, list_events, record_event
 from keel.automation.policy import Policy, load_policy
-from keel.errors import Conflict, NotFound
+from keel.errors import Conflict, InvalidInput, NotFound
 from keel.governance import audit
 from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
 
 if TYPE_CHECKING:
     from keel.client import Client
+    from keel.serving.deployments import Deployments
 
 __all__ = [
     "STATES",
+    "TRANSITION_COLUMNS",
     "CycleState",
     "PolicyStore",
     "Transition",
+    "check_transition",
     "new_owner",
 ]
 
@@ -141,8 +144,60 @@ class Transition:
     followed_by: tuple[tuple[str, str], ...] = ()
 
 
+#: What a transition may change besides ``state`` and ``epoch`` (leases are not among them).
+TRANSITION_COLUMNS = frozenset(
+    {
+        "trigger_key",
+        "candidate_version",
+        "baseline_version",
+        "pipeline_run_id",
+        "phase_started_at",
+        "cycle_ended_at",
+        "detail",
+    }
+)
+
+
+def check_transition(change: Transition) -> None:
+    """A transition that names a state, event kinds and columns that exist.
+
+    Raises:
+        InvalidInput: one of them does not; the message lists the valid ones.
+    """
+    if change.state not in STATES:
+        raise InvalidInput(f"unknown state {change.state!r}; expected {', '.join(STATES)}")
+    check_kinds([change.kind, *(k for k, _ in change.followed_by)])
+    unknown = sorted(set(change.changes) - TRANSITION_COLUMNS)
+    if unknown:
+        raise InvalidInput(
+            f"a transition cannot change {', '.join(unknown)}; it may change "
+            f"{', '.join(sorted(TRANSITION_COLUMNS))}"
+        )
+
+
 class PolicyStore:
-    """Policies and cycle states in the metadata store (``client``: a ``keel.Client``)."""
+    """Policies and cycle states in the metadata store (``client``: a ``keel.Client``).
+
+    ``PolicyStore(client)`` on a client of ``keel server`` is a
+    :class:`~keel.automation.remote.RemotePolicyStore`: the same methods, each one
+    request to the server, which checks the caller's permissions and runs this
+    class's code there. Every transition that changes the world with the state (the
+    canary route, a roll back, a promotion) is one method here, so it stays one
+    transaction on whichever side holds the store.
+    """
+
+    def __new__(cls, client: Client | None = None) -> PolicyStore:
+        from keel.transport.http import HttpTransport
+
+        if cls is PolicyStore:
+            from keel.client import Client
+
+            transport = (client or Client()).transport
+            if isinstance(transport, HttpTransport):
+                from keel.automation.remote import RemotePolicyStore
+
+                return super().__new__(RemotePolicyStore)
+        return super().__new__(cls)
 
     def __init__(self, client: Client | None = None) -> None:
         from keel.client import Client
@@ -166,7 +221,17 @@ class PolicyStore:
         from keel.automation.references import resolve_references
 
         policy = load_policy(source)
+        # Names resolve where the controller will use them: the pipeline is imported here.
         resolved = resolve_references(policy, self.client)
+        return self.store_policy(policy, resolved.datasets)
+
+    def store_policy(self, policy: Policy, datasets: dict[str, int]) -> tuple[Policy, int]:
+        """Store a checked policy (see :meth:`apply`); returns it and its revision.
+
+        Args:
+            policy: a parsed policy whose references resolved.
+            datasets: the newest version of each dataset a trigger watches, now.
+        """
         spec = json.dumps(policy.to_dict(), sort_keys=True)
         at = now_ms()
         with self.client.store.write() as conn:
@@ -196,7 +261,7 @@ class PolicyStore:
                         epoch=0,
                         # Schedules fire for times after this, not for every past one;
                         # a dataset version added after this is news (not a baseline).
-                        detail=json.dumps({"applied_at": at, "datasets_seen": resolved.datasets}),
+                        detail=json.dumps({"applied_at": at, "datasets_seen": datasets}),
                     )
                 )
             else:
@@ -205,7 +270,7 @@ class PolicyStore:
                     .where(s.automation_policies.c.name == policy.name)
                     .values(**values)
                 )
-                self._watch(conn, policy.name, resolved.datasets)
+                self._watch(conn, policy.name, datasets)
             audit.record(
                 conn,
                 actor=self.actor,
@@ -407,8 +472,7 @@ class PolicyStore:
 
     def events_after(self, name: str, event_id: int) -> builtins.list[Event]:
         """The policy's events newer than ``event_id``, oldest first."""
-        with self.client.store.read() as conn:
-            return [e for e in list_events(conn, policy=name) if e.id > event_id]
+        return self.history(name, after=event_id)
 
     def claim_trigger(self, conn: Connection, policy: str, key: str) -> bool:
         """Record ``key`` for ``policy``; False if it was claimed before (in this transaction)."""
@@ -431,6 +495,132 @@ class PolicyStore:
                 )
             ).first()
         return row is not None
+
+    # -- transitions that change the world with the state ------------------------------
+
+    def trigger(
+        self, current: CycleState, policy: Policy, key: str, change: Transition
+    ) -> CycleState | None:
+        """Claim the trigger ``key`` and make ``change``, in one transaction.
+
+        Returns:
+            The new state, or None when the key was claimed before (another controller
+            already acted on this occasion; nothing changed).
+
+        Raises:
+            Conflict: the state moved since ``current`` was read.
+        """
+        with self.client.store.write() as conn:
+            if not self.claim_trigger(conn, policy.name, key):
+                return None
+            return self.transition(current, policy, change, conn)
+
+    def start_canary(
+        self, current: CycleState, policy: Policy, change: Transition, version: int
+    ) -> CycleState:
+        """Add ``version``'s canary route to the policy's deployment and make ``change``.
+
+        The deployment's new revision is a compare-and-set on the revision read here;
+        it and the state change commit together.
+
+        Raises:
+            Conflict: the state or the deployment moved meanwhile.
+        """
+        deployments = self._deployments()
+        deployment = deployments.get(policy.deployment)
+        canary = policy.rollout.canary
+        spec = deployment.spec.with_canary(policy.model, version, canary.weight)
+        with self.client.store.write() as conn:
+            deployments.set_spec(
+                policy.deployment,
+                spec,
+                comment=f"automation {policy.name}: canary {policy.model}/{version} at "
+                f"{canary.weight}%",
+                expected_revision=deployment.revision,
+                conn=conn,
+            )
+            return self.transition(current, policy, change, conn)
+
+    def roll_back(self, current: CycleState, policy: Policy, change: Transition) -> CycleState:
+        """Drop the candidate's canary route (if it is still there) and make ``change``.
+
+        Raises:
+            Conflict: the state or the deployment moved meanwhile.
+        """
+        version = current.candidate_version
+        deployments = self._deployments()
+        deployment = deployments.get(policy.deployment)
+        spec = deployment.spec.without_canary(policy.model, version)
+        with self.client.store.write() as conn:
+            if spec != deployment.spec:  # else nothing routes to it any more: just end
+                deployments.set_spec(
+                    policy.deployment,
+                    spec,
+                    comment=f"automation {policy.name}: roll back {policy.model}/{version}: "
+                    f"{change.reason}"[:500],
+                    expected_revision=deployment.revision,
+                    conn=conn,
+                )
+            return self.transition(current, policy, change, conn)
+
+    def promote(
+        self,
+        current: CycleState,
+        policy: Policy,
+        change: Transition,
+        *,
+        expected: int | None,
+        comment: str,
+    ) -> CycleState:
+        """Move the policy's alias to the candidate, drop its canary route, make ``change``.
+
+        One transaction: the alias moves by compare-and-set from ``expected``, so there is
+        never a second champion, and with it the deployment revision and the event.
+
+        Raises:
+            ApprovalRequired: the alias is protected and the approvals are not there yet.
+            Conflict: the alias, the deployment or the state moved meanwhile.
+        """
+        version = current.candidate_version
+        if version is None:
+            raise InvalidInput(f"policy {policy.name!r} has no candidate to promote")
+        deployments = self._deployments()
+        deployment = deployments.get(policy.deployment)
+        with self.client.store.write() as conn:
+            self.client.set_alias(
+                policy.model, policy.alias, version, expected=expected, comment=comment, conn=conn
+            )
+            deployments.set_spec(
+                policy.deployment,
+                deployment.spec.promoted(policy.model, version, policy.alias),
+                comment=f"automation {policy.name}: promoted {policy.model}/{version}",
+                expected_revision=deployment.revision,
+                conn=conn,
+            )
+            return self.transition(current, policy, change, conn)
+
+    def _deployments(self) -> Deployments:
+        from keel.serving.deployments import Deployments
+
+        return Deployments(self.client)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def history(
+        self,
+        policy: str | None = None,
+        *,
+        kinds: tuple[str, ...] | None = None,
+        limit: int | None = None,
+        after: int = 0,
+    ) -> builtins.list[Event]:
+        """Decision events oldest first: all policies' or one's, some kinds, after an id.
+
+        Raises:
+            InvalidInput: a kind is not one of :data:`~keel.automation.events.EVENT_KINDS`.
+        """
+        with self.client.store.read() as conn:
+            return list_events(conn, policy=policy, kinds=kinds, limit=limit, after=after)
 
     # -- leases ----------------------------------------------------------------------------
 

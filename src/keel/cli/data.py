@@ -245,7 +245,7 @@ def push_command(
     An interrupted push leaves whole objects behind; running it again moves
     only what is still missing.
     """
-    from keel.data.remote import push
+    from keel.data.transfer import push
 
     with progress_bar("pushing", "objects") as progress:
         report = push(refs, remote=remote, progress=progress)
@@ -261,7 +261,7 @@ def pull_command(
     as_json: JsonOption = False,
 ) -> None:
     """Fetch dataset versions' objects from the remote; only missing objects move."""
-    from keel.data.remote import pull
+    from keel.data.transfer import pull
 
     with progress_bar("pulling", "objects") as progress:
         report = pull(refs, remote=remote, progress=progress)

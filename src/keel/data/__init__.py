@@ -36,6 +36,7 @@ __all__ = [
     "log_dataset",
     "pull",
     "push",
+    "run_inputs",
     "status",
 ]
 
@@ -43,14 +44,14 @@ _EXPORTS = {
     "DatasetVersion": "keel.data.catalog",
     "Diff": "keel.data.manifest",
     "StatusReport": "keel.data.snapshot",
-    "TransferReport": "keel.data.remote",
+    "TransferReport": "keel.data.transfer",
     "add": "keel.data.snapshot",
     "checkout": "keel.data.restore",
     "diff": "keel.data.snapshot",
     "load_dataset": "keel.data.tables",
     "log_dataset": "keel.data.tables",
-    "pull": "keel.data.remote",
-    "push": "keel.data.remote",
+    "pull": "keel.data.transfer",
+    "push": "keel.data.transfer",
     "status": "keel.data.snapshot",
 }
 
@@ -58,18 +59,17 @@ if TYPE_CHECKING:
     from keel.config import Settings
     from keel.data.catalog import DatasetVersion
     from keel.data.manifest import Diff
-    from keel.data.remote import TransferReport, pull, push
     from keel.data.restore import checkout
     from keel.data.snapshot import StatusReport, add, diff, status
     from keel.data.tables import load_dataset, log_dataset
+    from keel.data.transfer import TransferReport, pull, push
 
 
 def get(ref: str, *, settings: Settings | None = None) -> DatasetVersion:
     """The version ``ref`` names: ``"churn@3"``, ``"churn"`` (the latest) or a digest."""
-    from keel.data import catalog
     from keel.data.snapshot import DataContext
 
-    return catalog.get_version(DataContext(settings).store, ref)
+    return DataContext(settings).catalog.get_version(ref)
 
 
 def get_profile(ref: str, *, settings: Settings | None = None) -> dict[str, Any] | None:
@@ -80,31 +80,30 @@ def get_profile(ref: str, *, settings: Settings | None = None) -> dict[str, Any]
     Raises:
         NotFound: no version matches ``ref``.
     """
-    from keel.data import catalog
     from keel.data.snapshot import DataContext
 
-    context = DataContext(settings)
-    version = catalog.get_version(context.store, ref)
-    if not version.profile_digest:
-        return None
-    profile: dict[str, Any] = context.artifacts.get_json(version.profile_digest)
-    return profile
+    return DataContext(settings).catalog.get_profile(ref)
 
 
 def list_versions(name: str, *, settings: Settings | None = None) -> list[DatasetVersion]:
     """Every version of dataset ``name``, oldest first."""
-    from keel.data import catalog
     from keel.data.snapshot import DataContext
 
-    return catalog.list_versions(DataContext(settings).store, name)
+    return DataContext(settings).catalog.list_versions(name)
 
 
 def list_datasets(*, settings: Settings | None = None) -> list[DatasetVersion]:
     """The latest version of every dataset, by name."""
-    from keel.data import catalog
     from keel.data.snapshot import DataContext
 
-    return catalog.list_datasets(DataContext(settings).store)
+    return DataContext(settings).catalog.list_datasets()
+
+
+def run_inputs(run_id: str, *, settings: Settings | None = None) -> list[DatasetVersion]:
+    """The dataset versions run ``run_id`` read or logged, by name and version."""
+    from keel.data.snapshot import DataContext
+
+    return DataContext(settings).catalog.run_inputs(run_id)
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

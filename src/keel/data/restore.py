@@ -63,10 +63,8 @@ def checkout(
             symlink to elsewhere, or the stored manifest names ``../x``); nothing is
             written.
     """
-    from keel.data import catalog
-
     ctx = DataContext(settings)
-    version = catalog.get_version(ctx.store, ref)
+    version = ctx.catalog.get_version(ref)
     target = ctx.manifest(version.digest)
     packs = ctx.packs(version.packs_digest)
     dest = Path(path).expanduser().absolute()
@@ -85,13 +83,13 @@ def checkout(
     at_risk = [*changes.changed, *changes.removed]
     if at_risk and not force:
         mine = ctx.tracked_packs(ctx.state.tracked_at(dest))
-        unsaved = [
+        candidates = [
             p
             for p in at_risk
-            if existing.files[p][0] not in packs
-            and existing.files[p][0] not in mine
-            and not ctx.artifacts.exists(existing.files[p][0])
+            if existing.files[p][0] not in packs and existing.files[p][0] not in mine
         ]
+        stored_nowhere = ctx.catalog.missing_objects(existing.files[p][0] for p in candidates)
+        unsaved = [p for p in candidates if existing.files[p][0] in stored_nowhere]
         if unsaved:
             raise Conflict(
                 f"{len(unsaved)} file(s) in {dest} (first: {unsaved[0]}) hold content that is "
@@ -141,14 +139,13 @@ def place_objects(
         return
     rels = [rel for rel, _ in items]
     finals = dict(zip(rels, safe_joins(folder, rels), strict=True))  # all, before any write
-    present_packs = {
-        p: ctx.artifacts.exists(p)
-        for p in {packs.entries[d].pack for _, (d, _) in items if d in packs}
-    }
+    pack_digests = {packs.entries[d].pack for _, (d, _) in items if d in packs}
+    # one question for every object involved: over keel server that is one request, not one each
+    absent = ctx.catalog.missing_objects(
+        pack_digests | {d for _, (d, _) in items if d not in packs}
+    )
     missing = [
-        p
-        for p, (d, _) in items
-        if not (d in packs and present_packs[packs.entries[d].pack]) and not ctx.artifacts.exists(d)
+        p for p, (d, _) in items if (packs.entries[d].pack in absent if d in packs else d in absent)
     ]
     if missing:
         raise NotFound(

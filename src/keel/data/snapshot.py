@@ -41,11 +41,13 @@ from keel.data.scan import (
 )
 from keel.data.state import StateCache, TrackedPath
 from keel.errors import InvalidInput, NotFound, StorageError
+from keel.transport import Transport, local_or
 from keel.uris import is_dataset_uri
 from keel.validation import check_relative_path
 
 if TYPE_CHECKING:
     from keel.data.catalog import DatasetVersion
+    from keel.data.client import DataClient
     from keel.store import Store
 
 __all__ = [
@@ -64,7 +66,12 @@ _SMALL = 1 << 20  # below this, copying means reading the bytes once and writing
 
 
 class DataContext:
-    """Where dataset bytes and local state live, resolved from settings once.
+    """Where dataset bytes, the catalog and local state live, resolved from settings once.
+
+    The catalog and the artifact store come from the transport the settings choose:
+    the local store and artifact root, or ``keel server`` when ``server_url`` is set
+    (then file bytes go through its blob routes and catalog calls through its data
+    routes). The state cache and the manifest cache are always this machine's.
 
     Args:
         settings: defaults to the process's settings.
@@ -72,22 +79,32 @@ class DataContext:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        self._artifacts: ArtifactStore | None = None
+        self._transport: Transport | None = None
+        self._catalog: DataClient | None = None
         self.state = StateCache(self.settings.home / "cache" / "state")
 
     @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            self._transport = local_or(None, self.settings)
+        return self._transport
+
+    @property
+    def catalog(self) -> DataClient:
+        """The dataset catalog: SQL on the local store, or REST calls to the server."""
+        if self._catalog is None:
+            from keel.data.client import data_part
+
+            self._catalog = data_part(self.transport)
+        return self._catalog
+
+    @property
     def artifacts(self) -> ArtifactStore:
-        if self._artifacts is None:
-            self._artifacts = ArtifactStore.from_url(
-                self.settings.artifacts_url, self.settings.s3_endpoint_url
-            )
-        return self._artifacts
+        return self.transport.artifacts
 
     @property
     def store(self) -> Store:
-        from keel.store import get_store
-
-        return get_store(self.settings)
+        return self.transport.store
 
     @property
     def manifest_cache(self) -> Path:
@@ -118,13 +135,7 @@ class DataContext:
         """The pack index of the version a path tracks (unchanged small files stay packed)."""
         if tracked is None:
             return PackIndex()
-        from keel.data import catalog
-
-        try:
-            version = catalog.get_version(self.store, tracked.digest)
-        except NotFound:
-            return PackIndex()
-        return self.packs(version.packs_digest)
+        return self.packs(self.catalog.tracked_packs_digest(tracked.digest))
 
 
 def active_run_id() -> str | None:
@@ -266,8 +277,8 @@ def _store_remote(
     )
     digests = [d if d is not None else next(hashed) for d in known]
     store = ctx.artifacts
-    have = set(store.iter_digests())
-    todo = {d: i for i, d in enumerate(digests) if d not in have and not packs.holds(d)}
+    absent = ctx.catalog.missing_objects(d for d in digests if not packs.holds(d))
+    todo = {d: i for i, d in enumerate(digests) if d in absent}
     done = [0]
 
     def upload(items: Sequence[tuple[str, int]]) -> list[None]:
@@ -312,8 +323,11 @@ def add(
             cannot be a manifest path (see :func:`keel.validation.check_relative_path`).
     """
     from keel.data import catalog
+    from keel.data.client import NewVersion
 
     ctx = DataContext(settings)
+    if link is not None:  # checked even where it is not used (a remote store copies)
+        parse_link_methods(link)
     found = scan(path)
     dataset = catalog.check_dataset_name(name or found.root.name)
     if not len(found):
@@ -337,18 +351,18 @@ def add(
     packs_digest = ctx.artifacts.put_bytes(index.to_bytes()).digest if len(index) else None
     blob = ctx.artifacts.put_bytes(manifest.to_bytes())  # the bytes put_manifest would store
     run_id = active_run_id()
-    version, _new = catalog.register_version(
-        ctx.store,
-        name=dataset,
-        digest=blob.digest,
-        kind="file" if found.is_file else "folder",
-        files=len(manifest),
-        nbytes=manifest.total_bytes,
-        actor=ctx.settings.user,
-        source=str(found.root),
-        packs_digest=packs_digest,
-        run_id=run_id,
-        input_context="add" if run_id else None,
+    version, _new = ctx.catalog.register_version(
+        NewVersion(
+            name=dataset,
+            digest=blob.digest,
+            kind="file" if found.is_file else "folder",
+            files=len(manifest),
+            nbytes=manifest.total_bytes,
+            source=str(found.root),
+            packs_digest=packs_digest,
+            run_id=run_id,
+            input_context="add" if run_id else None,
+        )
     )
     fresh = make_record(found, digests, record, blob.digest)
     fresh.dataset, fresh.version, fresh.digest = version.name, version.version, version.digest
@@ -441,15 +455,13 @@ def diff(
     a: str | os.PathLike[str], b: str | os.PathLike[str], *, settings: Settings | None = None
 ) -> Diff:
     """What changed from ``a`` to ``b``; each is a dataset reference or a local path."""
-    from keel.data import catalog
-
     ctx = DataContext(settings)
 
     def resolve(ref: str | os.PathLike[str]) -> Manifest:
         text = os.fspath(ref)
         if not _is_ref(text) and Path(text).exists():
             return observe(text, ctx.state).manifest()
-        return ctx.manifest(catalog.get_version(ctx.store, text).digest)
+        return ctx.manifest(ctx.catalog.get_version(text).digest)
 
     return diff_manifests(resolve(a), resolve(b))
 

@@ -24,6 +24,7 @@ from keel.artifacts import ManifestEntry
 from keel.config import Settings
 from keel.data import catalog
 from keel.data.catalog import DatasetVersion
+from keel.data.client import NewVersion
 from keel.data.manifest import Manifest
 from keel.data.restore import place_objects
 from keel.data.snapshot import DataContext, active_run_id
@@ -95,19 +96,19 @@ def log_dataset(data: Any, name: str, *, settings: Settings | None = None) -> Da
     profile = ctx.artifacts.put_json(build_profile(table).to_dict())
     manifest = ctx.artifacts.put_manifest([ManifestEntry(TABLE_FILE, blob.digest, blob.size)])
     run_id = active_run_id()
-    version, _new = catalog.register_version(
-        ctx.store,
-        name=dataset,
-        digest=manifest.digest,
-        kind="table",
-        files=1,
-        nbytes=blob.size,
-        actor=ctx.settings.user,
-        schema=[{"name": f.name, "type": str(f.type)} for f in table.schema],
-        num_rows=table.num_rows,
-        profile_digest=profile.digest,
-        run_id=run_id,
-        input_context="log_dataset" if run_id else None,
+    version, _new = ctx.catalog.register_version(
+        NewVersion(
+            name=dataset,
+            digest=manifest.digest,
+            kind="table",
+            files=1,
+            nbytes=blob.size,
+            schema=[{"name": f.name, "type": str(f.type)} for f in table.schema],
+            num_rows=table.num_rows,
+            profile_digest=profile.digest,
+            run_id=run_id,
+            input_context="log_dataset" if run_id else None,
+        )
     )
     return version
 
@@ -128,10 +129,11 @@ def load_dataset(uri: str, *, settings: Settings | None = None) -> Any:
     import pyarrow.parquet as pq
 
     ctx = DataContext(settings)
-    version = catalog.get_version(ctx.store, uri)
+    version = ctx.catalog.get_version(uri)
     run_id = active_run_id()
     if run_id:
-        catalog.record_input(ctx.store, run_id, version, "load_dataset")
+        # pinned (name@N): the version just read, even if a newer one is added meanwhile
+        ctx.catalog.record_input(run_id, version.uri, "load_dataset")
     manifest = ctx.manifest(version.digest)
     if version.kind == "table":
         digest, _size = manifest.files[TABLE_FILE]

@@ -52,6 +52,7 @@ from keel.models.warning import warn
 from keel.tracking.client import TrackingClient
 from keel.tracking.entities import ArtifactEntry
 from keel.tracking.fluent import active_run
+from keel.tracking.remote import tracking_for
 from keel.uris import MODELS, RUNS, parse_run_uri, scheme_of
 
 __all__ = ["LoadedModel", "ModelInfo", "load_model", "log_model"]
@@ -131,7 +132,7 @@ def log_model(
     given_signature = None if signature is None else Signature.from_dict(signature)
     example_doc = None if input_example is None else examples.encode_example(input_example)
 
-    client = TrackingClient()
+    client = tracking_for()
     if _package_entries(client.list_artifacts(run.id, artifact_path), artifact_path):
         raise Conflict(
             f"run {run.id} already has artifacts under {artifact_path!r}; "
@@ -488,7 +489,7 @@ def _fetch_package(
     dst: str | os.PathLike[str] | None,
 ) -> tuple[Package, Flavor]:
     """Verify and fetch the package at ``path`` in a run, or the files a folder manifest pinned."""
-    client = TrackingClient()
+    client = tracking_for()
     if pinned is None:
         entries = _package_entries(client.list_artifacts(run_id, path), path)
     else:

@@ -384,9 +384,15 @@ def list_alerts(
         NotFound: no such deployment (see :mod:`keel.monitoring.names`).
     """
     from keel.monitoring.clients import resolve_client
+    from keel.monitoring.part import monitoring_part
+
+    return monitoring_part(resolve_client(client)).list_alerts(deployment, limit)
+
+
+def local_list_alerts(deployment: str | None, limit: int | None, client: Client) -> list[Alert]:
+    """:func:`list_alerts` on the client's own metadata store."""
     from keel.monitoring.names import require_deployment
 
-    client = resolve_client(client)
     query = select(s.alerts).order_by(s.alerts.c.id.desc())
     if deployment is not None:
         require_deployment(deployment, client)

@@ -159,9 +159,17 @@ def monitor_history(
     Raises:
         NotFound: no such deployment (see :mod:`keel.monitoring.names`).
     """
+    from keel.monitoring.part import monitoring_part
+
+    return monitoring_part(resolve_client(client)).monitor_history(deployment, limit)
+
+
+def local_monitor_history(
+    deployment: str, limit: int | None, client: Client
+) -> list[MonitorResult]:
+    """:func:`monitor_history` on the client's own metadata store."""
     from keel.store import schema as s
 
-    client = resolve_client(client)
     require_deployment(deployment, client)
     query = (
         select(s.monitor_runs)

@@ -143,9 +143,16 @@ def _check_settings(settings: MonitorSettings) -> MonitorSettings:
 
 def get_monitor_settings(deployment: str, *, client: Client | None = None) -> MonitorSettings:
     """The deployment's stored settings, or the defaults when it has none."""
+    from keel.monitoring.part import monitoring_part
+
+    return monitoring_part(resolve_client(client)).get_monitor_settings(deployment)
+
+
+def local_monitor_settings(deployment: str, client: Client) -> MonitorSettings:
+    """:func:`get_monitor_settings` from the client's own metadata store."""
     from keel.store import schema as s
 
-    with resolve_client(client).store.read() as conn:
+    with client.store.read() as conn:
         row = conn.execute(
             select(s.monitor_settings).where(s.monitor_settings.c.deployment == deployment)
         ).first()
@@ -175,6 +182,22 @@ def configure_monitor(
         NotFound: no such deployment (see :mod:`keel.monitoring.names`).
         Conflict: the settings changed since ``expected_revision``.
     """
+    from keel.monitoring.part import monitoring_part
+
+    return monitoring_part(resolve_client(client)).configure_monitor(
+        deployment, expected_revision=expected_revision, reset=reset, **changes
+    )
+
+
+def local_configure_monitor(
+    deployment: str,
+    client: Client,
+    *,
+    expected_revision: int | None = None,
+    reset: bool = False,
+    **changes: Any,
+) -> MonitorSettings:
+    """:func:`configure_monitor` on the client's own metadata store."""
     from keel.governance import audit
     from keel.predictions import check_deployment
     from keel.store import schema as s
@@ -190,8 +213,7 @@ def configure_monitor(
         changes["columns"] = tuple(changes["columns"])
     if "window" in changes:
         changes["window"] = spell_window(changes["window"])
-    client = resolve_client(client)
-    current = get_monitor_settings(deployment, client=client)
+    current = local_monitor_settings(deployment, client)
     seen = current.revision if expected_revision is None else expected_revision
     base = MonitorSettings(revision=current.revision) if reset else current
     wanted = _check_settings(replace(base, **changes))

@@ -32,6 +32,7 @@ from keel.errors import InvalidInput
 from keel.store import Store
 from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
+from keel.transport.base import Transport, TransportBound
 from keel.uris import (
     DATASETS,
     MODELS,
@@ -47,7 +48,18 @@ from keel.uris import (
     scheme_of,
 )
 
-__all__ = ["Edge", "LineageGraph", "Node", "add_edges", "downstream", "normalize_uri", "upstream"]
+__all__ = [
+    "Edge",
+    "Lineage",
+    "LineageGraph",
+    "Node",
+    "RemoteLineage",
+    "add_edges",
+    "downstream",
+    "lineage_part",
+    "normalize_uri",
+    "upstream",
+]
 
 _KINDS = {
     "datasets": "dataset",
@@ -373,6 +385,62 @@ def _model_version_uri(store: Store, uri: ModelURI) -> str:
     return str(ModelURI(name, version))
 
 
+class Lineage(TransportBound):
+    """The lineage graph read through a transport: the local part runs the queries.
+
+    Over ``keel server`` :class:`RemoteLineage` sends the
+    same questions to the server's lineage routes instead.
+    """
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    def upstream(self, uri: str, *, depth: int | None = None) -> LineageGraph:
+        """Everything ``uri`` was made from (see :func:`upstream`)."""
+        return _walk(self.store, uri, "upstream", depth)
+
+    def downstream(self, uri: str, *, depth: int | None = None) -> LineageGraph:
+        """Everything made from ``uri`` (see :func:`downstream`)."""
+        return _walk(self.store, uri, "downstream", depth)
+
+
+class RemoteLineage(Lineage):
+    """The lineage graph through ``keel server``'s ``/lineage`` routes (``read`` is enough)."""
+
+    def upstream(self, uri: str, *, depth: int | None = None) -> LineageGraph:
+        return self._walk(uri, "upstream", depth)
+
+    def downstream(self, uri: str, *, depth: int | None = None) -> LineageGraph:
+        return self._walk(uri, "downstream", depth)
+
+    def _walk(self, uri: str, direction: str, depth: int | None) -> LineageGraph:
+        from keel.transport.http import HttpTransport
+
+        assert isinstance(self.transport, HttpTransport)
+        params: dict[str, Any] = {"uri": uri}
+        if depth is not None:
+            params["depth"] = depth
+        return self.transport.call("GET", f"/lineage/{direction}", LineageGraph, params=params)
+
+
+def lineage_part(transport: Transport) -> Lineage:
+    """The lineage part for ``transport``: REST calls over the http one, queries otherwise."""
+    from keel.transport.http import HttpTransport
+
+    if isinstance(transport, HttpTransport):
+        return RemoteLineage(transport)
+    return Lineage(transport)
+
+
+def _part(store: Store | None) -> Lineage:
+    """The part over ``store``, or the one the process settings choose (a server's, say)."""
+    from keel.transport import LocalTransport, local_or
+
+    if store is not None:
+        return Lineage(LocalTransport(store=store))
+    return lineage_part(local_or(None))
+
+
 def upstream(uri: str, *, depth: int | None = None, store: Store | None = None) -> LineageGraph:
     """Everything ``uri`` was made from: inputs, the runs that made them, code, data.
 
@@ -381,17 +449,12 @@ def upstream(uri: str, *, depth: int | None = None, store: Store | None = None) 
             enough), ``models:/name/5`` (or ``models:/name@alias``), ``artifacts:/<digest>``
             or ``code:/<digest>``.
         depth: stop after this many hops; default: to the sources.
+        store: query this metadata store; default: the process settings' (which may be
+            a ``keel server``'s, reached over HTTP).
     """
-    return _walk(store or _default_store(), uri, "upstream", depth)
+    return _part(store).upstream(uri, depth=depth)
 
 
 def downstream(uri: str, *, depth: int | None = None, store: Store | None = None) -> LineageGraph:
     """Everything made from ``uri``: the runs that read it, what they produced, models."""
-    return _walk(store or _default_store(), uri, "downstream", depth)
-
-
-def _default_store() -> Store:
-    from keel.config import get_settings
-    from keel.store import get_store
-
-    return get_store(get_settings())
+    return _part(store).downstream(uri, depth=depth)

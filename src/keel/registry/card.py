@@ -59,9 +59,10 @@ def _package_metadata(client: Client, mv: Any) -> dict[str, Any] | None:
 
 def _datasets(client: Client, name: str, version: int) -> list[str]:
     """Dataset versions upstream of a model version: what its run read, through pipeline steps."""
-    from keel.pipelines.lineage import upstream
+    from keel.pipelines.lineage import lineage_part
 
-    return sorted(upstream(f"models:/{name}/{version}", store=client.store).uris("dataset"))
+    graph = lineage_part(client.transport).upstream(f"models:/{name}/{version}")
+    return sorted(graph.uris("dataset"))
 
 
 def build_card(client: Client, name: str, version: int) -> dict[str, Any]:

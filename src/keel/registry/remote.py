@@ -30,10 +30,11 @@ from keel.registry.entities import (
     ResolvedModel,
 )
 from keel.tracking.client import TrackingClient
+from keel.transport import Transport
 from keel.transport.http import HttpTransport
 from keel.validation import check_name
 
-__all__ = ["RemoteRegistry"]
+__all__ = ["RemoteRegistry", "registry_for"]
 
 
 def _seg(text: Any) -> str:
@@ -215,3 +216,10 @@ class RemoteRegistry(RegistryClient):
 
     def resolve_model(self, uri: str) -> ResolvedModel:
         return self.transport.call("GET", "/registry/resolve", ResolvedModel, params={"uri": uri})
+
+
+def registry_for(transport: Transport, tracking: TrackingClient) -> RegistryClient:
+    """The registry part for ``transport``: SQL locally, REST calls over the http transport."""
+    if isinstance(transport, HttpTransport):
+        return RemoteRegistry(transport, tracking)
+    return RegistryClient(transport=transport, tracking=tracking)

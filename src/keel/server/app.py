@@ -54,7 +54,19 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
         auth: check tokens and roles; off only for one user on loopback (``--no-auth``).
     """
     from keel import __version__
-    from keel.server.routes import admin, blobs, governance, registry, system, tracking
+    from keel.server.routes import (
+        admin,
+        automation,
+        blobs,
+        data,
+        deployments,
+        governance,
+        lineage,
+        monitoring,
+        registry,
+        system,
+        tracking,
+    )
 
     app = FastAPI(
         title="Keel control plane",
@@ -87,7 +99,19 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return _error(500, "internal error; the server's log has the details")
 
-    for module in (system, admin, blobs, tracking, registry, governance):
+    for module in (
+        system,
+        admin,
+        blobs,
+        tracking,
+        registry,
+        data,
+        deployments,
+        monitoring,
+        automation,
+        lineage,
+        governance,
+    ):
         router: Any = module.router
         app.include_router(router, prefix="/api/v1")
     app.include_router(system.health_router)

@@ -10,6 +10,11 @@ alias moves the traffic without a restart.
 Every change writes a new, immutable revision; the deployment's current
 revision moves by compare-and-set. Rollback is one call: it writes a new
 revision whose spec is the one before the current one (or any revision).
+
+:class:`Deployments` is the part of a client that holds this: over a client
+whose transport is the http one (``keel server``), ``Deployments(client)`` is a
+:class:`keel.serving.remote.RemoteDeployments`, whose methods are REST calls to
+routes that run this same code on the server.
 """
 
 from __future__ import annotations
@@ -95,6 +100,11 @@ class DeploymentSpec:
     @property
     def primary(self) -> Route:
         return self.routes[0]
+
+    @property
+    def models(self) -> list[str]:
+        """Every registered model the spec sends traffic (or a shadow copy of it) to, sorted."""
+        return sorted({r.model for r in (*self.routes, *([self.shadow] if self.shadow else []))})
 
     def routes_to(self, model: str, version: int | None) -> bool:
         """True when a canary route (not the primary) sends traffic to ``model/version``."""
@@ -239,7 +249,24 @@ def build_spec(
 
 
 class Deployments:
-    """Create, change, roll back and read deployments (``client``: a ``keel.Client``)."""
+    """Create, change, roll back and read deployments (``client``: a ``keel.Client``).
+
+    Over a client of ``keel server`` the instance is a
+    :class:`~keel.serving.remote.RemoteDeployments` (see :func:`deployments_part`).
+    """
+
+    def __new__(cls, client: Client | None = None) -> Deployments:
+        # Callers everywhere write ``Deployments(client)``; choosing the part here keeps
+        # them transport-blind, as ``keel.Client`` keeps its own parts.
+        if cls is Deployments:
+            from keel.transport.http import HttpTransport
+
+            transport = client.transport if client is not None else _process_transport()
+            if isinstance(transport, HttpTransport):
+                from keel.serving.remote import RemoteDeployments
+
+                return super().__new__(RemoteDeployments)
+        return super().__new__(cls)
 
     def __init__(self, client: Client | None = None) -> None:
         from keel.client import Client
@@ -459,21 +486,7 @@ class Deployments:
         one. Rolling back twice goes back twice (an undo stack), it does not
         toggle between the last two specs.
         """
-        current = self.get(name)
-        if to is None:
-            if current.previous is None:
-                raise InvalidInput(
-                    f"deployment {name!r} revision {current.revision} has no earlier spec to roll back to"
-                )
-            target = self.get(name, current.previous)
-            undo_to: int | None = target.previous
-        else:
-            if not 1 <= to < current.revision:
-                raise InvalidInput(
-                    f"deployment {name!r} can roll back to revisions 1 to {current.revision - 1}, got {to}"
-                )
-            target = self.get(name, to)
-            undo_to = current.revision
+        current, target, undo_to = self._rollback_plan(name, to)
         return self._advance(
             name,
             target.spec,
@@ -482,6 +495,28 @@ class Deployments:
             current.revision,
             previous=undo_to if undo_to is not None else False,
         )
+
+    def rollback_target(self, name: str, to: int | None = None) -> Deployment:
+        """The revision whose spec :meth:`rollback` would put back (nothing is written)."""
+        return self._rollback_plan(name, to)[1]
+
+    def _rollback_plan(
+        self, name: str, to: int | None
+    ) -> tuple[Deployment, Deployment, int | None]:
+        """(current, target, where undo goes after the rollback)."""
+        current = self.get(name)
+        if to is None:
+            if current.previous is None:
+                raise InvalidInput(
+                    f"deployment {name!r} revision {current.revision} has no earlier spec to roll back to"
+                )
+            target = self.get(name, current.previous)
+            return current, target, target.previous
+        if not 1 <= to < current.revision:
+            raise InvalidInput(
+                f"deployment {name!r} can roll back to revisions 1 to {current.revision - 1}, got {to}"
+            )
+        return current, self.get(name, to), current.revision
 
     def status(self, name: str) -> dict[str, Any]:
         """The current spec with every route resolved to the version it serves now."""
@@ -505,6 +540,18 @@ class Deployments:
                 }
             )
         return {**deployment.to_dict(), "routes": routes}
+
+
+def deployments_part(client: Client) -> Deployments:
+    """The deployments part of ``client``: SQL locally, REST calls through ``keel server``."""
+    return Deployments(client)
+
+
+def _process_transport() -> Any:
+    """The transport a ``Client()`` on the process's settings would use (nothing opened yet)."""
+    from keel.transport import local_or
+
+    return local_or(None)
 
 
 def _deployment(name: str, row: Any) -> Deployment:

@@ -32,13 +32,14 @@ from keel.tracking.validation import (
     check_step,
     check_tag_value,
 )
+from keel.transport import Transport, local_or
 from keel.transport.http import HttpTransport
 from keel.transport.wire import from_wire, to_wire
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["RemoteTracking"]
+__all__ = ["RemoteTracking", "tracking_for"]
 
 #: Points per metrics request; the server accepts up to 100,000.
 _POINTS_PER_REQUEST = 50_000
@@ -323,3 +324,14 @@ def _frame(runs: Sequence[Run]) -> pd.DataFrame:
     if columns:
         base = pd.concat([base, pd.DataFrame(columns)], axis=1)
     return base
+
+
+def tracking_for(transport: Transport | None = None) -> TrackingClient:
+    """The tracking part for ``transport`` (default: the one the process's settings name).
+
+    SQL on the store locally; REST calls to ``keel server`` over the http transport.
+    """
+    transport = local_or(transport)
+    if isinstance(transport, HttpTransport):
+        return RemoteTracking(transport)
+    return TrackingClient(transport=transport)

@@ -42,7 +42,7 @@ _TEXT_CHARS = 100_000
 
 ModelName = Annotated[str, Path(max_length=MAX_NAME_CHARS, description="a registered model")]
 AliasName = Annotated[str, Path(max_length=MAX_NAME_CHARS, description="an alias of the model")]
-Version = Annotated[int, Path(ge=1, description="a version number")]
+Version = Annotated[int, Path(ge=1, le=2**31 - 1, description="a version number")]
 TagKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_KEY_LENGTH)]
 TagValue = Annotated[str, StringConstraints(max_length=MAX_TAG_LENGTH)]
 
@@ -82,7 +82,7 @@ class AliasMove(BaseModel):
     send it (``null``: the alias is not set) to refuse the move if it moved since.
     """
 
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2**31 - 1)
     expected: int | None = Field(default=None, ge=1)
     comment: str | None = Field(default=None, max_length=_COMMENT_CHARS)
 
@@ -231,7 +231,9 @@ def delete_alias(
     name: ModelName,
     alias: AliasName,
     caller: CallerDep,
-    expected: Annotated[int | None, Query(ge=1, description="the version it must hold")] = None,
+    expected: Annotated[
+        int | None, Query(ge=1, le=2**31 - 1, description="the version it must hold")
+    ] = None,
     comment: Annotated[str | None, Query(max_length=_COMMENT_CHARS)] = None,
 ) -> Any:
     """Remove the alias (compare-and-set on ``expected`` when given)."""
@@ -268,7 +270,7 @@ def approve(name: ModelName, version: Version, body: NewApproval, caller: Caller
 def list_approvals(
     name: ModelName,
     caller: CallerDep,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Any:
     """Approvals of the model's versions (or of one), oldest first."""
     caller.require("read", "model", name)

@@ -24,9 +24,9 @@ objects the server already holds.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from keel.artifacts import ArtifactStore
@@ -60,7 +60,7 @@ class NewExperiment(BaseModel):
 
 
 class NewRun(BaseModel):
-    experiment_id: int
+    experiment_id: int = Field(ge=0, le=2**31 - 1)
     name: str | None = Field(default=None, max_length=_NAME)
     parent_id: str | None = Field(default=None, max_length=64)
     tags: dict[str, str] | None = Field(default=None, max_length=1_000)
@@ -69,7 +69,7 @@ class NewRun(BaseModel):
 
 class RunEnd(BaseModel):
     status: str = Field(default="FINISHED", max_length=16)
-    end_time: int | None = None
+    end_time: int | None = Field(default=None, ge=0, le=2**63 - 1)
 
 
 class Seeds(BaseModel):
@@ -264,7 +264,9 @@ def resolve_experiment(caller: CallerDep, ref: str = Query(max_length=_NAME)) ->
 
 
 @router.get("/experiments/{experiment_id}")
-def get_experiment(experiment_id: int, caller: CallerDep) -> Any:
+def get_experiment(
+    experiment_id: Annotated[int, Path(ge=0, le=2**31 - 1)], caller: CallerDep
+) -> Any:
     """One experiment by id."""
     tracking = _tracking(caller)
     experiment = tracking.get_experiment(experiment_id)
