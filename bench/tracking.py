@@ -1,7 +1,14 @@
-"""Keel vs MLflow tracking, side by side, on SQLite: logging throughput and run search.
+"""Keel vs MLflow tracking, side by side, on SQLite: run lifecycle, logging and run search.
 
 What is measured
 ----------------
+Run start and end: ``L`` empty runs, ``start_run()`` then ``end_run()`` with
+nothing logged, each timed alone (median and p90 per run, after 10 untimed
+runs), first in a folder that is no git work tree, then inside one: a
+repository of ``--repo-files`` committed files with one uncommitted edit, so
+both tools record a commit (Keel also a digest of the uncommitted changes).
+This is what a sweep of many short runs pays on top of its logging.
+
 Workload A, logging: ``R`` runs x 10 params x 5 metrics x ``S`` steps, written
 the way users write it, one ``log_metric(key, value, step=step)`` call per
 point through the fluent API (``keel.start_run`` / ``keel.log_param`` /
@@ -14,6 +21,11 @@ same runs with the client API, one ``log_batch`` per run carrying all of its
 points and params (``create_run`` + ``log_batch`` + ``set_terminated``): the
 fastest path MLflow offers, as a reference.
 
+Short-run sweep: workload A again with ``--sweep-runs`` runs of
+``--sweep-steps`` steps (default 20 x 50): the common case of a
+hyperparameter sweep, where starting, ending and logging params weigh as
+much as the points.
+
 Workload B, search: ``N`` runs in one experiment, each with 10 params (numbers
 and strings) and 5 metrics, created with each tool's bulk client path
 (``create_run`` + ``log_batch``, runs left RUNNING: status plays no part in
@@ -22,7 +34,9 @@ filtered, ordered search returning a pandas DataFrame is timed ``K`` times
 after one untimed warm-up call (median and p90, nearest rank):
 
 * ``metrics.m0 > 0.5 and params.p1 = 'rf'`` by ``metrics.m1 DESC``, top 100
-  (a leaderboard), and the same returning every matching row;
+  (a leaderboard), and the same returning every matching row (about 1,000);
+* ``metrics.m0 > 0.5 and params.p1 != 'rf'``, every matching row (about
+  4,000 of 10,000);
 * Keel only (MLflow's filter language has no OR): a filter with OR and
   parentheses.
 
@@ -49,9 +63,10 @@ Usage::
     python bench/tracking.py        # from the dev venv: .venv/bin/python bench/tracking.py
     python bench/tracking.py --runs 5 --steps 50 --search-runs 1000 --repeat 5 --json
 
-The default run takes about 4 minutes on 2 cores, nearly all of it MLflow's:
+The default run takes about 15 minutes on 2 cores, nearly all of it MLflow's:
 each of its ``log_metric`` calls is a transaction (about 3 ms), and creating
-the 10,000 runs to search takes it over 2 minutes (progress goes to stderr).
+the 10,000 runs to search takes it over 4 minutes (progress goes to stderr).
+Other processes on the machine move every figure; run it on a quiet one.
 """
 
 from __future__ import annotations
@@ -84,15 +99,20 @@ LOG_EXPERIMENT = "bench-logging"
 BATCH_EXPERIMENT = "bench-logging-batch"
 SEARCH_EXPERIMENT = "bench-search"
 FILTER = "metrics.m0 > 0.5 and params.p1 = 'rf'"
+WIDE_FILTER = "metrics.m0 > 0.5 and params.p1 != 'rf'"
 ORDER_BY = "metrics.m1 DESC"
 OR_FILTER = "(params.p1 = 'rf' OR params.p1 = 'gb') AND (metrics.m0 > 0.9 OR params.p0 < 0.001)"
 TOP_N = 100
 ALL_ROWS = 100_000
+LIFECYCLE_WARMUP = 10
+SWEEP_EXPERIMENT = "bench-sweep"
+LIFECYCLE_EXPERIMENT = "bench-lifecycle"
 
 #: name -> (description, filter, max_results, tools that support it)
 QUERIES: dict[str, tuple[str, str, int, tuple[str, ...]]] = {
     "top100": (f"filter + order, top {TOP_N}", FILTER, TOP_N, ("keel", "mlflow")),
     "all": ("filter + order, all matches", FILTER, ALL_ROWS, ("keel", "mlflow")),
+    "all_wide": ("wider filter + order, all ~4,000", WIDE_FILTER, ALL_ROWS, ("keel", "mlflow")),
     "or_top100": (f"OR + parentheses, top {TOP_N}", OR_FILTER, TOP_N, ("keel",)),
 }
 
@@ -160,6 +180,41 @@ def summarize(seconds: Sequence[float]) -> Result:
     }
 
 
+def lifecycle(start: Callable[[], Any], end: Callable[[], Any], runs: int) -> Result:
+    """Time ``runs`` empty runs one by one, after ``LIFECYCLE_WARMUP`` untimed ones."""
+    seconds = []
+    for n in range(LIFECYCLE_WARMUP + runs):
+        began = time.perf_counter()
+        start()
+        end()
+        if n >= LIFECYCLE_WARMUP:
+            seconds.append(time.perf_counter() - began)
+    return summarize(seconds)
+
+
+def make_repo(root: Path, files: int) -> Path:
+    """A git work tree of ``files`` committed source files and one uncommitted edit."""
+    root.mkdir()
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "bench@example.com")
+    git("config", "user.name", "bench")
+    (root / ".gitignore").write_text("__pycache__/\n*.log\n")
+    for n in range(files):
+        package = root / f"pkg{n % 10}"
+        package.mkdir(exist_ok=True)
+        (package / f"module{n}.py").write_text(f"VALUE = {n}\n" * 20)
+    git("add", ".")
+    git("commit", "-qm", "bench")
+    (root / "pkg0" / "module0.py").write_text("VALUE = -1\n")
+    # Ages the files past Keel's racy window (3 s), as in a checkout edited a while ago.
+    time.sleep(3.5)
+    return root
+
+
 def frame_check(frame: Any) -> Result:
     """Row count and sum of ``metrics.m1`` of a search result, to compare the tools."""
     rows = len(frame)
@@ -205,22 +260,45 @@ def keel_worker(args: argparse.Namespace, tmp: Path) -> Result:
     runs, steps = args.runs, args.steps
     expected = runs * N_METRICS * steps
 
-    # Workload A: per-point fluent logging.
-    keel.set_experiment(LOG_EXPERIMENT)  # creates the database: not timed
-    progress(f"keel: per-point logging, {expected:,} points")
-    run_ids = []
-    start = time.perf_counter()
-    for r in range(runs):
-        with keel.start_run() as run:
-            run_ids.append(run.id)
-            for key, value in run_params(r).items():
-                keel.log_param(key, value)
-            for step in range(steps):
-                for m, key in enumerate(METRIC_KEYS):
-                    keel.log_metric(key, point_value(r, m, step), step=step)
-    seconds = time.perf_counter() - start
-    verify("keel", "per-point", sum(client.count_metric_points(i) for i in run_ids), expected)
-    result["per_point"] = throughput(expected, seconds)
+    def per_point(experiment: str, runs: int, steps: int, what: str) -> Result:
+        keel.set_experiment(experiment)  # creates the experiment: not timed
+        expected = runs * N_METRICS * steps
+        progress(f"keel: {what}, {runs} runs x {steps} steps = {expected:,} points")
+        run_ids = []
+        start = time.perf_counter()
+        for r in range(runs):
+            with keel.start_run() as run:
+                run_ids.append(run.id)
+                for key, value in run_params(r).items():
+                    keel.log_param(key, value)
+                for step in range(steps):
+                    for m, key in enumerate(METRIC_KEYS):
+                        keel.log_metric(key, point_value(r, m, step), step=step)
+        seconds = time.perf_counter() - start
+        verify("keel", what, sum(client.count_metric_points(i) for i in run_ids), expected)
+        return throughput(expected, seconds)
+
+    # Run start and end, outside and inside a git work tree.
+    keel.set_experiment(LIFECYCLE_EXPERIMENT)  # creates the database: not timed
+    progress(f"keel: {args.lifecycle_runs} empty runs, then as many in a git repository")
+    last: list[Any] = []
+
+    def start_run() -> None:
+        last[:] = [keel.start_run()]
+
+    result["lifecycle"] = lifecycle(start_run, keel.end_run, args.lifecycle_runs)
+    os.chdir(make_repo(tmp / "repo", args.repo_files))
+    result["lifecycle_git"] = lifecycle(start_run, keel.end_run, args.lifecycle_runs)
+    state = client.get_environment(last[0].id)
+    if not (state["git_commit"] and state["git_dirty"]):
+        raise SystemExit(f"keel recorded no dirty git state inside the repository: {state}")
+    os.chdir(tmp)
+
+    # Workload A: per-point fluent logging; then the short-run sweep.
+    result["per_point"] = per_point(LOG_EXPERIMENT, runs, steps, "per-point logging")
+    result["sweep"] = per_point(
+        SWEEP_EXPERIMENT, args.sweep_runs, args.sweep_steps, "short-run sweep"
+    )
 
     # Workload A, reference: one log_batch per run with all of its points.
     progress("keel: log_batch per run")
@@ -295,26 +373,50 @@ def mlflow_worker(args: argparse.Namespace, tmp: Path) -> Result:
     def params_of(index: int) -> list[Any]:
         return [Param(k, str(v)) for k, v in run_params(index).items()]
 
-    # Workload A: per-point fluent logging.
+    def per_point(experiment: str, runs: int, steps: int, what: str) -> Result:
+        experiment_id = client.create_experiment(experiment, artifact_location=artifacts)
+        mlflow.set_experiment(experiment_id=experiment_id)
+        expected = runs * N_METRICS * steps
+        progress(f"mlflow: {what}, {runs} runs x {steps} steps = {expected:,} points")
+        run_ids = []
+        start = time.perf_counter()
+        for r in range(runs):
+            with mlflow.start_run() as run:
+                run_ids.append(run.info.run_id)
+                for key, value in run_params(r).items():
+                    mlflow.log_param(key, value)
+                for step in range(steps):
+                    for m, key in enumerate(METRIC_KEYS):
+                        mlflow.log_metric(key, point_value(r, m, step), step=step)
+            if (r + 1) % 5 == 0 or r + 1 == runs:
+                progress(f"  mlflow: {r + 1}/{runs} runs, {time.perf_counter() - start:.0f}s")
+        seconds = time.perf_counter() - start
+        verify("mlflow", what, stored_points(run_ids), expected)
+        return throughput(expected, seconds)
+
+    # Run start and end, outside and inside a git work tree.
     progress("mlflow: creating the database")
-    experiment_id = client.create_experiment(LOG_EXPERIMENT, artifact_location=artifacts)
+    experiment_id = client.create_experiment(LIFECYCLE_EXPERIMENT, artifact_location=artifacts)
     mlflow.set_experiment(experiment_id=experiment_id)
-    progress(f"mlflow: per-point logging, {expected:,} points")
-    run_ids = []
-    start = time.perf_counter()
-    for r in range(runs):
-        with mlflow.start_run() as run:
-            run_ids.append(run.info.run_id)
-            for key, value in run_params(r).items():
-                mlflow.log_param(key, value)
-            for step in range(steps):
-                for m, key in enumerate(METRIC_KEYS):
-                    mlflow.log_metric(key, point_value(r, m, step), step=step)
-        if (r + 1) % 5 == 0 or r + 1 == runs:
-            progress(f"  mlflow: {r + 1}/{runs} runs, {time.perf_counter() - start:.0f}s")
-    seconds = time.perf_counter() - start
-    verify("mlflow", "per-point", stored_points(run_ids), expected)
-    result["per_point"] = throughput(expected, seconds)
+    progress(f"mlflow: {args.lifecycle_runs} empty runs, then as many in a git repository")
+    last: list[Any] = []
+
+    def start_run() -> None:
+        last[:] = [mlflow.start_run()]
+
+    result["lifecycle"] = lifecycle(start_run, mlflow.end_run, args.lifecycle_runs)
+    os.chdir(make_repo(tmp / "repo", args.repo_files))
+    result["lifecycle_git"] = lifecycle(start_run, mlflow.end_run, args.lifecycle_runs)
+    tags = client.get_run(last[0].info.run_id).data.tags
+    if "mlflow.source.git.commit" not in tags:
+        progress("  mlflow recorded no git commit inside the repository (is GitPython installed?)")
+    os.chdir(tmp)
+
+    # Workload A: per-point fluent logging; then the short-run sweep.
+    result["per_point"] = per_point(LOG_EXPERIMENT, runs, steps, "per-point logging")
+    result["sweep"] = per_point(
+        SWEEP_EXPERIMENT, args.sweep_runs, args.sweep_steps, "short-run sweep"
+    )
 
     # Workload A, reference: one log_batch per run with all of its points.
     progress("mlflow: log_batch per run")
@@ -420,6 +522,14 @@ def run_child(python: str, tool: str, args: argparse.Namespace) -> Result:
         str(args.search_runs),
         "--repeat",
         str(args.repeat),
+        "--sweep-runs",
+        str(args.sweep_runs),
+        "--sweep-steps",
+        str(args.sweep_steps),
+        "--lifecycle-runs",
+        str(args.lifecycle_runs),
+        "--repo-files",
+        str(args.repo_files),
     ]
     if args.skip_search:
         command.append("--skip-search")
@@ -455,7 +565,11 @@ def dig(result: Result | None, *path: str) -> Any:
 def ratios(keel: Result, mlflow: Result | None) -> Result:
     """Keel/MLflow for throughput, MLflow/Keel for latency: above 1 means Keel is faster."""
     out: Result = {}
-    for line in ("per_point", "batch"):
+    for line in ("lifecycle", "lifecycle_git"):
+        k, m = dig(keel, line, "median_ms"), dig(mlflow, line, "median_ms")
+        if k and m:
+            out[f"{line}_median_ms_mlflow_over_keel"] = m / k
+    for line in ("per_point", "batch", "sweep"):
         k, m = dig(keel, line, "points_per_s"), dig(mlflow, line, "points_per_s")
         if k and m:
             out[f"{line}_points_per_s_keel_over_mlflow"] = k / m
@@ -495,8 +609,16 @@ def print_table(
         rows.append((label, k, m, ratio))
 
     for line, label in (
+        ("lifecycle", "empty start_run + end_run"),
+        ("lifecycle_git", f"  the same in a git repo ({args.repo_files} files)"),
+    ):
+        for stat in ("median_ms", "p90_ms"):
+            k, m = dig(keel, line, stat), dig(mlflow, line, stat)
+            add(f"{label}, {stat[:-3]} ms", fmt(k, 2), fmt(m, 2), speedup(k, m, False))
+    for line, label in (
         ("per_point", "per-point log_metric, points/s"),
         ("batch", "client log_batch per run, points/s"),
+        ("sweep", "short-run sweep, points/s"),
     ):
         k, m = dig(keel, line, "points_per_s"), dig(mlflow, line, "points_per_s")
         add(label, fmt(k), fmt(m), speedup(k, m, True))
@@ -530,13 +652,21 @@ def print_table(
         + (f" (mlflow: Python {mlflow['python']})" if mlflow else "")
     )
     print(
+        f"Run start + end: {args.lifecycle_runs} empty runs each, timed one by one; in a git "
+        f"repository of {args.repo_files} files with an uncommitted edit"
+    )
+    print(
         f"A: {args.runs:,} runs x {N_PARAMS} params x {N_METRICS} metrics x {args.steps:,} "
         f"steps = {args.runs * N_METRICS * args.steps:,} points, one call per point"
+    )
+    print(
+        f"Sweep: {args.sweep_runs:,} runs x {N_PARAMS} params x {N_METRICS} metrics x "
+        f"{args.sweep_steps:,} steps, as A"
     )
     if "search" in keel:
         print(
             f"B: {keel['search']['runs']:,} runs; filter {FILTER!r} by {ORDER_BY!r}; "
-            f"OR filter {OR_FILTER!r}"
+            f"wider filter {WIDE_FILTER!r}; OR filter {OR_FILTER!r}"
         )
     print()
     for n, row in enumerate([header, *rows]):
@@ -553,12 +683,29 @@ def print_table(
     if skipped:
         print(f"MLflow was skipped: {skipped}.")
         return
-    per_point = ratios(keel, mlflow).get("per_point_points_per_s_keel_over_mlflow")
-    median = dig(keel, "search", "queries", "top100", "median_ms")
-    checks = [f"per-point >= 100x MLflow: {'met' if per_point and per_point >= 100 else 'MISSED'}"]
-    if median is not None:
-        checks.append(f"top-100 search median < 100 ms: {'met' if median < 100 else 'MISSED'}")
-    print("Targets: " + "; ".join(checks) + ".")
+    print("Targets: " + "; ".join(targets(keel, mlflow)) + ".")
+
+
+def targets(keel: Result, mlflow: Result | None) -> list[str]:
+    """The issue's goals, each met or missed by this run's figures."""
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    found = ratios(keel, mlflow)
+    checks = []
+    lifecycle_ms = dig(keel, "lifecycle", "median_ms")
+    if lifecycle_ms is not None:
+        checks.append(f"start + end <= 2 ms: {verdict(lifecycle_ms <= 2)}")
+    for line, label in (("per_point", "per-point"), ("sweep", "short-run sweep")):
+        ratio = found.get(f"{line}_points_per_s_keel_over_mlflow")
+        if ratio is not None:
+            checks.append(f"{label} >= 100x MLflow: {verdict(ratio >= 100)}")
+    for name, label in (("top100", "top-100 search"), ("all_wide", "~4,000-row search")):
+        median = dig(keel, "search", "queries", name, "median_ms")
+        if median is not None:
+            checks.append(f"{label} median < 100 ms: {verdict(median < 100)}")
+    return checks
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -577,12 +724,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="interpreter with mlflow installed (default .venv-mlflow/bin/python)",
     )
+    parser.add_argument(
+        "--sweep-runs", type=int, default=20, help="runs in the short-run sweep (default 20)"
+    )
+    parser.add_argument(
+        "--sweep-steps", type=int, default=50, help="steps per metric in the sweep (default 50)"
+    )
+    parser.add_argument(
+        "--lifecycle-runs",
+        type=int,
+        default=100,
+        help="empty runs timed for start + end, per setting (default 100)",
+    )
+    parser.add_argument(
+        "--repo-files",
+        type=int,
+        default=200,
+        help="files in the git repository of the start + end figure (default 200)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--skip-search", action="store_true", help="run workload A only")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if min(args.runs, args.steps, args.search_runs, args.repeat) < 1:
-        parser.error("--runs, --steps, --search-runs and --repeat must be at least 1")
+    counts = (
+        args.runs,
+        args.steps,
+        args.search_runs,
+        args.repeat,
+        args.sweep_runs,
+        args.sweep_steps,
+        args.lifecycle_runs,
+        args.repo_files,
+    )
+    if min(counts) < 1:
+        parser.error(
+            "every count (--runs, --steps, --search-runs, --repeat, --sweep-*, ...) must be at least 1"
+        )
     if args.worker:
         return run_worker(args)
 
@@ -604,7 +781,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "search_runs": None if args.skip_search else args.search_runs,
                 "repeat": args.repeat,
                 "cpus": os.cpu_count(),
+                "sweep_runs": args.sweep_runs,
+                "sweep_steps": args.sweep_steps,
+                "lifecycle_runs": args.lifecycle_runs,
+                "repo_files": args.repo_files,
                 "filter": FILTER,
+                "wide_filter": WIDE_FILTER,
                 "order_by": ORDER_BY,
                 "or_filter": OR_FILTER,
             },
@@ -612,6 +794,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "mlflow": mlflow,
             "mlflow_skipped": skipped,
             "ratios": ratios(keel, mlflow),
+            "targets": targets(keel, mlflow),
             "mismatches": problems,
         }
         print(json.dumps(combined, indent=2))

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
 import keel.tracking.search as q
@@ -34,7 +35,14 @@ from keel.tracking.entities import (
     RunInfo,
     RunsPage,
 )
-from keel.tracking.environment import GitState, capture_environment, capture_git, command_line
+from keel.tracking.environment import (
+    Environment,
+    GitState,
+    capture_environment,
+    capture_git,
+    command_line,
+)
+from keel.tracking.search_load import RUN_COLUMNS, load_frame, load_runs
 from keel.tracking.validation import (
     check_key,
     check_metric_value,
@@ -54,17 +62,67 @@ __all__ = ["MetricRow", "TrackingClient", "write_metrics"]
 #: (run_id, key, step, timestamp_ms, value) — the shape buffered and written in bulk.
 MetricRow = tuple[str, str, int, int, float]
 
-_RUN_COLUMNS = (
-    s.runs.c.id,
-    s.runs.c.experiment_id,
-    s.runs.c.name,
-    s.runs.c.status,
-    s.runs.c.start_time,
-    s.runs.c.end_time,
-    s.runs.c.parent_id,
-    s.runs.c.user_name,
+# Statements of the hot paths, built once: building a statement with ``.values(...)`` costs
+# more than running it (a run's start and end spent most of their time there), and a
+# prebuilt statement also finds its compiled form in SQLAlchemy's cache at once.
+_INSERT_RUN = s.runs.insert()
+_INSERT_TAGS = s.tags.insert()
+_INSERT_METRICS = s.metrics.insert()
+_RUN_STATUS = select(s.runs.c.status).where(s.runs.c.id == bindparam("rid"))
+_SET_STATUS = (
+    update(s.runs)
+    .where(s.runs.c.id == bindparam("rid"))
+    .values(status=bindparam("new_status"), end_time=bindparam("new_end_time"))
 )
-_IN_CHUNK = 500
+_STORED_PARAMS = select(s.params.c.key, s.params.c.value).where(
+    s.params.c.run_id == bindparam("rid"), s.params.c.key.in_(bindparam("keys", expanding=True))
+)
+
+
+_UPSERTS: dict[tuple[str, str], Any] = {}
+
+
+def _upsert(conn: Connection, table: str) -> Any:
+    """The INSERT … ON CONFLICT of ``table`` on ``conn``'s dialect, built once per dialect."""
+    key = (conn.dialect.name, table)
+    found = _UPSERTS.get(key)
+    if found is not None:
+        return found
+    stmt = insert_on_conflict(conn, getattr(s, table))
+    if table == "environments":
+        stmt = stmt.on_conflict_do_nothing(index_elements=[s.environments.c.digest])
+    elif table == "params":
+        stmt = stmt.on_conflict_do_nothing(index_elements=[s.params.c.run_id, s.params.c.key])
+    elif table == "tags":
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[s.tags.c.run_id, s.tags.c.key],
+            set_={"value": stmt.excluded.value, "value_num": stmt.excluded.value_num},
+        )
+    elif table == "latest_metrics":
+        excluded = stmt.excluded
+        target = s.latest_metrics.c
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[target.run_id, target.key],
+            set_={"step": excluded.step, "timestamp": excluded.timestamp, "value": excluded.value},
+            where=(excluded.step > target.step)
+            | ((excluded.step == target.step) & (excluded.timestamp >= target.timestamp)),
+        )
+    else:  # pragma: no cover - only the tables above are asked for
+        raise AssertionError(table)
+    _UPSERTS[key] = stmt
+    return stmt
+
+
+@functools.lru_cache(maxsize=4)
+def _environment_row(environment: Environment) -> dict[str, Any]:
+    """The ``environments`` row of an environment (its JSON is the same for every run)."""
+    return {
+        "digest": environment.digest,
+        "python_version": environment.python_version,
+        "implementation": environment.implementation,
+        "platform": environment.platform,
+        "distributions": json.dumps(list(environment.distributions)),
+    }
 
 
 def _stored(value: float) -> float | None:
@@ -80,7 +138,7 @@ def write_metrics(conn: Connection, rows: Sequence[MetricRow]) -> None:
     if not rows:
         return
     conn.execute(
-        s.metrics.insert(),
+        _INSERT_METRICS,
         [
             {"run_id": r, "key": k, "step": st, "timestamp": ts, "value": _stored(v)}
             for r, k, st, ts, v in rows
@@ -91,17 +149,8 @@ def write_metrics(conn: Connection, rows: Sequence[MetricRow]) -> None:
         current = latest.get((row[0], row[1]))
         if current is None or (row[2], row[3]) >= (current[2], current[3]):
             latest[(row[0], row[1])] = row
-    stmt = insert_on_conflict(conn, s.latest_metrics)
-    excluded = stmt.excluded
-    target = s.latest_metrics.c
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[target.run_id, target.key],
-        set_={"step": excluded.step, "timestamp": excluded.timestamp, "value": excluded.value},
-        where=(excluded.step > target.step)
-        | ((excluded.step == target.step) & (excluded.timestamp >= target.timestamp)),
-    )
     conn.execute(
-        stmt,
+        _upsert(conn, "latest_metrics"),
         [
             {"run_id": r, "key": k, "step": st, "timestamp": ts, "value": _stored(v)}
             for r, k, st, ts, v in latest.values()
@@ -226,68 +275,64 @@ class TrackingClient(TransportBound):
         capture: bool = True,
         seeds: Mapping[str, int] | None = None,
     ) -> RunInfo:
-        """Start a run in ``RUNNING`` state, recording its environment unless ``capture=False``."""
+        """Start a run in ``RUNNING`` state, recording its environment unless ``capture=False``.
+
+        The run, its environment, its tags and the audit entry are written in one
+        transaction. The git state comes from :func:`~keel.tracking.environment.capture_git`,
+        which asks git only when the repository changed since the last run.
+        """
         run_id = uuid.uuid4().hex
         run_name = _check_name(name, "run name") if name else f"run-{run_id[:8]}"
+        tag_rows = _tag_rows(run_id, tags or {})
+        environment = None
+        git: GitState | None = None
+        if capture:
+            environment = capture_environment()
+            git = capture_git()
         start = now_ms()
+        user = self.user
+        # Every column, always: one compiled form of the INSERT serves every run.
         values: dict[str, Any] = {
             "id": run_id,
             "experiment_id": experiment_id,
             "name": run_name,
             "status": "RUNNING",
             "start_time": start,
+            "end_time": None,
             "parent_id": parent_id,
-            "user_name": self.user,
+            "user_name": user,
+            "command": command_line() if capture else None,
+            "environment_digest": environment.digest if environment is not None else None,
+            "git_commit": git.commit if git is not None else None,
+            "git_dirty": git.dirty if git is not None else None,
+            "git_diff_digest": git.diff_digest if git is not None else None,
             "seeds": json.dumps(dict(seeds)) if seeds else None,
         }
-        environment = None
-        if capture:
-            environment = capture_environment()
-            git: GitState | None = capture_git()
-            values["command"] = command_line()
-            values["environment_digest"] = environment.digest
-            if git is not None:
-                values.update(
-                    git_commit=git.commit, git_dirty=git.dirty, git_diff_digest=git.diff_digest
-                )
-        tag_rows = _tag_rows(run_id, tags or {})
         try:
             with self.store.write() as conn:
                 if environment is not None:
-                    conn.execute(
-                        insert_on_conflict(conn, s.environments)
-                        .values(
-                            digest=environment.digest,
-                            python_version=environment.python_version,
-                            implementation=environment.implementation,
-                            platform=environment.platform,
-                            distributions=json.dumps(list(environment.distributions)),
-                        )
-                        .on_conflict_do_nothing(index_elements=[s.environments.c.digest])
-                    )
-                conn.execute(s.runs.insert().values(**values))
+                    conn.execute(_upsert(conn, "environments"), _environment_row(environment))
+                conn.execute(_INSERT_RUN, values)
                 audit.record(
                     conn,
-                    actor=values["user_name"],
+                    actor=user,
                     action="run.create",
                     object_type="run",
                     object_id=run_id,
                     after={"status": "RUNNING", "experiment_id": experiment_id, "name": run_name},
                 )
                 if tag_rows:
-                    conn.execute(s.tags.insert(), tag_rows)
+                    conn.execute(_INSERT_TAGS, tag_rows)
         except SQLIntegrityError:
             self.get_experiment(experiment_id)  # NotFound names the experiment
             if parent_id is not None:
                 self.get_run_info(parent_id)
             raise
-        return RunInfo(
-            run_id, experiment_id, run_name, "RUNNING", start, None, parent_id, values["user_name"]
-        )
+        return RunInfo(run_id, experiment_id, run_name, "RUNNING", start, None, parent_id, user)
 
     def get_run_info(self, run_id: str) -> RunInfo:
         with self.store.read() as conn:
-            row = conn.execute(select(*_RUN_COLUMNS).where(s.runs.c.id == run_id)).first()
+            row = conn.execute(select(*RUN_COLUMNS).where(s.runs.c.id == run_id)).first()
         if row is None:
             raise NotFound(_no_run(run_id))
         return RunInfo(*row)
@@ -295,7 +340,7 @@ class TrackingClient(TransportBound):
     def get_run(self, run_id: str) -> Run:
         """The run with its params, tags and latest metric values."""
         with self.store.read() as conn:
-            runs = self._load_runs(conn, [run_id])
+            runs = load_runs(conn, [run_id])
         if not runs:
             raise NotFound(_no_run(run_id))
         return runs[0]
@@ -327,12 +372,13 @@ class TrackingClient(TransportBound):
         self._change_status(run_id, status, end_time or now_ms())
 
     def _change_status(self, run_id: str, status: str, end_time: int | None) -> None:
+        """Status, end time and the audit entry, in one transaction."""
         with self.store.write() as conn:
-            before = conn.execute(select(s.runs.c.status).where(s.runs.c.id == run_id)).first()
+            before = conn.execute(_RUN_STATUS, {"rid": run_id}).first()
             if before is None:
                 raise NotFound(_no_run(run_id))
             conn.execute(
-                update(s.runs).where(s.runs.c.id == run_id).values(status=status, end_time=end_time)
+                _SET_STATUS, {"rid": run_id, "new_status": status, "new_end_time": end_time}
             )
             audit.record(
                 conn,
@@ -411,18 +457,13 @@ class TrackingClient(TransportBound):
             return
         try:
             with self.store.write() as conn:
-                conn.execute(
-                    insert_on_conflict(conn, s.params).on_conflict_do_nothing(
-                        index_elements=[s.params.c.run_id, s.params.c.key]
-                    ),
-                    rows,
-                )
+                inserted = conn.execute(_upsert(conn, "params"), rows).rowcount
+                if inserted == len(rows):
+                    return  # every key was new: nothing to compare (the common case)
+                # Some key existed (or the driver cannot count): compare what is stored.
                 stored = dict(
                     conn.execute(
-                        select(s.params.c.key, s.params.c.value).where(
-                            s.params.c.run_id == run_id,
-                            s.params.c.key.in_([r["key"] for r in rows]),
-                        )
+                        _STORED_PARAMS, {"rid": run_id, "keys": [r["key"] for r in rows]}
                     ).all()
                 )
                 for row in rows:
@@ -446,12 +487,7 @@ class TrackingClient(TransportBound):
             return
         try:
             with self.store.write() as conn:
-                stmt = insert_on_conflict(conn, s.tags)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=[s.tags.c.run_id, s.tags.c.key],
-                    set_={"value": stmt.excluded.value, "value_num": stmt.excluded.value_num},
-                )
-                conn.execute(stmt, rows)
+                conn.execute(_upsert(conn, "tags"), rows)
         except SQLIntegrityError:
             raise NotFound(_no_run(run_id)) from None
 
@@ -698,7 +734,7 @@ class TrackingClient(TransportBound):
             experiment_ids, filter_string, order_by, max_results, page_token
         )
         with self.store.read() as conn:
-            runs = self._load_runs(conn, ids)
+            runs = load_runs(conn, ids)
         return RunsPage(runs, next_token)
 
     def search_runs_frame(
@@ -712,7 +748,7 @@ class TrackingClient(TransportBound):
         """Like :meth:`search_runs`, as a DataFrame with ``metrics.*``, ``params.*``, ``tags.*`` columns."""
         ids, _ = self._search_ids(experiment_ids, filter_string, order_by, max_results, page_token)
         with self.store.read() as conn:
-            return self._runs_frame(conn, ids)
+            return load_frame(conn, ids)
 
     def _search_ids(
         self,
@@ -738,109 +774,14 @@ class TrackingClient(TransportBound):
             query = query.where(s.runs.c.experiment_id.in_(list(experiment_ids)))
         query = q.apply_order(query, order).limit(max_results + 1).offset(offset)
         with self.store.read() as conn:
-            ids = list(conn.execute(query).scalars())
+            ids = list(conn.execute(query).scalars().all())  # one fetch, not a row at a time
         next_token = q.encode_page_token(offset + max_results) if len(ids) > max_results else None
         return ids[:max_results], next_token
-
-    def _fetch_children(self, conn: Connection, table: Any, ids: Sequence[str]) -> list[Any]:
-        rows: list[Any] = []
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start : start + _IN_CHUNK]
-            rows.extend(
-                conn.execute(
-                    select(table.c.run_id, table.c.key, table.c.value).where(
-                        table.c.run_id.in_(chunk)
-                    )
-                ).all()
-            )
-        return rows
-
-    def _fetch_infos(self, conn: Connection, ids: Sequence[str]) -> dict[str, RunInfo]:
-        infos: dict[str, RunInfo] = {}
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start : start + _IN_CHUNK]
-            for row in conn.execute(select(*_RUN_COLUMNS).where(s.runs.c.id.in_(chunk))):
-                infos[row[0]] = RunInfo(*row)
-        return infos
-
-    def _load_runs(self, conn: Connection, ids: Sequence[str]) -> list[Run]:
-        if not ids:
-            return []
-        infos = self._fetch_infos(conn, ids)
-        params: dict[str, dict[str, str]] = {i: {} for i in ids}
-        metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
-        tags: dict[str, dict[str, str]] = {i: {} for i in ids}
-        for run_id, key, value in self._fetch_children(conn, s.params, ids):
-            params[run_id][key] = value
-        for run_id, key, value in self._fetch_children(conn, s.latest_metrics, ids):
-            metrics[run_id][key] = _loaded(value)
-        for run_id, key, value in self._fetch_children(conn, s.tags, ids):
-            tags[run_id][key] = value
-        return [
-            Run(
-                infos[i],
-                dict(sorted(params[i].items())),
-                dict(sorted(metrics[i].items())),
-                dict(sorted(tags[i].items())),
-            )
-            for i in ids
-            if i in infos
-        ]
-
-    def _runs_frame(self, conn: Connection, ids: list[str]) -> pd.DataFrame:
-        import numpy as np
-        import pandas as pd
-
-        infos = self._fetch_infos(conn, ids)
-        ordered = [infos[i] for i in ids if i in infos]
-        base = pd.DataFrame(
-            {
-                "run_id": [r.id for r in ordered],
-                "experiment_id": [r.experiment_id for r in ordered],
-                "name": [r.name for r in ordered],
-                "status": [r.status for r in ordered],
-                "start_time": _timestamps(pd, [r.start_time for r in ordered]),
-                "end_time": _timestamps(pd, [r.end_time for r in ordered]),
-                "parent_id": [r.parent_id for r in ordered],
-                "user": [r.user for r in ordered],
-            }
-        )
-        index = {r.id: n for n, r in enumerate(ordered)}
-        columns: dict[str, Any] = {}
-        for prefix, table in (
-            ("metrics", s.latest_metrics),
-            ("params", s.params),
-            ("tags", s.tags),
-        ):
-            rows = self._fetch_children(conn, table, ids)
-            if not rows:
-                continue
-            by_key: dict[str, list[tuple[int, Any]]] = {}
-            for run_id, key, value in rows:
-                by_key.setdefault(key, []).append((index[run_id], value))
-            for key in sorted(by_key):
-                pairs = by_key[key]
-                positions = np.fromiter((p for p, _ in pairs), dtype=np.int64, count=len(pairs))
-                if prefix == "metrics":
-                    values = np.full(len(ordered), np.nan)
-                    values[positions] = [np.nan if v is None else v for _, v in pairs]
-                else:
-                    values = np.full(len(ordered), None, dtype=object)
-                    values[positions] = [v for _, v in pairs]
-                columns[f"{prefix}.{key}"] = values
-        if columns:
-            base = pd.concat([base, pd.DataFrame(columns)], axis=1)
-        return base
 
 
 def _escape_like(text: str) -> str:
     """``text`` matched literally inside a LIKE pattern (escape character: backslash)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _timestamps(pd: Any, values: list[int | None]) -> Any:
-    """UTC timestamps at millisecond resolution, whether or not any value is missing."""
-    return pd.to_datetime(pd.array(values, dtype="Int64"), unit="ms", utc=True).as_unit("ms")
 
 
 def _check_name(name: Any, what: str) -> str:

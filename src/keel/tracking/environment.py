@@ -3,7 +3,8 @@
 The interpreter, platform and installed distributions form an *environment*
 named by the digest of their canonical JSON, stored once and shared by the
 runs that used it. The code state (git commit, whether the tree was dirty
-and a digest of the uncommitted changes) and the command line belong to
+and a digest of the uncommitted changes, see ``keel.tracking.gitstate``) and
+the command line belong to
 each run.
 """
 
@@ -14,7 +15,6 @@ import os
 import platform
 import random
 import shlex
-import subprocess
 import sys
 from dataclasses import dataclass
 from importlib import metadata
@@ -24,6 +24,7 @@ from typing import Any
 import blake3
 
 from keel.artifacts.store import canonical_json
+from keel.tracking.gitstate import GitState, capture_git
 
 __all__ = [
     "Environment",
@@ -34,8 +35,6 @@ __all__ = [
     "seed_everything",
 ]
 
-_UNTRACKED_CONTENT_LIMIT = 16 << 20  # larger untracked files count by path, size and mtime
-
 
 @dataclass(frozen=True)
 class Environment:
@@ -44,8 +43,9 @@ class Environment:
     platform: str
     distributions: tuple[str, ...]
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
+        """BLAKE3 of the canonical JSON; computed once, as every run of a process records it."""
         return blake3.blake3(canonical_json(self.to_dict())).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,13 +55,6 @@ class Environment:
             "platform": self.platform,
             "distributions": list(self.distributions),
         }
-
-
-@dataclass(frozen=True)
-class GitState:
-    commit: str
-    dirty: bool
-    diff_digest: str | None
 
 
 def _distributions() -> tuple[str, ...]:
@@ -106,50 +99,6 @@ def capture_environment() -> Environment:
         platform=platform.platform(),
         distributions=_distributions(),
     )
-
-
-def _git(args: list[str], cwd: Path) -> bytes | None:
-    try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
-def capture_git(cwd: str | os.PathLike[str] | None = None) -> GitState | None:
-    """The commit checked out at ``cwd`` and a digest of everything not committed.
-
-    The digest covers ``git diff HEAD`` (staged and unstaged changes to tracked
-    files) and the untracked, not-ignored files with their contents, so two
-    runs with the same commit and digest ran the same code. Returns ``None``
-    outside a git work tree or when git is not installed.
-    """
-    where = Path(cwd or Path.cwd())
-    head = _git(["rev-parse", "HEAD"], where)
-    if head is None:
-        return None
-    diff = _git(["diff", "HEAD", "--binary", "--no-ext-diff", "--no-color"], where) or b""
-    untracked_raw = _git(["ls-files", "--others", "--exclude-standard", "-z"], where) or b""
-    top = _git(["rev-parse", "--show-toplevel"], where)
-    root = Path(top.decode().strip()) if top else where
-    untracked = sorted(p for p in untracked_raw.split(b"\0") if p)
-    # ls-files prints paths relative to cwd; resolve them from there.
-    if not diff and not untracked:
-        return GitState(commit=head.decode().strip(), dirty=False, diff_digest=None)
-    hasher = blake3.blake3()
-    hasher.update(diff)
-    for rel in untracked:
-        path = where / os.fsdecode(rel)
-        hasher.update(b"\0untracked\0" + os.fsencode(path.relative_to(root)) + b"\0")
-        try:
-            stat = path.stat()
-            if stat.st_size <= _UNTRACKED_CONTENT_LIMIT:
-                hasher.update(path.read_bytes())
-            else:
-                hasher.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-        except OSError:
-            continue
-    return GitState(commit=head.decode().strip(), dirty=True, diff_digest=hasher.hexdigest())
 
 
 def command_line() -> str:

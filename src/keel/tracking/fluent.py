@@ -1,7 +1,9 @@
 """The module-level tracking API: ``keel.start_run``, ``keel.log_metric`` …
 
 State is the settings, the current experiment, the stack of active runs
-and the metric buffer — nothing else. Metric points are buffered (see
+and the metric buffer — nothing else (plus the ids of the experiments runs
+went to, since experiments are never renamed: a sweep of short runs would
+otherwise look its experiment up once per run). Metric points are buffered (see
 ``keel.tracking.buffer``); params and tags are written at once because
 write-once conflicts must raise where the user logged them.
 """
@@ -17,13 +19,15 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from keel.config import Settings, get_settings, load_settings, reset_settings, set_settings
-from keel.errors import InvalidInput
+from keel.errors import InvalidInput, NotFound
 from keel.store import reset_stores
 from keel.tracking.buffer import MetricBuffer
 from keel.tracking.client import TrackingClient
 from keel.tracking.entities import ArtifactEntry, Run, RunInfo
 from keel.tracking.environment import seed_everything as _seed
+from keel.tracking.remote import tracking_for
 from keel.tracking.validation import check_key, check_metric_value, check_step
+from keel.transport import local_or
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,6 +58,7 @@ _lock = threading.RLock()
 _client: TrackingClient | None = None
 _buffer: MetricBuffer | None = None
 _experiment_name: str | None = None
+_experiment_ids: dict[str, int] = {}  # name -> id, for the current client only
 _stack: list[ActiveRun] = []
 _seeds: dict[str, int] = {}
 
@@ -63,7 +68,8 @@ def _get_client() -> TrackingClient:
     with _lock:
         if _client is None:
             settings = get_settings()
-            _client = TrackingClient(settings)
+            # over KEEL_SERVER_URL this is the remote part: the same calls, as REST requests
+            _client = tracking_for(local_or(None, settings))
             _buffer = MetricBuffer(_client.write_metric_rows, interval=settings.flush_interval)
         return _client
 
@@ -80,12 +86,15 @@ def init(home: str | os.PathLike[str] | None = None, **settings: Any) -> Setting
     Args:
         home: the Keel home (default: ``KEEL_HOME``, else the nearest ``.keel``).
         **settings: overrides for :class:`keel.config.Settings` fields,
-            e.g. ``store_url="postgresql://…"``, ``artifacts_url="s3://bucket/keel"``.
+            e.g. ``store_url="postgresql://…"``, ``artifacts_url="s3://bucket/keel"``;
+            ``server="http://host:5005"`` (with ``token=``) works through a ``keel server``.
 
     Returns:
         The resolved settings, now the process's settings.
     """
     global _client, _buffer, _experiment_name
+    if "server" in settings:  # keel.init(server="http://host:5005", token=...)
+        settings["server_url"] = settings.pop("server")
     with _lock:
         _shutdown(status="FINISHED")
         reset_settings()
@@ -96,6 +105,7 @@ def init(home: str | os.PathLike[str] | None = None, **settings: Any) -> Setting
         _client = None
         _buffer = None
         _experiment_name = None
+        _experiment_ids.clear()
     return resolved
 
 
@@ -105,7 +115,15 @@ def set_experiment(name: str) -> int:
     experiment = _get_client().get_or_create_experiment(name)
     with _lock:
         _experiment_name = experiment.name
+        _experiment_ids[experiment.name] = experiment.id
     return experiment.id
+
+
+def _experiment_id(client: TrackingClient, name: str) -> int:
+    found = _experiment_ids.get(name)
+    if found is None:
+        found = _experiment_ids[name] = client.get_or_create_experiment(name).id
+    return found
 
 
 class ActiveRun:
@@ -200,14 +218,43 @@ def start_run(
             _resume_steps(client, active)
         else:
             experiment_name = experiment or _experiment_name or client.settings.default_experiment
-            experiment_id = client.get_or_create_experiment(experiment_name).id
-            info = client.create_run(
-                experiment_id, name, parent_id=parent, tags=tags, seeds=_seeds or None
-            )
+            info = _create_run(client, experiment_name, name, parent, tags)
             active = ActiveRun(info)
         _stack.append(active)
         _register_atexit()
     return active
+
+
+def _create_run(
+    client: TrackingClient,
+    experiment_name: str,
+    name: str | None,
+    parent: str | None,
+    tags: Mapping[str, Any] | None,
+) -> RunInfo:
+    """A new run in the named experiment, whose id is remembered from earlier runs."""
+    known = experiment_name in _experiment_ids
+    try:
+        return client.create_run(
+            _experiment_id(client, experiment_name),
+            name,
+            parent_id=parent,
+            tags=tags,
+            seeds=_seeds or None,
+        )
+    except NotFound:
+        if not known:
+            raise
+    # The remembered id is gone (the database was emptied or replaced under this process):
+    # look the experiment up again, creating it if need be, and try once more.
+    _experiment_ids.pop(experiment_name, None)
+    return client.create_run(
+        _experiment_id(client, experiment_name),
+        name,
+        parent_id=parent,
+        tags=tags,
+        seeds=_seeds or None,
+    )
 
 
 def _resume_steps(client: TrackingClient, active: ActiveRun) -> None:
@@ -423,6 +470,7 @@ def _reset_after_fork() -> None:
     _stack.clear()
     _client = None
     _buffer = None
+    _experiment_ids.clear()
     reset_stores(close=False)
 
 

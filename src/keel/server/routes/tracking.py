@@ -49,6 +49,8 @@ _FILTER = 100_000
 _EXPERIMENT = "experiment"
 
 _SPECIAL = ("NaN", "Infinity", "-Infinity")
+#: What a BIGINT column holds: anything wider would fail in the database, not here.
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 WireFloat = float | str  # a number, or "NaN" / "Infinity" / "-Infinity" (see keel.transport.wire)
 
 
@@ -89,8 +91,8 @@ class MetricColumns(BaseModel):
 
     keys: list[str] = Field(default_factory=list, max_length=MAX_POINTS)
     values: list[WireFloat] = Field(default_factory=list, max_length=MAX_POINTS)
-    steps: list[int] = Field(default_factory=list, max_length=MAX_POINTS)
-    timestamps: list[int] = Field(default_factory=list, max_length=MAX_POINTS)
+    steps: list[Int64] = Field(default_factory=list, max_length=MAX_POINTS)
+    timestamps: list[Int64] = Field(default_factory=list, max_length=MAX_POINTS)
 
 
 class Batch(BaseModel):
@@ -118,7 +120,9 @@ class ArtifactRows(BaseModel):
 
 
 class Search(BaseModel):
-    experiment_ids: list[int] | None = Field(default=None, max_length=10_000)
+    experiment_ids: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] | None = Field(
+        default=None, max_length=10_000
+    )
     filter_string: str | None = Field(default=None, max_length=_FILTER)
     order_by: list[str] | str | None = Field(default=None, max_length=100)
     # Any, not int: the library checks it in its one place, with its own message, rather
