@@ -89,6 +89,37 @@ def test_runs_round_trip_with_tags_parent_status_and_seeds(any_env: Settings) ->
         client.create_run(exp, "orphan", parent_id="f" * 32, capture=False)
 
 
+def test_a_run_records_the_environment_of_the_process_that_runs_it(
+    any_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import platform
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "train.py").write_text("print('train')\n")
+    subprocess.run([*git, "add", "train.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    monkeypatch.chdir(repo)
+
+    client = keel.Client()
+    experiment = client.create_experiment("env")
+    run = client.create_run(experiment)
+    environment = client.get_environment(run.id)
+
+    # over the server too, these are this process's facts, not the server's
+    assert environment["git_commit"] == head
+    assert environment["python_version"] == platform.python_version()
+    assert any(d.startswith("pytest==") for d in environment["distributions"])
+    bare = client.create_run(experiment, capture=False)
+    assert client.get_environment(bare.id)["git_commit"] is None
+
+
 def test_params_and_tags_round_trip(any_env: Settings) -> None:
     client = keel.Client()
     run = client.create_run(client.create_experiment("p"), capture=False).id

@@ -36,6 +36,7 @@ from keel.tracking.entities import (
     RunsPage,
 )
 from keel.tracking.environment import (
+    Capture,
     Environment,
     GitState,
     capture_environment,
@@ -274,21 +275,28 @@ class TrackingClient(TransportBound):
         tags: Mapping[str, Any] | None = None,
         capture: bool = True,
         seeds: Mapping[str, int] | None = None,
+        captured: Capture | None = None,
     ) -> RunInfo:
         """Start a run in ``RUNNING`` state, recording its environment unless ``capture=False``.
 
         The run, its environment, its tags and the audit entry are written in one
         transaction. The git state comes from :func:`~keel.tracking.environment.capture_git`,
         which asks git only when the repository changed since the last run.
+        ``captured`` records an environment captured by another process instead
+        (``keel server`` records the one its client sends).
         """
         run_id = uuid.uuid4().hex
         run_name = _check_name(name, "run name") if name else f"run-{run_id[:8]}"
         tag_rows = _tag_rows(run_id, tags or {})
         environment = None
         git: GitState | None = None
-        if capture:
+        command: str | None = None
+        if captured is not None:
+            environment, git, command = captured.environment, captured.git, captured.command
+        elif capture:
             environment = capture_environment()
             git = capture_git()
+            command = command_line()
         start = now_ms()
         user = self.user
         # Every column, always: one compiled form of the INSERT serves every run.
@@ -301,7 +309,7 @@ class TrackingClient(TransportBound):
             "end_time": None,
             "parent_id": parent_id,
             "user_name": user,
-            "command": command_line() if capture else None,
+            "command": command,
             "environment_digest": environment.digest if environment is not None else None,
             "git_commit": git.commit if git is not None else None,
             "git_dirty": git.dirty if git is not None else None,

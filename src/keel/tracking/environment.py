@@ -27,8 +27,10 @@ from keel.artifacts.store import canonical_json
 from keel.tracking.gitstate import GitState, capture_git
 
 __all__ = [
+    "Capture",
     "Environment",
     "GitState",
+    "capture",
     "capture_environment",
     "capture_git",
     "command_line",
@@ -99,6 +101,25 @@ def capture_environment() -> Environment:
         platform=platform.platform(),
         distributions=_distributions(),
     )
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Where a run ran: the interpreter and packages, the git state and the command.
+
+    Captured by the process that runs the code. A client of ``keel server``
+    captures its own and sends it with the run; the server records what it is
+    sent, since its own interpreter is not the run's.
+    """
+
+    environment: Environment
+    git: GitState | None
+    command: str
+
+
+def capture() -> Capture:
+    """This process's :class:`Capture`."""
+    return Capture(capture_environment(), capture_git(), command_line())
 
 
 def command_line() -> str:

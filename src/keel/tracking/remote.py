@@ -25,6 +25,8 @@ from urllib.parse import quote
 
 from keel.tracking.client import MetricRow, TrackingClient
 from keel.tracking.entities import ArtifactEntry, Experiment, Metric, Run, RunInfo, RunsPage
+from keel.tracking.environment import Capture
+from keel.tracking.environment import capture as capture_here
 from keel.tracking.validation import (
     check_key,
     check_metric_value,
@@ -108,20 +110,22 @@ class RemoteTracking(TrackingClient):
         tags: Mapping[str, Any] | None = None,
         capture: bool = True,
         seeds: Mapping[str, int] | None = None,
+        captured: Capture | None = None,
     ) -> RunInfo:
         """Start a run in ``RUNNING`` state on the server.
 
-        The environment (interpreter, packages, git state) is not recorded over a
-        server yet: it would have to be this process's, and the library has no way
-        to store an environment captured elsewhere. ``capture`` is accepted for the
-        same signature and has no effect here.
+        The environment (interpreter, packages, git state, command) is this
+        process's, captured here and sent with the run unless ``capture=False``.
         """
+        if captured is None and capture:
+            captured = capture_here()
         body = {
             "experiment_id": experiment_id,
             "name": name,
             "parent_id": parent_id,
             "tags": _texts("tag", tags) or None,
             "seeds": dict(seeds) if seeds else None,
+            "captured": to_wire(captured),
         }
         return self.transport.call("POST", "/runs", RunInfo, json=body)
 

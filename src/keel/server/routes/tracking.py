@@ -35,6 +35,7 @@ from keel.governance.roles import ROLE_PERMISSIONS
 from keel.server.context import Caller, CallerDep
 from keel.tracking.client import MetricRow, TrackingClient
 from keel.tracking.entities import ArtifactEntry, Metric
+from keel.tracking.environment import Capture
 from keel.tracking.validation import check_key, check_metric_value, check_step
 from keel.transport.wire import from_wire, to_wire
 
@@ -67,6 +68,9 @@ class NewRun(BaseModel):
     parent_id: str | None = Field(default=None, max_length=64)
     tags: dict[str, str] | None = Field(default=None, max_length=1_000)
     seeds: dict[str, int] | None = Field(default=None, max_length=100)
+    captured: dict[str, Any] | None = Field(
+        default=None, description="the client's interpreter, packages, git state and command"
+    )
 
 
 class RunEnd(BaseModel):
@@ -285,8 +289,8 @@ def get_experiment(
 def create_run(body: NewRun, caller: CallerDep) -> Any:
     """Start a run in RUNNING state. Needs ``write`` on the experiment.
 
-    The environment is not captured here: the server's interpreter is not the
-    run's (see :meth:`keel.tracking.remote.RemoteTracking.create_run`).
+    The environment recorded is the one the client sent (``captured``): the
+    server's interpreter is not the run's.
     """
     tracking = _on_experiment(caller, "write", body.experiment_id)
     if body.parent_id is not None:
@@ -298,6 +302,7 @@ def create_run(body: NewRun, caller: CallerDep) -> Any:
         tags=body.tags,
         capture=False,
         seeds=body.seeds,
+        captured=None if body.captured is None else from_wire(body.captured, Capture),
     )
     return to_wire(info)
 
