@@ -556,6 +556,16 @@ class TrackingClient(TransportBound):
         with self.store.read() as conn:
             return list(conn.execute(select(s.runs.c.id).where(s.runs.c.id.in_(ids))).scalars())
 
+    def next_steps(self, run_id: str) -> dict[str, int]:
+        """Per metric key of the run, the step after its highest (a resumed run goes on there)."""
+        with self.store.read() as conn:
+            rows = conn.execute(
+                select(s.metrics.c.key, func.max(s.metrics.c.step))
+                .where(s.metrics.c.run_id == run_id)
+                .group_by(s.metrics.c.key)
+            ).all()
+        return {key: int(step) + 1 for key, step in rows}
+
     def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
         """Every point of one metric, by step then time."""
         with self.store.read() as conn:

@@ -258,17 +258,7 @@ def _create_run(
 
 
 def _resume_steps(client: TrackingClient, active: ActiveRun) -> None:
-    from sqlalchemy import func, select
-
-    from keel.store import schema as s
-
-    with client.store.read() as conn:
-        rows = conn.execute(
-            select(s.metrics.c.key, func.max(s.metrics.c.step))
-            .where(s.metrics.c.run_id == active.id)
-            .group_by(s.metrics.c.key)
-        ).all()
-    active._steps = {key: int(step) + 1 for key, step in rows}
+    active._steps = client.next_steps(active.id)
 
 
 def active_run() -> ActiveRun | None:

@@ -221,6 +221,12 @@ class RemoteTracking(TrackingClient):
             body["run_ids"] = [r[0] for r in chunk]
             self.transport.request("POST", "/metrics", json=body)
 
+    def next_steps(self, run_id: str) -> dict[str, int]:
+        """Per metric key of the run, the step after its highest."""
+        return dict(
+            self.transport.call("GET", f"{_run(run_id)}/metrics/next-steps", dict[str, int])
+        )
+
     def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
         """Every point of one metric, by step then time."""
         answer = self.transport.request(

@@ -433,6 +433,12 @@ def count_metric_points(
     return _on_run(caller, "read", run_id).count_metric_points(run_id)
 
 
+@router.get("/runs/{run_id}/metrics/next-steps")
+def next_steps(run_id: str, caller: CallerDep) -> dict[str, int]:
+    """Per metric key, the step after its highest (where a resumed run goes on)."""
+    return _on_run(caller, "read", run_id).next_steps(run_id)
+
+
 @router.get("/runs/{run_id}/metrics/history")
 def get_metric_history(
     run_id: str, caller: CallerDep, key: str = Query(max_length=_KEY)
