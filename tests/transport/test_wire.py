@@ -60,6 +60,8 @@ def test_a_value_of_the_wrong_shape_is_refused_with_the_expected_type():
         from_wire("seven", float)
     with pytest.raises(InvalidInput, match="expected int, got bool"):
         from_wire(True, int)
+    with pytest.raises(InvalidInput, match="a Metric object needs key, step, timestamp, value"):
+        from_wire({}, Metric)
 
 
 def test_an_unsendable_value_is_a_type_error_naming_it():

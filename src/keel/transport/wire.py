@@ -90,6 +90,16 @@ def from_wire(data: Any, kind: Any) -> Any:
             raise InvalidInput(f"expected a {kind.__name__} object, got {type(data).__name__}")
         hints = _hints(kind)
         fields = {f.name for f in dataclasses.fields(kind) if f.init}
+        required = {
+            f.name
+            for f in dataclasses.fields(kind)
+            if f.init
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        }
+        lacking = sorted(required - set(data))
+        if lacking:
+            raise InvalidInput(f"a {kind.__name__} object needs {', '.join(lacking)}")
         return kind(**{k: from_wire(v, hints[k]) for k, v in data.items() if k in fields})
     if kind is float:
         if isinstance(data, str) and data in _SPECIAL_FLOATS:
