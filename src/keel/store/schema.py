@@ -20,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -47,8 +48,10 @@ __all__ = [
     "environments",
     "experiments",
     "idempotency_keys",
+    "imported_objects",
     "latest_metrics",
     "lineage_edges",
+    "logged_models",
     "metadata",
     "metrics",
     "model_checks",
@@ -288,6 +291,37 @@ api_tokens = Table(
     Column("created_by", String(256), nullable=False),
     Column("expires_at", BigInteger),
     Column("revoked_at", BigInteger),
+)
+
+#: MLflow 3.x logged models: a model package of a run, its files the run's artifacts
+#: under ``models/<id>/``; tags and params are JSON objects.
+logged_models = Table(
+    "logged_models",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("experiment_id", Integer, ForeignKey("experiments.id"), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("source_run_id", String(32), ForeignKey("runs.id")),
+    Column("status", String(16), nullable=False),
+    Column("model_type", String(256)),
+    Column("tags", Text, nullable=False),
+    Column("params", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Index("ix_logged_models_experiment", "experiment_id", "created_at"),
+)
+
+#: What an import of another store (``keel import mlflow``) made of each of its objects.
+imported_objects = Table(
+    "imported_objects",
+    metadata,
+    Column("source", String(512), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("source_id", String(256), nullable=False),
+    Column("target", String(256), nullable=False),
+    Column("imported_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("source", "kind", "source_id", name="pk_imported_objects"),
 )
 
 #: A create's idempotency key and what it answered, so a retried create makes nothing twice.
