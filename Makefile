@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(DEMO_STAMP)
 	$(BIN)/keel demo
 
-test: $(STAMP) .venv-kserve/.installed browser
+test: $(STAMP) .venv-kserve/.installed .venv-mlflow/.installed browser
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 --dist load
@@ -55,7 +55,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Peers live in their own environments: their pins clash with ours.
+# Peers live in their own environments: their pins clash with ours. The MLflow one also
+# drives the compatibility tests: the unmodified mlflow client against `keel server`.
 .venv-mlflow/.installed:
 	$(PYTHON) -m venv .venv-mlflow
 	.venv-mlflow/bin/python -m pip install --quiet 'mlflow>=3,<4'

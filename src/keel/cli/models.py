@@ -345,3 +345,49 @@ def card_command(
         from rich.markdown import Markdown
 
         console.print(Markdown(render_markdown(card)))
+
+
+@app.command("convert")
+def convert_command(
+    name: NameArg,
+    version: VersionArg = None,
+    example: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV of rows to check the predictions on (default: the stored input example).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    trust: Annotated[
+        list[str] | None,
+        typer.Option("--trust", help="A type or function the model needs, trusted for this load."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-save a version in MLflow's format as a Keel package (skops), registered as a new version.
+
+    The original (a skops or pickle file under MLflow's MLmodel) is loaded once, by a
+    loader that still builds only trusted types; the new package must predict exactly
+    the same on the input example, or nothing is registered. The new version then
+    loads and serves with no --allow-pickle.
+    """
+    from keel.client import Client
+    from keel.registry.convert import convert_version
+
+    client = Client()
+    source = client.find_model_version(name, version)
+    rows = None
+    if example is not None:
+        import pandas as pd
+
+        rows = pd.read_csv(example)
+    done = convert_version(source.name, source.version, example=rows, trust=trust, client=client)
+    if as_json:
+        print_json(done.to_dict())
+        return
+    console.print(
+        f"Registered {done.version.uri}: {done.source.uri} in Keel's format, predicting the "
+        f"same on {done.rows_checked} example rows (run {done.run_id})",
+        soft_wrap=True,
+    )

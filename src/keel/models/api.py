@@ -29,11 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from keel.artifacts import hash_file
+from keel.artifacts import hash_bytes, hash_file
 from keel.config import get_settings
 from keel.errors import Conflict, IntegrityError, InvalidInput, NotFound, PermissionDenied
 from keel.models import example as examples
 from keel.models.flavors import Flavor, detect_flavor, get_flavor
+from keel.models.flavors.mlflow import MLMODEL, mlflow_manifest
 from keel.models.package import (
     MANIFEST_NAME,
     Package,
@@ -280,6 +281,11 @@ class LoadedModel:
         return self._flavor.name
 
     @property
+    def native(self) -> Any:
+        """The model object the flavor loaded (an estimator, a Booster, an ONNX session)."""
+        return self._native
+
+    @property
     def input_example(self) -> Any:
         """The stored input example (its first rows), rebuilt, or ``None``."""
         return examples.decode_example(self.metadata.get("input_example"))
@@ -447,10 +453,10 @@ def _naming(where: str) -> Iterator[None]:
         raise PermissionDenied(f"{where}: {exc}") from None
 
 
-def _package_entries(entries: list[ArtifactEntry], path: str) -> dict[str, str]:
-    """``{path inside the package: digest}`` for the entries strictly under ``path``."""
+def _package_entries(entries: list[ArtifactEntry], path: str) -> dict[str, tuple[str, int]]:
+    """``{path inside the package: (digest, size)}`` for the entries strictly under ``path``."""
     prefix = path + "/"
-    return {e.path[len(prefix) :]: e.digest for e in entries if e.path.startswith(prefix)}
+    return {e.path[len(prefix) :]: (e.digest, e.size) for e in entries if e.path.startswith(prefix)}
 
 
 def _flavor_of(metadata: dict[str, Any], where: str) -> Flavor:
@@ -470,7 +476,15 @@ def _open_local_package(
     try:
         raw = (folder / MANIFEST_NAME).read_bytes()
     except FileNotFoundError:
-        raise NotFound(f"{where} is not a model package: it has no {MANIFEST_NAME}") from None
+        if not (folder / MLMODEL).is_file():
+            raise NotFound(f"{where} is not a model package: it has no {MANIFEST_NAME}") from None
+        # a folder the mlflow client wrote: its own files are all there is to check
+        files = {
+            p.relative_to(folder).as_posix(): (hash_file(p), p.stat().st_size)
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        }
+        raw = mlflow_manifest((folder / MLMODEL).read_bytes(), files, where)
     metadata = parse_manifest(raw, where)
     flavor = _flavor_of(metadata, where)
     with _naming(where):
@@ -491,16 +505,23 @@ def _fetch_package(
     """Verify and fetch the package at ``path`` in a run, or the files a folder manifest pinned."""
     client = tracking_for()
     if pinned is None:
-        entries = _package_entries(client.list_artifacts(run_id, path), path)
+        listing = _package_entries(client.list_artifacts(run_id, path), path)
     else:
-        entries = {e.path: e.digest for e in client.artifacts.read_manifest(pinned)}
+        listing = {e.path: (e.digest, e.size) for e in client.artifacts.read_manifest(pinned)}
+    entries = {rel: digest for rel, (digest, _) in listing.items()}
     digest = entries.pop(MANIFEST_NAME, None)
-    if digest is None:
+    if digest is not None:
+        raw = client.artifacts.get_bytes(digest)
+    elif MLMODEL in entries:
+        # MLflow's format, stored as its client wrote it: the manifest is made from the
+        # pinned files, so each is still checked against its digest on the way in.
+        raw = mlflow_manifest(client.artifacts.get_bytes(entries[MLMODEL]), listing, uri)
+        digest = hash_bytes(raw)
+    else:
         raise NotFound(
             f"no model package at {uri}: run {run_id} has no {path}/{MANIFEST_NAME}; "
             f"log one with keel.log_model(model, name={path!r})"
         )
-    raw = client.artifacts.get_bytes(digest)
     metadata = parse_manifest(raw, uri)
     flavor = _flavor_of(metadata, uri)
     with _naming(uri):

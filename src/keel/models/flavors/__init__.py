@@ -7,6 +7,7 @@ from typing import Any
 from keel.errors import InvalidInput
 from keel.models.flavors.base import Flavor
 from keel.models.flavors.lightgbm import LightGBMFlavor
+from keel.models.flavors.mlflow import MlflowFlavor
 from keel.models.flavors.onnx import OnnxFlavor
 from keel.models.flavors.python import PythonFlavor
 from keel.models.flavors.sklearn import SklearnFlavor
@@ -15,10 +16,18 @@ from keel.models.flavors.xgboost import XGBoostFlavor
 __all__ = ["FLAVORS", "Flavor", "detect_flavor", "get_flavor"]
 
 # Detection order matters: XGBoost and LightGBM models are scikit-learn estimators too,
-# and everything with a predict method would match the python flavor.
+# and everything with a predict method would match the python flavor. MLflow's format
+# matches nothing: Keel loads it, never saves it.
 FLAVORS: dict[str, Flavor] = {
     f.name: f
-    for f in (XGBoostFlavor(), LightGBMFlavor(), OnnxFlavor(), SklearnFlavor(), PythonFlavor())
+    for f in (
+        XGBoostFlavor(),
+        LightGBMFlavor(),
+        OnnxFlavor(),
+        SklearnFlavor(),
+        PythonFlavor(),
+        MlflowFlavor(),
+    )
 }
 
 
@@ -27,7 +36,8 @@ def get_flavor(name: str) -> Flavor:
     try:
         return FLAVORS[name]
     except (KeyError, TypeError):
-        raise InvalidInput(f"flavor must be one of {', '.join(FLAVORS)}, got {name!r}") from None
+        saved = ", ".join(n for n, f in FLAVORS.items() if f.saves)
+        raise InvalidInput(f"flavor must be one of {saved}, got {name!r}") from None
 
 
 def detect_flavor(model: Any, name: str | None = None) -> Flavor:
@@ -44,5 +54,5 @@ def detect_flavor(model: Any, name: str | None = None) -> Flavor:
             return flavor
     raise InvalidInput(
         f"cannot tell how to store a {type(model).__qualname__}: expected "
-        + "; ".join(f.accepts for f in FLAVORS.values())
+        + "; ".join(f.accepts for f in FLAVORS.values() if f.saves)
     )

@@ -37,6 +37,8 @@ class Flavor(ABC):
     libraries: ClassVar[tuple[str, ...]] = ()
     #: What :meth:`matches` accepts, for error messages.
     accepts: ClassVar[str]
+    #: Whether ``log_model`` may write it (a foreign format is only read).
+    saves: ClassVar[bool] = True
 
     @abstractmethod
     def matches(self, model: Any) -> bool:

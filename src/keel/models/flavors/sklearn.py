@@ -33,7 +33,7 @@ from keel.models.package import Package
 from keel.models.trust import trust_hint, untrusted
 from keel.models.warning import warn
 
-__all__ = ["SklearnFlavor", "builtin_trusted"]
+__all__ = ["SklearnFlavor", "builtin_trusted", "load_skops"]
 
 _FILE = "model.skops"
 #: Libraries whose classes the built-in list considers; nothing outside them.
@@ -104,26 +104,10 @@ class SklearnFlavor(Flavor):
     def load(
         self, package: Package, *, allow_pickle: bool, trust: frozenset[str] = frozenset()
     ) -> Any:
-        sio = require("skops.io", self.extra)
         self.check_load(package.metadata, allow_pickle=allow_pickle, trust=trust)
         config = package.config
         path = package.file(config.get("file", _FILE))
-        recorded = set(config.get("trusted_types") or [])
-        # get_untrusted_types only reads the file's schema; it imports and builds nothing.
-        needed = sorted(sio.get_untrusted_types(file=path))
-        # The digest check already passed; this guards a package whose listed digests were
-        # rewritten along with the file: it may not need anything it did not state.
-        unexpected = [name for name in needed if name not in recorded]
-        if unexpected:
-            raise IntegrityError(
-                f"{path.name} needs types that were not trusted when the model was logged: "
-                f"{', '.join(unexpected)}; refusing to load it. Re-log the model from a "
-                "trusted copy"
-            )
-        refused = [name for name in needed if name not in trust and not builtin_trusted(name)]
-        if refused:
-            raise untrusted(path.name, refused)
-        return sio.load(path, trusted=needed)
+        return load_skops(path, trust, recorded=set(config.get("trusted_types") or []))
 
     def takes_missing(self, model: Any) -> bool:
         # scikit-learn's own estimator tags say whether NaN is handled natively
@@ -145,6 +129,38 @@ class SklearnFlavor(Flavor):
         if not hasattr(native, "predict_proba"):
             return None
         return native.predict_proba(_shaped(native, data))
+
+
+def load_skops(path: Path, trust: frozenset[str], recorded: set[str] | None = None) -> Any:
+    """The estimator in the skops file at ``path``, if it needs only what the loader trusts.
+
+    Args:
+        path: a verified skops file.
+        trust: names the loading side trusts beyond :func:`builtin_trusted`.
+        recorded: the types the package stated when it was logged, if it did; the
+            file may not need any other.
+
+    Raises:
+        PermissionDenied: the file needs a type nothing trusts; nothing was built.
+        IntegrityError: the file needs a type its package did not state.
+    """
+    sio = require("skops.io", "sklearn")
+    # get_untrusted_types only reads the file's schema; it imports and builds nothing.
+    needed = sorted(sio.get_untrusted_types(file=path))
+    if recorded is not None:
+        # The digest check already passed; this guards a package whose listed digests were
+        # rewritten along with the file: it may not need anything it did not state.
+        unexpected = [name for name in needed if name not in recorded]
+        if unexpected:
+            raise IntegrityError(
+                f"{path.name} needs types that were not trusted when the model was logged: "
+                f"{', '.join(unexpected)}; refusing to load it. Re-log the model from a "
+                "trusted copy"
+            )
+    refused = [name for name in needed if name not in trust and not builtin_trusted(name)]
+    if refused:
+        raise untrusted(path.name, refused)
+    return sio.load(path, trusted=needed)
 
 
 def _shaped(native: Any, data: Any) -> Any:
