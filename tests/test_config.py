@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from keel.config import find_home, load_settings
+from keel.config import find_home, load_settings, make_home
 from keel.errors import InvalidInput
 
 
@@ -53,3 +53,18 @@ def test_bad_settings_are_rejected_with_the_valid_names(
     (tmp_path / "config.toml").write_text("this is = not [toml")
     with pytest.raises(InvalidInput, match="cannot read"):
         load_settings(tmp_path)
+
+
+def test_make_home_creates_the_folder_with_a_gitignore_that_ignores_everything(tmp_path: Path):
+    home = tmp_path / "project" / ".keel"
+    assert make_home(home) is True
+    assert (home / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert make_home(home) is False
+
+
+def test_make_home_keeps_a_gitignore_someone_edited(tmp_path: Path):
+    home = tmp_path / ".keel"
+    home.mkdir()
+    (home / ".gitignore").write_text("*\n!config.toml\n")
+    assert make_home(home) is False
+    assert (home / ".gitignore").read_text() == "*\n!config.toml\n"

@@ -10,7 +10,9 @@ A value comes from the first of these that sets it:
 ``<home>`` is ``KEEL_HOME`` (or the ``home`` argument) if set; otherwise the
 nearest ``.keel`` folder found walking up from the working directory, like
 git; otherwise ``./.keel``, created on first write. Commands that only read
-never create it (:func:`keel.home.require_home`).
+never create it (:func:`keel.home.require_home`). However it is created
+(``keel init`` or a first write), :func:`make_home` makes it, with a
+``.gitignore`` that keeps the database and artifacts out of the project's git.
 """
 
 from __future__ import annotations
@@ -32,12 +34,15 @@ __all__ = [
     "find_home",
     "get_settings",
     "load_settings",
+    "make_home",
     "reset_settings",
     "set_settings",
 ]
 
 HOME_DIRNAME = ".keel"
 CONFIG_FILENAME = "config.toml"
+#: The ``.gitignore`` of every home: its database and artifacts are not source.
+HOME_GITIGNORE = "# Keel's local database and artifacts\n*\n"
 
 
 def _default_user() -> str:
@@ -76,6 +81,11 @@ class Settings:
             call goes through it instead of opening the store and artifacts here.
         token: the API token sent to ``server_url`` (``keel tokens create``).
         max_upload_bytes: the largest artifact object ``keel server`` accepts in one upload.
+        max_request_bytes: the largest request body ``keel server`` accepts on its other
+            (JSON) routes; a bigger one gets 413 before it is parsed. The default holds
+            the largest metrics request the API allows (100,000 points with 250-character
+            keys and parameters and tags at their limits is about 45 MiB on the wire; the
+            client sends at most 50,000 points a request) with room to spare.
     """
 
     home: Path
@@ -95,6 +105,7 @@ class Settings:
     server_url: str | None = None
     token: str | None = None
     max_upload_bytes: int = 5 * 1024**3
+    max_request_bytes: int = 64 * 1024**2
 
     @property
     def trusted_type_list(self) -> list[str]:
@@ -117,6 +128,24 @@ def find_home(start: Path | None = None) -> Path:
         if candidate.is_dir():
             return candidate
     return start / HOME_DIRNAME
+
+
+def make_home(home: Path) -> bool:
+    """Create the Keel home folder ``home`` with its ``.gitignore``, if they are missing.
+
+    ``keel init`` and the first write of any command both make a home through here,
+    so a home looks the same however it came to be. A ``.gitignore`` already there
+    is left as it is.
+
+    Returns:
+        True if the folder did not exist before.
+    """
+    created = not home.is_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    ignore = home / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text(HOME_GITIGNORE)
+    return created
 
 
 def _coerce(name: str, raw: Any, source: str) -> Any:

@@ -13,7 +13,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from keel.config import CONFIG_FILENAME, HOME_DIRNAME, Settings, get_settings, load_settings
+from keel.config import (
+    CONFIG_FILENAME,
+    HOME_DIRNAME,
+    Settings,
+    get_settings,
+    load_settings,
+    make_home,
+)
 from keel.errors import InvalidInput, NotFound
 
 __all__ = ["init_home", "require_home"]
@@ -49,8 +56,7 @@ def init_home(
         if not base.is_dir():
             raise InvalidInput(f"{base} is not a folder; create it first or pick another path")
         home = base if base.name == HOME_DIRNAME else base / HOME_DIRNAME
-    created = not home.exists()
-    home.mkdir(parents=True, exist_ok=True)
+    created = make_home(home)
     config_file = home / CONFIG_FILENAME
     current: dict[str, Any] = {}
     if config_file.exists():
@@ -61,7 +67,6 @@ def init_home(
         lines = ["# Keel settings. KEEL_* environment variables override these.\n"]
         lines += [_toml_line(k, str(v)) for k, v in sorted(merged.items())]
         config_file.write_text("".join(lines))
-    (home / ".gitignore").write_text("# Keel's local database and artifacts\n*\n")
 
     settings = load_settings(home)
     from keel.store import HEAD_REVISION, Store

@@ -25,6 +25,23 @@ an hour per process, inside a claim's transaction.
 A ``POST`` without the header, and every other method, passes straight
 through: one scan of the request's headers is all it costs.
 
+A keyed ``POST`` costs two commits of its own, claim and store, and neither
+can be folded away safely:
+
+- The claim must be committed before the route runs: it is what makes a
+  retry that arrives while the first attempt still runs (the client saw its
+  connection drop) wait for that answer instead of running the route again.
+  Taking it in the route's own transaction would need every library call to
+  accept one from outside; the routes call the same client the local
+  transport runs, which opens and commits its own.
+- The store must be committed after the route's commits, since the answer
+  only exists then, and before the answer is sent, or a client that saw the
+  answer could retry into a placeholder and run the route again. Deferring it,
+  or grouping several keys into one commit, breaks the second half or delays
+  every answer. Failed requests pay one more commit (the delete) instead.
+
+Reads that ``POST`` (searches) send no key and pay nothing.
+
 A token create's answer holds the token's secret, which Keel keeps only as a
 hash; its row keeps the answer without the secret, and a replay answers 409
 naming the token that the first attempt made.

@@ -84,8 +84,6 @@ def serve(
     access_log: bool = False,
 ) -> None:
     """Serve the control plane with uvicorn until interrupted."""
-    import uvicorn
-
     try:
         import fastapi  # noqa: F401
     except ImportError:
@@ -110,19 +108,15 @@ def serve(
                 "--store to create one (it prints the first admin token once), or start with "
                 "--no-auth for a single user on loopback"
             )
-    os.environ[_NO_AUTH_ENV] = "0" if auth else "1"
-    if workers > 1:
-        uvicorn.run(
-            "keel.server.run:app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            access_log=access_log,
-            log_level="warning",
-        )
-        return
+    from keel.asgi import run_uvicorn
     from keel.server.app import create_app
 
-    app = create_app(settings, auth=auth)
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning")
+    run_uvicorn(
+        lambda: create_app(settings, auth=auth),
+        "keel.server.run:app_from_env",
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=access_log,
+        environ={_NO_AUTH_ENV: "0" if auth else "1"},
+    )

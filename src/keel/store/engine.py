@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
-from keel.config import Settings
+from keel.config import Settings, make_home
 from keel.errors import BackendUnavailable, InvalidInput, StorageError
 
 __all__ = ["Store", "after_commit", "get_store", "normalize_url", "redact_url", "reset_stores"]
@@ -213,8 +213,23 @@ def get_store(settings: Settings) -> Store:
     with _stores_lock:
         store = _stores.get(key)
         if store is None:
+            if _database_in_home(settings):
+                make_home(settings.home)  # a first write makes the home as `keel init` does
             store = _stores[key] = Store(settings.store_url, settings.busy_timeout)
         return store
+
+
+def _database_in_home(settings: Settings) -> bool:
+    """Whether the store is a SQLite file in the settings' home (the default store)."""
+    if not settings.is_sqlite:
+        return False
+    try:
+        database = make_url(settings.store_url).database
+    except Exception:  # malformed: opening the store reports it
+        return False
+    if not database or database == ":memory:":
+        return False
+    return Path(database).expanduser().resolve().parent == settings.home
 
 
 def reset_stores(close: bool = True) -> None:

@@ -1,6 +1,8 @@
 """Content-addressed objects: streamed upload and download, digests checked on both ends.
 
-Only keys of the form ``objects/<2 hex>/<62 hex>`` cross. An upload is
+Only object keys cross: a key is accepted when it is exactly the key the
+artifact store gives its digest (:meth:`~keel.artifacts.ArtifactStore.key`,
+``objects/<2 hex>/<62 hex>``). An upload is
 streamed to a temporary file while it is hashed; it lands under its key only
 when the bytes hash to the key's digest and stay within
 ``max_upload_bytes``. A connection that drops mid-upload, or a server killed
@@ -15,7 +17,6 @@ its artifacts through here).
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,22 +26,26 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
+from keel.artifacts import ArtifactStore
 from keel.errors import InvalidInput, NotFound, TooLarge
 from keel.server.context import CallerDep
 
 router = APIRouter(tags=["artifacts"])
 
-_KEY_RE = re.compile(r"^objects/([0-9a-f]{2})/([0-9a-f]{62})$")
 _CHUNK = 1 << 20
 
 
 def _digest_of(key: str) -> str:
-    match = _KEY_RE.match(key)
-    if match is None:
-        raise InvalidInput(
-            f"blob key must be objects/<2 hex>/<62 hex> (a BLAKE3 digest), got {key[:80]!r}"
-        )
-    return match.group(1) + match.group(2)
+    """The digest ``key`` names, if it is the artifact store's key of that digest."""
+    digest = key.removeprefix("objects/").replace("/", "", 1)
+    try:
+        if ArtifactStore.key(digest) == key:
+            return digest
+    except InvalidInput:
+        pass  # not a digest: the message below says what a key looks like
+    raise InvalidInput(
+        f"blob key must be objects/<2 hex>/<62 hex> (a BLAKE3 digest), got {key[:80]!r}"
+    )
 
 
 @router.head("/blobs/{key:path}")

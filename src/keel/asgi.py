@@ -1,0 +1,57 @@
+"""Running an ASGI app with uvicorn: how ``keel server`` and ``keel serve`` start.
+
+One process serves an app built here. ``workers > 1`` forks uvicorn workers
+instead, and each builds its own app through a factory named by import path,
+from the environment the parent leaves for it: an app (its engines, caches,
+threads) does not survive a fork, so none is built before one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["LOG_LEVEL", "run_uvicorn"]
+
+#: uvicorn's own log level: startup banners and per-request lines stay out of the way.
+LOG_LEVEL = "warning"
+
+
+def run_uvicorn(
+    build: Callable[[], Any],
+    factory: str,
+    *,
+    host: str,
+    port: int,
+    workers: int = 1,
+    access_log: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Serve until interrupted: ``build()`` in this process, or ``workers`` processes.
+
+    Args:
+        build: makes the app when one process serves.
+        factory: ``"module:function"`` that makes the app in each worker from the
+            environment (uvicorn's ``factory=True``).
+        host: the interface to bind.
+        port: the port to bind.
+        workers: processes to run; above 1, ``factory`` builds each one's app.
+        access_log: log a line per request.
+        environ: variables ``factory`` reads, set here before the workers start.
+    """
+    import uvicorn
+
+    if workers > 1:
+        os.environ.update(environ or {})
+        uvicorn.run(
+            factory,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=access_log,
+            log_level=LOG_LEVEL,
+        )
+        return
+    uvicorn.run(build(), host=host, port=port, access_log=access_log, log_level=LOG_LEVEL)
