@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import keel
+from _support.serving import Server
 from keel.config import Settings
 from keel.errors import IntegrityError, PermissionDenied
 from keel.models.flavors.mlflow import pickle_globals
@@ -210,3 +211,28 @@ def test_keel_models_convert_prints_the_new_version_as_json(
     assert refused.returncode != 0
     assert "already a Keel package" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_serving_a_pickled_mlflow_version_needs_allow_pickle_and_then_answers_v2(
+    sqlite_env: object, mlflow_folder: tuple[Path, list[int]]
+) -> None:
+    import httpx
+
+    from keel.serving.server import app_for_target, runtime_for_target
+
+    folder, expected = mlflow_folder
+    _register_pickled(folder)
+    with pytest.raises(PermissionDenied, match="--allow-pickle"):
+        runtime_for_target("models:/iris/1").table  # noqa: B018
+    app = app_for_target("models:/iris/1", allow_pickle=True, log_predictions=False)
+    rows = _iris().head(3)
+    body = {
+        "inputs": [
+            {"name": c, "shape": [3], "datatype": "FP64", "data": rows[c].tolist()}
+            for c in rows.columns
+        ]
+    }
+    with Server(app) as server:
+        answer = httpx.post(f"{server.url}/v2/models/iris/infer", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"][0]["data"] == expected[:3]

@@ -210,6 +210,15 @@ def serve_command(
         int | None,
         typer.Option(help="Serve /metrics on this port instead of --port (one worker)."),
     ] = None,
+    allow_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--allow-pickle",
+            help="Load models stored as pickles (MLflow's cloudpickle format); unpickling can "
+            "run code, so only for models whose author you trust. `keel models convert` "
+            "makes them safe instead.",
+        ),
+    ] = False,
 ) -> None:
     """Serve a deployment over HTTP: Open Inference Protocol v2, /invocations, KServe v1, /metrics."""
     from keel.errors import InvalidInput
@@ -238,6 +247,7 @@ def serve_command(
         trust=check_names(trust),
         auth=auth,
         metrics_port=metrics_port,
+        allow_pickle=allow_pickle,
     )
 
 

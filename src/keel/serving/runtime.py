@@ -94,6 +94,8 @@ class Runtime:
         loader: loads a model URI (default: ``keel.models.load_model``).
         trust: names the default loader trusts beyond its built-in list and the
             ``trusted_types`` setting (``keel serve --trust``).
+        allow_pickle: let the default loader unpickle models stored as pickles
+            (``keel serve --allow-pickle``).
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class Runtime:
         refresh_interval: float = 1.0,
         loader: Callable[[str], Any] | None = None,
         trust: Sequence[str] = (),
+        allow_pickle: bool = False,
     ) -> None:
         from keel.client import Client
 
@@ -115,6 +118,7 @@ class Runtime:
         self.refresh_interval = refresh_interval
         self._loader = loader
         self.trust = tuple(trust)
+        self.allow_pickle = allow_pickle
         self._cache: dict[tuple[str, int], ModelHandle] = {}
         self._table: RoutingTable | None = None
         self._stop = threading.Event()
@@ -134,7 +138,9 @@ class Runtime:
             else:
                 from keel.models import load_model
 
-                loaded = load_model(f"models:/{model}/{version}", trust=self.trust)
+                loaded = load_model(
+                    f"models:/{model}/{version}", trust=self.trust, allow_pickle=self.allow_pickle
+                )
             _warm_up(loaded, f"{model}/{version}")
             handle = self._cache[key] = ModelHandle(model, version, loaded)
         return handle

@@ -20,15 +20,20 @@ __all__ = ["app_for_target", "app_from_env", "runtime_for_target", "serve"]
 _TARGET_ENV = "KEEL_SERVE_TARGET"
 _LOGGING_ENV = "KEEL_SERVE_LOG_PREDICTIONS"
 _TRUST_ENV = "KEEL_SERVE_TRUST"
+_PICKLE_ENV = "KEEL_SERVE_ALLOW_PICKLE"
 _AUTH_ENV = "KEEL_SERVE_AUTH"
 
 
 def runtime_for_target(
-    target: str, refresh_interval: float = 1.0, trust: Sequence[str] = ()
+    target: str,
+    refresh_interval: float = 1.0,
+    trust: Sequence[str] = (),
+    allow_pickle: bool = False,
 ) -> Runtime:
     """A stored deployment by name, or an implicit one for a model URI (named after the model).
 
     ``trust``: names the model loader trusts beyond its built-in list (``--trust``).
+    ``allow_pickle``: load models stored as pickles (``--allow-pickle``).
     """
     if scheme_of(target) == MODELS:
         route = parse_route(target)
@@ -37,11 +42,14 @@ def runtime_for_target(
             DeploymentSpec(routes=(route,)),
             refresh_interval=refresh_interval,
             trust=trust,
+            allow_pickle=allow_pickle,
         )
     from keel.serving.deployments import Deployments
 
     Deployments().get(target)  # NotFound now, not at the first request
-    return Runtime(target, refresh_interval=refresh_interval, trust=trust)
+    return Runtime(
+        target, refresh_interval=refresh_interval, trust=trust, allow_pickle=allow_pickle
+    )
 
 
 def app_for_target(
@@ -54,11 +62,13 @@ def app_for_target(
     auth: bool = False,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    allow_pickle: bool = False,
 ) -> Any:
     """The ASGI app for ``target`` with prediction logging to the artifact root.
 
     ``own_process``: the process serves nothing else (see :func:`keel.serving.app.create_app`).
-    ``trust``: names the model loader trusts beyond its built-in list (``--trust``).
+    ``trust``: names the model loader trusts beyond its built-in list (``--trust``);
+    ``allow_pickle``: load models stored as pickles (``--allow-pickle``).
     ``auth``: inference needs a token with scope ``predict`` and feedback one with
     ``feedback``, checked by the control plane when the settings name a server and
     in the local store otherwise. ``metrics_port``: serve ``/metrics`` there instead.
@@ -67,7 +77,7 @@ def app_for_target(
     from keel.serving.app import create_app
 
     settings = get_settings()
-    runtime = runtime_for_target(target, refresh_interval, trust)
+    runtime = runtime_for_target(target, refresh_interval, trust, allow_pickle)
     authenticator = None
     if auth:
         from keel.serving.auth import authenticator_for
@@ -106,6 +116,7 @@ def app_from_env() -> Any:
         own_process=True,
         trust=trust,
         auth=os.environ.get(_AUTH_ENV, "0") == "1",
+        allow_pickle=os.environ.get(_PICKLE_ENV, "0") == "1",
     )
 
 
@@ -120,13 +131,16 @@ def serve(
     trust: Sequence[str] = (),
     auth: bool = False,
     metrics_port: int | None = None,
+    allow_pickle: bool = False,
 ) -> None:
     """Serve ``target`` with uvicorn until interrupted (SIGINT/SIGTERM flush the logs).
 
     The models are loaded before the server starts, so a model that cannot be
     loaded (one needing a type nothing trusts, say) fails here with its error,
     not in the server's startup log. ``trust`` names what the model loader
-    trusts beyond its built-in list and the ``trusted_types`` setting.
+    trusts beyond its built-in list and the ``trusted_types`` setting;
+    ``allow_pickle`` lets it unpickle models stored as pickles (MLflow's
+    ``cloudpickle`` format), still resolving only trusted names.
 
     Unless ``OMP_NUM_THREADS`` is set, each worker runs its models with one OpenMP
     thread: a request of a few rows gains nothing from threads and loses to their
@@ -136,8 +150,7 @@ def serve(
     ``metrics_port`` serves ``/metrics`` on that port of ``host`` instead of ``port``
     (one process only: workers would each need their own port).
     """
-    import uvicorn
-
+    from keel.asgi import run_uvicorn
     from keel.errors import InvalidInput
 
     if metrics_port is not None:
@@ -154,29 +167,34 @@ def serve(
 
     if workers > 1:
         # Fail fast on a bad target or a model this loader refuses, before forking workers.
-        runtime_for_target(target, trust=trust).table  # noqa: B018
-        os.environ[_TARGET_ENV] = target
-        os.environ[_LOGGING_ENV] = "1" if log_predictions else "0"
-        os.environ[_TRUST_ENV] = ",".join(trust)
-        os.environ[_AUTH_ENV] = "1" if auth else "0"
-        uvicorn.run(
-            "keel.serving.server:app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            access_log=access_log,
-            log_level="warning",
+        runtime_for_target(target, trust=trust, allow_pickle=allow_pickle).table  # noqa: B018
+
+    def build() -> Any:
+        app = app_for_target(
+            target,
+            log_predictions=log_predictions,
+            own_process=True,
+            trust=trust,
+            auth=auth,
+            metrics_port=metrics_port,
+            metrics_host=host,
+            allow_pickle=allow_pickle,
         )
-        return
-    app = app_for_target(
-        target,
-        log_predictions=log_predictions,
-        own_process=True,
-        trust=trust,
-        auth=auth,
-        metrics_port=metrics_port,
-        metrics_host=host,
+        app.state.runtime.table  # noqa: B018 - load now: a refusal is one line, not a traceback
+        return app
+
+    run_uvicorn(
+        build,
+        "keel.serving.server:app_from_env",
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=access_log,
+        environ={
+            _TARGET_ENV: target,
+            _LOGGING_ENV: "1" if log_predictions else "0",
+            _TRUST_ENV: ",".join(trust),
+            _AUTH_ENV: "1" if auth else "0",
+            _PICKLE_ENV: "1" if allow_pickle else "0",
+        },
     )
-    app.state.runtime.table  # noqa: B018 - load now: a refusal is one line, not a startup traceback
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning")
