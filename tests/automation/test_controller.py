@@ -118,3 +118,20 @@ def test_a_failure_in_the_promotion_transaction_moves_no_alias_and_stores_no_eve
     actions = [e.action for e in audit.list_entries(client.store, newest_first=False)[entries:]]
     assert actions == ["alias.set", "deployment.update", "automation.promoted"]
     assert audit.verify(client.store).ok
+
+
+def test_a_canary_awaiting_approval_is_measured_and_promoted_through_any_client(
+    served_anywhere, minimal_policy, audit_actions
+):
+    _awaiting_promotion(minimal_policy)
+    [result] = Controller().tick()
+    [promoted] = result.events
+    assert promoted.kind == "promoted" and promoted.version == 2
+    # measured from the logs where the store is: no request reached the canary
+    assert promoted.details["live"]["canary_requests"] == 0
+    client = keel.Client()
+    assert client.get_alias("doubler", "champion") == 2
+    spec = Deployments().get("doubler-api").spec
+    assert [(r.model, r.ref, r.weight) for r in spec.routes] == [("doubler", "champion", 100)]
+    assert PolicyStore().state("doubler-loop").state == "idle"
+    assert audit_actions(served_anywhere, "automation.promoted") == ["automation.promoted"]

@@ -38,6 +38,16 @@ def train(data: str, seed: int = 0):
 @pytest.fixture
 def world(served, tmp_path: Path):
     """'doubler' and 'doubler-api', a pipeline file, datasets 'train-data' and 'holdout-data'."""
+    return _world(served, tmp_path)
+
+
+@pytest.fixture
+def world_anywhere(served_anywhere, tmp_path: Path):
+    """As :func:`world`, also with the client going through a real ``keel server``."""
+    return _world(served_anywhere, tmp_path)
+
+
+def _world(served, tmp_path: Path):
     pipes = tmp_path / "training.py"
     pipes.write_text(textwrap.dedent(PIPELINE))
     keel.log_dataset(pd.DataFrame({"x": [1.0, 2.0, 3.0]}), name="train-data")
@@ -139,8 +149,10 @@ def test_dry_run_checks_pipeline_parameters_their_datasets_and_the_target_column
     )
 
 
-def test_resolving_raises_not_found_for_missing_names_and_invalid_input_for_wrong_ones(world):
-    _, pipes, _ = world
+def test_resolving_raises_not_found_for_missing_names_and_invalid_input_for_wrong_ones(
+    world_anywhere,
+):
+    _, pipes, _ = world_anywhere
     client = keel.Client()
     with pytest.raises(NotFound, match=r"1 reference does not resolve: policy.model: no reg"):
         resolve_references(load_policy(_policy(pipes, model="nope")), client)
@@ -158,8 +170,8 @@ def test_resolving_raises_not_found_for_missing_names_and_invalid_input_for_wron
         load_policy(_policy(pipes, triggers=[{"quality": {"metric": "acuracy", "below": 0.8}}]))
 
 
-def test_a_dataset_version_added_between_apply_and_the_first_tick_triggers(world):
-    _, pipes, _ = world
+def test_a_dataset_version_added_between_apply_and_the_first_tick_triggers(world_anywhere):
+    _, pipes, _ = world_anywhere
     PolicyStore().apply(_policy(pipes))
     keel.log_dataset(pd.DataFrame({"x": [4.0, 5.0]}), name="train-data")
     Controller().tick()
@@ -167,8 +179,10 @@ def test_a_dataset_version_added_between_apply_and_the_first_tick_triggers(world
     assert kinds[0] == ("triggered", "dataset train-data has a new version 2 (previous 1)")
 
 
-def test_a_dataset_trigger_added_by_a_new_revision_counts_versions_from_that_apply(world):
-    _, pipes, _ = world
+def test_a_dataset_trigger_added_by_a_new_revision_counts_versions_from_that_apply(
+    world_anywhere,
+):
+    _, pipes, _ = world_anywhere
     store = PolicyStore()
     store.apply(_policy(pipes, triggers=[]))
     Controller().tick()

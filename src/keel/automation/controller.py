@@ -107,7 +107,7 @@ class Controller:
         lease_seconds: how long a lease lasts without renewal; renewed while working.
         executor: the pipeline executor for retraining (``local`` or ``ray``).
         monitor: ``monitor(deployment, window_seconds) -> result`` for drift and quality
-            triggers (default: :func:`keel.monitoring.run_monitor`).
+            triggers (default: :func:`keel.monitoring.run_monitor` through ``client``).
         clock: milliseconds since the epoch (tests move time forward).
     """
 
@@ -128,7 +128,7 @@ class Controller:
         self.owner = owner or new_owner()
         self.lease_seconds = lease_seconds
         self.executor = executor
-        self.monitor = monitor or _run_monitor
+        self.monitor = monitor or self._run_monitor
         self.clock = clock
         self._mine: set[tuple[str, int]] = set()  # (policy, epoch) this process moved into
 
@@ -229,6 +229,13 @@ class Controller:
         self._mine.add((policy.name, state.epoch))
         return state
 
+    def _run_monitor(self, deployment: str, window: float) -> Any:
+        """The deployment's monitor over the last ``window`` seconds, through this client
+        (through ``keel server``, the server runs it over the logs under its artifact root)."""
+        from keel.monitoring import run_monitor
+
+        return run_monitor(deployment, window=f"{int(window)}s", client=self.client)
+
     def _deployments(self) -> Deployments:
         from keel.serving.deployments import Deployments
 
@@ -245,7 +252,9 @@ class Controller:
         watched = [t.dataset for t in policy.triggers if t.kind == "dataset" and t.dataset]
         if any(d not in seen for d in watched):
             # Apply records the baseline; a state stored before it did is baselined here.
-            current = latest_dataset_versions([d for d in watched if d not in seen])
+            current = latest_dataset_versions(
+                [d for d in watched if d not in seen], client=self.client
+            )
             seen.update({d: current.get(d, 0) for d in watched if d not in seen})
             self.store.save_detail(state, {"datasets_seen": seen})
             return True
@@ -265,10 +274,11 @@ class Controller:
             seen_datasets=seen,
             monitor=monitor,
             champion=champion,
+            client=self.client,
         )
         if fired is None:
             return False
-        params = _pin_params(policy.retrain.params)
+        params = _pin_params(policy.retrain.params, self.client)
         baseline = champion
         # A dataset version this retrain reads is not news for a later trigger.
         for ref in filter(None, map(_dataset_param, params.values())):
@@ -417,7 +427,9 @@ class Controller:
                 f"{policy.deployment} outside automation; the cycle ends",
                 version,
             )
-        metrics = measure_canary(policy.deployment, version, state.phase_started_at)
+        metrics = measure_canary(
+            policy.deployment, version, state.phase_started_at, client=self.client
+        )
         verdict = judge_canary(
             metrics,
             policy.rollout,
@@ -433,7 +445,9 @@ class Controller:
     def _awaiting_approval(self, policy: Policy, state: CycleState) -> bool:
         version = state.candidate_version
         assert version is not None and state.phase_started_at is not None
-        metrics = measure_canary(policy.deployment, version, state.phase_started_at)
+        metrics = measure_canary(
+            policy.deployment, version, state.phase_started_at, client=self.client
+        )
         verdict = judge_canary(
             metrics,
             policy.rollout,
@@ -518,12 +532,6 @@ class Controller:
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def _run_monitor(deployment: str, window: float) -> Any:
-    from keel.monitoring import run_monitor
-
-    return run_monitor(deployment, window=f"{int(window)}s")
-
-
 def _dataset_param(value: Any) -> DatasetURI | None:
     """The dataset a retraining parameter names, if it is a well-formed ``datasets:/`` URI.
 
@@ -538,13 +546,13 @@ def _dataset_param(value: Any) -> DatasetURI | None:
         return None
 
 
-def _pin_params(params: Any) -> dict[str, Any]:
+def _pin_params(params: Any, client: Client) -> dict[str, Any]:
     """``datasets:/name@latest`` (or without a version) → the version that is newest now."""
     pinned: dict[str, Any] = {}
     for key, value in dict(params).items():
         ref = _dataset_param(value)
         if ref is not None and not ref.pinned and ref.name is not None:
-            latest = latest_dataset_versions([ref.name]).get(ref.name)
+            latest = latest_dataset_versions([ref.name], client=client).get(ref.name)
             if latest is None:
                 raise InvalidInput(f"retrain.params.{key}: dataset {ref.name!r} has no version")
             value = str(DatasetURI(ref.name, latest))

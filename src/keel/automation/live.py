@@ -5,15 +5,24 @@ version and latency) and the error logs (one row per request a version
 failed) are read for the canary's window and compared per version: request
 counts, error rate, p99 latency and the drift between the canary's and the
 primary's predictions on the traffic they shared. Nothing here asks a
-running server: replicas come and go, their logs stay.
+running serving process: replicas come and go, their logs stay.
+
+Through ``keel server`` the measurement runs on the server (one request to
+:mod:`keel.server.routes.monitoring`), over the logs under the server's
+artifact root: the serving processes must log there (the same folder or S3
+prefix as the server's ``KEEL_ARTIFACTS_URL``), which is the supported layout.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from keel.client import Client
 
 __all__ = ["LiveMetrics", "measure_canary", "prediction_drift"]
 
@@ -67,16 +76,48 @@ def measure_canary(
     candidate: int,
     since_ms: int,
     *,
+    client: Client | None = None,
     root_url: str | None = None,
     s3_endpoint_url: str | None = None,
 ) -> LiveMetrics:
-    """The canary version's metrics against the other routed versions since ``since_ms``."""
-    from keel.config import get_settings
+    """The canary version's metrics against the other routed versions since ``since_ms``.
+
+    Args:
+        deployment: the deployment whose logs to read.
+        candidate: the canary's model version.
+        since_ms: when the canary started (epoch ms).
+        client: whose logs: the client's artifact root, or through ``keel server``
+            the server's (default: a client on the process settings).
+        root_url: read the logs under this root instead (with ``s3_endpoint_url``).
+
+    Raises:
+        InvalidInput: a malformed deployment name.
+        StorageError, BackendUnavailable: the logs cannot be read.
+    """
+    if root_url is not None:
+        return _measure(root_url, s3_endpoint_url, deployment, candidate, since_ms)
+    from keel.monitoring.clients import resolve_client
+    from keel.transport.http import HttpTransport
+
+    client = resolve_client(client)
+    transport = client.transport
+    if isinstance(transport, HttpTransport):
+        from keel.predictions import check_deployment
+
+        check_deployment(deployment)  # the local message, before any request
+        path = f"/deployments/{quote(deployment, safe='')}/canary"
+        params = {"version": int(candidate), "since": int(since_ms)}
+        metrics: LiveMetrics = transport.call("GET", path, LiveMetrics, params=params)
+        return metrics
+    conf = client.settings
+    return _measure(conf.artifacts_url, conf.s3_endpoint_url, deployment, candidate, since_ms)
+
+
+def _measure(
+    root: str, endpoint: str | None, deployment: str, candidate: int, since_ms: int
+) -> LiveMetrics:
     from keel.predictions import ERRORS, read_predictions
 
-    settings = get_settings()
-    root = root_url or settings.artifacts_url
-    endpoint = s3_endpoint_url if root_url else settings.s3_endpoint_url
     predictions = read_predictions(
         root,
         deployment,

@@ -9,9 +9,12 @@ many controllers look at it or however often.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel.automation.policy import Policy, Trigger, human_duration
+
+if TYPE_CHECKING:
+    from keel.client import Client
 
 __all__ = ["Fired", "check_triggers", "latest_dataset_versions"]
 
@@ -33,6 +36,7 @@ def check_triggers(
     seen_datasets: dict[str, int],
     monitor: Any = None,
     champion: int | None = None,
+    client: Client | None = None,
 ) -> Fired | None:
     """The first trigger of ``policy`` that fires now, or None.
 
@@ -44,10 +48,14 @@ def check_triggers(
         monitor: runs the deployment's monitor over a window (``run_monitor``); injected so
             one check reads the prediction logs once per window.
         champion: the version the policy's alias holds: drift is judged on its traffic.
+        client: where dataset versions are looked up (default: one on the process settings).
     """
     served = None if champion is None else f"{policy.model}/{champion}"
     for trigger in policy.triggers:
-        fired = _check(trigger, policy, now_ms, since_ms, seen_datasets, monitor, served)
+        if trigger.kind == "dataset":
+            fired = _dataset(trigger, seen_datasets, client)
+        else:
+            fired = _check(trigger, policy, now_ms, since_ms, monitor, served)
         if fired is not None:
             return fired
     return None
@@ -58,14 +66,11 @@ def _check(
     policy: Policy,
     now_ms: int,
     since_ms: int,
-    seen_datasets: dict[str, int],
     monitor: Any,
     served: str | None,
 ) -> Fired | None:
     if trigger.kind == "schedule":
         return _schedule(trigger, now_ms, since_ms)
-    if trigger.kind == "dataset":
-        return _dataset(trigger, seen_datasets)
     assert trigger.window is not None
     result = monitor(policy.deployment, trigger.window)
     if result is None:
@@ -149,9 +154,9 @@ def _schedule(trigger: Trigger, now_ms: int, since_ms: int) -> Fired | None:
     )
 
 
-def _dataset(trigger: Trigger, seen: dict[str, int]) -> Fired | None:
+def _dataset(trigger: Trigger, seen: dict[str, int], client: Client | None) -> Fired | None:
     assert trigger.dataset is not None
-    latest = latest_dataset_versions([trigger.dataset]).get(trigger.dataset)
+    latest = latest_dataset_versions([trigger.dataset], client=client).get(trigger.dataset)
     if latest is None or latest <= seen.get(trigger.dataset, 0):
         return None
     return Fired(
@@ -162,15 +167,24 @@ def _dataset(trigger: Trigger, seen: dict[str, int]) -> Fired | None:
     )
 
 
-def latest_dataset_versions(names: list[str]) -> dict[str, int]:
-    """The newest version number of each named dataset that exists."""
-    from keel import data
-    from keel.errors import NotFound
+def latest_dataset_versions(names: list[str], *, client: Client | None = None) -> dict[str, int]:
+    """The newest version number of each named dataset that exists.
 
+    Each is one lookup of the client's data part: a query of its own store, or
+    through ``keel server`` one request.
+
+    Args:
+        names: dataset names.
+        client: whose datasets (default: a client on the process settings).
+    """
+    from keel.errors import NotFound
+    from keel.monitoring.clients import resolve_client
+
+    catalog = resolve_client(client).data
     out: dict[str, int] = {}
     for name in names:
         try:
-            out[name] = int(data.get(name).version)
+            out[name] = int(catalog.get_version(name).version)
         except NotFound:
             continue
     return out

@@ -20,6 +20,12 @@ alert, which names the command that gives it one.
 
 Settings are per deployment, stored and audited (see
 :mod:`keel.monitoring.settings`); without any, the defaults apply.
+
+Through ``keel server`` a monitor runs on the server (one request,
+:mod:`keel.server.routes.monitoring`): it holds the store and reads the
+prediction logs under its own artifact root. The serving processes must
+therefore log to that root — the same folder or S3 prefix as the server's
+``KEEL_ARTIFACTS_URL`` — which is the supported layout.
 """
 
 from __future__ import annotations
@@ -324,23 +330,43 @@ def run_monitor(
 ) -> MonitorResult:
     """Compare the deployment's last window of predictions with its reference; store; alert.
 
+    Through ``keel server`` the server runs it over the prediction logs under its
+    artifact root (see the module docstring), and its alerts go to the sinks the
+    deployment's settings name.
+
     Args:
         deployment: the deployment whose prediction logs to read.
         window: the window's length (default: the deployment's setting, ``1h``).
         end: the window's exclusive end: a datetime (naive = UTC), epoch ms or
             ISO-8601 text (default: now).
-        sinks: where alerts go besides the store (default: from the settings).
+        sinks: where alerts go besides the store (default: from the settings); only
+            on a client with its own store (sinks are objects of this process).
 
     Raises:
-        InvalidInput: a malformed deployment name, window or end.
+        InvalidInput: a malformed deployment name, window or end; ``sinks`` through
+            ``keel server``.
         NotFound: no such deployment (see :mod:`keel.monitoring.names`).
         StorageError, BackendUnavailable: the logs or the store cannot be read.
     """
+    from keel.monitoring.part import monitoring_part
+
+    part = monitoring_part(resolve_client(client))
+    return part.run_monitor(deployment, window=window, end=end, sinks=sinks)
+
+
+def local_run_monitor(
+    deployment: str,
+    client: Client,
+    *,
+    window: Any = None,
+    end: Any = None,
+    sinks: Sequence[Sink] | None = None,
+) -> MonitorResult:
+    """:func:`run_monitor` on the client's own store and artifact root."""
     from keel.predictions import PredictionReader, check_deployment, to_ms
     from keel.store.sql import now_ms
 
     check_deployment(deployment)
-    client = resolve_client(client)
     require_deployment(deployment, client)
     settings = get_monitor_settings(deployment, client=client)
     span = parse_window(settings.window if window is None else window)

@@ -1,12 +1,18 @@
-"""The monitoring part of a client: monitor results, alerts and monitor settings.
+"""The monitoring part of a client: monitor runs and results, alerts, settings, references.
 
 :func:`monitoring_part` picks it for a client's transport: :class:`MonitoringPart`
 runs the queries on the client's own metadata store; over ``keel server`` it is
 a :class:`keel.monitoring.remote.RemoteMonitoring`, whose methods are REST
 calls to routes that run this same code on the server. The module functions
-(:func:`~keel.monitoring.monitor_history`, :func:`~keel.monitoring.list_alerts`,
-:func:`~keel.monitoring.get_monitor_settings`,
-:func:`~keel.monitoring.configure_monitor`) all go through it.
+(:func:`~keel.monitoring.run_monitor`, :func:`~keel.monitoring.monitor_history`,
+:func:`~keel.monitoring.list_alerts`, :func:`~keel.monitoring.get_monitor_settings`,
+:func:`~keel.monitoring.configure_monitor`, and the reference functions of
+:mod:`keel.monitoring.reference`) all go through it.
+
+A monitor run reads prediction logs, so over ``keel server`` it runs on the
+server, against the server's artifact root: the serving processes must write
+their logs there (give ``keel serve`` the server's ``KEEL_ARTIFACTS_URL``, the
+same folder or S3 prefix).
 """
 
 from __future__ import annotations
@@ -14,8 +20,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from keel.client import Client
-    from keel.monitoring.alerts import Alert
+    from keel.data.profiling import Profile
+    from keel.monitoring.alerts import Alert, Sink
     from keel.monitoring.monitor import MonitorResult
     from keel.monitoring.settings import MonitorSettings
 
@@ -31,6 +40,19 @@ class MonitoringPart:
 
     def __init__(self, client: Client) -> None:
         self.client = client
+
+    def run_monitor(
+        self,
+        deployment: str,
+        *,
+        window: Any = None,
+        end: Any = None,
+        sinks: Sequence[Sink] | None = None,
+    ) -> MonitorResult:
+        """See :func:`keel.monitoring.run_monitor`."""
+        from keel.monitoring.monitor import local_run_monitor
+
+        return local_run_monitor(deployment, self.client, window=window, end=end, sinks=sinks)
 
     def monitor_history(self, deployment: str, limit: int | None = None) -> list[MonitorResult]:
         """See :func:`keel.monitoring.monitor_history`."""
@@ -64,6 +86,30 @@ class MonitoringPart:
         return local_configure_monitor(
             deployment, self.client, expected_revision=expected_revision, reset=reset, **changes
         )
+
+    def reference_info(self, model_name: str, version: int) -> dict[str, Any] | None:
+        """See :func:`keel.monitoring.reference_info`."""
+        from keel.monitoring.reference import local_reference_info
+
+        return local_reference_info(model_name, version, self.client)
+
+    def store_reference(
+        self, model_name: str, version: int, profile: Profile, left_out: list[str]
+    ) -> str:
+        """Store ``profile`` as the version's newest reference (audited); its digest.
+
+        ``left_out`` names the columns of the data that were not model inputs (for the
+        audit entry). :func:`keel.monitoring.set_reference` builds the profile first.
+        """
+        from keel.monitoring.reference import local_store_reference
+
+        return local_store_reference(model_name, version, profile, left_out, self.client)
+
+    def ensure_reference(self, model_name: str, version: int) -> dict[str, Any] | None:
+        """See :func:`keel.monitoring.reference.ensure_reference`."""
+        from keel.monitoring.reference import local_ensure_reference
+
+        return local_ensure_reference(model_name, version, self.client)
 
 
 def monitoring_part(client: Client) -> MonitoringPart:

@@ -25,6 +25,12 @@ winning:
 
 A served version with none of these is not compared; the monitor raises a
 ``no_reference`` alert naming the command that gives it one.
+
+Through ``keel server`` each function goes through the client's monitoring
+part (:func:`keel.monitoring.part.monitoring_part`): :func:`set_reference`
+builds the profile where it is called (the data and the model load there) and
+the server stores it; :func:`ensure_reference` and :func:`reference_info` run
+on the server, which holds the lineage and the stored profiles.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ensure_reference",
     "get_reference",
+    "parse_reference",
     "reference_command",
     "reference_info",
     "set_reference",
@@ -104,8 +111,39 @@ def set_reference(
         predictor = load_model(mv.uri).predict
     result = reference_profile(data, predict=predictor, categorical=categorical, inputs=inputs)
     left_out = [] if inputs is None else _left_out(data, inputs)
-    _store(client, mv.name, mv.version, result, {"left_out": left_out} if left_out else {})
+    client.monitoring.store_reference(mv.name, mv.version, result, left_out)
     return result
+
+
+def parse_reference(doc: Any) -> Profile:
+    """A reference profile from its JSON form (:meth:`Profile.to_dict`), as a client sends it.
+
+    Raises:
+        InvalidInput: ``doc`` is not a profile's JSON.
+    """
+    from keel.errors import InvalidInput
+
+    try:
+        if not isinstance(doc, dict) or not isinstance(doc.get("columns"), dict):
+            raise TypeError("no 'columns' object")
+        return Profile.from_dict(doc)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InvalidInput(
+            f"expected a reference profile as Profile.to_dict() writes it; this one does not "
+            f"read ({type(exc).__name__}: {exc}); build it with keel.monitoring.profile"
+        ) from None
+
+
+def local_store_reference(
+    model_name: str, version: int, profile: Profile, left_out: list[str], client: Client
+) -> str:
+    """Store ``profile`` as the version's newest reference on the client's own store.
+
+    Raises:
+        NotFound: no such model or version.
+    """
+    mv = client.get_model_version(model_name, version)
+    return _store(client, mv.name, mv.version, profile, {"left_out": left_out} if left_out else {})
 
 
 def _left_out(data: Any, inputs: Sequence[str]) -> list[str]:
@@ -175,8 +213,12 @@ def ensure_reference(
     Returns:
         :func:`reference_info` afterwards (``None``: the version still has none).
     """
-    client = resolve_client(client)
-    info = reference_info(model_name, version, client=client)
+    return resolve_client(client).monitoring.ensure_reference(model_name, version)
+
+
+def local_ensure_reference(model_name: str, version: int, client: Client) -> dict[str, Any] | None:
+    """:func:`ensure_reference` on the client's own store."""
+    info = local_reference_info(model_name, version, client)
     if info is not None:
         return info
     mv = client.get_model_version(model_name, version)
@@ -189,7 +231,7 @@ def ensure_reference(
         return None
     result, uri = found
     _store(client, mv.name, mv.version, result, {"origin": uri})
-    return reference_info(model_name, version, client=client)
+    return local_reference_info(model_name, version, client)
 
 
 def reference_info(
@@ -199,8 +241,15 @@ def reference_info(
 
     ``source`` is ``set`` (:func:`set_reference`), ``dataset`` (taken from its
     training data; ``dataset`` names the version) or ``package``.
+
+    Raises:
+        NotFound: no such model or version.
     """
-    client = resolve_client(client)
+    return resolve_client(client).monitoring.reference_info(model_name, version)
+
+
+def local_reference_info(model_name: str, version: int, client: Client) -> dict[str, Any] | None:
+    """:func:`reference_info` on the client's own store."""
     mv = client.get_model_version(model_name, version)
     from keel.store import schema as s
 
