@@ -43,7 +43,7 @@ def cached(run) -> dict[str, bool]:
     return {s.node: s.cached for s in run.steps}
 
 
-def test_a_rerun_with_nothing_changed_serves_every_step_from_the_cache(keel_env, write_module):
+def test_a_rerun_with_nothing_changed_serves_every_step_from_the_cache(any_env, write_module):
     write_module("helpers", HELPERS)
     path = write_module("flow", FLOW)
     first = run_pipeline(f"{path}:flow")
@@ -82,7 +82,7 @@ def test_comments_and_formatting_change_no_code_digest(sqlite_env, write_module)
     assert all(cached(run_pipeline(f"{path}:flow")).values())
 
 
-def test_a_changed_parameter_reruns_only_the_steps_that_take_it(keel_env, write_module):
+def test_a_changed_parameter_reruns_only_the_steps_that_take_it(any_env, write_module):
     write_module("helpers", HELPERS)
     path = write_module("flow", FLOW)
     run_pipeline(f"{path}:flow")
@@ -112,7 +112,7 @@ def flow(data: str = "datasets:/events"):
 
 
 def test_new_input_content_invalidates_while_identical_content_does_not(
-    keel_env, write_module, tmp_path: Path
+    any_env, write_module, tmp_path: Path
 ):
     path = write_module("data_flow", DATA_FLOW)
     keel.log_dataset(pd.DataFrame({"x": [1, 2]}), name="events")

@@ -51,7 +51,7 @@ def flow():
 """
 
 
-def test_outputs_are_stored_by_type_and_loaded_back(keel_env, write_module):
+def test_outputs_are_stored_by_type_and_loaded_back(any_env, write_module):
     path = write_module("types", TYPES)
     run = run_pipeline(f"{path}:flow")
     out = run.outputs
@@ -172,7 +172,7 @@ def test_a_failing_step_is_retried_until_it_succeeds(sqlite_env, write_module, t
 
 
 def test_a_step_failing_for_good_fails_the_run_and_skips_what_depends_on_it(
-    keel_env, write_module, tmp_path: Path
+    any_env, write_module, tmp_path: Path
 ):
     path = write_module("flaky", FLAKY)
     with pytest.raises(
@@ -278,7 +278,7 @@ def churn_frame(n: int = 60) -> pd.DataFrame:
     return pd.DataFrame({"a": a, "b": b, "y": (a > b).astype(int)})
 
 
-def test_a_registered_model_walks_back_to_its_data_and_code(keel_env, write_module):
+def test_a_registered_model_walks_back_to_its_data_and_code(any_env, write_module):
     path = write_module("train", TRAIN)
     keel.log_dataset(churn_frame(), name="churn")
     run = run_pipeline(f"{path}:flow")
@@ -296,6 +296,11 @@ def test_a_registered_model_walks_back_to_its_data_and_code(keel_env, write_modu
     assert f"runs:/{run.step('features').run_id}" in below.uris("run")
     assert "models:/churn/1" in below.uris("model")
 
+
+def test_a_model_card_lists_the_datasets_its_pipeline_read(keel_env, write_module):
+    path = write_module("train", TRAIN)
+    keel.log_dataset(churn_frame(), name="churn")
+    run_pipeline(f"{path}:flow")
     from keel.registry.card import build_card
 
     assert build_card(keel.Client(), "churn", 1)["datasets"] == ["datasets:/churn@1"]

@@ -74,20 +74,23 @@ if TYPE_CHECKING:
 
 
 def get_pipeline_run(run_id: str) -> PipelineRun:
-    """A stored pipeline run and its steps (a unique run id prefix of 6+ characters is enough)."""
-    from keel.client import Client
-    from keel.pipelines import records
+    """A stored pipeline run and its steps (a unique run id prefix of 6+ characters is enough).
 
-    client = Client()
-    return records.get_pipeline_run(client.store, client.resolve_run_id(run_id))
+    Read from the process settings' store, or through the ``keel server`` they name.
+    """
+    from keel.pipelines.part import pipeline_records_for
+    from keel.tracking.remote import tracking_for
+
+    tracking = tracking_for()
+    return pipeline_records_for(tracking).get_pipeline_run(tracking.resolve_run_id(run_id))
 
 
 def list_pipeline_runs(pipeline: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-    """The newest pipeline runs, optionally of one pipeline."""
-    from keel.client import Client
-    from keel.pipelines import records
+    """The newest pipeline runs, optionally of one pipeline (through ``keel server`` if set)."""
+    from keel.pipelines.part import pipeline_records_for
+    from keel.tracking.remote import tracking_for
 
-    return records.list_pipeline_runs(Client().store, pipeline, limit)
+    return pipeline_records_for(tracking_for()).list_pipeline_runs(pipeline, limit)
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -29,6 +29,7 @@ __all__ = [
     "PipelineRecord",
     "PipelineRun",
     "StepRun",
+    "check_edges",
     "create_step_run",
     "finish_step",
     "get_pipeline_record",
@@ -183,6 +184,24 @@ class PipelineRecord:
     created_at: int
 
 
+def check_edges(run_id: str, edges: list[Edge]) -> None:
+    """Refuse an edge that does not start or end at ``runs:/<run_id>``.
+
+    A run records only its own hops (its inputs, outputs, code, the run it reused),
+    so whoever may write to one run cannot draw edges between others.
+
+    Raises:
+        InvalidInput: an edge touches neither side of the run.
+    """
+    node = f"runs:/{run_id}"
+    for edge in edges:
+        if node not in (edge.src, edge.dst):
+            raise InvalidInput(
+                f"lineage edge {edge.src} -> {edge.dst} ({edge.relation}) does not touch {node}; "
+                "a run records only edges to or from itself"
+            )
+
+
 def insert_pipeline_run(
     store: Store,
     *,
@@ -198,6 +217,8 @@ def insert_pipeline_run(
     reproduces: str | None,
     edges: list[Edge],
 ) -> None:
+    """Store the row of a pipeline run whose tracked run ``run_id`` exists, and its edges."""
+    check_edges(run_id, edges)
     with store.write() as conn:
         conn.execute(
             s.pipeline_runs.insert().values(
@@ -218,6 +239,7 @@ def insert_pipeline_run(
 
 
 def set_pipeline_outputs(store: Store, run_id: str, outputs: Any) -> None:
+    """Store what the pipeline returned (step outputs as references, other values as JSON)."""
     with store.write() as conn:
         conn.execute(
             update(s.pipeline_runs)
@@ -288,6 +310,7 @@ def finish_step(
     list_artifacts: bool = False,
 ) -> None:
     """Record a step's outcome: outputs, cache row and lineage edges in one transaction."""
+    check_edges(run_id, edges)
     if list_artifacts and outputs:  # a cached step lists the outputs it reused
         client._record_artifacts(
             run_id,
@@ -412,9 +435,20 @@ def get_pipeline_run(store: Store, run_id: str) -> PipelineRun:
 
 
 def list_pipeline_runs(
-    store: Store, pipeline: str | None = None, limit: int = 20
+    store: Store,
+    pipeline: str | None = None,
+    limit: int = 20,
+    experiment_ids: list[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """The newest pipeline runs (optionally of one pipeline), without their steps."""
+    """The newest pipeline runs (optionally of one pipeline), without their steps.
+
+    Args:
+        store: the metadata store.
+        pipeline: only runs of this pipeline.
+        limit: at most this many.
+        experiment_ids: only runs in these experiments (``keel server`` passes the ones
+            its caller may read); ``None`` means every experiment.
+    """
     query = (
         select(
             s.pipeline_runs.c.run_id,
@@ -430,6 +464,8 @@ def list_pipeline_runs(
     )
     if pipeline:
         query = query.where(s.pipeline_runs.c.pipeline == pipeline)
+    if experiment_ids is not None:
+        query = query.where(s.runs.c.experiment_id.in_(experiment_ids))
     with store.read() as conn:
         rows = conn.execute(query).all()
     return [

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import InvalidInput
-from keel.pipelines.records import get_pipeline_record, get_pipeline_run
 
 if TYPE_CHECKING:
     from keel.tracking.client import TrackingClient
@@ -96,19 +95,21 @@ def reproduce(
         InvalidInput: the run is not a pipeline run.
         StepFailed: a step failed when re-executed.
     """
-    from keel.client import Client
+    from keel.pipelines.part import pipeline_records_for
     from keel.pipelines.runner import run_pipeline
+    from keel.tracking.remote import tracking_for
 
-    client = Client().tracking
+    client = tracking_for()  # the process settings' store, or the keel server they name
+    records = pipeline_records_for(client)
     original_id = client.resolve_run_id(run_id)
-    record = get_pipeline_record(client.store, original_id)
+    record = records.get_pipeline_record(original_id)
     where = target or record.target
     if where.startswith("<in-memory>"):
         raise InvalidInput(
             f"pipeline run {original_id} was started from a pipeline object that was not in an "
             "importable module or file; pass target='module:attr' to say where it lives now"
         )
-    original = get_pipeline_run(client.store, original_id)
+    original = records.get_pipeline_run(original_id)
     new = run_pipeline(
         where,
         params=record.params,
@@ -118,7 +119,7 @@ def reproduce(
         reproduces=original_id,
     )
     report = Reproduction(original_id, new.run_id)
-    new_record = get_pipeline_record(client.store, new.run_id)
+    new_record = records.get_pipeline_record(new.run_id)
     if new_record.code_digest != record.code_digest:
         changed = _code_changes(client, record.code_snapshot, new_record.code_snapshot)
         report.notes.append(

@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel.errors import InvalidInput, UserError
 from keel.pipelines import cache as step_cache
@@ -39,16 +39,14 @@ from keel.pipelines.executors import Executor, Handle, get_executor
 from keel.pipelines.graph import Graph, Node, StepOutput, map_leaves
 from keel.pipelines.lineage import Edge
 from keel.pipelines.materialize import Materialized, load
-from keel.pipelines.records import (
-    PipelineRun,
-    StepRun,
-    create_step_run,
-    finish_step,
-    insert_pipeline_run,
-    set_pipeline_outputs,
-)
+from keel.pipelines.part import PipelineRecords, pipeline_records_for
+from keel.pipelines.records import PipelineRun, StepRun
 from keel.pipelines.task import SETTINGS_FIELDS, InputRef, StepResult, StepTask
 from keel.uris import is_dataset_uri
+
+if TYPE_CHECKING:
+    from keel.data.client import DataClient
+    from keel.tracking.client import TrackingClient
 
 __all__ = ["StepEvent", "StepFailed", "run_pipeline"]
 
@@ -85,16 +83,14 @@ class StepEvent:
 class _Pins:
     """Dataset references resolved once per run: ``datasets:/x`` → ``datasets:/x@3``."""
 
-    def __init__(self, store: Any) -> None:
-        self.store = store
+    def __init__(self, data: DataClient) -> None:
+        self.data = data
         self.digests: dict[str, str] = {}
 
     def pin(self, leaf: Any) -> Any:
         if not is_dataset_uri(leaf):
             return leaf
-        from keel.data import catalog
-
-        version = catalog.get_version(self.store, leaf)
+        version = self.data.get_version(leaf)
         self.digests[version.uri] = version.digest
         return version.uri
 
@@ -150,10 +146,9 @@ class _Run:
         codes: dict[str, CodeDigest],
         externals: dict[str, dict[str, str]],
         on_event: Callable[[StepEvent], None] | None,
+        tracking: TrackingClient,
+        records: PipelineRecords,
     ) -> None:
-        from keel.config import get_settings
-        from keel.tracking.client import TrackingClient
-
         self.pipe = pipe
         self.graph = graph
         self.executor = executor
@@ -163,10 +158,11 @@ class _Run:
         self.codes = codes
         self.externals = externals
         self.on_event = on_event
-        self.settings = get_settings()
-        self.client = TrackingClient(self.settings)
-        self.store = self.client.store
-        self.artifacts = self.client.artifacts
+        self.settings = tracking.settings
+        self.client = tracking
+        self.records = records
+        # Outputs go where the client's transport points: the server's blob routes over http.
+        self.artifacts = tracking.artifacts
         self.steps: dict[str, StepRun] = {}
         self.outputs: dict[str, list[Materialized]] = {}
         self.tasks: dict[str, tuple[StepTask, str, Any]] = {}
@@ -213,7 +209,7 @@ class _Run:
             seed=self.seed,
         )
         cacheable = self.use_cache and node.step.cache
-        hit = step_cache.lookup(self.store, self.artifacts, key) if cacheable else None
+        hit = self.records.lookup_cache(key) if cacheable else None
         common: dict[str, Any] = {
             "experiment_id": self.experiment_id,
             "pipeline_run_id": self.run_id,
@@ -224,14 +220,13 @@ class _Run:
             "inputs": keyed,
         }
         if hit is not None:
-            run_id = create_step_run(self.client, cached=True, source_run_id=hit.run_id, **common)
+            run_id = self.records.create_step_run(cached=True, source_run_id=hit.run_id, **common)
             edges = _input_edges(node.id, run_id, arguments, self.pins) + self.code_edges(
                 node.id, run_id
             )
             # The outputs stay attributed to the run that made them; this one reused them.
             edges.append(Edge(f"runs:/{hit.run_id}", f"runs:/{run_id}", "reused"))
-            finish_step(
-                self.client,
+            self.records.finish_step(
                 run_id=run_id,
                 step=node.step.qualname,
                 outputs=hit.outputs,
@@ -249,7 +244,7 @@ class _Run:
             )
             self.emit(node.id, "cached", run_id, f"outputs of run {hit.run_id[:12]}")
             return None
-        run_id = create_step_run(self.client, cached=False, **common)
+        run_id = self.records.create_step_run(cached=False, **common)
         task = StepTask(
             node=node.id,
             where=str(node.site),
@@ -306,8 +301,7 @@ class _Run:
             edges = _input_edges(node.id, task.run_id, arguments, self.pins)
             edges += self.code_edges(node.id, task.run_id)
             edges += [Edge(f"runs:/{task.run_id}", o.uri, "output", o.name) for o in result.outputs]
-            finish_step(
-                self.client,
+            self.records.finish_step(
                 run_id=task.run_id,
                 step=node.step.qualname,
                 outputs=result.outputs,
@@ -344,8 +338,7 @@ class _Run:
             return self.executor.submit(retry)
         error = result.error or "failed"
         details = error + (f"\n{result.traceback}" if result.traceback else "")
-        finish_step(
-            self.client,
+        self.records.finish_step(
             run_id=task.run_id,
             step=node.step.qualname,
             outputs=[],
@@ -458,12 +451,18 @@ def run_pipeline(
     ):
         raise InvalidInput(f"seed must be an integer in [0, 2**32), got {seed!r}")
     from keel.config import get_settings
-    from keel.store import get_store
+    from keel.data.client import data_part
     from keel.tracking import fluent
+    from keel.tracking.remote import tracking_for
+    from keel.transport import local_or
 
     settings = get_settings()
-    store = get_store(settings)
-    pins = _Pins(store)
+    # The one transport of this run: SQL and local files, or keel server when settings name
+    # one; its tracking, records and data parts are what the run writes through.
+    transport = local_or(None, settings)
+    tracking = tracking_for(transport)
+    records = pipeline_records_for(tracking)
+    pins = _Pins(data_part(transport))
     pinned = {k: map_leaves(v, pins.pin) for k, v in pipe.resolve_params(params).items()}
     graph = pipe.build(pinned)
     for node in graph.nodes.values():
@@ -496,6 +495,8 @@ def run_pipeline(
         codes=codes,
         externals=externals,
         on_event=on_event,
+        tracking=tracking,
+        records=records,
     )
     sources = {k: v for c in (pipeline_code, *by_step.values()) for k, v in c.sources.items()}
     snapshot = state.artifacts.put_json({"format": "keel.code-snapshot/v1", "sources": sources})
@@ -509,8 +510,7 @@ def run_pipeline(
             state.run_id = active.id
             state.experiment_id = active.info.experiment_id
             fluent.log_params({k: _param_text(v) for k, v in graph.params.items()})
-            insert_pipeline_run(
-                store,
+            records.insert_pipeline_run(
                 run_id=active.id,
                 pipeline=pipe.name,
                 target=pipe.target or f"<in-memory>:{pipe.name}",
@@ -548,6 +548,7 @@ def run_pipeline(
             run.outputs = _finish_outputs(state, graph, active.id)
     finally:
         chosen.close()
+        transport.close()
     return run
 
 
@@ -562,7 +563,7 @@ def _finish_outputs(state: _Run, graph: Graph, run_id: str) -> Any:
     from keel.tracking import fluent
 
     if graph.returned is None:
-        set_pipeline_outputs(state.store, run_id, None)
+        state.records.set_pipeline_outputs(run_id, None)
         return None
 
     def reference(leaf: Any) -> Any:
@@ -587,7 +588,7 @@ def _finish_outputs(state: _Run, graph: Graph, run_id: str) -> Any:
             return loaded
         return leaf
 
-    set_pipeline_outputs(state.store, run_id, map_leaves(graph.returned, reference))
+    state.records.set_pipeline_outputs(run_id, map_leaves(graph.returned, reference))
     loaded = map_leaves(graph.returned, value)
     metrics = _scalar_metrics(loaded)
     if metrics:

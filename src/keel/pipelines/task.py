@@ -27,8 +27,17 @@ from keel.pipelines.materialize import Materialized, load, save
 
 __all__ = ["InputRef", "StepResult", "StepTask", "execute_task"]
 
-#: Settings a worker needs to reach the same stores as the driver.
-SETTINGS_FIELDS = ("home", "store_url", "artifacts_url", "s3_endpoint_url", "user")
+#: Settings a worker needs to reach the same stores as the driver: through the same
+#: ``keel server`` with the same token when the driver talks to one.
+SETTINGS_FIELDS = (
+    "home",
+    "store_url",
+    "artifacts_url",
+    "s3_endpoint_url",
+    "user",
+    "server_url",
+    "token",
+)
 
 
 @dataclass(frozen=True)
@@ -122,11 +131,14 @@ def execute_task(task: StepTask) -> StepResult:
     _ensure_settings(task.settings)
     from keel.config import get_settings
     from keel.tracking import fluent
-    from keel.tracking.client import TrackingClient
     from keel.tracking.entities import ArtifactEntry
+    from keel.tracking.remote import tracking_for
+    from keel.transport import local_or
 
     settings = get_settings()
-    client = TrackingClient(settings)
+    # As the fluent API does: the server's routes and blob store when settings name one.
+    transport = local_or(None, settings)
+    client = tracking_for(transport)
     store = client.artifacts
     cache_dir = settings.home / "cache" / "outputs"
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -160,6 +172,8 @@ def execute_task(task: StepTask) -> StepResult:
             error=f"{type(exc).__name__}: {exc}",
             traceback=traceback.format_exc(),
         )
+    finally:
+        transport.close()
     return StepResult(
         task.node,
         task.run_id,
