@@ -1,4 +1,9 @@
-"""Checkout and pull never write outside their folder, whatever a manifest or a symlink says."""
+"""Checkout and pull never write outside their folder, whatever a manifest or a symlink says.
+
+Checkouts run on each mode (``any_env``: SQLite, PostgreSQL, and through keel server,
+where the hostile manifest comes through the server's routes); tests of a local cache
+or of the local artifact store say why they stay local.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import keel.data as kd
 from keel.artifacts import ArtifactStore, canonical_json
 from keel.artifacts.store import MANIFEST_FORMAT
 from keel.config import Settings
-from keel.data import catalog
+from keel.data.client import NewVersion
 from keel.data.snapshot import DataContext
 from keel.errors import InvalidInput
 
@@ -21,24 +26,17 @@ def _files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
-def _crafted_version(
-    settings: Settings, store: ArtifactStore, entries: list[tuple[str, bytes]]
-) -> str:
+def _crafted_version(store: ArtifactStore, entries: list[tuple[str, bytes]]) -> str:
     """Store a manifest the way ``add`` does, holding the given paths, and record it as a version.
 
-    Returns the manifest's digest; the version is ``crafted@1`` in the metadata store.
+    It goes through the client's own parts (on a server: its blob and data routes), as a
+    hostile client could. Returns the manifest's digest; the version is ``crafted@1``.
     """
     rows = [[path, store.put_bytes(data).digest, len(data)] for path, data in entries]
     doc = {"format": MANIFEST_FORMAT, "entries": sorted(rows)}
     digest = store.put_bytes(canonical_json(doc)).digest
-    catalog.register_version(
-        DataContext(settings).store,
-        name="crafted",
-        digest=digest,
-        kind="folder",
-        files=len(rows),
-        nbytes=sum(r[2] for r in rows),
-        actor="tester",
+    DataContext().catalog.register_version(
+        NewVersion("crafted", digest, "folder", len(rows), sum(r[2] for r in rows))
     )
     return digest
 
@@ -48,10 +46,9 @@ def _crafted_version(
 
 @pytest.mark.parametrize("escape", ["../x", "sub/../../x"])
 def test_checkout_refuses_a_manifest_entry_that_climbs_out_and_writes_nothing(
-    keel_env: Settings, tmp_path: Path, escape: str
+    any_env: Settings, tmp_path: Path, escape: str
 ):
-    store = ArtifactStore.from_url(keel_env.artifacts_url)
-    _crafted_version(keel_env, store, [("a.txt", b"fine"), (escape, b"escaped")])
+    _crafted_version(keel.Client().artifacts, [("a.txt", b"fine"), (escape, b"escaped")])
     work = tmp_path / "work"
     target = work / "target"
     with pytest.raises(InvalidInput, match=r"manifest path .* has an empty, '\.' or '\.\.'"):
@@ -63,8 +60,9 @@ def test_checkout_refuses_a_manifest_entry_that_climbs_out_and_writes_nothing(
 def test_a_manifest_cached_before_paths_were_checked_is_checked_again(
     sqlite_env: Settings, tmp_path: Path
 ):
+    # local: plants a file in the local manifest cache
     store = ArtifactStore.from_url(sqlite_env.artifacts_url)
-    digest = _crafted_version(sqlite_env, store, [("../x", b"escaped")])
+    digest = _crafted_version(store, [("../x", b"escaped")])
     # A verified local copy of the manifest, as an earlier read would have left it.
     cache = DataContext(sqlite_env).manifest_cache
     cache.mkdir(parents=True)
@@ -100,7 +98,7 @@ def test_checkout_cli_refuses_a_target_subfolder_that_is_a_symlink_outside(
 
 
 def test_checkout_refuses_a_symlinked_subfolder_for_a_version_with_packed_files(
-    sqlite_env: Settings, tmp_path: Path
+    any_env: Settings, tmp_path: Path
 ):
     # Small files come out of packs, large ones are placed one by one: both routes are confined.
     raw = tmp_path / "raw"
@@ -123,6 +121,7 @@ def test_checkout_refuses_a_symlinked_subfolder_for_a_version_with_packed_files(
 def test_pull_refuses_a_remote_manifest_with_an_entry_that_climbs_out(
     sqlite_env: Settings, tmp_path: Path, artifacts_url: str, s3_endpoint: str | None
 ):
+    # local: pull fills this machine's own artifact store from a data remote
     keel.init(home=sqlite_env.home, s3_endpoint_url=s3_endpoint)
     remote = ArtifactStore.from_url(artifacts_url, s3_endpoint)
     rows = [[p, remote.put_bytes(d).digest, len(d)] for p, d in [("../x", b"escaped")]]
@@ -140,6 +139,7 @@ def test_pull_refuses_a_remote_manifest_with_an_entry_that_climbs_out(
 def test_pull_refuses_to_write_through_a_symlinked_folder_of_the_local_store(
     sqlite_env: Settings, tmp_path: Path
 ):
+    # local: about the local store's own folder
     remote = tmp_path / "remote"
     kd.add(_tree(tmp_path / "raw"))
     kd.push(remote=str(remote))

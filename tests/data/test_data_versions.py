@@ -3,7 +3,7 @@
 Tests of the public API run on the three modes (``any_env``: SQLite, PostgreSQL, and
 through a real server on PostgreSQL and loopback S3). Those that stay local say why:
 they tamper with or inspect the local object files, read the audit chain from the
-store, start processes on a store URL, or are about the local state cache (status).
+store, or are about the local state cache (status).
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ import pytest
 import keel
 import keel.data as kd
 from keel.artifacts import ArtifactStore
+from keel.config import Settings
+from keel.data.client import NewVersion
 from keel.data.packs import read_pack_index
 from keel.data.profiling import Profile
+from keel.data.snapshot import DataContext
 from keel.data.state import RACY_WINDOW_NS
 from keel.errors import Conflict, IntegrityError, InvalidInput, NotFound
 
@@ -74,7 +77,7 @@ def test_adding_unchanged_content_returns_the_latest_version(any_env, tmp_path: 
 
 
 def test_adding_a_version_is_audited_in_the_chain(keel_env, tmp_path: Path):
-    # local: reads the audit chain straight from the store
+    # local: reads and verifies the audit chain straight from the store
     from keel.governance import audit
     from keel.store import get_store
 
@@ -88,33 +91,36 @@ ADD_CONCURRENTLY = """
 import sys, time
 from pathlib import Path
 import keel, keel.data
-keel.init(home=sys.argv[1], store_url=sys.argv[2])
+keel.init(home=sys.argv[1])  # the store or the server: from KEEL_* (_keel_environ)
 print("ready", flush=True)
-go = Path(sys.argv[4])
+go = Path(sys.argv[3])
 while not go.exists():
     time.sleep(0.005)
-print(keel.data.add(sys.argv[3], name="race").version, flush=True)
+print(keel.data.add(sys.argv[2], name="race").version, flush=True)
 """
 
 
+def _keel_environ(settings: Settings) -> dict[str, str]:
+    """This process's environment plus the KEEL_* variables that reach what ``settings`` name."""
+    if settings.server_url:
+        assert settings.token is not None
+        reach = {"KEEL_SERVER_URL": settings.server_url, "KEEL_TOKEN": settings.token}
+    else:
+        reach = {"KEEL_STORE_URL": settings.store_url}
+    return {**os.environ, **reach}
+
+
 @pytest.mark.slow
-def test_concurrent_adds_get_consecutive_version_numbers(keel_env, tmp_path: Path):
+def test_concurrent_adds_get_consecutive_version_numbers(any_env, tmp_path: Path):
     folders = [make_tree(tmp_path / f"d{i}", {"x.txt": f"content {i}".encode()}) for i in range(6)]
     go = tmp_path / "go"
     procs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                ADD_CONCURRENTLY,
-                str(keel_env.home),
-                keel_env.store_url,
-                str(f),
-                str(go),
-            ],
+            [sys.executable, "-c", ADD_CONCURRENTLY, str(any_env.home), str(f), str(go)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=_keel_environ(any_env),
         )
         for f in folders
     ]
@@ -131,7 +137,7 @@ def test_concurrent_adds_get_consecutive_version_numbers(keel_env, tmp_path: Pat
     assert len({v.digest for v in kd.list_versions("race")}) == 6
 
 
-def test_status_lists_added_changed_and_removed_files(sqlite_env, tmp_path: Path):
+def test_status_lists_added_changed_and_removed_files(any_env, tmp_path: Path):
     tree = make_tree(tmp_path / "raw", {"keep.txt": b"k", "edit.txt": b"e", "gone.txt": b"g"})
     kd.add(tree)
     (tree / "edit.txt").write_bytes(b"edited")
@@ -149,6 +155,7 @@ def test_status_lists_added_changed_and_removed_files(sqlite_env, tmp_path: Path
 
 
 def test_status_of_an_unchanged_tree_hashes_nothing(sqlite_env, tmp_path: Path):
+    # local: counts what the local state cache spares hashing; the catalog plays no part
     tree = make_tree(tmp_path / "raw", {f"f{i}.txt": f"{i}".encode() for i in range(50)})
     settle()
     kd.add(tree)
@@ -160,6 +167,7 @@ def test_status_of_an_unchanged_tree_hashes_nothing(sqlite_env, tmp_path: Path):
 
 
 def test_status_rehashes_files_too_fresh_for_their_mtime_to_be_trusted(sqlite_env, tmp_path: Path):
+    # local: about the local state cache and file mtimes; the catalog plays no part
     tree = make_tree(tmp_path / "raw", {"a.txt": b"aaaa"})
     kd.add(tree)  # a.txt was written a moment ago: hashed, but not remembered
     before = os.stat(tree / "a.txt")
@@ -170,7 +178,7 @@ def test_status_rehashes_files_too_fresh_for_their_mtime_to_be_trusted(sqlite_en
 
 
 def test_status_without_a_path_reports_every_tracked_path_below_the_working_dir(
-    sqlite_env, tmp_path: Path
+    any_env, tmp_path: Path
 ):
     kd.add(make_tree(tmp_path / "one", {"a": b"1"}))
     kd.add(make_tree(tmp_path / "two", {"b": b"2"}))
@@ -229,6 +237,7 @@ BIG = 300_000  # above the packing threshold: stored as an object of its own
 
 
 def test_checkout_detects_a_corrupt_object_and_leaves_the_target_alone(sqlite_env, tmp_path: Path):
+    # local: overwrites an object file in the local artifact folder
     version = kd.add(make_tree(tmp_path / "raw", {"a.bin": b"a" * BIG}))
     store = ArtifactStore.from_url(sqlite_env.artifacts_url)
     (entry,) = store.read_manifest(version.digest)
@@ -241,6 +250,7 @@ def test_checkout_detects_a_corrupt_object_and_leaves_the_target_alone(sqlite_en
 
 
 def test_checkout_detects_a_corrupt_pack(sqlite_env, tmp_path: Path):
+    # local: overwrites a pack file in the local artifact folder
     version = kd.add(make_tree(tmp_path / "raw", {"a.txt": b"alpha", "b.txt": b"beta"}))
     store = ArtifactStore.from_url(sqlite_env.artifacts_url)
     (pack,) = read_pack_index(store, version.packs_digest).packs
@@ -252,6 +262,7 @@ def test_checkout_detects_a_corrupt_pack(sqlite_env, tmp_path: Path):
 
 
 def test_checkout_names_the_pull_when_objects_are_missing(sqlite_env, tmp_path: Path):
+    # local: deletes an object file from the local artifact folder
     version = kd.add(make_tree(tmp_path / "raw", {"a.bin": b"a" * BIG}))
     store = ArtifactStore.from_url(sqlite_env.artifacts_url)
     (entry,) = store.read_manifest(version.digest)
@@ -263,6 +274,7 @@ def test_checkout_names_the_pull_when_objects_are_missing(sqlite_env, tmp_path: 
 
 
 def test_hardlinked_snapshots_share_bytes_and_are_write_protected(sqlite_env, tmp_path: Path):
+    # local: hard links exist only between the tree and a local artifact folder
     tree = make_tree(tmp_path / "raw", {"big.bin": os.urandom(2 << 20)})
     version = kd.add(tree, link="hardlink,copy")
     store = ArtifactStore.from_url(sqlite_env.artifacts_url)
@@ -275,6 +287,7 @@ def test_hardlinked_snapshots_share_bytes_and_are_write_protected(sqlite_env, tm
 
 
 def test_copied_snapshots_stay_independent_of_later_edits(sqlite_env, tmp_path: Path):
+    # local: the link setting chooses how bytes enter a local artifact folder
     tree = make_tree(tmp_path / "raw", {"big.bin": b"x" * (2 << 20)})
     version = kd.add(tree, link="copy")
     with open(tree / "big.bin", "r+b") as f:  # an in-place edit
@@ -322,6 +335,7 @@ def test_diff_compares_versions_with_each_other_and_with_folders(any_env, tmp_pa
 def test_add_and_checkout_through_an_s3_artifact_store(
     store_url, s3_bucket, s3_server, tmp_path: Path
 ):
+    # local: a local client on an S3 artifact store (the server mode's store is S3 already)
     keel.init(
         home=tmp_path / ".keel",
         store_url=store_url,
@@ -336,7 +350,7 @@ def test_add_and_checkout_through_an_s3_artifact_store(
 
 
 def test_log_dataset_stores_parquet_with_schema_profile_and_records_the_run_input(
-    keel_env, tmp_path: Path
+    any_env, tmp_path: Path
 ):
     frame = pd.DataFrame(
         {
@@ -370,14 +384,89 @@ def test_log_dataset_stores_parquet_with_schema_profile_and_records_the_run_inpu
     assert kd.get_profile("churn@1") == stored
 
 
-def test_load_dataset_inside_a_run_records_the_version_it_read(keel_env, tmp_path: Path):
-    # sqlite and postgres only, as the test above
+def test_load_dataset_inside_a_run_records_the_version_it_read(any_env, tmp_path: Path):
     keel.log_dataset(pd.DataFrame({"x": [1, 2]}), name="t")
     keel.log_dataset(pd.DataFrame({"x": [1, 2, 3]}), name="t")
     with keel.start_run() as run:
         latest = keel.load_dataset("datasets:/t")
     assert len(latest) == 3
     assert [v.uri for v in kd.run_inputs(run.id)] == ["datasets:/t@2"]
+
+
+def test_add_inside_a_run_records_the_version_as_an_input_of_that_run(any_env, tmp_path: Path):
+    tree = make_tree(tmp_path / "raw", {"a.txt": b"alpha"})
+    with keel.start_run() as first:
+        kd.add(tree)
+    with keel.start_run() as second:
+        again = kd.add(tree)  # unchanged content: no new number, but this run read it too
+    (tree / "a.txt").write_bytes(b"beta")
+    with keel.start_run() as third:
+        kd.add(tree)
+    assert again.version == 1
+    assert [v.uri for v in kd.run_inputs(first.id)] == ["datasets:/raw@1"]
+    assert [v.uri for v in kd.run_inputs(second.id)] == ["datasets:/raw@1"]
+    assert [v.uri for v in kd.run_inputs(third.id)] == ["datasets:/raw@2"]
+
+
+def test_run_inputs_list_each_version_once_by_name_then_version(any_env, tmp_path: Path):
+    kd.add(make_tree(tmp_path / "b", {"x": b"1"}))
+    (tmp_path / "b" / "x").write_bytes(b"2")
+    kd.add(tmp_path / "b")
+    keel.log_dataset(pd.DataFrame({"x": [1]}), name="a")
+    with keel.start_run() as run:
+        keel.load_dataset("datasets:/b@2")
+        keel.load_dataset("datasets:/a")
+        keel.load_dataset("datasets:/b@1")
+        keel.load_dataset("datasets:/b@2")  # read twice: recorded once
+    assert [v.uri for v in kd.run_inputs(run.id)] == [
+        "datasets:/a@1",
+        "datasets:/b@1",
+        "datasets:/b@2",
+    ]
+    with keel.start_run() as idle:
+        pass
+    assert kd.run_inputs(idle.id) == []
+
+
+def test_load_dataset_by_digest_records_the_version_it_names(any_env, tmp_path: Path):
+    tree = make_tree(tmp_path / "raw", {"a.txt": b"alpha"})
+    v1 = kd.add(tree)
+    (tree / "a.txt").write_bytes(b"beta")
+    kd.add(tree)
+    with keel.start_run() as run:
+        folder = keel.load_dataset(f"datasets:/{v1.digest}")
+    assert (folder / "a.txt").read_bytes() == b"alpha"
+    assert [(v.uri, v.digest) for v in kd.run_inputs(run.id)] == [(v1.uri, v1.digest)]
+
+
+def test_reading_a_dataset_outside_a_run_records_no_input(any_env, tmp_path: Path):
+    kd.add(make_tree(tmp_path / "raw", {"a.txt": b"alpha"}))
+    keel.load_dataset("datasets:/raw@1")  # no active run: nothing to record it on
+    with keel.start_run() as run:
+        pass
+    assert kd.run_inputs(run.id) == []
+    assert keel.active_run() is None
+
+
+def test_run_inputs_of_an_unknown_run_are_not_found_and_a_prefix_names_the_run(
+    any_env, tmp_path: Path
+):
+    version = kd.add(make_tree(tmp_path / "raw", {"a.txt": b"alpha"}))
+    with keel.start_run() as run:
+        keel.load_dataset(version.uri)
+    assert [v.uri for v in kd.run_inputs(run.id[:8])] == [version.uri]
+    catalog = DataContext().catalog
+    missing = "f" * 32
+    with pytest.raises(NotFound, match=f"no run with id '{missing}'"):
+        kd.run_inputs(missing)
+    with pytest.raises(NotFound, match=f"no run with id '{missing}'"):
+        catalog.record_input(missing, version.uri, "load_dataset")
+    stray = NewVersion("raw", version.digest, "folder", 1, 5, run_id=missing, input_context="add")
+    with pytest.raises(NotFound, match=f"no run with id '{missing}'"):
+        catalog.register_version(stray)
+    with pytest.raises(InvalidInput, match="too short"):
+        kd.run_inputs("f")
+    assert [v.version for v in kd.list_versions("raw")] == [1]
 
 
 def test_load_dataset_of_files_gives_a_local_copy(any_env, tmp_path: Path):
@@ -414,6 +503,7 @@ keel.data.add(sys.argv[2], progress=progress)
 def test_an_add_killed_midway_leaves_only_whole_objects_and_can_be_redone(
     sqlite_env, tmp_path: Path
 ):
+    # local: kill -9 of a writer mid-way into the local artifact folder
     tree = make_tree(
         tmp_path / "raw",
         {f"part/{i:03}.bin": os.urandom(BIG) for i in range(400)},  # each stored on its own

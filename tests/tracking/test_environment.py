@@ -1,4 +1,8 @@
-"""Environment capture: interpreter, packages, git state, command line, seeds."""
+"""Environment capture: interpreter, packages, git state, command line, seeds.
+
+Runs record their environment on each mode (``any_env``: SQLite, PostgreSQL, and
+through keel server, where the client captures its own and sends it with the run).
+"""
 
 from __future__ import annotations
 
@@ -44,10 +48,9 @@ def test_git_state_tracks_commit_and_uncommitted_changes(tmp_path: Path):
     assert untracked is not None and untracked.dirty
 
 
-def test_runs_record_environment_git_command_and_seeds(tmp_path: Path, monkeypatch):
+def test_runs_record_environment_git_command_and_seeds(any_env, tmp_path: Path, monkeypatch):
     repo = _repo(tmp_path)
-    monkeypatch.chdir(repo)
-    keel.init(home=tmp_path / ".keel")
+    monkeypatch.chdir(repo)  # the run's code is the repo's: git state is read where it runs
     keel.seed_everything(42)
     first = random.random(), np.random.rand()
     with keel.start_run() as run:
@@ -63,9 +66,17 @@ def test_runs_record_environment_git_command_and_seeds(tmp_path: Path, monkeypat
     assert any(d.startswith("numpy==") for d in env["distributions"])
     assert env["python_version"] and env["platform"] and env["command"]
     assert len(env["environment_digest"]) == 64
+    (repo / "train.py").write_text("print('v2')\n")  # uncommitted work: the run says which
+    with keel.start_run() as edited:
+        pass
+    dirty = keel.Client().get_environment(edited.id)
+    assert dirty["git_commit"] == head and dirty["git_dirty"] is True
+    here = capture_git(repo)
+    assert here is not None and here.diff_digest is not None
+    assert dirty["git_diff_digest"] == here.diff_digest
 
 
-def test_runs_in_the_same_environment_share_one_environment_row(sqlite_env):
+def test_runs_in_the_same_environment_share_one_environment_row(any_env):
     with keel.start_run() as a:
         pass
     with keel.start_run() as b:

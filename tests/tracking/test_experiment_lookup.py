@@ -37,7 +37,7 @@ def test_an_unknown_experiment_id_says_where_to_look(any_env):
         keel.Client().tracking.resolve_experiment(999)
 
 
-def test_search_runs_with_a_mistyped_experiment_name_is_an_error_not_an_empty_frame(sqlite_env):
+def test_search_runs_with_a_mistyped_experiment_name_is_an_error_not_an_empty_frame(any_env):
     keel.set_experiment("wine-quality")
     with keel.start_run():
         keel.log_metric("acc", 0.9)
@@ -46,6 +46,6 @@ def test_search_runs_with_a_mistyped_experiment_name_is_an_error_not_an_empty_fr
         keel.search_runs(experiment_names=["wine-qualty"])
 
 
-def test_search_runs_of_a_current_experiment_without_runs_is_empty(sqlite_env):
+def test_search_runs_of_a_current_experiment_without_runs_is_empty(any_env):
     keel.set_experiment("nothing-logged-yet")
     assert len(keel.search_runs()) == 0

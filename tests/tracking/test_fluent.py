@@ -1,4 +1,8 @@
-"""The MLflow-like module API against real stores (SQLite and PostgreSQL)."""
+"""The MLflow-like module API on each mode: embedded SQLite, PostgreSQL, and through keel server.
+
+One test stays on the two local stores: it is about the artifact backends (a local
+folder and S3) behind a local client, which the server mode does not choose.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import keel
 from keel.errors import Conflict, InvalidInput, NotFound
 
 
-def test_run_context_records_params_metrics_tags_and_finishes(keel_env):
+def test_run_context_records_params_metrics_tags_and_finishes(any_env):
     keel.set_experiment("exp")
     with keel.start_run(name="first") as run:
         keel.log_params({"lr": 0.01, "model": "rf"})
@@ -33,7 +37,7 @@ def test_run_context_records_params_metrics_tags_and_finishes(keel_env):
     assert [m.value for m in history] == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4, 1 / 5])
 
 
-def test_exception_inside_run_marks_it_failed_and_propagates(keel_env):
+def test_exception_inside_run_marks_it_failed_and_propagates(any_env):
     with pytest.raises(RuntimeError, match="boom"), keel.start_run() as run:
         keel.log_metric("x", 1)
         raise RuntimeError("boom")
@@ -43,7 +47,7 @@ def test_exception_inside_run_marks_it_failed_and_propagates(keel_env):
     assert keel.active_run() is None
 
 
-def test_param_is_write_once(keel_env):
+def test_param_is_write_once(any_env):
     with keel.start_run() as run:
         keel.log_param("lr", 0.1)
         keel.log_param("lr", 0.1)  # the same value again is fine
@@ -55,7 +59,7 @@ def test_param_is_write_once(keel_env):
     assert keel.Client().get_run(run.id).params == {"lr": "0.1"}
 
 
-def test_nan_and_infinities_are_kept(keel_env):
+def test_nan_and_infinities_are_kept(any_env):
     with keel.start_run() as run:
         keel.log_metric("nan", float("nan"))
         keel.log_metric("pinf", float("inf"))
@@ -68,7 +72,7 @@ def test_nan_and_infinities_are_kept(keel_env):
     assert len(history) == 1 and math.isnan(history[0].value)
 
 
-def test_explicit_steps_and_latest_value_is_the_highest_step(keel_env):
+def test_explicit_steps_and_latest_value_is_the_highest_step(any_env):
     client = keel.Client()
     with keel.start_run() as run:
         keel.log_metric("acc", 0.5, step=10)
@@ -84,7 +88,7 @@ def test_explicit_steps_and_latest_value_is_the_highest_step(keel_env):
     ]
 
 
-def test_nested_runs_and_refusal_without_nested(keel_env):
+def test_nested_runs_and_refusal_without_nested(any_env):
     with keel.start_run(name="parent") as parent:
         with pytest.raises(InvalidInput, match=r"already active.*nested=True"):
             keel.start_run()
@@ -95,7 +99,7 @@ def test_nested_runs_and_refusal_without_nested(keel_env):
     assert keel.Client().get_run(child.id).info.status == "FINISHED"
 
 
-def test_resume_run_continues_steps(keel_env):
+def test_resume_run_continues_steps(any_env):
     with keel.start_run() as run:
         keel.log_metric("loss", 3.0)
         keel.log_metric("loss", 2.0)
@@ -106,7 +110,7 @@ def test_resume_run_continues_steps(keel_env):
     assert keel.Client().get_run(run.id).info.status == "FINISHED"
 
 
-def test_bad_input_raises_clear_errors_and_changes_nothing(keel_env):
+def test_bad_input_raises_clear_errors_and_changes_nothing(any_env):
     client = keel.Client()
     with keel.start_run() as run:
         with pytest.raises(InvalidInput, match=r"metric 'acc' must be a number.*got str"):
@@ -130,7 +134,7 @@ def test_bad_input_raises_clear_errors_and_changes_nothing(keel_env):
     assert client.count_metric_points(run.id) == 0
 
 
-def test_unknown_run_id_is_not_found_everywhere(keel_env):
+def test_unknown_run_id_is_not_found_everywhere(any_env):
     client = keel.Client()
     missing = "0" * 32
     for call in (
@@ -147,7 +151,7 @@ def test_unknown_run_id_is_not_found_everywhere(keel_env):
     assert client.search_runs().runs == []
 
 
-def test_client_logs_by_id_synchronously(keel_env):
+def test_client_logs_by_id_synchronously(any_env):
     client = keel.Client()
     experiment_id = client.create_experiment("by-id")
     with pytest.raises(Conflict, match="already exists"):
@@ -167,7 +171,7 @@ def test_client_logs_by_id_synchronously(keel_env):
         client.set_terminated(info.id, "DONE")
 
 
-def test_artifacts_round_trip_and_deduplicate(keel_env, tmp_path: Path):
+def test_artifacts_round_trip_and_deduplicate(any_env, tmp_path: Path):
     src = tmp_path / "model"
     (src / "sub").mkdir(parents=True)
     (src / "weights.bin").write_bytes(b"\x00\x01" * 1000)
@@ -200,7 +204,7 @@ def test_artifacts_round_trip_and_deduplicate(keel_env, tmp_path: Path):
         client.download_artifacts(run.id, "nope", tmp_path / "x")
 
 
-def test_logging_without_a_run_starts_one(keel_env):
+def test_logging_without_a_run_starts_one(any_env):
     keel.log_metric("auto", 1.0)
     run = keel.active_run()
     assert run is not None
@@ -208,7 +212,7 @@ def test_logging_without_a_run_starts_one(keel_env):
     assert keel.Client().get_run(run.id).metrics == {"auto": 1.0}
 
 
-def test_search_runs_returns_dataframe_for_the_current_experiment(keel_env):
+def test_search_runs_returns_dataframe_for_the_current_experiment(any_env):
     keel.set_experiment("a")
     for lr in (0.1, 0.01, 0.001):
         with keel.start_run():
@@ -255,7 +259,7 @@ def test_run_artifacts_on_local_folder_and_s3(
         assert not (tmp_path / ".keel" / "artifacts").exists()
 
 
-def test_search_frame_time_columns_have_one_dtype_whether_or_not_runs_ended(keel_env):
+def test_search_frame_time_columns_have_one_dtype_whether_or_not_runs_ended(any_env):
     keel.set_experiment("times")
     keel.start_run()
     running = keel.search_runs()
@@ -269,7 +273,7 @@ def test_search_frame_time_columns_have_one_dtype_whether_or_not_runs_ended(keel
     assert (ended["end_time"] >= ended["start_time"]).all()
 
 
-def test_artifact_prefixes_match_literally_not_as_like_patterns(keel_env, tmp_path: Path):
+def test_artifact_prefixes_match_literally_not_as_like_patterns(any_env, tmp_path: Path):
     for folder in ("clf", "c_f", "100%"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "a.txt").write_text(folder)

@@ -1,4 +1,9 @@
-"""What survives a kill, an exit, and several processes writing at once."""
+"""What survives a kill, an exit, and several processes writing at once.
+
+A process exiting and threads sharing one run are what any client sees: those tests run
+on each mode (``any_env``: SQLite, PostgreSQL, and through keel server). The others stay
+on the local stores and say why.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import keel
+from keel.config import Settings
 
 # A child that logs one point a millisecond forever, printing its run id first.
 LOG_FOREVER = """
@@ -51,10 +57,10 @@ BUSY = "while True: pass"
 # A child that logs N points and a param and exits without ending its run.
 LOG_AND_EXIT = """
 import sys, keel
-keel.init(home=sys.argv[1], store_url=sys.argv[2], flush_interval=60)
+keel.init(home=sys.argv[1], flush_interval=60)  # the store or server: from KEEL_* (_keel_environ)
 keel.start_run(name="exits")
 keel.log_param("p", 1)
-for step in range(int(sys.argv[3])):
+for step in range(int(sys.argv[2])):
     keel.log_metric("y", step * 0.5)
 print(keel.active_run().id, flush=True)
 """
@@ -75,17 +81,29 @@ print(run.id, flush=True)
 """
 
 
-def _spawn(script: str, *args: object) -> subprocess.Popen[str]:
+def _spawn(script: str, *args: object, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", script, *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
+
+
+def _keel_environ(settings: Settings) -> dict[str, str]:
+    """This process's environment plus the KEEL_* variables that reach what ``settings`` name."""
+    if settings.server_url:
+        assert settings.token is not None
+        reach = {"KEEL_SERVER_URL": settings.server_url, "KEEL_TOKEN": settings.token}
+    else:
+        reach = {"KEEL_STORE_URL": settings.store_url}
+    return {**os.environ, **reach}
 
 
 @pytest.mark.slow
 def test_sigkill_loses_at_most_the_last_flush_interval(keel_env, tmp_path: Path):
+    # local: kills the writer mid-transaction on the store itself, which a server would hold
     interval = 1.0
     proc = _spawn(LOG_FOREVER, keel_env.home, keel_env.store_url, interval)
     try:
@@ -135,6 +153,7 @@ def test_sigkill_under_load_loses_at_most_the_last_interval_and_the_flush_under_
     log_metric by two intervals before the kill (one interval of buffering,
     one for the flush under way) is in the store.
     """
+    # local: kills the writer mid-transaction on the store itself, which a server would hold
     interval = 1.0
     ledger = tmp_path / "ledger"
     hog = subprocess.Popen([sys.executable, "-c", BUSY])
@@ -173,8 +192,8 @@ def test_sigkill_under_load_loses_at_most_the_last_interval_and_the_flush_under_
     )
 
 
-def test_interpreter_exit_flushes_and_finishes_the_run(keel_env):
-    proc = _spawn(LOG_AND_EXIT, keel_env.home, keel_env.store_url, 2500)
+def test_interpreter_exit_flushes_and_finishes_the_run(any_env):
+    proc = _spawn(LOG_AND_EXIT, any_env.home, 2500, env=_keel_environ(any_env))
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     run = keel.Client().get_run(out.strip())
@@ -186,6 +205,7 @@ def test_interpreter_exit_flushes_and_finishes_the_run(keel_env):
 
 @pytest.mark.slow
 def test_four_processes_logging_to_one_sqlite_file_lose_nothing(sqlite_env):
+    # local: about SQLite's file lock under writers in several processes
     points = 4000
     procs = [_spawn(COMPETE, sqlite_env.home, sqlite_env.store_url, points, n) for n in range(4)]
     run_ids = []
@@ -204,7 +224,7 @@ def test_four_processes_logging_to_one_sqlite_file_lose_nothing(sqlite_env):
     assert client.count_metric_points() == 4 * 2 * points
 
 
-def test_threads_logging_to_one_run_lose_nothing(keel_env):
+def test_threads_logging_to_one_run_lose_nothing(any_env):
     import threading
 
     with keel.start_run() as run:
@@ -226,6 +246,7 @@ def test_threads_logging_to_one_run_lose_nothing(keel_env):
 
 def test_flush_blocked_by_a_locked_database_keeps_points_and_retries(tmp_path: Path):
     """Another process holds SQLite's write lock past the busy timeout: nothing is lost."""
+    # local: holds SQLite's write lock and reads through WAL meanwhile
     import sqlite3
 
     settings = keel.init(home=tmp_path / ".keel", busy_timeout=0.2, flush_interval=0.05)

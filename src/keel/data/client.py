@@ -21,6 +21,7 @@ from keel.artifacts import LocalBackend
 from keel.data import catalog
 from keel.data.catalog import DatasetVersion
 from keel.errors import NotFound
+from keel.tracking.remote import tracking_for
 from keel.transport import Transport, TransportBound
 from keel.uris import DatasetURI
 
@@ -98,8 +99,10 @@ class DataClient(TransportBound):
 
         Raises:
             NotFound: the manifest, profile or pack index is not in the artifact store
-                (a version must never name bytes that are not there).
+                (a version must never name bytes that are not there), or ``new.run_id``
+                names no run.
         """
+        run_id = None if new.run_id is None else self._run_id(new.run_id)
         named = [new.digest, new.profile_digest, new.packs_digest]
         absent = sorted(self.missing_objects(d for d in named if d))
         if absent:
@@ -120,19 +123,38 @@ class DataClient(TransportBound):
             num_rows=new.num_rows,
             profile_digest=new.profile_digest,
             packs_digest=new.packs_digest,
-            run_id=new.run_id,
+            run_id=run_id,
             input_context=new.input_context,
         )
 
     def record_input(self, run_id: str, ref: str, context: str) -> DatasetVersion:
-        """Record that run ``run_id`` read version ``ref`` (idempotent); return the version."""
+        """Record that run ``run_id`` read version ``ref`` (idempotent); return the version.
+
+        Raises:
+            NotFound: no run has id ``run_id`` (or starts with it), or ``ref`` names nothing.
+        """
+        run = self._run_id(run_id)
         version = self.get_version(ref)
-        catalog.record_input(self.store, run_id, version, context)
+        catalog.record_input(self.store, run, version, context)
         return version
 
     def run_inputs(self, run_id: str) -> list[DatasetVersion]:
-        """The dataset versions a run read or logged, by name and version."""
-        return catalog.run_inputs(self.store, run_id)
+        """The dataset versions a run read or logged, by name and version.
+
+        Raises:
+            NotFound: no run has id ``run_id`` (or starts with it); a run that read
+                nothing has an empty list.
+        """
+        return catalog.run_inputs(self.store, self._run_id(run_id))
+
+    def _run_id(self, run_id: str) -> str:
+        """The full id of the run ``run_id`` names (an unambiguous prefix will do).
+
+        Asked of the tracking part, so an unknown run is the tracking part's ``NotFound``
+        here as on a server, never a foreign-key error of the store.
+        """
+        tracking = tracking_for(self.transport)
+        return tracking.get_run_info(tracking.resolve_run_id(run_id)).id
 
     def get_profile(self, ref: str) -> dict[str, Any] | None:
         """The stored profile of version ``ref`` as JSON, or ``None`` for files and folders.

@@ -127,24 +127,23 @@ def register_version(body: NewVersionBody, caller: CallerDep) -> Any:
     """Record the next version of a dataset, or answer the latest when its content is the same.
 
     Answers ``{"version": ..., "created": true|false}``; 404 when the manifest, profile
-    or pack index is not in the server's artifact store.
+    or pack index is not in the server's artifact store, or the run named is unknown.
     """
     caller.require("write")
     schema = None if body.schema_ is None else [c.model_dump() for c in body.schema_]
     fields = body.model_dump(exclude={"schema_"})
-    if body.run_id is not None:
-        caller.client.tracking.get_run_info(body.run_id)  # 404 for a run that does not exist
     version, created = _data(caller).register_version(NewVersion(**fields, schema=schema))
     return {"version": to_wire(version), "created": created}
 
 
 @router.post("/runs/{run_id}/dataset-inputs")
 def record_input(run_id: RunId, body: InputBody, caller: CallerDep) -> Any:
-    """Record that run ``run_id`` read a dataset version (idempotent); answer the version."""
+    """Record that run ``run_id`` read a dataset version (idempotent); answer the version.
+
+    404 for an unknown run or version.
+    """
     caller.require("write")
-    tracking = caller.client.tracking
-    run = tracking.get_run_info(tracking.resolve_run_id(run_id))  # 404 for an unknown run
-    return to_wire(_data(caller).record_input(run.id, body.ref, body.context))
+    return to_wire(_data(caller).record_input(run_id, body.ref, body.context))
 
 
 @router.get("/runs/{run_id}/dataset-inputs")
