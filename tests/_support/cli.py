@@ -35,7 +35,8 @@ def keel_environ(settings: Settings | None = None, **variables: str) -> dict[str
 
     Args:
         settings: When given, the child opens this home (``KEEL_HOME``) and metadata
-            store (``KEEL_STORE_URL``).
+            store (``KEEL_STORE_URL``), or goes through the server they name
+            (``KEEL_SERVER_URL`` and ``KEEL_TOKEN``).
         **variables: Further variables for the child, e.g. ``KEEL_USER="alice"``.
 
     Returns:
@@ -43,7 +44,11 @@ def keel_environ(settings: Settings | None = None, **variables: str) -> dict[str
     """
     environ = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
     if settings is not None:
-        environ.update(KEEL_HOME=str(settings.home), KEEL_STORE_URL=settings.store_url)
+        environ.update(KEEL_HOME=str(settings.home))
+        if settings.server_url:
+            environ.update(KEEL_SERVER_URL=settings.server_url, KEEL_TOKEN=settings.token or "")
+        else:
+            environ.update(KEEL_STORE_URL=settings.store_url)
     environ.update(variables)
     return environ
 

@@ -22,8 +22,8 @@ import pytest
 
 import keel
 import keel.data as kd
+from _support.cli import keel_environ
 from keel.artifacts import ArtifactStore
-from keel.config import Settings
 from keel.data.client import NewVersion
 from keel.data.packs import read_pack_index
 from keel.data.profiling import Profile
@@ -91,23 +91,13 @@ ADD_CONCURRENTLY = """
 import sys, time
 from pathlib import Path
 import keel, keel.data
-keel.init(home=sys.argv[1])  # the store or the server: from KEEL_* (_keel_environ)
+keel.init(home=sys.argv[1])  # the store or the server: from KEEL_* (keel_environ)
 print("ready", flush=True)
 go = Path(sys.argv[3])
 while not go.exists():
     time.sleep(0.005)
 print(keel.data.add(sys.argv[2], name="race").version, flush=True)
 """
-
-
-def _keel_environ(settings: Settings) -> dict[str, str]:
-    """This process's environment plus the KEEL_* variables that reach what ``settings`` name."""
-    if settings.server_url:
-        assert settings.token is not None
-        reach = {"KEEL_SERVER_URL": settings.server_url, "KEEL_TOKEN": settings.token}
-    else:
-        reach = {"KEEL_STORE_URL": settings.store_url}
-    return {**os.environ, **reach}
 
 
 @pytest.mark.slow
@@ -120,7 +110,7 @@ def test_concurrent_adds_get_consecutive_version_numbers(any_env, tmp_path: Path
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=_keel_environ(any_env),
+            env=keel_environ(any_env),
         )
         for f in folders
     ]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import keel
-from keel.config import Settings
+from _support.cli import keel_environ
 
 # A child that logs one point a millisecond forever, printing its run id first.
 LOG_FOREVER = """
@@ -57,7 +57,7 @@ BUSY = "while True: pass"
 # A child that logs N points and a param and exits without ending its run.
 LOG_AND_EXIT = """
 import sys, keel
-keel.init(home=sys.argv[1], flush_interval=60)  # the store or server: from KEEL_* (_keel_environ)
+keel.init(home=sys.argv[1], flush_interval=60)  # the store or server: from KEEL_* (keel_environ)
 keel.start_run(name="exits")
 keel.log_param("p", 1)
 for step in range(int(sys.argv[2])):
@@ -89,16 +89,6 @@ def _spawn(script: str, *args: object, env: dict[str, str] | None = None) -> sub
         text=True,
         env=env,
     )
-
-
-def _keel_environ(settings: Settings) -> dict[str, str]:
-    """This process's environment plus the KEEL_* variables that reach what ``settings`` name."""
-    if settings.server_url:
-        assert settings.token is not None
-        reach = {"KEEL_SERVER_URL": settings.server_url, "KEEL_TOKEN": settings.token}
-    else:
-        reach = {"KEEL_STORE_URL": settings.store_url}
-    return {**os.environ, **reach}
 
 
 @pytest.mark.slow
@@ -193,7 +183,7 @@ def test_sigkill_under_load_loses_at_most_the_last_interval_and_the_flush_under_
 
 
 def test_interpreter_exit_flushes_and_finishes_the_run(any_env):
-    proc = _spawn(LOG_AND_EXIT, any_env.home, 2500, env=_keel_environ(any_env))
+    proc = _spawn(LOG_AND_EXIT, any_env.home, 2500, env=keel_environ(any_env))
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     run = keel.Client().get_run(out.strip())

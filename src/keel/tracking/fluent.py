@@ -18,7 +18,14 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from keel.config import Settings, get_settings, load_settings, reset_settings, set_settings
+from keel.config import (
+    Settings,
+    get_settings,
+    load_settings,
+    make_home,
+    reset_settings,
+    set_settings,
+)
 from keel.errors import InvalidInput, NotFound
 from keel.store import reset_stores
 from keel.tracking.buffer import MetricBuffer
@@ -100,7 +107,7 @@ def init(home: str | os.PathLike[str] | None = None, **settings: Any) -> Setting
         reset_settings()
         reset_stores()
         resolved = load_settings(home, **settings)
-        resolved.home.mkdir(parents=True, exist_ok=True)
+        make_home(resolved.home)  # with its .gitignore, as `keel init` makes it
         set_settings(resolved)
         _client = None
         _buffer = None
