@@ -9,10 +9,17 @@ same library code the local client runs; routes hold no logic of their own.
 Errors answer ``{"error": "..."}``: a Keel error with its status, a request
 that does not fit the API with 400, anything unexpected with 500 and a line
 in the server's log, never a traceback or the request's payload.
+
+Request bodies are capped: the blob routes by ``max_upload_bytes`` (they
+stream to disk), every other route by ``max_request_bytes`` (its body is
+parsed in memory). A body over the cap gets 413 before the route runs: at
+once when its ``Content-Length`` says so, else as soon as the bytes received
+pass the cap.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -21,17 +28,23 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from keel.errors import KeelError
+from keel.errors import KeelError, TooLarge
 from keel.server.context import ServerState
 from keel.server.idempotency import IdempotencyMiddleware
-from keel.transport.http import ERROR_CLASS_HEADER
+from keel.transport.http import API_PREFIX, ERROR_CLASS_HEADER
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
     from keel.config import Settings
 
-__all__ = ["create_app"]
+__all__ = ["BodyLimitMiddleware", "create_app"]
 
 log = logging.getLogger("keel.server")
+
+#: Path prefixes of uploads streamed to disk under ``max_upload_bytes``, not parsed in
+#: memory: Keel's blob routes and MLflow's artifact proxy.
+STREAMED_UPLOADS = (f"{API_PREFIX}/blobs/", "/api/2.0/mlflow-artifacts/")
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -46,6 +59,96 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "request does not fit the API: " + "; ".join(problems)
 
 
+class _OverLimit(Exception):
+    """Raised into the app from ``receive`` when a body passes the cap."""
+
+
+class BodyLimitMiddleware:
+    """ASGI middleware that answers 413 to a request body over ``limit`` bytes.
+
+    A ``Content-Length`` over the limit is refused without reading the body. A
+    body without one (chunked) is counted as it arrives; once past the limit the
+    app's ``receive`` raises and whatever the app answers is replaced by the 413.
+    Nothing is buffered here: each message passes straight through.
+
+    Args:
+        app: the ASGI app to wrap.
+        limit: the most bytes a body may have.
+        exempt: path prefixes with limits of their own (the blob routes).
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, exempt: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.limit = limit
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.limit:
+            await self._refuse(send, declared)
+            return
+        received = 0
+        over = started = False
+
+        async def counted() -> Message:
+            nonlocal received, over
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    over = True
+                    raise _OverLimit
+            return message
+
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if over and not started:
+                return  # the app's answer to a failed read; the 413 below replaces it
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except _OverLimit:
+            pass
+        if over and not started:
+            await self._refuse(send, received, at_least=True)
+
+    async def _refuse(self, send: Send, size: int, *, at_least: bool = False) -> None:
+        of = f"at least {size}" if at_least else f"{size}"
+        body = json.dumps(
+            {
+                "error": f"request body of {of} bytes is over the server's limit of "
+                f"{self.limit} bytes (KEEL_MAX_REQUEST_BYTES); send smaller batches"
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (ERROR_CLASS_HEADER.encode(), TooLarge.__name__.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the server's parser refuses it; counting still applies
+    return None
+
+
 def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     """The control-plane app over the store and artifacts ``settings`` name.
 
@@ -54,6 +157,7 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
         auth: check tokens and roles; off only for one user on loopback (``--no-auth``).
     """
     from keel import __version__
+    from keel.server import mlflow
     from keel.server.routes import (
         admin,
         automation,
@@ -61,8 +165,10 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
         data,
         deployments,
         governance,
+        interop,
         lineage,
         monitoring,
+        pipelines,
         registry,
         system,
         tracking,
@@ -77,6 +183,10 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     )
     app.state.keel = ServerState(settings, auth=auth)
     app.add_middleware(IdempotencyMiddleware, state=app.state.keel)
+    # outside the idempotency middleware: a body refused claims no key
+    app.add_middleware(
+        BodyLimitMiddleware, limit=settings.max_request_bytes, exempt=STREAMED_UPLOADS
+    )
 
     @app.exception_handler(KeelError)
     async def keel_error(request: Request, exc: KeelError) -> JSONResponse:
@@ -110,9 +220,12 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
         monitoring,
         automation,
         lineage,
+        pipelines,
+        interop,
         governance,
     ):
         router: Any = module.router
         app.include_router(router, prefix="/api/v1")
     app.include_router(system.health_router)
+    mlflow.mount(app)  # last: its prefixes take what the routes above do not
     return app
