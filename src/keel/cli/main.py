@@ -47,6 +47,7 @@ _GROUPS = {
     "server": ("keel.cli.server", "server_app"),
     "users": ("keel.cli.server", "users_app"),
     "tokens": ("keel.cli.server", "tokens_app"),
+    "import": ("keel.cli.interop", "import_app"),
 }
 #: Single commands by name: (module, function).
 _COMMANDS = {

@@ -276,6 +276,8 @@ class TrackingClient(TransportBound):
         capture: bool = True,
         seeds: Mapping[str, int] | None = None,
         captured: Capture | None = None,
+        start_time: int | None = None,
+        user: str | None = None,
     ) -> RunInfo:
         """Start a run in ``RUNNING`` state, recording its environment unless ``capture=False``.
 
@@ -284,6 +286,10 @@ class TrackingClient(TransportBound):
         which asks git only when the repository changed since the last run.
         ``captured`` records an environment captured by another process instead
         (``keel server`` records the one its client sends).
+
+        ``start_time`` (ms since the epoch) and ``user`` record a run that happened
+        elsewhere, as an import does; by default the run starts now, as this client's
+        user. The audit entry's actor is this client's user either way.
         """
         run_id = uuid.uuid4().hex
         run_name = _check_name(name, "run name") if name else f"run-{run_id[:8]}"
@@ -297,8 +303,9 @@ class TrackingClient(TransportBound):
             environment = capture_environment()
             git = capture_git()
             command = command_line()
-        start = now_ms()
-        user = self.user
+        start = now_ms() if start_time is None else check_step(start_time)
+        actor = self.user
+        user = actor if user is None else _check_name(user, "run user")
         # Every column, always: one compiled form of the INSERT serves every run.
         values: dict[str, Any] = {
             "id": run_id,
@@ -323,7 +330,7 @@ class TrackingClient(TransportBound):
                 conn.execute(_INSERT_RUN, values)
                 audit.record(
                     conn,
-                    actor=user,
+                    actor=actor,
                     action="run.create",
                     object_type="run",
                     object_id=run_id,

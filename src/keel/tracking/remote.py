@@ -111,11 +111,15 @@ class RemoteTracking(TrackingClient):
         capture: bool = True,
         seeds: Mapping[str, int] | None = None,
         captured: Capture | None = None,
+        start_time: int | None = None,
+        user: str | None = None,
     ) -> RunInfo:
         """Start a run in ``RUNNING`` state on the server.
 
         The environment (interpreter, packages, git state, command) is this
         process's, captured here and sent with the run unless ``capture=False``.
+        ``start_time`` and ``user`` record a run that happened elsewhere (an
+        import); naming a user other than the token's needs ``admin`` on the server.
         """
         if captured is None and capture:
             captured = capture_here()
@@ -126,6 +130,8 @@ class RemoteTracking(TrackingClient):
             "tags": _texts("tag", tags) or None,
             "seeds": dict(seeds) if seeds else None,
             "captured": to_wire(captured),
+            "start_time": None if start_time is None else check_step(start_time),
+            "user": user,
         }
         return self.transport.call("POST", "/runs", RunInfo, json=body)
 

@@ -71,6 +71,12 @@ class NewRun(BaseModel):
     captured: dict[str, Any] | None = Field(
         default=None, description="the client's interpreter, packages, git state and command"
     )
+    start_time: int | None = Field(
+        default=None, ge=0, le=2**63 - 1, description="ms since the epoch; default: now"
+    )
+    user: str | None = Field(
+        default=None, max_length=_NAME, description="whose run it was; default: the caller"
+    )
 
 
 class RunEnd(BaseModel):
@@ -290,11 +296,15 @@ def create_run(body: NewRun, caller: CallerDep) -> Any:
     """Start a run in RUNNING state. Needs ``write`` on the experiment.
 
     The environment recorded is the one the client sent (``captured``): the
-    server's interpreter is not the run's.
+    server's interpreter is not the run's. ``start_time`` and ``user`` record a
+    run that happened elsewhere (an import); a ``user`` other than the caller
+    needs ``admin``, since a run's user is who others see ran it.
     """
     tracking = _on_experiment(caller, "write", body.experiment_id)
     if body.parent_id is not None:
         _on_run(caller, "read", body.parent_id)
+    if body.user is not None and body.user != caller.user:
+        caller.require("admin")
     info = tracking.create_run(
         body.experiment_id,
         body.name,
@@ -303,6 +313,8 @@ def create_run(body: NewRun, caller: CallerDep) -> Any:
         capture=False,
         seeds=body.seeds,
         captured=None if body.captured is None else from_wire(body.captured, Capture),
+        start_time=body.start_time,
+        user=body.user,
     )
     return to_wire(info)
 
