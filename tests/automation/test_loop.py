@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 DEPLOYMENT = "screening-api"
 
 
-def policy(*, gate_rules: bool = True, **overrides) -> dict:
+def policy(**overrides) -> dict:
     doc = {
         "name": "loop",
         "model": "screening",
@@ -63,8 +63,6 @@ def policy(*, gate_rules: bool = True, **overrides) -> dict:
             "rollback_when": {"error_rate": 0.05},
         },
     }
-    if not gate_rules:  # latency only: no model check is recorded
-        doc["gates"] = {k: v for k, v in doc["gates"].items() if k != "rules"}
     doc.update(overrides)
     return doc
 
@@ -93,7 +91,7 @@ def story():
     return load_scenario()
 
 
-def _champion_setup(story, settings, server_env, tmp_path, *, check: bool = True):
+def _champion_setup(story, settings, server_env, tmp_path):
     from keel.checks import Rules, check_model_version
     from keel.pipelines import run_pipeline
 
@@ -101,9 +99,8 @@ def _champion_setup(story, settings, server_env, tmp_path, *, check: bool = True
     keel.log_dataset(story.screening_eval, name="screening-eval")
     run = run_pipeline("keel.demo.pipeline:screening", params={"data": "datasets:/screening@1"})
     assert run.outputs["model"] == "models:/screening/1"
-    if check:
-        rules = Rules.from_dict({"metrics": {"roc_auc": {"min": 0.9}}})
-        assert check_model_version("screening", 1, story.screening_eval, TARGET, rules).passed
+    rules = Rules.from_dict({"metrics": {"roc_auc": {"min": 0.9}}})
+    assert check_model_version("screening", 1, story.screening_eval, TARGET, rules).passed
     keel.Client().set_alias("screening", "champion", 1)
     Deployments().create(DEPLOYMENT, build_spec("screening@champion"))
     server = Server(DEPLOYMENT, settings.home, tmp_path / "server.log", env=server_env)
@@ -144,10 +141,10 @@ def test_the_loop_runs_with_its_controller_and_serving_going_through_keel_server
         "KEEL_ARTIFACTS_URL": control_plane.artifacts_url,
         "KEEL_S3_ENDPOINT_URL": s3_server,
     }
-    # Gate rules record a model check in the metadata store, which keel.checks does not yet do
-    # through the server: these gates measure latency only (the bad candidate passes them
-    # here as it passes its rules locally, and the canary catches it).
-    _drift_then_a_bad_candidate(story, any_env, serving_env, tmp_path, gate_rules=False)
+    # The gates' rules run here too: each check's report goes up through the blob routes and
+    # its record through the registry routes (the bad candidate passes its rules offline, and
+    # the canary catches it).
+    _drift_then_a_bad_candidate(story, any_env, serving_env, tmp_path)
     from keel.config import load_settings
 
     _assert_audited(
@@ -155,14 +152,12 @@ def test_the_loop_runs_with_its_controller_and_serving_going_through_keel_server
     )
 
 
-def _drift_then_a_bad_candidate(
-    story, settings, server_env, tmp_path, *, gate_rules: bool = True
-) -> None:
-    server = _champion_setup(story, settings, server_env, tmp_path, check=gate_rules)
+def _drift_then_a_bad_candidate(story, settings, server_env, tmp_path) -> None:
+    server = _champion_setup(story, settings, server_env, tmp_path)
 
     try:
         assert send_rows(server, story.routine_traffic(80, seed=1), "routine") == {200: 80}
-        PolicyStore().apply(policy(gate_rules=gate_rules))
+        PolicyStore().apply(policy())
         controller = Controller(lease_seconds=30)
         controller.tick()
         assert _kinds() == []  # routine traffic, known data: nothing to do
@@ -204,7 +199,6 @@ def _drift_then_a_bad_candidate(
         # A candidate that is better offline but fails on live rows with a blank value.
         PolicyStore().apply(
             policy(
-                gate_rules=gate_rules,
                 retrain={
                     "pipeline": "keel.demo.pipeline:screening",
                     "params": {"data": "datasets:/screening@latest", "algorithm": "logreg"},
@@ -237,6 +231,13 @@ def _drift_then_a_bad_candidate(
         assert (last.kind, last.version) == ("rolled_back", 3)
         assert last.reason.startswith("error_rate")
         assert keel.Client().get_alias("screening", "champion") == 2  # untouched
+        # each candidate's gate recorded its check against the champion of the day
+        registry = keel.Client().registry
+        recorded = [registry.list_checks("screening", v) for v in (2, 3)]
+        assert [[(c.passed, c.against_version) for c in r] for r in recorded] == [
+            [(True, 1)],
+            [(True, 2)],
+        ]
         assert _spec_routes() == [("screening", "champion", 100)]
     finally:
         server.stop()
@@ -245,6 +246,9 @@ def _drift_then_a_bad_candidate(
 def _assert_audited(store) -> None:
     """Everything the controller did is in the hash-chained audit trail, intact."""
     assert audit.verify(store).ok
+    # the champion's check at setup, then one per gated candidate
+    checks = [e for e in audit.list_entries(store) if e.action == "model_version.check"]
+    assert sorted(e.object_id for e in checks) == ["screening/1", "screening/2", "screening/3"]
     actions = [e.action for e in audit.list_entries(store) if e.action.startswith("automation.")]
     assert (
         actions.count("automation.promoted") == 1 and actions.count("automation.rolled_back") == 1

@@ -8,8 +8,8 @@ README, independently of the server's code: 2xx when the grant covers every
 permission the action needs, else 403 with ``{"error": ...}`` naming the first
 missing permission.
 
-Matrix size: 44 actions (every mutating route, and the POSTs that only read) x
-4 roles x 4 grant scopes = 704 HTTP cases
+Matrix size: 53 actions (every mutating route, and the POSTs that only read) x
+4 roles x 4 grant scopes = 848 HTTP cases
 (``test_every_mutating_route_is_in_the_matrix`` fails when the server gains a
 mutating route that the table lacks), plus a sample checked through the CLI.
 """
@@ -434,6 +434,133 @@ ACTIONS = [
 ]  # fmt: skip
 
 
+# -- pipelines: a pipeline run is a run in exp-a, its steps runs under it ------------------
+
+
+def _prepare_pipeline_run(world: World, case: str) -> None:
+    from keel.pipelines.part import PipelineRecords
+
+    _prepare_run(world, case)
+    PipelineRecords(world.local.tracking).insert_pipeline_run(
+        run_id=world.made[case], pipeline="p", target="flow.py:p", code_digest="a" * 64,
+        code_snapshot=None, params={}, executor="local", seed=None, use_cache=True,
+        reproduces=None, edges=[],
+    )  # fmt: skip
+
+
+def _prepare_step_run(world: World, case: str) -> None:
+    from keel.pipelines.part import PipelineRecords
+
+    _prepare_pipeline_run(world, case)
+    world.made[case] = PipelineRecords(world.local.tracking).create_step_run(
+        experiment_id=world.experiment_id, pipeline_run_id=world.made[case], node="n",
+        step="flow.n", code_digest="b" * 64, cache_key=None, inputs={}, cached=False,
+    )  # fmt: skip
+
+
+def _pipeline_body(world: World, case: str) -> dict[str, Any]:
+    return {
+        "run_id": world.made[case], "pipeline": "p", "target": "flow.py:p",
+        "code_digest": "a" * 64, "params": {}, "executor": "local", "use_cache": True,
+    }  # fmt: skip
+
+
+ACTIONS += [
+    Action(
+        "record pipeline run", "POST", "/api/v1/pipeline-runs",
+        lambda w, h, c: h.post("/pipeline-runs", json=_pipeline_body(w, c)),
+        [("write", ANYWHERE, None), ("write", *EXP_A)],
+        _prepare_run,
+    ),
+    Action(
+        "record pipeline outputs", "PUT", "/api/v1/pipeline-runs/{run_id}/outputs",
+        lambda w, h, c: h.put(f"/pipeline-runs/{w.made[c]}/outputs", json={"outputs": {"n": 1}}),
+        [("write", ANYWHERE, None), ("write", *EXP_A)],
+        _prepare_pipeline_run,
+    ),
+    Action(
+        "start step run", "POST", "/api/v1/pipeline-runs/{run_id}/steps",
+        lambda w, h, c: h.post(
+            f"/pipeline-runs/{w.made[c]}/steps",
+            json={"node": "n", "step": "flow.n", "code_digest": "b" * 64, "cached": False},
+        ),
+        [("write", ANYWHERE, None), ("write", *EXP_A)],
+        _prepare_pipeline_run,
+    ),
+    Action(
+        "finish step run", "POST", "/api/v1/step-runs/{run_id}/finish",
+        lambda w, h, c: h.post(f"/step-runs/{w.made[c]}/finish", json={"step": "flow.n", "attempts": 1}),
+        [("write", ANYWHERE, None), ("write", *EXP_A)],
+        _prepare_step_run,
+    ),
+]  # fmt: skip
+
+
+# keel import mlflow through the server records what it mapped: global write
+ACTIONS += [
+    Action(
+        "record imported objects", "POST", "/api/v1/imports",
+        lambda w, h, c: h.post("/imports", json={
+            "source": f"sqlite:///{c}.db",
+            "records": [{"kind": "run", "source_id": c, "target": c}],
+        }),
+        [("write", None, None)],
+    ),
+]  # fmt: skip
+
+
+# monitoring: running a deployment's monitor writes for the models it serves; references
+def _profile() -> dict[str, Any]:
+    """A reference profile as a client builds it (from three rows of one column)."""
+    from keel.monitoring import profile
+
+    return profile({"x": [1.0, 2.0, 3.0]}).to_dict()
+
+
+ACTIONS += [
+    Action(
+        "run monitor", "POST", "/api/v1/deployments/{name}/monitor-runs",
+        lambda w, h, c: h.post(f"/deployments/mr-{c}/monitor-runs", json={"window": "1h", "end": 0}),
+        [("write", ANYWHERE, None), ("write", "model", "fraud")],
+        lambda w, c: w.admin.post("/deployments", json={"name": f"mr-{c}", "spec": {"routes": [{"model": "fraud", "ref": "1"}]}}),
+    ),
+    Action(
+        "set reference", "POST", "/api/v1/models/{name}/versions/{version}/reference",
+        lambda w, h, c: h.post("/models/fraud/versions/1/reference", json={"profile": _profile()}),
+        [("write", "model", "fraud")],
+    ),
+    Action(
+        "ensure reference", "POST", "/api/v1/models/{name}/versions/{version}/reference/ensure",
+        lambda w, h, c: h.post("/models/fraud/versions/1/reference/ensure"),
+        [("write", "model", "fraud")],
+    ),
+]  # fmt: skip
+
+
+# checks: the report is uploaded first (a blob), then the check of version 1 names it
+def _prepare_check_report(world: World, case: str) -> None:
+    import json
+
+    import blake3
+
+    report = {"model": "fraud", "version": 1, "passed": True, "against": None, "case": case}
+    data = json.dumps(report).encode()
+    digest = blake3.blake3(data).hexdigest()
+    answer = world.admin.put(f"/blobs/objects/{digest[:2]}/{digest[2:]}", content=data)
+    assert answer.status_code == 201, answer.text
+    world.made[case] = {"passed": True, "data_digest": "0" * 64, "report_digest": digest}
+
+
+ACTIONS += [
+    Action(
+        "record check", "POST", "/api/v1/models/{name}/versions/{version}/checks",
+        lambda w, h, c: h.post("/models/fraud/versions/1/checks", json=w.made[c]),
+        [("write", "model", "fraud")],
+        _prepare_check_report,
+    ),
+]  # fmt: skip
+
+
 def _user(role: str, scope: str) -> str:
     return f"{role}-{scope}"
 
@@ -535,7 +662,7 @@ def test_every_mutating_route_is_in_the_matrix(world: World):
 
 
 def test_the_matrix_size_is_what_the_docstring_says():
-    assert (len(ACTIONS), len(ROLES), len(SCOPES), len(CASES)) == (44, 4, 4, 704)
+    assert (len(ACTIONS), len(ROLES), len(SCOPES), len(CASES)) == (53, 4, 4, 848)
 
 
 # -- a sample through the CLI ------------------------------------------------------------

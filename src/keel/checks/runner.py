@@ -6,13 +6,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from keel.checks.gates import CheckReport, Rules, evaluate, load_rules
 from keel.errors import InvalidInput, NotFound
-from keel.governance import audit
-from keel.store import schema as s
-from keel.store.sql import now_ms
 
 if TYPE_CHECKING:
     from keel.registry.client import RegistryClient
@@ -94,6 +89,7 @@ def check_model_version(
     candidate = client.get_model_version(name, version)
     model = load_model(candidate.uri)
     baseline = None
+    base_version: int | None = None
     against_info = None
     if against is not None:
         try:
@@ -119,55 +115,27 @@ def check_model_version(
         data_digest = hash_bytes(
             pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
         )
+        # the report is an artifact: stored first (through the blob routes on a server),
+        # so the check's row only ever names bytes that are there
         blob = client.artifacts.put_json(report.to_dict())
-        with client.store.write() as conn:
-            model_id = conn.execute(
-                select(s.registered_models.c.id).where(s.registered_models.c.name == name)
-            ).scalar_one()
-            conn.execute(
-                s.model_checks.insert().values(
-                    model_id=model_id,
-                    version=candidate.version,
-                    against_version=None if against_info is None else against_info["version"],
-                    passed=report.passed,
-                    data_digest=data_digest,
-                    report_digest=blob.digest,
-                    created_at=now_ms(),
-                    created_by=client.user,
-                )
-            )
-            audit.record(
-                conn,
-                actor=client.user,
-                action="model_version.check",
-                object_type="model_version",
-                object_id=f"{name}/{candidate.version}",
-                after={
-                    "passed": report.passed,
-                    "report_digest": blob.digest,
-                    "against": against_info,
-                },
-            )
+        client.record_check(
+            name,
+            candidate.version,
+            against_version=base_version,
+            passed=report.passed,
+            data_digest=data_digest,
+            report_digest=blob.digest,
+        )
     return report
 
 
 def latest_check(client: RegistryClient, name: str, version: int) -> dict[str, Any] | None:
     """The most recent recorded check report of a version, if any."""
-    with client.store.read() as conn:
-        row = conn.execute(
-            select(
-                s.model_checks.c.report_digest,
-                s.model_checks.c.created_at,
-                s.model_checks.c.created_by,
-            )
-            .join(s.registered_models)
-            .where(s.registered_models.c.name == name, s.model_checks.c.version == version)
-            .order_by(s.model_checks.c.id.desc())
-            .limit(1)
-        ).first()
-    if row is None:
+    checks = client.list_checks(name, version)
+    if not checks:
         return None
-    report = client.artifacts.get_json(row.report_digest)
-    report["checked_at"] = row.created_at
-    report["checked_by"] = row.created_by
+    last = checks[-1]
+    report = client.artifacts.get_json(last.report_digest)
+    report["checked_at"] = last.created_at
+    report["checked_by"] = last.created_by
     return dict(report)

@@ -1,8 +1,10 @@
 """Model cards: what a version is, where it came from, how it was checked, what it is for.
 
-The card is assembled from the store, never typed by hand: lineage (run,
-params, metrics, code commit, environment, package and signature), the
-latest recorded check, approvals and aliases. *Intended use* and
+The card is assembled from what Keel recorded, never typed by hand: lineage
+(run, params, metrics, code commit, environment, package and signature), the
+latest recorded check, approvals and aliases. Every read goes through the
+client's parts and its artifact store, so a card reads the same locally and
+through ``keel server``. *Intended use* and
 *Limitations* come from the version's description, written as sections::
 
     Churn propensity for monthly plans.

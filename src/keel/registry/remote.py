@@ -20,7 +20,7 @@ from urllib.parse import quote
 from sqlalchemy import Connection
 
 from keel.errors import InvalidInput, NotFound
-from keel.registry.client import UNSET, RegistryClient, Unset
+from keel.registry.client import UNSET, ModelCheck, RegistryClient, Unset
 from keel.registry.entities import (
     AliasChange,
     AliasPolicy,
@@ -119,6 +119,33 @@ class RemoteRegistry(RegistryClient):
     def update_model_version(self, name: str, version: int, *, description: str) -> ModelVersion:
         body = {"description": description}
         return self.transport.call("PATCH", self._version(name, version), ModelVersion, json=body)
+
+    # -- checks ----------------------------------------------------------------------------
+
+    def record_check(
+        self,
+        name: str,
+        version: int,
+        *,
+        against_version: int | None,
+        passed: bool,
+        data_digest: str,
+        report_digest: str,
+    ) -> ModelCheck:
+        # the report crossed already, through the blob routes (``self.artifacts``)
+        body = {
+            "against_version": against_version,
+            "passed": passed,
+            "data_digest": data_digest,
+            "report_digest": report_digest,
+        }
+        path = f"{self._version(name, version)}/checks"
+        return self.transport.call("POST", path, ModelCheck, json=body)
+
+    def list_checks(self, name: str, version: int) -> list[ModelCheck]:
+        return self.transport.call(
+            "GET", f"{self._version(name, version)}/checks", list[ModelCheck]
+        )
 
     # -- aliases -------------------------------------------------------------------------
 

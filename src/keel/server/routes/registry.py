@@ -1,13 +1,15 @@
-"""The registry routes: registered models, versions, aliases, approvals and alias policies.
+"""The registry routes: models, versions, aliases, approvals, checks and alias policies.
 
 Each route checks one permission, then calls :class:`~keel.registry.RegistryClient`
 through the caller's client, which acts as the token's user. What each needs:
 
 ===========================================  =======================================
 reading a model, its versions, aliases,       ``read`` on model NAME
-approvals and history
+approvals, checks and history
 creating a model, registering a version,      ``write`` on model NAME (and ``read``
 tagging or describing one                     on the source run's experiment)
+recording a check of a version (its report    ``write`` on model NAME
+uploaded through the blob routes first)
 moving or deleting an alias                   ``write`` on alias NAME@ALIAS (a model
                                               grant covers its aliases), plus the
                                               approvals the alias's policy asks for
@@ -45,6 +47,7 @@ AliasName = Annotated[str, Path(max_length=MAX_NAME_CHARS, description="an alias
 Version = Annotated[int, Path(ge=1, le=2**31 - 1, description="a version number")]
 TagKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_KEY_LENGTH)]
 TagValue = Annotated[str, StringConstraints(max_length=MAX_TAG_LENGTH)]
+Digest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
 class NewModel(BaseModel):
@@ -73,6 +76,15 @@ class VersionTag(BaseModel):
 
     key: TagKey
     value: TagValue
+
+
+class NewCheck(BaseModel):
+    """A check of the version whose report the server holds already (uploaded as a blob)."""
+
+    against_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    passed: bool
+    data_digest: Digest = Field(description="BLAKE3 of the rows the check measured")
+    report_digest: Digest = Field(description="the stored JSON report of the check")
 
 
 class AliasMove(BaseModel):
@@ -202,6 +214,29 @@ def set_model_version_tag(
     """Set one tag of a version."""
     caller.require("write", "model", name)
     caller.client.registry.set_model_version_tag(name, version, body.key, body.value)
+
+
+@router.post("/models/{name}/versions/{version}/checks", status_code=201)
+def record_check(name: ModelName, version: Version, body: NewCheck, caller: CallerDep) -> Any:
+    """Record a check of the version; 404 when the server does not hold its report."""
+    caller.require("write", "model", name)
+    return to_wire(
+        caller.client.registry.record_check(
+            name,
+            version,
+            against_version=body.against_version,
+            passed=body.passed,
+            data_digest=body.data_digest,
+            report_digest=body.report_digest,
+        )
+    )
+
+
+@router.get("/models/{name}/versions/{version}/checks")
+def list_checks(name: ModelName, version: Version, caller: CallerDep) -> Any:
+    """The recorded checks of the version, oldest first."""
+    caller.require("read", "model", name)
+    return to_wire(caller.client.registry.list_checks(name, version))
 
 
 # -- aliases ---------------------------------------------------------------------------------
