@@ -25,7 +25,6 @@ read-modify-write in Python:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import Connection, select, update
@@ -33,7 +32,8 @@ from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
 import keel.registry.aliases as _aliases
 import keel.registry.approvals as _approvals
-from keel.artifacts import ArtifactStore, ManifestEntry, check_digest
+import keel.registry.checks as _checks
+from keel.artifacts import ArtifactStore, ManifestEntry
 from keel.config import Settings
 from keel.errors import Conflict, InvalidInput, NotFound
 from keel.governance import audit, roles
@@ -41,6 +41,7 @@ from keel.registry.entities import (
     AliasChange,
     AliasPolicy,
     Approval,
+    ModelCheck,
     ModelVersion,
     RegisteredModel,
     ResolvedModel,
@@ -54,7 +55,7 @@ from keel.transport import Transport, TransportBound, local_or
 from keel.uris import RunURI, parse_model_ref, parse_model_uri, parse_run_uri
 from keel.validation import check_alias, check_name
 
-__all__ = ["UNSET", "ModelCheck", "RegistryClient"]
+__all__ = ["UNSET", "RegistryClient"]
 
 
 class Unset:
@@ -117,24 +118,6 @@ def _check_same_registration(
             f"(`keel models describe {twin.name} {twin.version} --description ...`, "
             "Client.set_model_version_tag) rather than registering the same bytes twice"
         )
-
-
-@dataclass(frozen=True)
-class ModelCheck:
-    """One recorded ``keel models check`` of a version: its verdict and where its report is.
-
-    The report itself (metrics, gates, slices) is a JSON object in the artifact
-    store under ``report_digest``; ``data_digest`` names the rows it was measured on.
-    """
-
-    name: str
-    version: int
-    against_version: int | None
-    passed: bool
-    data_digest: str
-    report_digest: str
-    created_at: int
-    created_by: str
 
 
 class RegistryClient(TransportBound):
@@ -519,99 +502,23 @@ class RegistryClient(TransportBound):
         """
         version = _check_version(version)
         against = None if against_version is None else _check_version(against_version)
-        for field, digest in (("data_digest", data_digest), ("report_digest", report_digest)):
-            try:
-                check_digest(digest)
-            except InvalidInput as exc:
-                raise InvalidInput(f"{field}: {exc}") from None
-        if not self.artifacts.exists(report_digest):
-            raise NotFound(
-                f"the artifact store {self.artifacts.url} does not hold report {report_digest} "
-                f"of the check of {name}/{version}; store the report first (put_json), then "
-                "record the check"
-            )
-        report = self._check_report(name, version, against, passed, report_digest)
-        created = now_ms()
+        check = ModelCheck(
+            name, version, against, passed, data_digest, report_digest, now_ms(), self._actor
+        )
+        report = _checks.stored_report(self.artifacts, check)
         with self.store.write() as conn:
             row = self._version_row(conn, name, version)
             if against is not None:
                 self._version_row(conn, name, against)
-            conn.execute(
-                s.model_checks.insert().values(
-                    model_id=row.model_id,
-                    version=version,
-                    against_version=against,
-                    passed=passed,
-                    data_digest=data_digest,
-                    report_digest=report_digest,
-                    created_at=created,
-                    created_by=self._actor,
-                )
-            )
-            audit.record(
-                conn,
-                actor=self._actor,
-                action="model_version.check",
-                object_type="model_version",
-                object_id=f"{name}/{version}",
-                after={
-                    "passed": passed,
-                    "report_digest": report_digest,
-                    "against": report.get("against"),
-                },
-            )
-        return ModelCheck(
-            name, version, against, passed, data_digest, report_digest, created, self._actor
-        )
-
-    def _check_report(
-        self, name: str, version: int, against: int | None, passed: bool, digest: str
-    ) -> dict[str, Any]:
-        """The stored report ``digest``, if it reports this check (else InvalidInput)."""
-        try:
-            report = self.artifacts.get_json(digest)
-        except ValueError:
-            report = None
-        if not isinstance(report, dict):
-            raise InvalidInput(
-                f"object {digest} is not a check report (a JSON object); store the report "
-                "of keel.checks.check_model_version"
-            )
-        reported_against = (report.get("against") or {}).get("version")
-        says = (report.get("model"), report.get("version"), report.get("passed"), reported_against)
-        if says != (name, version, passed, against):
-            raise InvalidInput(
-                f"report {digest} is of model {says[0]!r} version {says[1]} (passed={says[2]}, "
-                f"against version {says[3]}), not of the check recorded for {name!r} version "
-                f"{version} (passed={passed}, against version {against})"
-            )
-        return report
+            _checks.insert(conn, row.model_id, check, report)
+        return check
 
     def list_checks(self, name: str, version: int) -> list[ModelCheck]:
         """The recorded checks of a version, oldest first."""
         version = _check_version(version)
         with self.store.read() as conn:
             row = self._version_row(conn, name, version)
-            rows = conn.execute(
-                select(s.model_checks)
-                .where(
-                    s.model_checks.c.model_id == row.model_id, s.model_checks.c.version == version
-                )
-                .order_by(s.model_checks.c.id)
-            ).all()
-        return [
-            ModelCheck(
-                name,
-                r.version,
-                r.against_version,
-                bool(r.passed),
-                r.data_digest,
-                r.report_digest,
-                r.created_at,
-                r.created_by,
-            )
-            for r in rows
-        ]
+            return _checks.of_version(conn, name, row.model_id, version)
 
     # -- aliases (keel.registry.aliases) -------------------------------------------------
 

@@ -10,6 +10,7 @@ __all__ = [
     "AliasChange",
     "AliasPolicy",
     "Approval",
+    "ModelCheck",
     "ModelVersion",
     "RegisteredModel",
     "ResolvedModel",
@@ -146,3 +147,21 @@ class ResolvedModel:
     @property
     def runs_uri(self) -> str:
         return f"runs:/{self.run_id}/{self.artifact_path}"
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """One recorded ``keel models check`` of a version: its verdict and where its report is.
+
+    The report itself (metrics, gates, slices) is a JSON object in the artifact
+    store under ``report_digest``; ``data_digest`` names the rows it was measured on.
+    """
+
+    name: str
+    version: int
+    against_version: int | None
+    passed: bool
+    data_digest: str
+    report_digest: str
+    created_at: int
+    created_by: str

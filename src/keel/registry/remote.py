@@ -20,11 +20,12 @@ from urllib.parse import quote
 from sqlalchemy import Connection
 
 from keel.errors import InvalidInput, NotFound
-from keel.registry.client import UNSET, ModelCheck, RegistryClient, Unset
+from keel.registry.client import UNSET, RegistryClient, Unset
 from keel.registry.entities import (
     AliasChange,
     AliasPolicy,
     Approval,
+    ModelCheck,
     ModelVersion,
     RegisteredModel,
     ResolvedModel,
