@@ -1,19 +1,44 @@
-"""What the benchmarks share: finding a peer's interpreter and a clean environment for it.
+"""What the benchmarks share: a peer's interpreter and environment, and the report's end.
 
 Peers (MLflow, Evidently, DVC) live in virtualenvs of their own beside the
 repository (``make bench-venvs``), because their pins clash with Keel's.
 The benchmarks run them as child processes with that interpreter.
+
+A benchmark against a peer ends the same way whatever it measured: a table
+of Keel's figure, the peer's and the speedup (:class:`Table`), then the
+issue's targets, each met, MISSED or not measured (:func:`print_verdicts`),
+or the same as JSON, and any search whose results differ between the tools
+(:func:`finish`). Standard library only: peers' interpreters import it too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
-__all__ = ["REPO", "clean_env", "peer_python", "peer_unavailable"]
+__all__ = [
+    "REPO",
+    "Table",
+    "clean_env",
+    "dig",
+    "finish",
+    "fmt",
+    "fmt_ratio",
+    "peer_python",
+    "peer_unavailable",
+    "print_verdicts",
+    "ratio",
+    "search_mismatches",
+]
+
+Result = dict[str, Any]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -60,3 +85,102 @@ def peer_unavailable(python: Path | None, venv: str, modules: str) -> str | None
         last = (probe.stderr.strip().splitlines() or ["unknown error"])[-1]
         return f"`import {modules}` failed under {python}: {last}"
     return None
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+
+def dig(result: Result | None, *path: str) -> Any:
+    """``result[path[0]][path[1]]…``, or None where any step is missing."""
+    node: Any = result
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def ratio(keel: float | None, peer: float | None, higher_is_better: bool) -> float | None:
+    """Keel's speedup: keel/peer for throughput, peer/keel for latency; None if either is missing."""
+    if not keel or not peer:
+        return None
+    return keel / peer if higher_is_better else peer / keel
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}x"
+
+
+class Table:
+    """Rows of a label, Keel's figure, the peer's figure and the speedup, printed aligned."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def add(self, label: str, keel: str, peer: str, speedup: str = "") -> None:
+        self.rows.append((label, keel, peer, speedup))
+
+    def print(self, keel_name: str, peer_name: str) -> None:
+        header = ("", keel_name, peer_name, "keel speedup")
+        lines = [header, *self.rows]
+        widths = [max(len(row[i]) for row in lines) for i in range(4)]
+        for n, row in enumerate(lines):
+            print(
+                f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
+                f"{row[3]:>{widths[3]}}".rstrip()
+            )
+            if n == 0:
+                print("-" * (sum(widths) + 6))
+
+
+def print_verdicts(
+    targets: Mapping[str, bool | None], peer: str, skipped: str | None, notes: Sequence[str] = ()
+) -> None:
+    """The lines under the table: what the speedup means, a skipped peer, notes, the targets."""
+    print()
+    print(
+        f"keel speedup: throughput keel/{peer}, latency {peer}/keel; above 1 means Keel is faster."
+    )
+    if skipped:
+        print(f"{peer} was skipped: {skipped}.")
+    for note in notes:
+        print(note)
+    verdicts = {True: "met", False: "MISSED", None: "not measured"}
+    print(
+        "Targets: " + "; ".join(f"{goal}: {verdicts[met]}" for goal, met in targets.items()) + "."
+    )
+
+
+def search_mismatches(keel: Result, peer: Result | None, names: Sequence[str]) -> list[str]:
+    """Searches whose row count or sum of ``m1`` differ between the tools (same data)."""
+    tool = dig(peer, "tool") or "the peer"
+    problems = []
+    for name in names:
+        k = dig(keel, "search", "queries", name)
+        m = dig(peer, "search", "queries", name)
+        if k and m and (k["rows"], k["m1_sum"]) != (m["rows"], m["m1_sum"]):
+            problems.append(
+                f"{name}: keel returned {k['rows']} rows (sum m1 {k['m1_sum']}), "
+                f"{tool} {m['rows']} rows (sum m1 {m['m1_sum']})"
+            )
+    return problems
+
+
+def finish(
+    as_json: bool,
+    combined: Callable[[], Result],
+    table: Callable[[], None],
+    problems: Sequence[str],
+) -> int:
+    """Print the results (``combined()`` as JSON, or ``table()``), then mismatches; the exit code."""
+    if as_json:
+        print(json.dumps({**combined(), "mismatches": list(problems)}, indent=2))
+    else:
+        table()
+    for problem in problems:
+        print(f"MISMATCH between the tools' search results: {problem}", file=sys.stderr)
+    return 1 if problems else 0

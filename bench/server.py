@@ -69,13 +69,25 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import clean_env, peer_python, peer_unavailable
+from _common import (
+    Table,
+    clean_env,
+    dig,
+    finish,
+    fmt,
+    fmt_ratio,
+    peer_python,
+    peer_unavailable,
+    print_verdicts,
+    ratio,
+    search_mismatches,
+)
 from tracking import FILTER, METRIC_KEYS, ORDER_BY, run_metrics, run_params
 
 RESULT_MARKER = "KEEL_BENCH_RESULT "
@@ -656,21 +668,6 @@ def run_keel(args: argparse.Namespace, root: Path) -> Result:
 # -- report ---------------------------------------------------------------------------------------
 
 
-def dig(result: Result | None, *path: str) -> Any:
-    node: Any = result
-    for key in path:
-        if not isinstance(node, Mapping) or key not in node:
-            return None
-        node = node[key]
-    return node
-
-
-def ratio(keel: float | None, mlflow: float | None, higher_is_better: bool) -> float | None:
-    if not keel or not mlflow:
-        return None
-    return keel / mlflow if higher_is_better else mlflow / keel
-
-
 def ratios(keel: Result, mlflow: Result | None) -> Result:
     """Keel/MLflow for throughput, MLflow/Keel for latency: above 1 means Keel is faster."""
     out: Result = {}
@@ -709,37 +706,11 @@ def targets(keel: Result, mlflow: Result | None) -> dict[str, bool | None]:
     }
 
 
-def mismatches(keel: Result, mlflow: Result | None) -> list[str]:
-    """Searches whose results differ between the tools (they got the same data)."""
-    problems = []
-    for name in ("top100", "all"):
-        k = dig(keel, "search", "queries", name)
-        m = dig(mlflow, "search", "queries", name)
-        if k and m and (k["rows"], k["m1_sum"]) != (m["rows"], m["m1_sum"]):
-            problems.append(
-                f"{name}: keel returned {k['rows']} rows (sum m1 {k['m1_sum']}), "
-                f"mlflow {m['rows']} rows (sum m1 {m['m1_sum']})"
-            )
-    return problems
-
-
-def fmt(value: float | None, digits: int = 0) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def fmt_ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}x"
-
-
 def print_table(
     args: argparse.Namespace, keel: Result, mlflow: Result | None, skipped: str | None
 ) -> None:
-    rows: list[tuple[str, str, str, str]] = []
-
-    def add(label: str, k: str, m: str, r: str = "") -> None:
-        rows.append((label, k, m, r))
-
-    add(
+    table = Table()
+    table.add(
         f"log_batch of {args.batch_size:,} points, points/s",
         fmt(dig(keel, "batch", "points_per_s")),
         fmt(dig(mlflow, "batch", "points_per_s")),
@@ -747,12 +718,12 @@ def print_table(
             ratio(dig(keel, "batch", "points_per_s"), dig(mlflow, "batch", "points_per_s"), True)
         ),
     )
-    add(
+    table.add(
         "  median call, ms",
         fmt(dig(keel, "batch", "median_ms"), 1),
         fmt(dig(mlflow, "batch", "median_ms"), 1),
     )
-    add(
+    table.add(
         "per-point log_metric, points/s",
         fmt(dig(keel, "per_point", "points_per_s")),
         fmt(dig(mlflow, "per_point", "points_per_s")),
@@ -764,7 +735,7 @@ def print_table(
             )
         ),
     )
-    add(
+    table.add(
         "  points (wall time, s)",
         f"{fmt(dig(keel, 'per_point', 'points'))} ({fmt(dig(keel, 'per_point', 'seconds'), 2)})",
         f"{fmt(dig(mlflow, 'per_point', 'points'))} ({fmt(dig(mlflow, 'per_point', 'seconds'), 2)})"
@@ -772,7 +743,7 @@ def print_table(
         else "-",
     )
     if "per_point_buffer" in keel:
-        add(
+        table.add(
             "  keel metric buffer alone, points/s",
             fmt(dig(keel, "per_point_buffer", "points_per_s")),
             "",
@@ -785,7 +756,7 @@ def print_table(
             ),
         )
     if "search" in keel:
-        add(
+        table.add(
             "search setup (not compared), s",
             fmt(dig(keel, "search", "setup_seconds"), 1),
             fmt(dig(mlflow, "search", "setup_seconds"), 1),
@@ -795,24 +766,21 @@ def print_table(
             mq = dig(mlflow, "search", "queries", name)
             for stat in ("median_ms", "p90_ms"):
                 kv, mv = dig(kq, stat), dig(mq, stat)
-                add(
+                table.add(
                     f"search {label}, {stat[:-3]} ms",
                     fmt(kv, 1),
                     fmt(mv, 1),
                     fmt_ratio(ratio(kv, mv, False)),
                 )
-            add("  rows returned", fmt(dig(kq, "rows")), fmt(dig(mq, "rows")))
+            table.add("  rows returned", fmt(dig(kq, "rows")), fmt(dig(mq, "rows")))
     for name, figures in (dig(keel, "auth") or {}).items():
-        add(
+        table.add(
             f"auth: {name} p50 ms, on / off",
             f"{figures['auth']['median_ms']:.2f} / {figures['no_auth']['median_ms']:.2f}",
             "",
             f"+{figures['p50_overhead_ms']:.2f} ms",
         )
 
-    mlflow_name = f"mlflow {mlflow['version']}" if mlflow else "mlflow"
-    header = ("", f"keel {keel['version']}", mlflow_name, "keel speedup")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     print(
         f"Tracking through a server on SQLite, {os.cpu_count()} CPUs, {args.workers} worker(s) "
         f"each, Python {keel['python']}"
@@ -821,27 +789,12 @@ def print_table(
     if "search" in keel:
         print(f"Search: {keel['search']['runs']:,} runs; filter {FILTER!r} by {ORDER_BY!r}")
     print()
-    for n, row in enumerate([header, *rows]):
-        print(
-            f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
-            f"{row[3]:>{widths[3]}}".rstrip()
-        )
-        if n == 0:
-            print("-" * (sum(widths) + 6))
-    print()
-    print(
-        "keel speedup: throughput keel/mlflow, latency mlflow/keel; above 1 means Keel is faster."
-    )
-    if skipped:
-        print(f"MLflow was skipped: {skipped}.")
-    for name, error in (keel.get("errors") or {}).items():
-        print(f"Keel's {name} figure was not measured: {error}")
-    verdicts = {True: "met", False: "MISSED", None: "not measured"}
-    print(
-        "Targets: "
-        + "; ".join(f"{goal}: {verdicts[met]}" for goal, met in targets(keel, mlflow).items())
-        + "."
-    )
+    table.print(f"keel {keel['version']}", f"mlflow {mlflow['version']}" if mlflow else "mlflow")
+    notes = [
+        f"Keel's {name} figure was not measured: {error}"
+        for name, error in (keel.get("errors") or {}).items()
+    ]
+    print_verdicts(targets(keel, mlflow), "MLflow", skipped, notes)
 
 
 # -- driver ----------------------------------------------------------------------------------------
@@ -918,9 +871,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    problems = mismatches(keel, mlflow)
-    if args.json:
-        combined = {
+    def combined() -> Result:
+        return {
             "config": {
                 "batch_size": args.batch_size,
                 "batches": args.batches,
@@ -940,14 +892,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "mlflow_skipped": skipped,
             "ratios": ratios(keel, mlflow),
             "targets": targets(keel, mlflow),
-            "mismatches": problems,
         }
-        print(json.dumps(combined, indent=2))
-    else:
-        print_table(args, keel, mlflow, skipped)
-    for problem in problems:
-        print(f"MISMATCH between the tools' search results: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+
+    return finish(
+        args.json,
+        combined,
+        lambda: print_table(args, keel, mlflow, skipped),
+        search_mismatches(keel, mlflow, ["top100", "all"]),
+    )
 
 
 if __name__ == "__main__":

@@ -83,11 +83,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, peer_python, peer_unavailable
+from _common import (
+    REPO,
+    Table,
+    clean_env,
+    dig,
+    finish,
+    fmt,
+    fmt_ratio,
+    peer_python,
+    peer_unavailable,
+    print_verdicts,
+    ratio,
+    search_mismatches,
+)
 
 RESULT_MARKER = "KEEL_BENCH_RESULT "
 N_PARAMS = 10
@@ -493,21 +506,6 @@ def run_worker(args: argparse.Namespace) -> int:
 # -- driver ------------------------------------------------------------------------
 
 
-def child_env() -> dict[str, str]:
-    """The environment of a worker: no KEEL_*/MLFLOW_* overrides, MLflow quiet and offline."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "MLFLOW_"))}
-    env.update(
-        MLFLOW_DISABLE_TELEMETRY="true",
-        DO_NOT_TRACK="true",
-        MLFLOW_LOGGING_LEVEL="WARNING",
-        MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true",
-        MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING="false",
-        MLFLOW_ENABLE_ASYNC_LOGGING="false",
-        PYTHONWARNINGS="ignore",
-    )
-    return env
-
-
 def run_child(python: str, tool: str, args: argparse.Namespace) -> Result:
     command = [
         python,
@@ -533,7 +531,12 @@ def run_child(python: str, tool: str, args: argparse.Namespace) -> Result:
     ]
     if args.skip_search:
         command.append("--skip-search")
-    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=child_env(), check=False)
+    env = clean_env(
+        MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true",
+        MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING="false",
+        MLFLOW_ENABLE_ASYNC_LOGGING="false",
+    )
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARKER)]
     if done.returncode != 0 or not lines:
         sys.stderr.write(done.stdout)
@@ -542,96 +545,64 @@ def run_child(python: str, tool: str, args: argparse.Namespace) -> Result:
     return result
 
 
-def speedup(keel_value: float | None, mlflow_value: float | None, higher_is_better: bool) -> str:
-    if keel_value is None or mlflow_value is None or not keel_value or not mlflow_value:
-        return "-"
-    ratio = keel_value / mlflow_value if higher_is_better else mlflow_value / keel_value
-    return f"{ratio:,.1f}x"
-
-
-def fmt(value: float | None, digits: int = 0) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def dig(result: Result | None, *path: str) -> Any:
-    node: Any = result
-    for key in path:
-        if not isinstance(node, Mapping) or key not in node:
-            return None
-        node = node[key]
-    return node
-
-
 def ratios(keel: Result, mlflow: Result | None) -> Result:
     """Keel/MLflow for throughput, MLflow/Keel for latency: above 1 means Keel is faster."""
     out: Result = {}
     for line in ("lifecycle", "lifecycle_git"):
-        k, m = dig(keel, line, "median_ms"), dig(mlflow, line, "median_ms")
-        if k and m:
-            out[f"{line}_median_ms_mlflow_over_keel"] = m / k
+        value = ratio(dig(keel, line, "median_ms"), dig(mlflow, line, "median_ms"), False)
+        if value is not None:
+            out[f"{line}_median_ms_mlflow_over_keel"] = value
     for line in ("per_point", "batch", "sweep"):
-        k, m = dig(keel, line, "points_per_s"), dig(mlflow, line, "points_per_s")
-        if k and m:
-            out[f"{line}_points_per_s_keel_over_mlflow"] = k / m
-    k = dig(keel, "per_point", "points_per_s")
-    m = dig(mlflow, "batch", "points_per_s")
-    if k and m:
-        out["keel_per_point_over_mlflow_batch"] = k / m
+        value = ratio(dig(keel, line, "points_per_s"), dig(mlflow, line, "points_per_s"), True)
+        if value is not None:
+            out[f"{line}_points_per_s_keel_over_mlflow"] = value
+    value = ratio(
+        dig(keel, "per_point", "points_per_s"), dig(mlflow, "batch", "points_per_s"), True
+    )
+    if value is not None:
+        out["keel_per_point_over_mlflow_batch"] = value
     for name in QUERIES:
         for stat in ("median_ms", "p90_ms"):
-            k = dig(keel, "search", "queries", name, stat)
-            m = dig(mlflow, "search", "queries", name, stat)
-            if k and m:
-                out[f"search_{name}_{stat}_mlflow_over_keel"] = m / k
-    return out
-
-
-def mismatches(keel: Result, mlflow: Result | None) -> list[str]:
-    """Searches whose results differ between the tools (they got the same data)."""
-    problems = []
-    for name in QUERIES:
-        k = dig(keel, "search", "queries", name)
-        m = dig(mlflow, "search", "queries", name)
-        if k and m and (k["rows"], k["m1_sum"]) != (m["rows"], m["m1_sum"]):
-            problems.append(
-                f"{name}: keel returned {k['rows']} rows (sum m1 {k['m1_sum']}), "
-                f"mlflow {m['rows']} rows (sum m1 {m['m1_sum']})"
+            value = ratio(
+                dig(keel, "search", "queries", name, stat),
+                dig(mlflow, "search", "queries", name, stat),
+                False,
             )
-    return problems
+            if value is not None:
+                out[f"search_{name}_{stat}_mlflow_over_keel"] = value
+    return out
 
 
 def print_table(
     args: argparse.Namespace, keel: Result, mlflow: Result | None, skipped: str | None
 ) -> None:
-    rows: list[tuple[str, str, str, str]] = []
-
-    def add(label: str, k: str, m: str, ratio: str = "") -> None:
-        rows.append((label, k, m, ratio))
-
+    table = Table()
     for line, label in (
         ("lifecycle", "empty start_run + end_run"),
         ("lifecycle_git", f"  the same in a git repo ({args.repo_files} files)"),
     ):
         for stat in ("median_ms", "p90_ms"):
             k, m = dig(keel, line, stat), dig(mlflow, line, stat)
-            add(f"{label}, {stat[:-3]} ms", fmt(k, 2), fmt(m, 2), speedup(k, m, False))
+            table.add(
+                f"{label}, {stat[:-3]} ms", fmt(k, 2), fmt(m, 2), fmt_ratio(ratio(k, m, False))
+            )
     for line, label in (
         ("per_point", "per-point log_metric, points/s"),
         ("batch", "client log_batch per run, points/s"),
         ("sweep", "short-run sweep, points/s"),
     ):
         k, m = dig(keel, line, "points_per_s"), dig(mlflow, line, "points_per_s")
-        add(label, fmt(k), fmt(m), speedup(k, m, True))
-        add(
+        table.add(label, fmt(k), fmt(m), fmt_ratio(ratio(k, m, True)))
+        table.add(
             "  wall time, s",
             fmt(dig(keel, line, "seconds"), 2),
             fmt(dig(mlflow, line, "seconds"), 2),
         )
     k = dig(keel, "per_point", "points_per_s")
     m = dig(mlflow, "batch", "points_per_s")
-    add("keel per-point vs mlflow log_batch", "", "", speedup(k, m, True))
+    table.add("keel per-point vs mlflow log_batch", "", "", fmt_ratio(ratio(k, m, True)))
     if "search" in keel:
-        add(
+        table.add(
             "search setup (not compared), s",
             fmt(dig(keel, "search", "setup_seconds"), 1),
             fmt(dig(mlflow, "search", "setup_seconds"), 1),
@@ -641,12 +612,14 @@ def print_table(
             mq = dig(mlflow, "search", "queries", name)
             for stat in ("median_ms", "p90_ms"):
                 kv, mv = dig(kq, stat), dig(mq, stat)
-                add(f"{label}, {stat[:-3]} ms", fmt(kv, 1), fmt(mv, 1), speedup(kv, mv, False))
-            add("  rows returned", fmt(dig(kq, "rows")), fmt(dig(mq, "rows")))
+                table.add(
+                    f"{label}, {stat[:-3]} ms",
+                    fmt(kv, 1),
+                    fmt(mv, 1),
+                    fmt_ratio(ratio(kv, mv, False)),
+                )
+            table.add("  rows returned", fmt(dig(kq, "rows")), fmt(dig(mq, "rows")))
 
-    mlflow_name = f"mlflow {mlflow['version']}" if mlflow else "mlflow"
-    header = ("", f"keel {keel['version']}", mlflow_name, "keel speedup")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     print(
         f"Tracking on SQLite, {os.cpu_count()} CPUs, Python {keel['python']}"
         + (f" (mlflow: Python {mlflow['python']})" if mlflow else "")
@@ -669,43 +642,24 @@ def print_table(
             f"wider filter {WIDE_FILTER!r}; OR filter {OR_FILTER!r}"
         )
     print()
-    for n, row in enumerate([header, *rows]):
-        print(
-            f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
-            f"{row[3]:>{widths[3]}}".rstrip()
-        )
-        if n == 0:
-            print("-" * (sum(widths) + 6))
-    print()
-    print(
-        "keel speedup: throughput keel/mlflow, latency mlflow/keel; above 1 means Keel is faster."
-    )
-    if skipped:
-        print(f"MLflow was skipped: {skipped}.")
-        return
-    print("Targets: " + "; ".join(targets(keel, mlflow)) + ".")
+    table.print(f"keel {keel['version']}", f"mlflow {mlflow['version']}" if mlflow else "mlflow")
+    print_verdicts(targets(keel, mlflow), "MLflow", skipped)
 
 
-def targets(keel: Result, mlflow: Result | None) -> list[str]:
-    """The issue's goals, each met or missed by this run's figures."""
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "MISSED"
-
+def targets(keel: Result, mlflow: Result | None) -> dict[str, bool | None]:
+    """The issue's goals: met (True), missed (False) or not measured (None)."""
     found = ratios(keel, mlflow)
-    checks = []
     lifecycle_ms = dig(keel, "lifecycle", "median_ms")
-    if lifecycle_ms is not None:
-        checks.append(f"start + end <= 2 ms: {verdict(lifecycle_ms <= 2)}")
+    goals: dict[str, bool | None] = {
+        "start + end <= 2 ms": None if lifecycle_ms is None else lifecycle_ms <= 2
+    }
     for line, label in (("per_point", "per-point"), ("sweep", "short-run sweep")):
-        ratio = found.get(f"{line}_points_per_s_keel_over_mlflow")
-        if ratio is not None:
-            checks.append(f"{label} >= 100x MLflow: {verdict(ratio >= 100)}")
+        value = found.get(f"{line}_points_per_s_keel_over_mlflow")
+        goals[f"{label} >= 100x MLflow"] = None if value is None else value >= 100
     for name, label in (("top100", "top-100 search"), ("all_wide", "~4,000-row search")):
         median = dig(keel, "search", "queries", name, "median_ms")
-        if median is not None:
-            checks.append(f"{label} median < 100 ms: {verdict(median < 100)}")
-    return checks
+        goals[f"{label} median < 100 ms"] = None if median is None else median < 100
+    return goals
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -772,9 +726,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         mlflow = run_child(str(mlflow_python), "mlflow", args)
     else:
         progress(f"MLflow skipped: {skipped}")
-    problems = mismatches(keel, mlflow)
-    if args.json:
-        combined = {
+
+    def combined() -> Result:
+        return {
             "config": {
                 "runs": args.runs,
                 "steps": args.steps,
@@ -795,14 +749,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "mlflow_skipped": skipped,
             "ratios": ratios(keel, mlflow),
             "targets": targets(keel, mlflow),
-            "mismatches": problems,
         }
-        print(json.dumps(combined, indent=2))
-    else:
-        print_table(args, keel, mlflow, skipped)
-    for problem in problems:
-        print(f"MISMATCH between the tools' search results: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+
+    return finish(
+        args.json,
+        combined,
+        lambda: print_table(args, keel, mlflow, skipped),
+        search_mismatches(keel, mlflow, list(QUERIES)),
+    )
 
 
 if __name__ == "__main__":

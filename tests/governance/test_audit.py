@@ -106,3 +106,31 @@ def test_cli_audit_verify_exits_1_and_names_the_row(keel_env, tmp_path: Path, ru
         *env_args, "audit", "list", "--object", "alias:audited@champion", "--json", env=env
     )
     assert [e["action"] for e in json.loads(listed.stdout)] == ["alias.set"]
+
+
+def test_entries_in_one_transaction_chain_and_keep_their_acting_token(keel_env):
+    store = get_store(keel_env)
+    with store.write() as conn:
+        first = audit.record(
+            conn, actor="ana", action="thing.make", object_type="thing", object_id="a"
+        )
+        with audit.acting_token("tok123"):
+            second = audit.record(
+                conn,
+                actor="ana",
+                action="thing.change",
+                object_type="thing",
+                object_id="b",
+                before={"n": 1},
+                after={"n": 2},
+            )
+    assert (second.seq, second.prev_digest) == (first.seq + 1, first.digest)
+    stored = audit.list_entries(store, object_type="thing", newest_first=False)
+    assert [(e.seq, e.digest, e.token_id, e.before, e.after) for e in stored] == [
+        (first.seq, first.digest, None, None, None),
+        (second.seq, second.digest, "tok123", {"n": 1}, {"n": 2}),
+    ]
+    with store.read() as conn:
+        head = conn.execute(select(s.audit_head.c.seq, s.audit_head.c.digest)).one()
+    assert tuple(head) == (second.seq, second.digest)
+    assert audit.verify(store).ok

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,47 +23,65 @@ print("migrated" if store.migrated else "current")
 """
 
 
-def _fresh_postgres_url(base: str, name: str) -> str:
-    admin = create_engine(normalize_url(base), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return str(create_engine(normalize_url(base)).url.set(database=name).render_as_string(False))
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def empty_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-        return
-    base = request.getfixturevalue("postgres_url")
-    name = f"{base.rsplit('/', 1)[1]}_mig"
-    yield _fresh_postgres_url(base, name)
-    from keel.store import reset_stores
-
-    reset_stores()
-    admin = create_engine(normalize_url(base), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def test_head_revision_matches_the_newest_migration_file():
     files = sorted(p.stem.split("_", 1)[0] for p in (MIGRATIONS_DIR / "versions").glob("[0-9]*.py"))
     assert files[-1] == HEAD_REVISION
 
 
-def test_migrated_schema_matches_the_table_definitions(empty_store_url):
+def _indexes(url: str) -> dict[str, dict[str, tuple[tuple[str, ...], bool]]]:
+    """Per table, each index's columns and uniqueness (not those backing a constraint)."""
+    engine = create_engine(normalize_url(url))
+    with engine.connect() as conn:
+        inspector = inspect(conn)
+        found = {
+            table.name: {
+                index["name"]: (tuple(index["column_names"]), bool(index["unique"]))
+                for index in inspector.get_indexes(table.name)
+                if "duplicates_constraint" not in index
+            }
+            for table in s.metadata.sorted_tables
+        }
+    engine.dispose()
+    return found
+
+
+def test_migrated_schema_matches_the_table_definitions(empty_store_url, defined_schema_url):
     store = Store(empty_store_url)
     with store.read() as conn:
         inspector = inspect(conn)
         for table in s.metadata.sorted_tables:
             columns = {c["name"] for c in inspector.get_columns(table.name)}
             assert columns == {c.name for c in table.columns}, table.name
-            indexes = {i["name"] for i in inspector.get_indexes(table.name)}
-            assert {i.name for i in table.indexes} <= indexes, table.name
     store.dispose()
+    # Exactly the indexes the definitions create on this database: none missing, none left
+    # behind by a migration that replaced it, and dialect-only ones only on their dialect.
+    assert _indexes(empty_store_url) == _indexes(defined_schema_url)
+
+
+def test_params_covering_indexes_exist_only_where_a_long_value_fits(empty_store_url):
+    store = Store(empty_store_url)
+    with store.read() as conn:
+        names = {i["name"] for i in inspect(conn).get_indexes("params")}
+    store.dispose()
+    covering = {"ix_params_key_value_run", "ix_params_run_key_value"}
+    if empty_store_url.startswith("sqlite"):
+        assert covering <= names
+    else:
+        # A PostgreSQL B-tree entry holds at most 2,704 bytes; a param value up to 6,000 characters.
+        assert not covering & names
+
+
+def test_a_6000_character_param_is_logged_on_every_store(empty_store_url, tmp_path: Path):
+    from keel.tracking.client import TrackingClient
+
+    client = TrackingClient(store=Store(empty_store_url), artifacts=None)
+    value = secrets.token_hex(3000)  # random: PostgreSQL cannot compress it below its entry limit
+    run = client.create_run(client.create_experiment("long"), capture=False)
+    client.log_param(run.id, "notes", value)
+    assert client.get_run(run.id).params["notes"] == value
+    found = client.search_runs(filter_string=f"params.notes = '{value}'")
+    assert [r.info.id for r in found.runs] == [run.id]
+    client.store.dispose()
 
 
 @pytest.mark.slow

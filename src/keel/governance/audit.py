@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import blake3
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 import keel.governance.checkpoints as checkpoints
 from keel.artifacts.store import canonical_json
@@ -56,6 +56,22 @@ __all__ = [
 
 #: The ``prev_digest`` of the first entry.
 GENESIS = "0" * 64
+
+# Statements of record(), built once: every change of state writes an entry, and building a
+# statement (``.values(...)``, ``.where(...)``) costs more than running it — it was most of a
+# run's start and end. A prebuilt statement also finds its compiled form in SQLAlchemy's cache
+# at once; SQLAlchemy compiles it per dialect (FOR UPDATE on PostgreSQL, nothing on SQLite).
+_LOCK_HEAD = (
+    select(s.audit_head.c.seq, s.audit_head.c.digest)
+    .where(s.audit_head.c.id == 1)
+    .with_for_update()
+)
+_INSERT_ENTRY = s.audit_log.insert()
+_ADVANCE_HEAD = (
+    update(s.audit_head)
+    .where(s.audit_head.c.id == 1)
+    .values(seq=bindparam("new_seq"), digest=bindparam("new_digest"))
+)
 
 #: The API token the current server request acts with; ``keel server`` sets it per request.
 _acting_token: ContextVar[str | None] = ContextVar("keel_acting_token", default=None)
@@ -146,11 +162,7 @@ def record(
     after: Any = None,
 ) -> AuditEntry:
     """Append an entry in the caller's (write) transaction and return it."""
-    head = conn.execute(
-        select(s.audit_head.c.seq, s.audit_head.c.digest)
-        .where(s.audit_head.c.id == 1)
-        .with_for_update()
-    ).one()
+    head = conn.execute(_LOCK_HEAD).one()
     seq = int(head.seq) + 1
     at = now_ms()
     before_text, after_text = _dump(before), _dump(after)
@@ -167,22 +179,24 @@ def record(
         head.digest,
         token_id,
     )
+    # Every column, always: one compiled form of the INSERT serves every entry.
     conn.execute(
-        s.audit_log.insert().values(
-            seq=seq,
-            at=at,
-            actor=actor,
-            action=action,
-            object_type=object_type,
-            object_id=object_id,
-            before=before_text,
-            after=after_text,
-            prev_digest=head.digest,
-            digest=digest,
-            token_id=token_id,
-        )
+        _INSERT_ENTRY,
+        {
+            "seq": seq,
+            "at": at,
+            "actor": actor,
+            "action": action,
+            "object_type": object_type,
+            "object_id": object_id,
+            "before": before_text,
+            "after": after_text,
+            "prev_digest": head.digest,
+            "digest": digest,
+            "token_id": token_id,
+        },
     )
-    conn.execute(update(s.audit_head).where(s.audit_head.c.id == 1).values(seq=seq, digest=digest))
+    conn.execute(_ADVANCE_HEAD, {"new_seq": seq, "new_digest": digest})
     checkpoints.schedule(conn, seq, digest, action)
     return AuditEntry(
         seq, at, actor, action, object_type, object_id, before, after, head.digest, digest, token_id

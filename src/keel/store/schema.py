@@ -123,6 +123,10 @@ params = Table(
     Column("value", Text, nullable=False),
     Column("value_num", Float),
     Index("ix_params_key_num", "key", "value_num"),
+    # Covering indexes of search (filter by value, load by run), on SQLite only: a
+    # PostgreSQL B-tree entry holds at most 2,704 bytes and a value up to 6,000 characters.
+    Index("ix_params_key_value_run", "key", "value", "run_id").ddl_if(dialect="sqlite"),
+    Index("ix_params_run_key_value", "run_id", "key", "value").ddl_if(dialect="sqlite"),
 )
 
 tags = Table(
@@ -154,7 +158,9 @@ latest_metrics = Table(
     Column("step", BigInteger, nullable=False),
     Column("timestamp", BigInteger, nullable=False),
     Column("value", Float),
-    Index("ix_latest_metrics_key_value", "key", "value"),
+    # Covering indexes of search: filter by value, load (and order) by run.
+    Index("ix_latest_metrics_key_value_run", "key", "value", "run_id"),
+    Index("ix_latest_metrics_run_key_value", "run_id", "key", "value"),
 )
 
 run_artifacts = Table(
