@@ -83,10 +83,12 @@ bench: $(STAMP) bench-venvs
 	$(BIN)/python bench/data.py
 	$(BIN)/python bench/pipeline.py
 
-# Tracking through `keel server` against `mlflow server`, both on SQLite (a few minutes).
+# Tracking through `keel server` against `mlflow server`, both on SQLite (a few minutes), then
+# the unmodified mlflow client pointed at each of the two servers.
 .PHONY: bench-server
 bench-server: $(STAMP) .venv-mlflow/.installed
 	$(BIN)/python bench/server.py
+	$(BIN)/python bench/mlflow_client.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build src/*.egg-info

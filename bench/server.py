@@ -406,7 +406,13 @@ def mlflow_server(folder: Path, python: Path, workers: int) -> Iterator[Server]:
         yield server
 
 
-def run_mlflow(python: Path, server: Server, folder: Path, args: argparse.Namespace) -> Result:
+def run_mlflow(
+    python: Path, server: Server, folder: Path, args: argparse.Namespace, token: str | None = None
+) -> Result:
+    """Run this file's MLflow worker (the mlflow client) against ``server``; its figures.
+
+    ``token`` is sent as ``MLFLOW_TRACKING_TOKEN``: the mlflow client against ``keel server``.
+    """
     command = [
         str(python), str(Path(__file__).resolve()), "--worker", "mlflow",
         "--url", server.url, "--db", (folder / "mlflow.db").as_posix(),
@@ -418,6 +424,7 @@ def run_mlflow(python: Path, server: Server, folder: Path, args: argparse.Namesp
         MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true",
         MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING="false",
         MLFLOW_ENABLE_ASYNC_LOGGING="false",
+        **({"MLFLOW_TRACKING_TOKEN": token} if token else {}),
     )
     done = subprocess.run(
         command, cwd=folder, stdout=subprocess.PIPE, text=True, env=env, check=False
