@@ -12,4 +12,5 @@ folder's modules under their bare names, in one namespace. ``tests/`` is on
 - ``monitoring``: feature frames, a prediction-log writer and a webhook receiver.
 - ``models``: models registered for the check and model-card tests.
 - ``serving``: a registered model and a real uvicorn server on a free port.
+- ``mlflow``: the mlflow client's virtualenv and a script run in it (``run_mlflow``).
 """

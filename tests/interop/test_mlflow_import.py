@@ -10,9 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
 import shutil
-import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -20,12 +18,11 @@ from typing import Any
 import pytest
 
 import keel
+from _support.mlflow import MLFLOW_PYTHON, NO_MLFLOW, run_mlflow
 from keel.errors import InvalidInput
 from keel.interop import ImportSummary, import_mlflow
 
 pytestmark = pytest.mark.slow
-
-MLFLOW_PYTHON = Path(__file__).resolve().parents[2] / ".venv-mlflow" / "bin" / "python"
 
 # Builds the history: experiments, runs (one nested, one left running), params, metric
 # histories, tags, an artifact, two versions of a registered model and an alias, a
@@ -121,28 +118,13 @@ _ADD = textwrap.dedent(
 )
 
 
-def _mlflow(script: str, cwd: Path, *args: str) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "MLFLOW_"))}
-    done = subprocess.run(
-        [str(MLFLOW_PYTHON), "-c", script, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
 def mlflow_history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     """An MLflow folder (``mlflow.db`` and ``mlruns/``) the mlflow client filled, and its facts."""
     if not MLFLOW_PYTHON.exists():
-        pytest.skip("the mlflow client's virtualenv is missing: make .venv-mlflow/.installed")
+        pytest.skip(NO_MLFLOW)
     root = tmp_path_factory.mktemp("mlflow")
-    return root, _mlflow(_BUILD, root)
+    return root, run_mlflow(_BUILD, cwd=root)
 
 
 @pytest.fixture
@@ -297,7 +279,7 @@ def test_a_later_import_brings_only_new_runs_and_the_points_a_running_run_gained
     shutil.copytree(root, copy)
     _import(copy)
     running = facts["runs"]["still-running"]["id"]
-    _mlflow(_ADD, copy, running)
+    run_mlflow(_ADD, running, cwd=copy)
 
     summary = _import(copy)
 

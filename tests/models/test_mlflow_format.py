@@ -9,7 +9,6 @@ import json
 import os
 import pickle
 import shutil
-import subprocess
 import textwrap
 from pathlib import Path
 
@@ -17,12 +16,11 @@ import numpy as np
 import pytest
 
 import keel
+from _support.mlflow import MLFLOW_PYTHON, NO_MLFLOW, run_mlflow
 from _support.serving import Server
 from keel.config import Settings
 from keel.errors import IntegrityError, PermissionDenied
 from keel.models.flavors.mlflow import pickle_globals
-
-MLFLOW_PYTHON = Path(__file__).resolve().parents[2] / ".venv-mlflow" / "bin" / "python"
 
 _SAVE = textwrap.dedent(
     """
@@ -51,19 +49,9 @@ def mlflow_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[
     The same model saved in MLflow's default format (skops) is beside it, in ``../skops``.
     """
     if not MLFLOW_PYTHON.exists():
-        pytest.skip("the mlflow client's virtualenv is missing: make .venv-mlflow/.installed")
+        pytest.skip(NO_MLFLOW)
     root = tmp_path_factory.mktemp("mlflow")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "MLFLOW_"))}
-    done = subprocess.run(
-        [str(MLFLOW_PYTHON), "-c", _SAVE, str(root)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return root / "pickled", json.loads(done.stdout.strip().splitlines()[-1])
+    return root / "pickled", run_mlflow(_SAVE, str(root))
 
 
 def _iris():  # type: ignore[no-untyped-def]

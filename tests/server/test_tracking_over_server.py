@@ -317,6 +317,22 @@ def test_a_scoped_editor_sees_and_writes_only_their_experiment(viewer_setup, tmp
 
 
 @server_only
+def test_a_predict_only_token_lists_no_experiments_even_with_a_scoped_viewer_grant(
+    viewer_setup, tmp_path
+) -> None:
+    server, admin, exp, _, _ = viewer_setup
+    token = server.make_user("scorer", scopes=["predict"])
+    with server.http() as http:
+        body = {"user": "scorer", "role": "viewer", "scope_kind": "experiment"}
+        answer = http.post("/roles", json={**body, "scope_name": "guarded"})
+        assert answer.status_code == 200, answer.text
+    scorer = _client_of(server.url, token, tmp_path / "scorer")
+    for listing in (scorer.list_experiments, scorer.experiment_run_counts, scorer.search_runs):
+        with pytest.raises(PermissionDenied, match="scope 'api'"):
+            listing()
+
+
+@server_only
 def test_a_token_without_a_role_is_refused_before_any_lookup(viewer_setup, tmp_path) -> None:
     server, _, _, run, _ = viewer_setup
     nobody = _client_of(server.url, server.make_user("nobody"), tmp_path / "n")

@@ -131,18 +131,27 @@ class Caller:
         """Whether the caller holds ``permission`` on the resource (None: anywhere)."""
         return allows(self.principal.grants, permission, kind, name)
 
-    def require_somewhere(self, permission: str, why: str) -> None:
+    def require_somewhere(self, permission: str, why: str | None = None) -> None:
         """Go on only if the caller holds ``permission`` on at least one resource (any scope).
 
+        Checked before a lookup whose answer (found or not) would tell an outsider something.
+
         Raises:
-            PermissionDenied: no grant of the caller gives it; the message says ``why``.
+            PermissionDenied: no grant of the caller gives it; the message names the
+                roles held, and says ``why`` when given.
         """
         self._require_api_scope()
         if not any(permission in ROLE_PERMISSIONS.get(g.role, ()) for g in self.principal.grants):
-            raise PermissionDenied(
-                f"user {self.user!r} lacks permission {permission!r} ({why}); an admin can "
-                "grant it with `keel roles grant`"
-            )
+            raise self._lacks(permission, why=why)
+
+    def _lacks(self, permission: str, where: str = "", why: str | None = None) -> PermissionDenied:
+        """The refusal naming ``permission``, where it was missing and the roles the caller holds."""
+        held = ", ".join(g.label for g in self.principal.grants) or "none"
+        reason = f"{why}; " if why else ""
+        return PermissionDenied(
+            f"user {self.user!r} lacks permission {permission!r}{where} ({reason}roles: {held}); "
+            "an admin can grant it with `keel roles grant`"
+        )
 
     def _require_api_scope(self) -> None:
         if "api" not in self.principal.scopes:
@@ -159,12 +168,7 @@ class Caller:
         """
         self._require_api_scope()
         if not self.can(permission, kind, name):
-            where = f" on {kind} {name!r}" if kind else ""
-            held = ", ".join(g.label for g in self.principal.grants) or "none"
-            raise PermissionDenied(
-                f"user {self.user!r} lacks permission {permission!r}{where} (roles: {held}); "
-                "an admin can grant it with `keel roles grant`"
-            )
+            raise self._lacks(permission, f" on {kind} {name!r}" if kind else "")
 
 
 async def _caller(request: Request) -> Caller:

@@ -1,18 +1,13 @@
 """A real ``keel server`` and the unmodified mlflow client, for the MLflow API's tests.
 
-mlflow pins versions that clash with Keel's development environment, so its
-client runs in a virtualenv of its own (``make test`` builds ``.venv-mlflow``)
-as a subprocess talking HTTP to the server, exactly as a user's training script
-would. A script prints one JSON line last; the ``run_mlflow`` fixture returns it.
+The client runs from its own virtualenv (``_support.mlflow``) as a subprocess
+talking HTTP to the server, exactly as a user's training script would. A
+script prints one JSON line last; the ``run_mlflow`` fixture returns it.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,34 +17,23 @@ import pytest
 
 import keel
 from _support.control_plane import ControlPlane, start_control_plane
-
-REPO = Path(__file__).resolve().parents[3]
-MLFLOW_PYTHON = (
-    REPO / ".venv-mlflow" / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
-)
-NO_MLFLOW = (
-    "the mlflow client lives in .venv-mlflow; `make test` (or `make .venv-mlflow/.installed`) "
-    "builds it"
-)
+from _support.mlflow import MLFLOW_PYTHON, NO_MLFLOW, mlflow_environ
+from _support.mlflow import run_mlflow as run_script
 
 
-def mlflow_environ(server: ControlPlane, token: str | None = None, **extra: str) -> dict[str, str]:
+def client_environ(server: ControlPlane, token: str | None = None, **extra: str) -> dict[str, str]:
     """The environment of a script using the mlflow client against ``server``."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("KEEL_", "MLFLOW_", "VIRTUAL_ENV"))
-    }
-    env.update(
-        MLFLOW_TRACKING_URI=server.url,
-        MLFLOW_TRACKING_TOKEN=server.admin_token if token is None else token,
-        MLFLOW_DISABLE_TELEMETRY="true",
-        DO_NOT_TRACK="true",
-        # the client's default retries with backoff would turn a refused call into minutes
-        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+    return mlflow_environ(
+        **{
+            "MLFLOW_TRACKING_URI": server.url,
+            "MLFLOW_TRACKING_TOKEN": server.admin_token if token is None else token,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "true",
+            # the client's default retries with backoff would turn a refused call into minutes
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+            **extra,  # a test's own variables win
+        }
     )
-    env.update(extra)
-    return env
 
 
 def _run_mlflow(
@@ -60,16 +44,7 @@ def _run_mlflow(
     token: str | None = None,
     env: dict[str, str] | None = None,
 ) -> Any:
-    done = subprocess.run(
-        [str(MLFLOW_PYTHON), "-c", script, *args],
-        env=env or mlflow_environ(server, token),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-6000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_script(script, *args, cwd=cwd, env=env or client_environ(server, token))
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +66,7 @@ def run_mlflow(mlflow_server: ControlPlane) -> Callable[..., Any]:
 @pytest.fixture(scope="session")
 def mlflow_env(mlflow_server: ControlPlane) -> Callable[..., dict[str, str]]:
     """``mlflow_env(token=None, **extra)``: the environment of a client script."""
-    return functools.partial(mlflow_environ, mlflow_server)
+    return functools.partial(client_environ, mlflow_server)
 
 
 @pytest.fixture

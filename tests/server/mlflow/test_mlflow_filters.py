@@ -145,3 +145,35 @@ def test_record_matcher_filters_by_the_fields_given() -> None:
 def test_record_matcher_refuses_fields_it_was_not_given() -> None:
     with pytest.raises(InvalidInput, match="Keel filters experiments only by name"):
         filters.record_matcher("tags.team = 'risk'", {"name": "name"}, "experiments")
+
+
+def test_record_matcher_compares_tags_only_when_the_caller_reads_them() -> None:
+    fields = {"name": "name", "version_number": lambda r: r["version"]}
+    matches = filters.record_matcher(
+        "tags.team = 'risk' AND tags.`owner` IS NULL", fields, "versions", tags=lambda r: r["tags"]
+    )
+    assert matches({"name": "m", "version": 1, "tags": {"team": "risk"}})
+    assert not matches({"name": "m", "version": 1, "tags": {"team": "ops"}})
+    assert not matches({"name": "m", "version": 1, "tags": {"team": "risk", "owner": "ann"}})
+    with pytest.raises(InvalidInput, match=r"only by name, version_number .* or tags.<key>"):
+        filters.record_matcher("params.a = '1'", fields, "versions", tags=lambda r: r["tags"])
+
+
+def test_record_matcher_takes_terms_a_caller_already_parsed() -> None:
+    terms = [t for t in filters.parse("name = 'a' AND tags.skip = 'x'") if t.entity != "tags"]
+    matches = filters.record_matcher(terms, {"name": "n"}, "models")
+    assert matches({"n": "a"}) and not matches({"n": "b"})
+
+
+def test_record_matcher_refuses_a_number_compared_with_text_and_the_reverse() -> None:
+    fields = {"name": "name", "version_number": "version"}
+    by_number = filters.record_matcher("version_number > '2'", fields, "versions")
+    with pytest.raises(InvalidInput, match="compare version_number with a number"):
+        by_number({"name": "m", "version": 3})
+    by_text = filters.record_matcher("name = 3", fields, "versions")
+    with pytest.raises(InvalidInput, match="compare name with a 'quoted string'"):
+        by_text({"name": "m", "version": 3})
+    # IN compares as text, so a list of quoted numbers still finds a version
+    assert filters.record_matcher("version_number IN ('3', '4')", fields, "versions")(
+        {"name": "m", "version": 3}
+    )

@@ -40,7 +40,7 @@ from keel.artifacts import ArtifactStore
 from keel.errors import IntegrityError, InvalidInput, NotFound, TooLarge
 from keel.server.context import Caller, CallerDep
 from keel.server.mlflow.models import logged_model
-from keel.server.mlflow.tracking import on_run
+from keel.server.permissions import on_run
 from keel.validation import check_relative_path
 
 __all__ = ["ArtifactTarget", "router", "target_of"]

@@ -19,11 +19,13 @@ answer (``datasets.*``, ``attributes.artifact_uri``) is refused with
 silently ignored a term would return runs the caller excluded.
 
 :func:`record_matcher` reads the same syntax for listings kept as records
-(experiments by name, logged models), where a few attributes are allowed.
+(experiments by name, logged models, registered models and their versions),
+where a few attributes are allowed, and tags where the caller can read them.
 """
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -329,66 +331,104 @@ def run_order_by(clauses: Sequence[str] | None) -> list[str] | None:
     return ordered
 
 
-# -- records (experiments, logged models) ----------------------------------------------
+# -- records (experiments, logged models, registered models and versions) ------------------
 
 
-def _like(pattern: str, case: bool) -> re.Pattern[str]:
+def _like(pattern: str, text: str, *, fold: bool) -> bool:
     # SQL's LIKE: % is any run of characters, _ is one character
-    body = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
-    return re.compile(f"^{body}$", 0 if case else re.IGNORECASE | re.DOTALL)
+    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, text, re.DOTALL | (re.IGNORECASE if fold else 0)) is not None
 
 
-def _test(term: Comparison, value: Any) -> bool:
+_COMPARE: Mapping[str, Callable[[Any, Any], bool]] = {
+    "=": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+def _test(term: Comparison, value: Any, source: str) -> bool:
+    """Whether a record's ``value`` passes ``term`` (a missing value passes only IS NULL).
+
+    Raises:
+        InvalidInput: the term compares a number with a string, or a string with a number.
+    """
     op, wanted = term.op, term.value
-    if op == "IS NULL":
-        return value is None
-    if op == "IS NOT NULL":
-        return value is not None
+    if op in ("IS NULL", "IS NOT NULL"):
+        return (value is None) == (op == "IS NULL")
     if value is None:
         return False
     if op in ("IN", "NOT IN"):
-        return (value in wanted) == (op == "IN")
-    if "LIKE" in op:
-        hit = _like(str(wanted), "ILIKE" not in op).match(str(value)) is not None
+        # as text: an IN list of 'quoted' numbers still finds version 3
+        return (str(value) in {str(v) for v in wanted}) == (op == "IN")
+    if op.endswith("LIKE"):
+        hit = _like(str(wanted), str(value), fold="ILIKE" in op)
         return hit != op.startswith("NOT")
-    compare: Mapping[str, Callable[[Any, Any], bool]] = {
-        "=": lambda a, b: a == b,
-        "!=": lambda a, b: a != b,
-        "<": lambda a, b: a < b,
-        "<=": lambda a, b: a <= b,
-        ">": lambda a, b: a > b,
-        ">=": lambda a, b: a >= b,
-    }
-    try:
-        return compare[op](value, wanted)
-    except TypeError:
-        return False
+    numeric = isinstance(value, int | float)
+    if numeric != isinstance(wanted, int | float):
+        shown = term.key if term.entity == "attributes" else term.field
+        wants = "a number" if numeric else "a 'quoted string'"
+        raise _error(source, f"{term.text!r}: compare {shown} with {wants}")
+    return _COMPARE[op](value, wanted)
+
+
+Reader = Callable[[Any], Any]
 
 
 def record_matcher(
-    source: str | None, fields: Mapping[str, str], what: str
-) -> Callable[[Mapping[str, Any]], bool]:
-    """A test of records (dicts) against an MLflow filter over a few of their fields.
+    source: str | Sequence[Comparison] | None,
+    fields: Mapping[str, str | Reader],
+    what: str,
+    *,
+    tags: Reader | None = None,
+) -> Callable[[Any], bool]:
+    """A test of records against an MLflow filter over a few of their fields.
 
     Args:
-        source: the filter, e.g. ``"name LIKE 'churn%' AND attributes.status = 'READY'"``.
-        fields: MLflow attribute name -> the record's key (``{"name": "name"}``).
+        source: the filter, e.g. ``"name LIKE 'churn%' AND attributes.status = 'READY'"``,
+            or its terms as :func:`parse` returns them (a caller that drops a term first).
+        fields: MLflow attribute name -> the record's key (``{"name": "name"}``), or a
+            function reading the value from a record.
         what: what the records are, for messages (``"experiments"``).
+        tags: reads a record's tags (a mapping), so ``tags.<key>`` terms compare the
+            tag's value; without it a ``tags.`` term is refused.
 
     Raises:
-        InvalidInput: a syntax error, or a term on a field not in ``fields``.
+        InvalidInput: a syntax error, or a term on a field not in ``fields``. The
+            matcher raises it too for a term that compares a number with a string.
     """
-    terms = parse(source)
+    if isinstance(source, str) or source is None:
+        text, terms = source or "", parse(source)
+    else:
+        terms = list(source)
+        text = " AND ".join(term.text for term in terms)
     for term in terms:
+        if term.entity == "tags" and tags is not None:
+            continue
         if term.entity != "attributes" or term.key not in fields:
             raise _error(
-                source or "",
+                text,
                 f"{term.text!r}: Keel filters {what} only by "
                 + ", ".join(sorted(fields))
-                + " (plain or as attributes.<name>)",
+                + " (plain or as attributes.<name>)"
+                + (" or tags.<key>" if tags is not None else ""),
             )
+    # a key names a dict's item; a dict without it holds no value there
+    readers = {
+        name: field if callable(field) else operator.methodcaller("get", field)
+        for name, field in fields.items()
+    }
 
-    def matches(record: Mapping[str, Any]) -> bool:
-        return all(_test(term, record.get(fields[term.key])) for term in terms)
+    def read(record: Any, term: Comparison) -> Any:
+        if term.entity == "tags":
+            assert tags is not None  # checked above: tags terms need the reader
+            return tags(record).get(term.key)
+        return readers[term.key](record)
+
+    def matches(record: Any) -> bool:
+        return all(_test(term, read(record, term), text) for term in terms)
 
     return matches

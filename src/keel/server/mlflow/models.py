@@ -19,13 +19,8 @@ from pydantic import BaseModel, Field
 import keel.server.mlflow.filters as filters
 from keel.errors import Conflict, InvalidInput
 from keel.server.context import Caller, CallerDep
-from keel.server.mlflow.tracking import (
-    KeyValue,
-    experiment_id_of,
-    on_experiment,
-    on_run,
-    readable_experiments,
-)
+from keel.server.mlflow.tracking import KeyValue, experiment_id_of, searched_experiments
+from keel.server.permissions import on_experiment, on_run
 from keel.tracking.logged_models import LoggedModel, LoggedModels
 from keel.tracking.search import decode_page_token, encode_page_token
 
@@ -184,11 +179,7 @@ def log_logged_model_params(model_id: str, body: ModelParams, caller: CallerDep)
 @router.post("/logged-models/search")
 def search_logged_models(body: SearchModels, caller: CallerDep) -> dict[str, Any]:
     """Models of the experiments, filtered by name, status, type or source run."""
-    readable = {e.id for e in readable_experiments(caller)}
-    ids = [experiment_id_of(caller, text, "read") for text in body.experiment_ids]
-    for experiment_id in ids:
-        if experiment_id not in readable:
-            on_experiment(caller, "read", experiment_id)  # the 404 or the 403
+    ids = searched_experiments(caller, body.experiment_ids)
     matches = filters.record_matcher(
         body.filter,
         {
@@ -202,7 +193,7 @@ def search_logged_models(body: SearchModels, caller: CallerDep) -> dict[str, Any
     )
     found = [
         m
-        for m in _models(caller).search(ids or sorted(readable))
+        for m in _models(caller).search(ids)
         if matches({**m.__dict__, "status": _MLFLOW_STATUS[m.status]})
     ]
     for order in reversed(body.order_by):  # stable sorts: the first key sorts last

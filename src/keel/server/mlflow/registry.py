@@ -47,7 +47,8 @@ from keel.server.context import Caller, CallerDep
 from keel.server.mlflow.artifacts import target_of
 from keel.server.mlflow.filters import Comparison
 from keel.server.mlflow.models import logged_model, model_artifact_uri
-from keel.server.mlflow.tracking import on_run, run_artifact_uri
+from keel.server.mlflow.tracking import run_artifact_uri
+from keel.server.permissions import on_run
 from keel.tracking.logged_models import LoggedModels
 from keel.tracking.search import decode_page_token, encode_page_token
 from keel.uris import ModelURI, RunURI, parse_model_uri, parse_run_uri
@@ -285,45 +286,6 @@ def _version_number(text: str) -> int:
 # -- search: MLflow's filter, order and page token over Keel's records ------------------------
 
 
-def _field(term: Comparison) -> str:
-    return f"tags.{term.key}" if term.entity == "tags" else term.key
-
-
-def _like(pattern: str, text: str, *, fold: bool) -> bool:
-    # SQL's LIKE: % is any run of characters, _ is one character
-    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, text, re.DOTALL | (re.IGNORECASE if fold else 0)) is not None
-
-
-_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    "=": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-}
-
-
-def _holds(term: Comparison, actual: Any) -> bool:
-    op, wanted = term.op, term.value
-    if op in ("IS NULL", "IS NOT NULL"):
-        return (actual is None) == (op == "IS NULL")
-    if actual is None:
-        return False
-    if op in ("IN", "NOT IN"):
-        return (str(actual) in {str(v) for v in wanted}) == (op == "IN")
-    if op.endswith("LIKE"):
-        hit = _like(str(wanted), str(actual), fold="ILIKE" in op)
-        return hit != op.startswith("NOT")
-    if isinstance(actual, int) != isinstance(wanted, int | float):
-        raise InvalidInput(
-            f"{term.text!r}: compare {_field(term)} with "
-            + ("a number" if isinstance(actual, int) else "a 'quoted string'")
-        )
-    return _COMPARE[op](actual, wanted)
-
-
 def _asks_for_prompts(term: Comparison) -> bool:
     wanted = str(term.value).lower()
     return (term.op == "=" and wanted == "true") or (term.op == "!=" and wanted == "false")
@@ -332,7 +294,7 @@ def _asks_for_prompts(term: Comparison) -> bool:
 def _matcher(
     text: str | None, fields: dict[str, Callable[[Any], Any]], what: str
 ) -> Callable[[Any], bool]:
-    """A test of one record against MLflow's filter, reading the fields it names.
+    """A test of one record against MLflow's filter, reading the fields it names and its tags.
 
     Raises:
         InvalidInput: the filter does not parse, or names a field ``what`` lacks.
@@ -347,20 +309,7 @@ def _matcher(
                 return lambda record: False
             continue
         terms.append(term)
-    for term in terms:
-        if term.entity not in ("attributes", "tags") or (
-            term.entity == "attributes" and term.key not in fields
-        ):
-            raise InvalidInput(
-                f"{term.text!r}: Keel filters {what} by {', '.join(sorted(fields))} or tags.<key>"
-            )
-
-    def read(record: Any, term: Comparison) -> Any:
-        if term.entity == "tags":
-            return record["tags"].get(term.key)
-        return fields[term.key](record)
-
-    return lambda record: all(_holds(term, read(record, term)) for term in terms)
+    return filters.record_matcher(terms, fields, what, tags=lambda record: record["tags"])
 
 
 def _sorter(

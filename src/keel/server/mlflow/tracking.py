@@ -38,8 +38,8 @@ from pydantic import BaseModel, Field
 
 import keel.server.mlflow.filters as filters
 from keel.errors import Conflict, InvalidInput, NotFound
-from keel.governance.roles import ROLE_PERMISSIONS
 from keel.server.context import Caller, CallerDep
+from keel.server.permissions import EXPERIMENT, on_experiment, on_run, readable_experiments
 from keel.tracking.client import TrackingClient
 from keel.tracking.entities import Experiment, Metric, Run, RunInfo
 from keel.tracking.logged_models import LoggedModels
@@ -49,11 +49,9 @@ from keel.tracking.validation import check_key
 __all__ = [
     "DEFAULT_EXPERIMENT",
     "experiment_id_of",
-    "on_experiment",
-    "on_run",
-    "readable_experiments",
     "router",
     "run_artifact_uri",
+    "searched_experiments",
     "v3_router",
 ]
 
@@ -63,7 +61,6 @@ v3_router = APIRouter()
 
 #: The Keel experiment MLflow's experiment ``"0"`` stands for.
 DEFAULT_EXPERIMENT = "Default"
-_EXPERIMENT = "experiment"
 _STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
 _ID = 64
 _TEXT = 8_000
@@ -186,54 +183,32 @@ class SearchRuns(BaseModel):
     page_token: str | None = Field(default=None, max_length=1_000)
 
 
-# -- permissions (as the native tracking routes check them) --------------------------------
+# -- permissions (the native routes' own: keel.server.permissions) ------------------------
 
 
 def _tracking(caller: Caller) -> TrackingClient:
     return caller.client.tracking
 
 
-def _somewhere(caller: Caller, permission: str) -> None:
-    """Refuse a caller who holds ``permission`` nowhere, before a lookup tells them anything."""
-    if caller.can(permission):
-        caller.require(permission)
-        return
-    for grant in caller.principal.grants:
-        if permission in ROLE_PERMISSIONS.get(grant.role, ()):
-            caller.require(permission, grant.scope_kind, grant.scope_name)
-            return
-    caller.require(permission)
+def searched_experiments(caller: Caller, texts: list[str]) -> list[int] | None:
+    """The ids of the experiments a search covers, once ``read`` on each is checked.
 
+    ``texts`` are the ids the request names (none: every experiment the caller may
+    read); None stands for every experiment, for a caller who may read them all.
 
-def on_experiment(caller: Caller, permission: str, experiment_id: int) -> Experiment:
-    """The experiment, once ``permission`` on it is checked."""
-    _somewhere(caller, permission)
-    experiment = _tracking(caller).get_experiment(experiment_id)
-    caller.require(permission, _EXPERIMENT, experiment.name)
-    return experiment
-
-
-def on_run(caller: Caller, permission: str, run_id: str) -> RunInfo:
-    """The run's info, once ``permission`` on its experiment is checked.
-
-    An unknown run is a 404 for a caller who holds the permission somewhere and a
-    403 otherwise, so run ids do not leak to a token without a tracking role.
+    Raises:
+        NotFound: a named experiment does not exist.
+        PermissionDenied: the caller may not read a named experiment.
     """
-    _somewhere(caller, permission)
-    tracking = _tracking(caller)
-    info = tracking.get_run_info(run_id)
-    if not caller.can(permission):
-        caller.require(permission, _EXPERIMENT, tracking.get_experiment(info.experiment_id).name)
-    return info
-
-
-def readable_experiments(caller: Caller) -> list[Experiment]:
-    """Every experiment the caller may read."""
-    _somewhere(caller, "read")
-    experiments = _tracking(caller).list_experiments()
-    if caller.can("read"):
-        return experiments
-    return [e for e in experiments if caller.can("read", _EXPERIMENT, e.name)]
+    readable = readable_experiments(caller)
+    ids = [experiment_id_of(caller, text, "read") for text in texts]
+    allowed = None if readable is None else {e.id for e in readable}
+    for experiment_id in ids:
+        if allowed is None or experiment_id not in allowed:
+            on_experiment(caller, "read", experiment_id)  # the 404 or the 403
+    if ids:
+        return ids
+    return None if allowed is None else sorted(allowed)
 
 
 def experiment_id_of(caller: Caller, text: str | None, permission: str) -> int:
@@ -241,7 +216,7 @@ def experiment_id_of(caller: Caller, text: str | None, permission: str) -> int:
     if text is None or not re.fullmatch(r"\d{1,10}", text) or int(text) > 2**31 - 1:
         raise InvalidInput(f"experiment_id must be an experiment's integer id, got {text!r:.40}")
     if int(text) == 0:
-        caller.require(permission, _EXPERIMENT, DEFAULT_EXPERIMENT)
+        caller.require(permission, EXPERIMENT, DEFAULT_EXPERIMENT)
         return _tracking(caller).get_or_create_experiment(DEFAULT_EXPERIMENT).id
     return int(text)
 
@@ -338,7 +313,7 @@ def get_experiment_by_name(
     caller: CallerDep, experiment_name: str = Query(max_length=256)
 ) -> dict[str, Any]:
     """The experiment named ``experiment_name``; RESOURCE_DOES_NOT_EXIST if there is none."""
-    caller.require("read", _EXPERIMENT, experiment_name)
+    caller.require("read", EXPERIMENT, experiment_name)
     found = _tracking(caller).get_experiment_by_name(experiment_name)
     if found is None:
         raise NotFound(f"no experiment named {experiment_name!r}")
@@ -353,7 +328,7 @@ def create_experiment(body: CreateExperiment, caller: CallerDep) -> dict[str, An
             "Keel keeps every experiment's artifacts in the server's artifact store; "
             f"create the experiment without artifact_location (got {body.artifact_location!r})"
         )
-    caller.require("write", _EXPERIMENT, body.name)
+    caller.require("write", EXPERIMENT, body.name)
     return {"experiment_id": str(_tracking(caller).create_experiment(body.name))}
 
 
@@ -373,9 +348,11 @@ def search_experiments(body: SearchExperiments, caller: CallerDep) -> dict[str, 
             f"drop order_by (got {body.order_by!r})"
         )
     matches = filters.record_matcher(body.filter, {"name": "name"}, "experiments")
+    readable = readable_experiments(caller)
+    experiments = _tracking(caller).list_experiments() if readable is None else readable
     found = [
         e
-        for e in reversed(readable_experiments(caller))
+        for e in reversed(experiments)
         if matches({"name": e.name})
         and (body.view_type != "DELETED_ONLY") == (e.lifecycle != "deleted")
     ]
@@ -558,15 +535,11 @@ def log_outputs(body: LogOutputs, caller: CallerDep) -> dict[str, Any]:
 @router.post("/runs/search")
 def search_runs(body: SearchRuns, caller: CallerDep) -> dict[str, Any]:
     """A page of runs matching MLflow's filter, translated to Keel's search."""
-    readable = {e.id for e in readable_experiments(caller)}
-    ids = [experiment_id_of(caller, text, "read") for text in body.experiment_ids]
-    for experiment_id in ids:
-        if experiment_id not in readable:
-            on_experiment(caller, "read", experiment_id)  # the 404 or the 403
+    ids = searched_experiments(caller, body.experiment_ids)
     if body.run_view_type == "DELETED_ONLY":
         return {"runs": []}  # Keel keeps no deleted runs
     page = _tracking(caller).search_runs(
-        ids or (None if caller.can("read") else sorted(readable)),
+        ids,
         filters.run_filter(body.filter),
         filters.run_order_by(body.order_by),
         body.max_results,

@@ -9,8 +9,9 @@ server's store and acting as the token's user; the answer is
 :class:`keel.pipelines.remote.RemotePipelineRecords` decodes.
 
 A pipeline run is a tracked run, and its steps are runs nested under it in
-the same experiment, so permissions are the tracking routes' own, on the
-resource kind ``experiment`` named by the run's experiment:
+the same experiment, so permissions are the tracking routes' own
+(:mod:`keel.server.permissions`), on the resource kind ``experiment`` named by
+the run's experiment:
 
 =============================================  ==========================================
 reading a pipeline run, its record             ``read`` on the run's experiment
@@ -39,12 +40,11 @@ from keel.pipelines.lineage import Edge
 from keel.pipelines.materialize import Materialized
 from keel.pipelines.part import PipelineRecords
 from keel.server.context import Caller, CallerDep
-from keel.tracking.client import TrackingClient
+from keel.server.permissions import EXPERIMENT, on_run, readable_experiments
 from keel.transport.wire import to_wire
 
 router = APIRouter(tags=["pipelines"])
 
-_EXPERIMENT = "experiment"
 _DIGEST = r"^[0-9a-f]{64}$"
 _NAME = 256
 _TEXT = 1_000_000  # a failed step's error carries its traceback
@@ -129,39 +129,12 @@ def _records(caller: Caller) -> PipelineRecords:
     return PipelineRecords(caller.client.tracking)
 
 
-def _on_run(caller: Caller, permission: str, run_id: str) -> TrackingClient:
-    """The caller's tracking client, once ``permission`` on the run's experiment is checked.
-
-    A caller holding the permission nowhere is refused before the lookup, so an
-    unknown id answers 404 only to someone who may see runs somewhere.
-    """
-    tracking = caller.client.tracking
-    if caller.can(permission):
-        caller.require(permission)
-        tracking.get_run_info(run_id)  # 404 for an unknown run, not a failed insert
-        return tracking
-    caller.require_somewhere(permission, f"pipeline runs need {permission!r} on their experiment")
-    info = tracking.get_run_info(run_id)
-    caller.require(permission, _EXPERIMENT, tracking.get_experiment(info.experiment_id).name)
-    return tracking
-
-
-def _readable_experiment_ids(caller: Caller) -> list[int] | None:
-    """Ids of the experiments the caller may read, or None when they may read every one."""
-    if caller.can("read"):
-        caller.require("read")
-        return None
-    caller.require_somewhere("read", "listing pipeline runs")
-    experiments = caller.client.tracking.list_experiments()
-    return [e.id for e in experiments if caller.can("read", _EXPERIMENT, e.name)]
-
-
 def _may_read_run(caller: Caller, run_id: str) -> bool:
     if caller.can("read"):
         return True
     tracking = caller.client.tracking
     experiment = tracking.get_experiment(tracking.get_run_info(run_id).experiment_id)
-    return caller.can("read", _EXPERIMENT, experiment.name)
+    return caller.can("read", EXPERIMENT, experiment.name)
 
 
 def _edges(body: list[EdgeBody]) -> list[Edge]:
@@ -174,7 +147,7 @@ def _edges(body: list[EdgeBody]) -> list[Edge]:
 @router.post("/pipeline-runs", status_code=201)
 def insert_pipeline_run(body: NewPipelineRun, caller: CallerDep) -> None:
     """Record the row of a pipeline run (its tracked run exists). Needs ``write`` on its experiment."""
-    _on_run(caller, "write", body.run_id)
+    on_run(caller, "write", body.run_id)
     _records(caller).insert_pipeline_run(
         run_id=body.run_id,
         pipeline=body.pipeline,
@@ -199,7 +172,8 @@ def list_pipeline_runs(
     """The newest pipeline runs the caller may read (optionally of one pipeline)."""
     from keel.pipelines import records
 
-    experiment_ids = _readable_experiment_ids(caller)
+    readable = readable_experiments(caller)
+    experiment_ids = None if readable is None else [e.id for e in readable]
     store = caller.client.tracking.store
     return to_wire(records.list_pipeline_runs(store, pipeline, limit, experiment_ids))
 
@@ -207,21 +181,21 @@ def list_pipeline_runs(
 @router.get("/pipeline-runs/{run_id}")
 def get_pipeline_run(run_id: RunId, caller: CallerDep) -> Any:
     """The pipeline run with its steps; ``outputs`` holds references, not values."""
-    _on_run(caller, "read", run_id)
+    on_run(caller, "read", run_id)
     return to_wire(_records(caller).get_pipeline_run(run_id))
 
 
 @router.get("/pipeline-runs/{run_id}/record")
 def get_pipeline_record(run_id: RunId, caller: CallerDep) -> Any:
     """The stored row of a pipeline run (target, params, seed: what reproducing it needs)."""
-    _on_run(caller, "read", run_id)
+    on_run(caller, "read", run_id)
     return to_wire(_records(caller).get_pipeline_record(run_id))
 
 
 @router.put("/pipeline-runs/{run_id}/outputs")
 def set_pipeline_outputs(run_id: RunId, body: PipelineOutputs, caller: CallerDep) -> None:
     """Store what the pipeline returned. Needs ``write`` on the run's experiment."""
-    _on_run(caller, "write", run_id)
+    on_run(caller, "write", run_id)
     _records(caller).set_pipeline_outputs(run_id, body.outputs)
 
 
@@ -231,9 +205,9 @@ def set_pipeline_outputs(run_id: RunId, body: PipelineOutputs, caller: CallerDep
 @router.post("/pipeline-runs/{run_id}/steps", status_code=201)
 def create_step_run(run_id: RunId, body: NewStepRun, caller: CallerDep) -> str:
     """Create a step run (RUNNING) under the pipeline run, in its experiment; answer its id."""
-    tracking = _on_run(caller, "write", run_id)
+    info = on_run(caller, "write", run_id)
     return _records(caller).create_step_run(
-        experiment_id=tracking.get_run_info(run_id).experiment_id,
+        experiment_id=info.experiment_id,
         pipeline_run_id=run_id,
         node=body.node,
         step=body.step,
@@ -252,7 +226,7 @@ def finish_step(run_id: RunId, body: StepOutcome, caller: CallerDep) -> None:
     Every output must name objects the server holds (uploaded through the blob
     routes first); an outcome naming a missing one is refused and nothing is recorded.
     """
-    _on_run(caller, "write", run_id)
+    on_run(caller, "write", run_id)
     artifacts = caller.client.artifacts
     for output in body.outputs:
         if not artifacts.exists(output.object):

@@ -7,7 +7,8 @@ of what the method returns, which :class:`keel.tracking.remote.RemoteTracking`
 decodes.
 
 Permissions, all on the resource kind ``experiment`` named by the experiment's
-name (a run is checked on its experiment):
+name (a run is checked on its experiment; :mod:`keel.server.permissions` holds
+the rule):
 
 - reads (get, list, history, search, artifact listings) need ``read``;
 - writes (runs, params, tags, metrics, status, artifact rows) need ``write``;
@@ -31,8 +32,14 @@ from pydantic import BaseModel, Field
 
 from keel.artifacts import ArtifactStore
 from keel.errors import InvalidInput
-from keel.governance.roles import ROLE_PERMISSIONS
 from keel.server.context import Caller, CallerDep
+from keel.server.permissions import (
+    EXPERIMENT,
+    check_experiment,
+    check_run,
+    on_experiment,
+    readable_experiments,
+)
 from keel.tracking.client import MetricRow, TrackingClient
 from keel.tracking.entities import ArtifactEntry, Metric
 from keel.tracking.environment import Capture
@@ -47,7 +54,6 @@ _NAME = 256
 _KEY = 250
 _TEXT = 8_000
 _FILTER = 100_000
-_EXPERIMENT = "experiment"
 
 _SPECIAL = ("NaN", "Infinity", "-Infinity")
 #: What a BIGINT column holds: anything wider would fail in the database, not here.
@@ -148,57 +154,10 @@ def _tracking(caller: Caller) -> TrackingClient:
     return caller.client.tracking
 
 
-def _on_experiment(caller: Caller, permission: str, experiment_id: int) -> TrackingClient:
-    """The caller's tracking client, once ``permission`` on the experiment is checked."""
-    tracking = _tracking(caller)
-    if not caller.can(permission):  # a global grant needs no lookup
-        caller.require(permission, _EXPERIMENT, tracking.get_experiment(experiment_id).name)
-    else:
-        caller.require(permission)
-    return tracking
-
-
 def _on_run(caller: Caller, permission: str, run_id: str) -> TrackingClient:
-    """The caller's tracking client, once ``permission`` on the run's experiment is checked.
-
-    An unknown run is a 404 for a caller who may read somewhere and a 403 otherwise,
-    so ids do not leak to a token without any tracking role.
-    """
-    tracking = _tracking(caller)
-    if caller.can(permission):
-        caller.require(permission)
-        return tracking
-    _somewhere(caller, permission)
-    info = tracking.get_run_info(run_id)
-    caller.require(permission, _EXPERIMENT, tracking.get_experiment(info.experiment_id).name)
-    return tracking
-
-
-def _somewhere(caller: Caller, permission: str) -> None:
-    """Refuse a caller holding ``permission`` nowhere, or whose token lacks the api scope.
-
-    Checked before a lookup whose answer (found or not) would tell an outsider something.
-    """
-    if caller.can(permission):
-        caller.require(permission)
-        return
-    for grant in caller.principal.grants:
-        if permission in ROLE_PERMISSIONS.get(grant.role, ()):
-            caller.require(permission, grant.scope_kind, grant.scope_name)
-            return
-    caller.require(permission)
-
-
-def _readable_experiments(caller: Caller) -> list[Any] | None:
-    """Experiments the caller may read, or None when they may read every one."""
-    if caller.can("read"):
-        caller.require("read")
-        return None
-    experiments = _tracking(caller).list_experiments()
-    readable = [e for e in experiments if caller.can("read", _EXPERIMENT, e.name)]
-    if not readable:
-        caller.require("read")  # the 403 that names the missing permission
-    return readable
+    """The caller's tracking client, once ``permission`` on the run's experiment is checked."""
+    check_run(caller, permission, run_id)
+    return _tracking(caller)
 
 
 def _floats(values: list[WireFloat]) -> list[float]:
@@ -231,21 +190,21 @@ def _columns(body: MetricColumns, extra: int | None = None) -> list[float]:
 @router.post("/experiments", status_code=201)
 def create_experiment(body: NewExperiment, caller: CallerDep) -> int:
     """Create an experiment; 409 if the name is taken. Needs ``write`` on the name."""
-    caller.require("write", _EXPERIMENT, body.name)
+    caller.require("write", EXPERIMENT, body.name)
     return _tracking(caller).create_experiment(body.name)
 
 
 @router.put("/experiments")
 def get_or_create_experiment(body: NewExperiment, caller: CallerDep) -> Any:
     """The experiment of that name, created if absent. Needs ``write`` on the name."""
-    caller.require("write", _EXPERIMENT, body.name)
+    caller.require("write", EXPERIMENT, body.name)
     return to_wire(_tracking(caller).get_or_create_experiment(body.name))
 
 
 @router.get("/experiments")
 def list_experiments(caller: CallerDep) -> Any:
     """Every experiment the caller may read, by id."""
-    readable = _readable_experiments(caller)
+    readable = readable_experiments(caller, refuse_none=True)
     found = _tracking(caller).list_experiments() if readable is None else readable
     return to_wire(found)
 
@@ -253,7 +212,7 @@ def list_experiments(caller: CallerDep) -> Any:
 @router.get("/experiments/run-counts")
 def experiment_run_counts(caller: CallerDep) -> dict[str, int]:
     """Runs per experiment id, for the experiments the caller may read."""
-    readable = _readable_experiments(caller)
+    readable = readable_experiments(caller, refuse_none=True)
     counts = _tracking(caller).experiment_run_counts()
     if readable is not None:
         ids = {e.id for e in readable}
@@ -264,16 +223,16 @@ def experiment_run_counts(caller: CallerDep) -> dict[str, int]:
 @router.get("/experiments/by-name")
 def get_experiment_by_name(caller: CallerDep, name: str = Query(max_length=_NAME)) -> Any:
     """The experiment named ``name``, or null."""
-    caller.require("read", _EXPERIMENT, name)
+    caller.require("read", EXPERIMENT, name)
     return to_wire(_tracking(caller).get_experiment_by_name(name))
 
 
 @router.get("/experiments/resolve")
 def resolve_experiment(caller: CallerDep, ref: str = Query(max_length=_NAME)) -> Any:
     """The experiment named ``ref``, or with that id; 404 names the closest names."""
-    _somewhere(caller, "read")
+    caller.require_somewhere("read")
     experiment = _tracking(caller).resolve_experiment(ref)
-    caller.require("read", _EXPERIMENT, experiment.name)
+    caller.require("read", EXPERIMENT, experiment.name)
     return to_wire(experiment)
 
 
@@ -284,7 +243,7 @@ def get_experiment(
     """One experiment by id."""
     tracking = _tracking(caller)
     experiment = tracking.get_experiment(experiment_id)
-    caller.require("read", _EXPERIMENT, experiment.name)
+    caller.require("read", EXPERIMENT, experiment.name)
     return to_wire(experiment)
 
 
@@ -300,12 +259,12 @@ def create_run(body: NewRun, caller: CallerDep) -> Any:
     run that happened elsewhere (an import); a ``user`` other than the caller
     needs ``admin``, since a run's user is who others see ran it.
     """
-    tracking = _on_experiment(caller, "write", body.experiment_id)
+    check_experiment(caller, "write", body.experiment_id)
     if body.parent_id is not None:
-        _on_run(caller, "read", body.parent_id)
+        check_run(caller, "read", body.parent_id)
     if body.user is not None and body.user != caller.user:
         caller.require("admin")
-    info = tracking.create_run(
+    info = _tracking(caller).create_run(
         body.experiment_id,
         body.name,
         parent_id=body.parent_id,
@@ -322,9 +281,9 @@ def create_run(body: NewRun, caller: CallerDep) -> Any:
 @router.get("/runs/resolve")
 def resolve_run_id(caller: CallerDep, prefix: str = Query(max_length=64)) -> str:
     """The full id of the one run whose id starts with ``prefix`` (6+ characters)."""
-    _somewhere(caller, "read")
+    caller.require_somewhere("read")
     run_id = _tracking(caller).resolve_run_id(prefix)
-    _on_run(caller, "read", run_id)
+    check_run(caller, "read", run_id)
     return run_id
 
 
@@ -332,7 +291,7 @@ def resolve_run_id(caller: CallerDep, prefix: str = Query(max_length=64)) -> str
 def search_runs(body: Search, caller: CallerDep) -> Any:
     """One page of runs matching a filter, in order (see ``keel.tracking.search``)."""
     experiment_ids = body.experiment_ids
-    readable = _readable_experiments(caller)
+    readable = readable_experiments(caller, refuse_none=True)
     if readable is not None:
         allowed = {e.id for e in readable}
         if experiment_ids is None:
@@ -340,7 +299,7 @@ def search_runs(body: Search, caller: CallerDep) -> Any:
         else:
             for experiment_id in experiment_ids:
                 if experiment_id not in allowed:
-                    _on_experiment(caller, "read", experiment_id)  # 404 or the 403
+                    on_experiment(caller, "read", experiment_id)  # 404 or the 403
     page = _tracking(caller).search_runs(
         experiment_ids, body.filter_string, body.order_by, body.max_results, body.page_token
     )
@@ -421,7 +380,7 @@ def write_metric_rows(body: MetricRows, caller: CallerDep) -> dict[str, int]:
     """Metric points of any runs (the client's buffered flush), checked and written at once."""
     values = _columns(body, len(body.run_ids))
     for run_id in dict.fromkeys(body.run_ids):
-        _on_run(caller, "write", run_id)
+        check_run(caller, "write", run_id)
     # The client checked these points already; the server checks them again, as it
     # trusts no caller to have done so.
     rows: list[MetricRow] = [
