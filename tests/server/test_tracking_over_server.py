@@ -320,7 +320,7 @@ def test_a_scoped_editor_sees_and_writes_only_their_experiment(viewer_setup, tmp
 def test_a_predict_only_token_lists_no_experiments_even_with_a_scoped_viewer_grant(
     viewer_setup, tmp_path
 ) -> None:
-    server, admin, exp, _, _ = viewer_setup
+    server = viewer_setup[0]
     token = server.make_user("scorer", scopes=["predict"])
     with server.http() as http:
         body = {"user": "scorer", "role": "viewer", "scope_kind": "experiment"}
