@@ -70,6 +70,15 @@ class ServerState:
     def artifacts(self) -> ArtifactStore:
         return self.transport.artifacts
 
+    def cached_principal(self, secret: str | None) -> Principal | None:
+        """The principal of a bearer secret if the cache holds it fresh; no I/O, so no thread."""
+        if not self.auth or not secret:
+            return None
+        cached = self._tokens.get(token_digest(secret))
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        return None
+
     def principal(self, secret: str | None) -> Principal:
         """The principal of a bearer secret, from the cache when it is fresh."""
         if not self.auth:
@@ -174,7 +183,10 @@ class Caller:
 async def _caller(request: Request) -> Caller:
     state: ServerState = request.app.state.keel
     secret = token_from_header(request.headers.get("authorization"))
-    principal = await run_in_threadpool(state.principal, secret)
+    # a cached token needs no thread: most requests skip the hop to the pool
+    principal = state.cached_principal(secret)
+    if principal is None:
+        principal = await run_in_threadpool(state.principal, secret)
     # set on the request's own context, so the threads that run its route inherit it
     audit.set_acting_token(principal.token_id)
     return Caller(principal, state)
