@@ -54,6 +54,7 @@ _COMMANDS = {
     "serve": ("keel.cli.serving", "serve_command"),
     "predict": ("keel.cli.predict", "predict_command"),
     "drift": ("keel.cli.monitor", "drift_command"),
+    "ui": ("keel.cli.ui", "ui_command"),
 }
 _ROOT_OPTIONS_WITH_VALUES = ("--home", "--server")
 #: Commands that only read. Run where no home exists they fail, saying where they looked,

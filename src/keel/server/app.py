@@ -173,6 +173,7 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
         system,
         tracking,
     )
+    from keel.server.ui import mount_ui
 
     app = FastAPI(
         title="Keel control plane",
@@ -230,4 +231,5 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
         router: Any = module.router
         app.include_router(router, prefix="/api/v1")
     app.include_router(system.health_router)
+    mount_ui(app)  # last: its "/" and "/static" must not shadow an API or MLflow route
     return app

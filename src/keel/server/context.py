@@ -42,11 +42,21 @@ if TYPE_CHECKING:
     from keel.config import Settings
     from keel.store import Store
 
-__all__ = ["TOKEN_CACHE_SECONDS", "Caller", "CallerDep", "ServerState"]
+__all__ = [
+    "SESSION_COOKIE",
+    "TOKEN_CACHE_SECONDS",
+    "Caller",
+    "CallerDep",
+    "ServerState",
+    "SessionCallerDep",
+    "session_caller",
+]
 
 #: How long an authenticated token is trusted before it is looked up again.
 TOKEN_CACHE_SECONDS = 5.0
 _CACHE_LIMIT = 10_000
+#: The cookie the web UI's login sets to the user's token.
+SESSION_COOKIE = "keel_session"
 
 
 @dataclass
@@ -181,8 +191,20 @@ class Caller:
 
 
 async def _caller(request: Request) -> Caller:
-    state: ServerState = request.app.state.keel
+    return await _caller_of(request, token_from_header(request.headers.get("authorization")))
+
+
+async def session_caller(request: Request) -> Caller:
+    """The caller of a web UI request: the Authorization header, else the session cookie."""
+    # The web UI's pages and its JSON read the token from the login cookie. Only the
+    # UI's GET routes take this dependency: the API keeps to the Authorization header,
+    # so no API write can ride on a cookie a browser sends by itself.
     secret = token_from_header(request.headers.get("authorization"))
+    return await _caller_of(request, secret or request.cookies.get(SESSION_COOKIE))
+
+
+async def _caller_of(request: Request, secret: str | None) -> Caller:
+    state: ServerState = request.app.state.keel
     # a cached token needs no thread: most requests skip the hop to the pool
     principal = state.cached_principal(secret)
     if principal is None:
@@ -194,3 +216,5 @@ async def _caller(request: Request) -> Caller:
 
 #: A route parameter that authenticates the request and yields its :class:`Caller`.
 CallerDep = Annotated[Caller, Depends(_caller)]
+#: Like :data:`CallerDep`, falling back to the web UI's session cookie (its GET routes only).
+SessionCallerDep = Annotated[Caller, Depends(session_caller)]

@@ -20,7 +20,7 @@ from keel.governance import identity, roles
 from keel.store import get_store
 from keel.store import schema as s
 
-__all__ = ["app_from_env", "count_admins", "init_admin", "serve"]
+__all__ = ["app_from_env", "count_admins", "init_admin", "is_loopback", "serve"]
 
 _NO_AUTH_ENV = "KEEL_SERVER_NO_AUTH"
 
@@ -58,7 +58,8 @@ def init_admin(settings: Settings, name: str = "admin") -> tuple[identity.TokenI
         return identity.create_token(conn, actor, name)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface only."""
     if host == "localhost":
         return True
     try:
@@ -82,24 +83,29 @@ def serve(
     workers: int = 1,
     auth: bool = True,
     access_log: bool = False,
+    warn_no_auth: bool = True,
 ) -> None:
-    """Serve the control plane with uvicorn until interrupted."""
+    """Serve the control plane with uvicorn until interrupted.
+
+    ``warn_no_auth``: print the loud ``--no-auth`` warning (``keel ui`` says it its own way).
+    """
     try:
         import fastapi  # noqa: F401
     except ImportError:
         raise InvalidInput("keel server needs FastAPI: pip install 'keel[server]'") from None
     if not auth:
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise InvalidInput(
                 f"--no-auth serves only on loopback (127.0.0.1, ::1, localhost), got {host!r}: "
                 "anyone who can reach the port would act as admin"
             )
-        print(
-            "WARNING: keel server runs WITHOUT AUTHENTICATION (--no-auth): every caller on this "
-            "machine acts as admin. Use it for one user on loopback only.",
-            file=sys.stderr,
-            flush=True,
-        )
+        if warn_no_auth:
+            print(
+                "WARNING: keel server runs WITHOUT AUTHENTICATION (--no-auth): every caller on "
+                "this machine acts as admin. Use it for one user on loopback only.",
+                file=sys.stderr,
+                flush=True,
+            )
     else:
         get_store(settings)  # migrate before workers fork, so they find the schema ready
         if not count_admins(settings):
