@@ -29,7 +29,7 @@ demo: $(DEMO_STAMP)
 test: $(STAMP) .venv-kserve/.installed .venv-mlflow/.installed browser
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -n 2 --dist load
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 # The report and UI tests drive Debian's Chromium headless; there is no browser download.
 # Where apt is not ours to run, the browser tests skip and say why.

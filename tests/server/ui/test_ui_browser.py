@@ -6,56 +6,30 @@ Every request the pages make is recorded, and each must go to the server itself.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (dev extra)")
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-if not Path(CHROMIUM).exists():
-    pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
+from _support.browser import log_in, open_page, screenshot
 
 
 @pytest.fixture
 def page(browser: Any, seeded: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    opened = context.new_page()
-    opened.set_default_timeout(20_000)
-    requests: list[str] = []
-    opened.on("request", lambda request: requests.append(request.url))
-    opened.requests = requests
-    yield opened
-    context.close()
-    server = urlsplit(seeded.server.url).netloc
-    strangers = [url for url in requests if urlsplit(url).netloc != server]
-    assert requests and not strangers, f"requests left the server: {strangers}"
+    with open_page(browser, seeded.server.url) as opened:
+        yield opened
 
 
 def _log_in(page: Any, seeded: Any, token: str) -> None:
-    page.goto(f"{seeded.server.url}/login")
-    page.fill("#token", token)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{seeded.server.url}/experiments")
+    log_in(page, seeded.server.url, token)
 
 
 def _run_names(page: Any) -> list[str]:
     return sorted(page.locator("#runs tbody tr[data-run] td:first-child").all_inner_texts())
 
 
-def test_login_filter_and_run_chart(page: Any, seeded: Any, tmp_path: Path) -> None:
+def test_login_filter_and_run_chart(page: Any, seeded: Any) -> None:
     url = seeded.server.url
     _log_in(page, seeded, seeded.server.admin_token)
     page.click("text=churn")
@@ -120,8 +94,7 @@ def test_login_filter_and_run_chart(page: Any, seeded: Any, tmp_path: Path) -> N
     # a double-click zooms back out to the whole series
     page.dblclick("figure.chart .u-over")
     page.wait_for_function("() => window.keelCharts.loss.scales.x.max === 4999")
-    page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
-    assert (tmp_path / "run.png").stat().st_size > 10_000
+    assert screenshot(page, "run").stat().st_size > 10_000
 
 
 def test_a_viewer_sees_the_runs(page: Any, seeded: Any) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from fastapi.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 
-from keel.server.ui.pages import LoginRequired
+from keel.server.ui.render import LoginRequired, login_url
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -29,15 +29,19 @@ __all__ = ["mount_ui"]
 
 _STATIC = Path(__file__).parent / "static"
 
+#: The UI's modules, one router each: pages first, then the JSON their scripts ask for.
+AREAS = ("pages", "runs", "models", "deployments", "monitoring", "automation", "data", "audit",
+         "api")  # fmt: skip
+
 
 def mount_ui(app: FastAPI) -> None:
     """Add the UI's pages, its chart JSON and its static files to ``app`` (after the API)."""
-    from keel.server.ui import api, pages
+    from importlib import import_module
 
-    app.include_router(pages.router)
-    app.include_router(api.router)
+    for area in AREAS:
+        app.include_router(import_module(f"keel.server.ui.{area}").router)
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> RedirectResponse:
-        return RedirectResponse(pages.login_url(exc.next_path), status_code=303)
+        return RedirectResponse(login_url(exc.next_path), status_code=303)

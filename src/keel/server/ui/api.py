@@ -8,21 +8,25 @@ again with ``start``/``end``, so a narrow enough range comes back exact.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query
 
-from keel.server.context import SessionCallerDep
+from keel.server.context import Caller, SessionCallerDep
 from keel.server.permissions import check_run
 from keel.tracking.series import downsample
 
-__all__ = ["MAX_WIDTH", "router"]
+__all__ = ["MAX_WIDTH", "Axis", "router", "run_series"]
 
 #: The widest chart, in pixel buckets, a request may ask for.
 MAX_WIDTH = 10_000
 
 router = APIRouter(prefix="/ui/api", include_in_schema=False)
+
+
+#: What a chart's x axis may count: the logged step, or the time of logging (ms since epoch).
+Axis = Literal["step", "time"]
 
 
 @router.get("/runs/{run_id}/metrics/{key:path}")
@@ -33,34 +37,58 @@ def metric_series(
     width: Annotated[int, Query(ge=1, le=MAX_WIDTH)] = 1_000,
     start: Annotated[int | None, Query(ge=-(2**63), le=2**63 - 1)] = None,
     end: Annotated[int | None, Query(ge=-(2**63), le=2**63 - 1)] = None,
+    x: Axis = "step",
 ) -> dict[str, Any]:
-    """The metric's points from ``start`` to ``end`` (steps, inclusive), at most 2 per bucket.
+    """The metric's points from ``start`` to ``end`` (inclusive), at most 2 per bucket.
 
-    The answer holds ``steps`` and ``values`` columns, ``points`` (how many the range
-    holds), ``exact`` (whether every one of them came back), ``skipped`` (NaN and
-    infinite values, which JSON cannot carry and a line cannot draw) and ``range``
-    (the steps the chart's x axis spans).
+    See :func:`run_series` for the answer's fields.
     """
     check_run(caller, "read", run_id)
+    return run_series(caller, run_id, key, width=width, start=start, end=end, x=x)
+
+
+def run_series(
+    caller: Caller,
+    run_id: str,
+    key: str,
+    *,
+    width: int,
+    start: int | None = None,
+    end: int | None = None,
+    x: Axis = "step",
+) -> dict[str, Any]:
+    """One run's metric, downsampled to ``width`` buckets of its x axis (the caller may read it).
+
+    The answer holds ``x`` (the axis), ``steps`` (the x values: steps, or times in ms)
+    and ``values`` columns, ``points`` (how many the range holds), ``exact`` (whether
+    every one of them came back), ``skipped`` (NaN and infinite values, which JSON
+    cannot carry and a line cannot draw) and ``range`` (what the chart's x axis spans).
+    """
     history = caller.client.tracking.get_metric_history(run_id, key)
-    steps = np.fromiter((m.step for m in history), dtype=np.int64, count=len(history))
-    values = np.fromiter((m.value for m in history), dtype=np.float64, count=len(history))
-    inside = np.ones(len(steps), dtype=bool)
+    count = len(history)
+    if x == "time":
+        history = sorted(history, key=lambda m: (m.timestamp, m.step))
+        axis = np.fromiter((m.timestamp for m in history), dtype=np.int64, count=count)
+    else:
+        axis = np.fromiter((m.step for m in history), dtype=np.int64, count=count)
+    values = np.fromiter((m.value for m in history), dtype=np.float64, count=count)
+    inside = np.ones(count, dtype=bool)
     if start is not None:
-        inside &= steps >= start
+        inside &= axis >= start
     if end is not None:
-        inside &= steps <= end
+        inside &= axis <= end
     finite = inside & np.isfinite(values)
-    steps_in, values_in = steps[finite], values[finite]
-    kept_steps, kept_values = downsample(steps_in, values_in, width)
-    low = start if start is not None else (int(steps_in[0]) if len(steps_in) else 0)
-    high = end if end is not None else (int(steps_in[-1]) if len(steps_in) else 0)
+    axis_in, values_in = axis[finite], values[finite]
+    kept_axis, kept_values = downsample(axis_in, values_in, width)
+    low = start if start is not None else (int(axis_in[0]) if len(axis_in) else 0)
+    high = end if end is not None else (int(axis_in[-1]) if len(axis_in) else 0)
     return {
         "key": key,
-        "steps": kept_steps.tolist(),
+        "x": x,
+        "steps": kept_axis.tolist(),
         "values": kept_values.tolist(),
         "points": int(finite.sum()),
-        "exact": len(kept_steps) == len(steps_in),
+        "exact": len(kept_axis) == len(axis_in),
         "skipped": int(inside.sum() - finite.sum()),
         "range": [low, high],
     }

@@ -10,101 +10,42 @@ parser refuses is shown above the table with the parser's message.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import parse_qs, urlencode
 
-import jinja2
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from keel.errors import InvalidInput, KeelError, Unauthenticated
-from keel.server.context import SESSION_COOKIE, Caller, ServerState, session_caller
+from keel.server.context import SESSION_COOKIE, ServerState
 from keel.server.permissions import on_experiment, on_run, readable_experiments
+from keel.server.ui.render import HOME, PageCaller, failed, local_path, render
 from keel.tracking.entities import Run
 
-__all__ = ["PAGE_SIZE", "LoginRequired", "login_url", "router"]
+__all__ = ["PAGE_SIZE", "router"]
 
 #: Runs per page of the runs table.
 PAGE_SIZE = 50
 #: The prefixes a chosen column may have: a param, a metric's latest value or a tag.
 COLUMN_KINDS = ("params.", "metrics.", "tags.")
 _MAX_COLUMNS = 50
-_HOME = "/experiments"
 
 router = APIRouter(include_in_schema=False)
-
-_templates = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-    autoescape=True,  # every name, param and tag on a page is a user's text
-    undefined=jinja2.StrictUndefined,
-)
-
-
-class LoginRequired(Exception):
-    """A page was asked for without a valid session: the browser goes to the login page."""
-
-    def __init__(self, next_path: str) -> None:
-        super().__init__(next_path)
-        self.next_path = next_path
-
-
-def login_url(next_path: str) -> str:
-    """The login page that returns to ``next_path`` once the user has logged in."""
-    return f"/login?{urlencode({'next': next_path})}"
-
-
-async def _page_caller(request: Request) -> Caller:
-    try:
-        return await session_caller(request)
-    except Unauthenticated:
-        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        raise LoginRequired(path) from None
-
-
-PageCaller = Annotated[Caller, Depends(_page_caller)]
-
-
-def _render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    return HTMLResponse(_templates.get_template(name).render(**context), status_code=status)
-
-
-def _failed(exc: KeelError) -> HTMLResponse:
-    """A page for a refusal (403), an unknown id (404) or a bad request (400)."""
-    return _render("error.html", exc.status_code, title="Error", message=str(exc))
-
-
-def _local(path: str | None) -> str:
-    """``path`` if it stays on this server, else the experiments page (no open redirect)."""
-    if path and path.startswith("/") and not path.startswith(("//", "/\\")):
-        return path
-    return _HOME
-
-
-def _time(ms: int | None) -> str:
-    if ms is None:
-        return ""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-_templates.filters["time"] = _time
-
 
 # -- login -------------------------------------------------------------------------------
 
 
 @router.get("/")
 def home() -> RedirectResponse:
-    return RedirectResponse(_HOME, status_code=303)
+    return RedirectResponse(HOME, status_code=303)
 
 
 @router.get("/login", response_model=None)
 def login_form(request: Request, next: str | None = None) -> HTMLResponse | RedirectResponse:
     if not _state(request).auth:
-        return RedirectResponse(_local(next), status_code=303)
-    return _render("login.html", title="Log in", next=_local(next), error=None)
+        return RedirectResponse(local_path(next), status_code=303)
+    return render("login.html", title="Log in", next=local_path(next), error=None)
 
 
 @router.post("/login", response_model=None)
@@ -113,13 +54,13 @@ async def login(request: Request) -> HTMLResponse | RedirectResponse:
     # the form is parsed here rather than by FastAPI, which would need python-multipart
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     token = form.get("token", [""])[0].strip()
-    target = _local(form.get("next", [None])[0])
+    target = local_path(form.get("next", [None])[0])
     state = _state(request)
     if state.auth:
         try:
             await run_in_threadpool(state.principal, token or None)
         except Unauthenticated as exc:
-            return _render("login.html", 401, title="Log in", next=target, error=str(exc))
+            return render("login.html", 401, title="Log in", next=target, error=str(exc))
     answer = RedirectResponse(target, status_code=303)
     answer.set_cookie(
         SESSION_COOKIE,
@@ -155,8 +96,8 @@ def experiments_page(caller: PageCaller) -> HTMLResponse:
         experiments = tracking.list_experiments() if readable is None else readable
         counts = tracking.experiment_run_counts()
     except KeelError as exc:
-        return _failed(exc)
-    return _render(
+        return failed(exc)
+    return render(
         "experiments.html", title="Experiments", user=caller.user, experiments=experiments,
         counts=counts,
     )  # fmt: skip
@@ -199,7 +140,7 @@ def runs_page(
     try:
         experiment = on_experiment(caller, "read", experiment_id)
     except KeelError as exc:
-        return _failed(exc)
+        return failed(exc)
     chosen, column_problem = _chosen_columns(columns)
     order_by = f"{sort} {'DESC' if desc else 'ASC'}" if sort else None
     error = None
@@ -237,7 +178,7 @@ def runs_page(
         prev_link = link(page_token=earlier[-1] if earlier else "", trail=",".join(earlier[:-1]))
     fixed = [("Run", "attributes.name"), ("Status", "attributes.status"),
              ("Started", "attributes.start_time"), ("User", "attributes.user")]  # fmt: skip
-    return _render(
+    return render(
         "runs.html",
         title=experiment.name,
         user=caller.user,
@@ -267,8 +208,8 @@ def run_page(run_id: str, caller: PageCaller) -> HTMLResponse:
         environment = tracking.get_environment(run_id)
         experiment = tracking.get_experiment(info.experiment_id)
     except KeelError as exc:
-        return _failed(exc)
-    return _render(
+        return failed(exc)
+    return render(
         "run.html",
         title=info.name,
         user=caller.user,
