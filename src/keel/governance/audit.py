@@ -241,25 +241,62 @@ def list_entries(
     object_type: str | None = None,
     object_id: str | None = None,
     actor: str | None = None,
+    action: str | None = None,
+    since: int | None = None,
+    until: int | None = None,
+    before: int | None = None,
     limit: int | None = None,
     newest_first: bool = True,
 ) -> list[AuditEntry]:
-    """Entries, optionally of one object (``object_id`` may end in ``*`` for a prefix)."""
-    query = select(s.audit_log)
+    """Entries that every filter given matches.
+
+    Args:
+        store: the metadata store holding the log.
+        object_type: the kind of object (``alias``, ``run``, ``policy`` …).
+        object_id: the object's id, or a prefix ending in ``*``.
+        actor: the user who acted.
+        action: the action (``alias.set``), or a prefix ending in ``*`` (``automation.*``).
+        since: entries at or after this time (ms since the epoch).
+        until: entries before this time (ms since the epoch).
+        before: entries with a seq below this one: the next page of a newest-first
+            listing, which the seq index answers at once however deep the page.
+        limit: at most this many entries.
+        newest_first: order by seq, descending (the default) or ascending.
+
+    Raises:
+        InvalidInput: the time range is empty.
+    """
+    if since is not None and until is not None and since >= until:
+        raise InvalidInput("the time range is empty: 'since' must be before 'until'")
+    log = s.audit_log
+    query = select(log)
     if object_type:
-        query = query.where(s.audit_log.c.object_type == object_type)
+        query = query.where(log.c.object_type == object_type)
     if object_id:
-        if object_id.endswith("*"):
-            query = query.where(s.audit_log.c.object_id.like(object_id[:-1] + "%"))
-        else:
-            query = query.where(s.audit_log.c.object_id == object_id)
+        query = query.where(_matches(log.c.object_id, object_id))
     if actor:
-        query = query.where(s.audit_log.c.actor == actor)
-    query = query.order_by(s.audit_log.c.seq.desc() if newest_first else s.audit_log.c.seq)
+        query = query.where(log.c.actor == actor)
+    if action:
+        query = query.where(_matches(log.c.action, action))
+    if since is not None:
+        query = query.where(log.c.at >= since)
+    if until is not None:
+        query = query.where(log.c.at < until)
+    if before is not None:
+        query = query.where(log.c.seq < before)
+    query = query.order_by(log.c.seq.desc() if newest_first else log.c.seq)
     if limit:
         query = query.limit(limit)
     with store.read() as conn:
         return [_entry(row) for row in conn.execute(query)]
+
+
+def _matches(column: Any, value: str) -> Any:
+    """``column = value``, or a prefix match when ``value`` ends in ``*`` (``%``/``_`` literal)."""
+    if not value.endswith("*"):
+        return column == value
+    prefix = value[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(prefix + "%", escape="\\")
 
 
 def iter_entries(store: Store, batch: int = 5000) -> Iterator[Any]:

@@ -303,10 +303,19 @@ def _overrides_for(settings: MonitorSettings, reference: Profile) -> dict[str, A
 
 
 def _compare_version(entry: _Version, settings: MonitorSettings) -> DriftReport | None:
-    current = entry.profiler.result()
-    reference = entry.reference
-    if reference is None:
+    if entry.reference is None:
         return None
+    return compare_window(entry.profiler.result(), entry.reference, settings)
+
+
+def compare_window(current: Profile, reference: Profile, settings: MonitorSettings) -> DriftReport:
+    """One window's profile of served rows against the version's reference, as monitors compare.
+
+    The monitor's chosen columns and per-column overrides name features as the model
+    does (``age``); they are matched to the logged columns (``input.age``) here, and the
+    outputs are always compared. Every view of drift over windows (a monitor run, the
+    UI's heatmap) compares through this one function.
+    """
     # Columns another version logged are all null here: not this version's schema.
     current.columns = {
         n: c for n, c in current.columns.items() if n in reference.columns or c.count > 0

@@ -102,7 +102,8 @@ def _require_models(caller: Caller, spec: DeploymentSpec) -> None:
         caller.require("write", "model", model)
 
 
-def _require_read(caller: Caller) -> None:
+def require_read(caller: Caller) -> None:
+    """Go on only if ``caller`` may read deployments (read on some resource)."""
     caller.require_somewhere("read", "reading deployments")
 
 
@@ -117,28 +118,28 @@ def create_deployment(body: NewDeployment, caller: CallerDep) -> Any:
 @router.get("/deployments")
 def list_deployments(caller: CallerDep) -> Any:
     """Every deployment at its current revision, by name."""
-    _require_read(caller)
+    require_read(caller)
     return to_wire(_deployments(caller).all())
 
 
 @router.get("/deployments/{name}")
 def get_deployment(name: DeploymentName, caller: CallerDep) -> Any:
     """The deployment at its current revision."""
-    _require_read(caller)
+    require_read(caller)
     return to_wire(_deployments(caller).get(name))
 
 
 @router.get("/deployments/{name}/revisions")
 def list_revisions(name: DeploymentName, caller: CallerDep) -> Any:
     """Every revision of the deployment, oldest first."""
-    _require_read(caller)
+    require_read(caller)
     return to_wire(_deployments(caller).history(name))
 
 
 @router.get("/deployments/{name}/revisions/{revision}")
 def get_revision(name: DeploymentName, revision: Revision, caller: CallerDep) -> Any:
     """One revision of the deployment."""
-    _require_read(caller)
+    require_read(caller)
     return to_wire(_deployments(caller).get(name, revision))
 
 
@@ -155,8 +156,20 @@ def set_spec(name: DeploymentName, body: SpecChange, caller: CallerDep) -> Any:
 @router.post("/deployments/{name}/rollback")
 def rollback(name: DeploymentName, body: RollbackBody, caller: CallerDep) -> Any:
     """Put back an earlier spec as a new revision (undo without ``to``)."""
-    caller.require_somewhere("write", "changing deployments")  # before what the target is
     deployments = _deployments(caller)
-    _require_models(caller, deployments.rollback_target(name, body.to).spec)
-    _require_models(caller, deployments.get(name).spec)
+    require_rollback(caller, deployments, name, body.to)
     return to_wire(deployments.rollback(name, body.to, body.comment))
+
+
+def require_rollback(caller: Caller, deployments: Deployments, name: str, to: int | None) -> None:
+    """Go on only if ``caller`` may roll ``name`` back to revision ``to`` (the UI checks the same).
+
+    Write somewhere first, before the target is looked up, then write on every model of
+    the target's spec and of the current one.
+
+    Raises:
+        PermissionDenied: the caller lacks one of them.
+    """
+    caller.require_somewhere("write", "changing deployments")
+    _require_models(caller, deployments.rollback_target(name, to).spec)
+    _require_models(caller, deployments.get(name).spec)

@@ -99,14 +99,15 @@ class SettingsChange(BaseModel):
         return {k: getattr(self, k) for k in self.model_fields_set - skip}
 
 
-def _require_read(caller: Caller) -> None:
+def require_read(caller: Caller) -> None:
+    """Go on only if ``caller`` may read monitor results and alerts (the UI checks the same)."""
     caller.require_somewhere("read", "reading monitor results and alerts")
 
 
 @router.get("/deployments/{name}/monitor-runs")
 def monitor_runs(name: DeploymentName, caller: CallerDep, limit: Limit = None) -> Any:
     """The deployment's monitor runs, newest window first."""
-    _require_read(caller)
+    require_read(caller)
     return to_wire(local_monitor_history(name, limit, caller.client))
 
 
@@ -128,7 +129,7 @@ def canary(
     since: Annotated[int, Query(ge=0, le=_MAX_MS, description="epoch ms it started")],
 ) -> Any:
     """The canary version's live metrics against the other routed versions since ``since``."""
-    _require_read(caller)
+    require_read(caller)
     return to_wire(measure_canary(name, version, since, client=caller.client))
 
 
@@ -164,14 +165,14 @@ def alerts(
     limit: Limit = None,
 ) -> Any:
     """Alert events, newest first (of one deployment, or all)."""
-    _require_read(caller)
+    require_read(caller)
     return to_wire(local_list_alerts(deployment, limit, caller.client))
 
 
 @router.get("/deployments/{name}/monitor-settings")
 def monitor_settings(name: DeploymentName, caller: CallerDep) -> Any:
     """The deployment's monitor settings (the defaults when none are stored)."""
-    _require_read(caller)
+    require_read(caller)
     return to_wire(local_monitor_settings(name, caller.client))
 
 

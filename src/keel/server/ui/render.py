@@ -17,12 +17,12 @@ import jinja2
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 
-from keel.errors import KeelError, PermissionDenied, Unauthenticated
+from keel.errors import InvalidInput, KeelError, PermissionDenied, Unauthenticated
 from keel.server.context import Caller, session_caller
 
 __all__ = [
     "HOME", "LoginRequired", "PageCaller", "failed", "local_path", "login_url", "render",
-    "same_origin",
+    "same_origin", "time_param",
 ]  # fmt: skip
 
 #: Where the UI starts, and where a login with no (or no local) ``next`` lands.
@@ -86,6 +86,29 @@ def same_origin(request: Request) -> None:
             f"a form of the UI must be posted from this server's pages, got origin "
             f"{sent or 'none'!r}; use the API with a token instead"
         )
+
+
+def time_param(value: str | None, name: str) -> int | None:
+    """Epoch ms from a page's time field (epoch ms or ISO-8601 text); ``None`` when empty.
+
+    Raises:
+        InvalidInput: anything else, saying what is accepted.
+    """
+    from keel.predictions import to_ms
+
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        ms = int(text) if text.lstrip("-").isdigit() else to_ms(text, name)
+    except InvalidInput:
+        ms = None
+    if ms is None or not 0 <= ms <= 2**63 - 1:
+        raise InvalidInput(
+            f"{name} must be epoch milliseconds or ISO-8601 text such as "
+            f"2026-11-23T14:00:00Z, got {value[:100]!r}"
+        )
+    return ms
 
 
 def local_path(path: str | None) -> str:
