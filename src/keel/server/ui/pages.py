@@ -21,6 +21,7 @@ from keel.errors import InvalidInput, KeelError, Unauthenticated
 from keel.server.context import SESSION_COOKIE, ServerState
 from keel.server.permissions import on_experiment, on_run, readable_experiments
 from keel.server.ui.render import HOME, PageCaller, failed, local_path, render
+from keel.server.ui.runs import MAX_COMPARE, run_lineage
 from keel.tracking.entities import Run
 
 __all__ = ["PAGE_SIZE", "router"]
@@ -195,18 +196,21 @@ def runs_page(
         column_problem=column_problem,
         next_link=next_link,
         prev_link=prev_link,
+        compare_limit=MAX_COMPARE,
     )
 
 
 @router.get("/runs/{run_id}")
 def run_page(run_id: str, caller: PageCaller) -> HTMLResponse:
-    """A run: params, tags, latest metrics, environment, and a chart per metric."""
+    """A run: params, tags, metrics, environment, inputs, lineage and a chart per metric."""
     try:
         info = on_run(caller, "read", run_id)
         tracking = caller.client.tracking
         run = tracking.get_run(run_id)
         environment = tracking.get_environment(run_id)
         experiment = tracking.get_experiment(info.experiment_id)
+        inputs = caller.client.data.run_inputs(run_id)  # read on the run, as the API checks
+        upstream, downstream = run_lineage(caller, run_id)
     except KeelError as exc:
         return failed(exc)
     return render(
@@ -218,4 +222,7 @@ def run_page(run_id: str, caller: PageCaller) -> HTMLResponse:
         experiment=experiment,
         environment=environment,
         metric_keys=sorted(run.metrics),
+        inputs=inputs,
+        upstream=upstream,
+        downstream=downstream,
     )
