@@ -90,5 +90,15 @@ bench-server: $(STAMP) .venv-mlflow/.installed
 	$(BIN)/python bench/server.py
 	$(BIN)/python bench/mlflow_client.py
 
+# The README's two screenshots of the UI, taken by its browser tests.
+.PHONY: screenshots
+screenshots: $(STAMP) browser
+	KEEL_TEST_ARTIFACTS=.test-artifacts $(BIN)/python -m pytest -q -p no:randomly \
+	  tests/server/ui/test_ui_runs.py::test_compare_two_runs_in_the_browser \
+	  tests/server/ui/test_ui_monitoring.py::test_heatmap_marks_the_shifted_features_and_not_the_unshifted_before_the_shift
+	mkdir -p docs
+	cp .test-artifacts/ui/compare.png docs/ui-compare.png
+	cp .test-artifacts/ui/monitoring.png docs/ui-monitoring.png
+
 clean:
 	rm -rf $(VENV) .pytest_cache build src/*.egg-info

@@ -160,6 +160,7 @@ def test_demo_runs_the_whole_loop_and_leaves_no_process(tmp_path: Path, run_keel
     result = run_keel("demo", "--home", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr
     assert "Done in" in result.stdout and "loop-report.html" in result.stdout
+    assert f"keel --home {tmp_path / 'demo'} ui" in result.stdout  # how to open the UI on it
     keel.init(home=tmp_path / "demo")
     from keel.automation import history
 
