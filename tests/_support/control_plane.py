@@ -43,6 +43,16 @@ class ControlPlane:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=60.0)
 
+    def pages(self, token: str | None = None) -> httpx.Client:
+        """An HTTP client of the web UI, logged in as ``token`` (default: the admin's).
+
+        It sends the session cookie the login page sets and does not follow redirects,
+        so a test sees a page's own answer (a 303 to the login page, a 403 …).
+        """
+        http = httpx.Client(base_url=self.url, timeout=120.0, follow_redirects=False)
+        http.cookies.set("keel_session", self.admin_token if token is None else token)
+        return http
+
     def make_user(self, name: str, *roles: str, scopes: list[str] | None = None) -> str:
         """Create ``name`` with global ``roles`` and return a new token of theirs."""
         with self.http() as http:

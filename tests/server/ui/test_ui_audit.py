@@ -33,9 +33,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 
 def _pages(server: ControlPlane, token: str) -> httpx.Client:
-    http = httpx.Client(base_url=server.url, timeout=60.0, follow_redirects=False)
-    http.cookies.set("keel_session", token)
-    return http
+    return server.pages(token)
 
 
 def _seqs(page: str) -> list[int]:

@@ -22,9 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ui-demo")]
 
 
 def _pages(demo: Any, token: str | None = None) -> httpx.Client:
-    http = httpx.Client(base_url=demo.server.url, timeout=60.0, follow_redirects=False)
-    http.cookies.set("keel_session", token or demo.server.admin_token)
-    return http
+    return demo.server.pages(token)
 
 
 def _events(demo: Any) -> list[dict[str, Any]]:

@@ -55,9 +55,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 def _pages(served: Served) -> httpx.Client:
-    http = httpx.Client(base_url=served.server.url, timeout=60.0, follow_redirects=False)
-    http.cookies.set("keel_session", served.server.admin_token)
-    return http
+    return served.server.pages()
 
 
 def _profile(served: Served, ref: str) -> Profile:

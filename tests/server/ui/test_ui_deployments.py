@@ -21,12 +21,7 @@ DEPLOYMENT = "screening-api"
 
 
 def _page(demo: Any, token: str | None = None) -> httpx.Client:
-    return httpx.Client(
-        base_url=demo.server.url,
-        cookies={"keel_session": token or demo.server.admin_token},
-        timeout=120.0,
-        follow_redirects=False,
-    )
+    return demo.server.pages(token)
 
 
 def _current(demo: Any) -> dict[str, Any]:

@@ -99,8 +99,7 @@ def logged(seeded: Any, tmp_path_factory: pytest.TempPathFactory) -> Logged:
 
 @contextmanager
 def _session(server: Any, token: str | None = None) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60.0, follow_redirects=False) as http:
-        http.cookies.set("keel_session", token or server.admin_token)
+    with server.pages(token) as http:
         yield http
 
 
