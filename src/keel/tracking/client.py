@@ -26,6 +26,13 @@ from keel.governance import audit
 from keel.store import Store
 from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
+from keel.tracking.columns import (
+    Axis,
+    MetricColumns,
+    MetricSummary,
+    read_metric_columns,
+    read_metric_summaries,
+)
 from keel.tracking.entities import (
     RUN_STATUSES,
     ArtifactEntry,
@@ -587,6 +594,42 @@ class TrackingClient(TransportBound):
             ):
                 raise NotFound(_no_run(run_id))
         return [Metric(k, _loaded(v), st, ts) for k, v, st, ts in rows]
+
+    def metric_columns(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        x: Axis = "step",
+        width: int | None = None,
+    ) -> MetricColumns:
+        """One metric from ``start`` to ``end`` as numpy columns; downsampled in SQL with ``width``.
+
+        See :func:`keel.tracking.columns.read_metric_columns`. It reads the metadata store,
+        so through ``keel server`` it is refused; ask the server for the history instead.
+
+        Raises:
+            NotFound: no run has this id.
+        """
+        with self.store.read() as conn:
+            found = read_metric_columns(conn, run_id, key, start=start, end=end, x=x, width=width)
+            if (
+                not found.points
+                and not found.skipped
+                and conn.execute(select(s.runs.c.id).where(s.runs.c.id == run_id)).first() is None
+            ):
+                raise NotFound(_no_run(run_id))
+        return found
+
+    def metric_summaries(
+        self, run_ids: list[str], keys: list[str] | None = None
+    ) -> dict[tuple[str, str], MetricSummary]:
+        """Min, max, last and count of each metric of ``run_ids`` (see
+        :func:`keel.tracking.columns.read_metric_summaries`), read in one snapshot."""
+        with self.store.read() as conn:
+            return read_metric_summaries(conn, run_ids, keys)
 
     def count_metric_points(self, run_id: str | None = None) -> int:
         query = select(func.count()).select_from(s.metrics)

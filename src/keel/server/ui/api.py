@@ -1,21 +1,20 @@
 """The JSON the UI's charts draw: one metric of one run, downsampled on the server.
 
-A chart asks for as many points as it has pixels (``width``); the server reads
-the metric's history through the tracking library and keeps each pixel
-bucket's min and max (:func:`keel.tracking.series.downsample`). Zooming asks
-again with ``start``/``end``, so a narrow enough range comes back exact.
+A chart asks for as many points as it has pixels (``width``); the tracking
+library reads only the range asked for and keeps each pixel bucket's min and
+max in the database (:meth:`keel.tracking.TrackingClient.metric_columns`, the
+envelope of :func:`keel.tracking.series.downsample`). Zooming asks again with
+``start``/``end``, so a narrow enough range comes back exact.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from fastapi import APIRouter, Query
 
 from keel.server.context import Caller, SessionCallerDep
 from keel.server.permissions import check_run
-from keel.tracking.series import downsample
 
 __all__ = ["MAX_WIDTH", "Axis", "router", "run_series"]
 
@@ -64,31 +63,19 @@ def run_series(
     every one of them came back), ``skipped`` (NaN and infinite values, which JSON
     cannot carry and a line cannot draw) and ``range`` (what the chart's x axis spans).
     """
-    history = caller.client.tracking.get_metric_history(run_id, key)
-    count = len(history)
-    if x == "time":
-        history = sorted(history, key=lambda m: (m.timestamp, m.step))
-        axis = np.fromiter((m.timestamp for m in history), dtype=np.int64, count=count)
-    else:
-        axis = np.fromiter((m.step for m in history), dtype=np.int64, count=count)
-    values = np.fromiter((m.value for m in history), dtype=np.float64, count=count)
-    inside = np.ones(count, dtype=bool)
-    if start is not None:
-        inside &= axis >= start
-    if end is not None:
-        inside &= axis <= end
-    finite = inside & np.isfinite(values)
-    axis_in, values_in = axis[finite], values[finite]
-    kept_axis, kept_values = downsample(axis_in, values_in, width)
-    low = start if start is not None else (int(axis_in[0]) if len(axis_in) else 0)
-    high = end if end is not None else (int(axis_in[-1]) if len(axis_in) else 0)
+    # the database keeps each bucket's min and max (exact when few enough points are in range)
+    found = caller.client.tracking.metric_columns(
+        run_id, key, start=start, end=end, x=x, width=width
+    )
+    low = start if start is not None else (found.low if found.low is not None else 0)
+    high = end if end is not None else (found.high if found.high is not None else 0)
     return {
         "key": key,
         "x": x,
-        "steps": kept_axis.tolist(),
-        "values": kept_values.tolist(),
-        "points": int(finite.sum()),
-        "exact": len(kept_axis) == len(axis_in),
-        "skipped": int(inside.sum() - finite.sum()),
+        "steps": found.axis.tolist(),
+        "values": found.values.tolist(),
+        "points": found.points,
+        "exact": found.exact,
+        "skipped": found.skipped,
         "range": [low, high],
     }
