@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-import numpy as np
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.responses import StreamingResponse
@@ -84,21 +83,6 @@ def _readable_runs(caller: Caller, ids: list[str]) -> list[RunInfo]:
     return [on_run(caller, "read", tracking.resolve_run_id(r)) for r in ids]
 
 
-def _stats(caller: Caller, run_id: str, key: str) -> dict[str, Any] | None:
-    """Min and max of the finite values of one run's metric, its last value and point count."""
-    history = caller.client.tracking.get_metric_history(run_id, key)
-    if not history:
-        return None
-    values = np.fromiter((m.value for m in history), dtype=np.float64, count=len(history))
-    finite = values[np.isfinite(values)]
-    return {
-        "min": float(finite.min()) if len(finite) else None,
-        "max": float(finite.max()) if len(finite) else None,
-        "last": float(values[-1]),  # the history is ordered by step, then time
-        "points": len(values),
-    }
-
-
 def _differing(values: list[Any]) -> list[bool]:
     """Which cells of a row that differs stand out: those away from the common value.
 
@@ -120,7 +104,8 @@ def compare_page(caller: PageCaller, runs: _RUNS = None) -> HTMLResponse:
             i.experiment_id: caller.client.tracking.get_experiment(i.experiment_id) for i in infos
         }
         metric_keys = [row["key"] for row in compared["rows"] if row["kind"] == "metrics"]
-        stats = {k: [_stats(caller, i.id, k) for i in infos] for k in metric_keys}
+        found = caller.client.tracking.metric_summaries([i.id for i in infos], metric_keys)
+        stats = {k: [found.get((i.id, k)) for i in infos] for k in metric_keys}
     except KeelError as exc:
         return failed(exc)
     params = [
