@@ -264,7 +264,10 @@ def run_demo(home: str | os.PathLike[str] | None = None, console: Console | None
     ):
         out.print(f"  [green]{command}[/green]", soft_wrap=True)
     out.print("See it all in the web UI (no login, this machine only):")
-    out.print(f"  [bold green]{prefix} ui[/bold green]   # then open http://127.0.0.1:5000/", soft_wrap=True)
+    out.print(
+        f"  [bold green]{prefix} ui[/bold green]   # then open http://127.0.0.1:5000/",
+        soft_wrap=True,
+    )
     return settings.home
 
 
