@@ -72,3 +72,19 @@ def test_a_refused_protected_move_in_a_callers_transaction_changes_nothing(
         owner.set_alias("guarded", "production", version, conn=conn)
     # The refusal rolled back the caller's whole transaction, the earlier delete included.
     assert owner.get_registered_model("guarded").aliases == {"staging": version}
+
+
+def test_approval_count_is_the_count_a_move_checks(keel_env, model_run, as_user):
+    admin = keel.Client()
+    admin.grant_role(admin.registry.user, "admin")
+    for name in ("carol", "dave"):
+        admin.grant_role(name, "approver")
+    admin.set_alias_policy("production", approvals=2, role="approver")
+    version = as_user("dave").create_model_version("m", model_run()).version
+    registry = admin.registry
+    assert registry.approval_count("m", version, "production") == (0, 2)
+    assert registry.approval_count("m", version, "staging") == (0, 0)  # not protected
+    as_user("carol").approve("m", version, "production")
+    assert registry.approval_count("m", version, "production") == (1, 2)
+    admin.revoke_role("carol", "approver")  # her approval stops counting, as for a move
+    assert registry.approval_count("m", version, "production") == (0, 2)

@@ -56,15 +56,7 @@ def check_approvals(conn: Connection, model: Any, target: Any, alias: str) -> No
     policy = get_policy(conn, alias)
     if policy is None or policy.approvals <= 0:
         return
-    query = select(func.count()).where(
-        s.approvals.c.model_id == model.id,
-        s.approvals.c.version == target.version,
-        s.approvals.c.alias == alias,
-        s.approvals.c.approver.in_(roles.holders(policy.role, model.name, alias)),
-    )
-    if not policy.allow_registrant:
-        query = query.where(s.approvals.c.approver != target.created_by)
-    have = int(conn.execute(query).scalar_one())
+    have = count_approvals(conn, model, target, policy)
     if have < policy.approvals:
         registrant = (
             "" if policy.allow_registrant else f", not from its registrant {target.created_by!r}"
@@ -75,6 +67,23 @@ def check_approvals(conn: Connection, model: Any, target: Any, alias: str) -> No
             f"{have}. Approve with: keel models approve {model.name} {target.version} "
             f"--for {alias} --comment '...'"
         )
+
+
+def count_approvals(conn: Connection, model: Any, target: Any, policy: AliasPolicy) -> int:
+    """The approvals of ``target`` for ``policy``'s alias that count towards moving it.
+
+    Only from users who hold the policy's role now, and not from the version's
+    registrant unless the policy allows it (four eyes).
+    """
+    query = select(func.count()).where(
+        s.approvals.c.model_id == model.id,
+        s.approvals.c.version == target.version,
+        s.approvals.c.alias == policy.alias,
+        s.approvals.c.approver.in_(roles.holders(policy.role, model.name, policy.alias)),
+    )
+    if not policy.allow_registrant:
+        query = query.where(s.approvals.c.approver != target.created_by)
+    return int(conn.execute(query).scalar_one())
 
 
 def approve(

@@ -652,6 +652,22 @@ class RegistryClient(TransportBound):
             target = self._version_row(conn, name, version)
             return _approvals.approve(conn, model, target, alias, self._actor, comment)
 
+    def approval_count(self, name: str, version: int, alias: str) -> tuple[int, int]:
+        """How many approvals of ``version`` count towards moving ``alias``, and how many it needs.
+
+        The count is the one an alias move checks (current holders of the policy's
+        role, the registrant's own only if allowed); an unprotected alias needs none.
+        """
+        _check_alias(alias)
+        version = _check_version(version)
+        with self.store.read() as conn:
+            policy = _approvals.get_policy(conn, alias)
+            if policy is None or policy.approvals <= 0:
+                return 0, 0
+            model = self._model_row(conn, name)
+            target = self._version_row(conn, name, version)
+            return _approvals.count_approvals(conn, model, target, policy), policy.approvals
+
     def list_approvals(self, name: str, version: int | None = None) -> list[Approval]:
         """Approvals of the model's versions (or of one version), oldest first."""
         number = None if version is None else _check_version(version)

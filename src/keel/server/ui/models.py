@@ -227,8 +227,8 @@ def _gates(
     can_approve = caller.can("approve", "model", mv.name)
     for alias, policy in sorted(policies.by_alias.items()):
         given = [a for a in approvals if a.alias == alias]
-        # the four-eyes rule: the registrant's own approval does not count unless allowed
-        counted = sum(1 for a in given if policy.allow_registrant or a.approver != mv.created_by)
+        # the count the alias move checks: current role holders, four eyes
+        counted, _ = caller.client.registry.approval_count(mv.name, mv.version, alias)
         holds = current.get(alias)
         mine = any(a.approver == caller.user for a in given)
         gates.append(
