@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from fastapi import APIRouter, Path, Query, Request
@@ -34,6 +34,9 @@ from keel.server.permissions import on_run
 from keel.server.ui.render import PageCaller, failed, render, same_origin
 from keel.tracking.entities import Run
 from keel.validation import MAX_NAME_CHARS
+
+if TYPE_CHECKING:
+    from keel.models.signature import Schema
 
 __all__ = ["router"]
 
@@ -175,32 +178,32 @@ def _package(caller: Caller, mv: ModelVersion) -> dict[str, Any] | None:
     return pinned_metadata(caller.client.registry.artifacts, mv.manifest_digest)
 
 
-def _schema_rows(schema: Any) -> list[tuple[str, str]]:
+def _schema_rows(schema: Schema | None) -> list[tuple[str, str]]:
     """(name, type) of each column or tensor of a signature's inputs or outputs."""
-    if not isinstance(schema, dict):
+    if schema is None:
         return []
     rows = []
-    for i, spec in enumerate(schema.get("columns") or schema.get("tensors") or []):
-        if not isinstance(spec, dict):
-            continue
-        label = str(spec.get("name") or f"#{i}")
-        kind = spec.get("type") or spec.get("dtype") or ""
-        if "shape" in spec:
-            kind = f"{kind} {list(spec['shape'])}"
-        if spec.get("allow_missing"):
-            kind = f"{kind} (missing allowed)"
-        rows.append((label, str(kind)))
+    for column in schema.columns:
+        missing = " (missing allowed)" if column.allow_missing else ""
+        rows.append((column.name, f"{column.type}{missing}"))
+    for i, tensor in enumerate(schema.tensors):
+        missing = " (missing allowed)" if tensor.allow_missing else ""
+        rows.append((tensor.name or f"#{i}", f"{tensor.dtype} {list(tensor.shape)}{missing}"))
     return rows
 
 
 def _signature(package: dict[str, Any] | None) -> dict[str, list[tuple[str, str]]] | None:
-    signature = (package or {}).get("signature")
-    if not isinstance(signature, dict):
+    """The package's signature as rows, read by the signature's own parser."""
+    from keel.models.signature import Signature  # numpy and pandas: only for this page
+
+    doc = (package or {}).get("signature")
+    if doc is None:
         return None
-    return {
-        "inputs": _schema_rows(signature.get("inputs")),
-        "outputs": _schema_rows(signature.get("outputs")),
-    }
+    try:
+        signature = Signature.from_dict(doc)
+    except InvalidInput:
+        return None  # a package the loader would refuse: the page shows no signature
+    return {"inputs": _schema_rows(signature.inputs), "outputs": _schema_rows(signature.outputs)}
 
 
 @dataclass
