@@ -33,6 +33,7 @@ def test_keel_all_is_the_documented_api():
             "log_param",
             "log_params",
             "pipeline",
+            "prompts",
             "register_model",
             "search_runs",
             "seed_everything",

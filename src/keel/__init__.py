@@ -47,6 +47,7 @@ _EXPORTS = {
     "load_dataset": "keel.data",
     "step": "keel.pipelines",
     "pipeline": "keel.pipelines",
+    "prompts": "keel.llm",
 }
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "log_param",
     "log_params",
     "pipeline",
+    "prompts",
     "register_model",
     "search_runs",
     "seed_everything",
@@ -82,6 +84,7 @@ __all__ = [
 if TYPE_CHECKING:
     from keel.client import Client
     from keel.data import load_dataset, log_dataset
+    from keel.llm import prompts
     from keel.models import load_model, log_model
     from keel.pipelines import pipeline, step
     from keel.registry import register_model
@@ -114,6 +117,7 @@ _SUBPACKAGES = {
     "data",
     "errors",
     "governance",
+    "llm",
     "models",
     "pipelines",
     "registry",

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from keel.config import Settings
+    from keel.llm.part import Prompts
     from keel.monitoring.part import MonitoringPart
     from keel.pipelines.lineage import Lineage
     from keel.registry.client import Unset
@@ -63,6 +64,7 @@ class Client(TransportBound):
         deployments: deployment specs, revisions and rollback (made on first use).
         monitoring: monitor settings, results and alerts (made on first use).
         lineage: the lineage graph (made on first use).
+        prompts: versioned prompts, their aliases and approvals (made on first use).
 
     Example:
         >>> client = keel.Client()
@@ -94,6 +96,13 @@ class Client(TransportBound):
         from keel.monitoring.part import monitoring_part
 
         return monitoring_part(self)
+
+    @cached_property
+    def prompts(self) -> Prompts:
+        """Versioned prompts: register, load, render, alias, approve (see :mod:`keel.llm`)."""
+        from keel.llm.part import prompts_part
+
+        return prompts_part(self.transport)
 
     @cached_property
     def lineage(self) -> Lineage:

@@ -8,8 +8,8 @@ README, independently of the server's code: 2xx when the grant covers every
 permission the action needs, else 403 with ``{"error": ...}`` naming the first
 missing permission.
 
-Matrix size: 53 actions (every mutating route, and the POSTs that only read) x
-4 roles x 4 grant scopes = 848 HTTP cases
+Matrix size: 57 actions (every mutating route, and the POSTs that only read) x
+4 roles x 4 grant scopes = 912 HTTP cases
 (``test_every_mutating_route_is_in_the_matrix`` fails when the server gains a
 mutating route that the table lacks), plus a sample checked through the CLI.
 """
@@ -561,6 +561,48 @@ ACTIONS += [
 ]  # fmt: skip
 
 
+#: a prompt: its permissions are a model's, on the prompt's name (no grant scope names it)
+_PROMPT = {"template": "Answer {{ question }}", "model": "gpt-4o-mini"}
+
+
+def _prepare_prompt(world: World, case: str) -> None:
+    answer = world.admin.post("/prompts/support/versions", json=_PROMPT)  # v1, once
+    assert answer.status_code == 201, answer.text
+
+
+def _prepare_prompt_alias(world: World, case: str) -> None:
+    _prepare_prompt(world, case)
+    answer = world.admin.put("/prompts/support/aliases/staging", json={"version": 1})
+    assert answer.status_code == 200, answer.text
+
+
+ACTIONS += [
+    Action(
+        "register prompt version", "POST", "/api/v1/prompts/{name}/versions",
+        lambda w, h, c: h.post("/prompts/support/versions", json=_PROMPT),
+        [("write", "model", "support")],
+    ),
+    Action(
+        "move prompt alias", "PUT", "/api/v1/prompts/{name}/aliases/{alias}",
+        lambda w, h, c: h.put("/prompts/support/aliases/staging", json={"version": 1}),
+        [("write", "alias", "support@staging")],
+        _prepare_prompt,
+    ),
+    Action(
+        "delete prompt alias", "DELETE", "/api/v1/prompts/{name}/aliases/{alias}",
+        lambda w, h, c: h.delete("/prompts/support/aliases/staging"),
+        [("write", "alias", "support@staging")],
+        _prepare_prompt_alias,
+    ),
+    Action(
+        "approve prompt version", "POST", "/api/v1/prompts/{name}/versions/{version}/approvals",
+        lambda w, h, c: h.post("/prompts/support/versions/1/approvals", json={"alias": "production"}),
+        [("approve", "model", "support"), ("role:approver", "model", "support")],
+        _prepare_prompt,
+    ),
+]  # fmt: skip
+
+
 def _user(role: str, scope: str) -> str:
     return f"{role}-{scope}"
 
@@ -662,7 +704,7 @@ def test_every_mutating_route_is_in_the_matrix(world: World):
 
 
 def test_the_matrix_size_is_what_the_docstring_says():
-    assert (len(ACTIONS), len(ROLES), len(SCOPES), len(CASES)) == (53, 4, 4, 848)
+    assert (len(ACTIONS), len(ROLES), len(SCOPES), len(CASES)) == (57, 4, 4, 912)
 
 
 # -- a sample through the CLI ------------------------------------------------------------

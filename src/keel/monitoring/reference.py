@@ -172,7 +172,9 @@ def _store(
     actor = client.user
     with client.store.write() as conn:
         model_id = conn.execute(
-            select(s.registered_models.c.id).where(s.registered_models.c.name == model_name)
+            select(s.registered_models.c.id).where(
+                s.registered_models.c.name == model_name, s.registered_models.c.kind == "model"
+            )
         ).scalar_one()
         conn.execute(
             s.reference_profiles.insert().values(

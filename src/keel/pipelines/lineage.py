@@ -238,7 +238,11 @@ def _hops(conn: Connection, frontier: list[str], direction: str) -> list[Edge]:
             source = conn.execute(
                 select(s.model_versions.c.run_id)
                 .join(s.registered_models)
-                .where(s.registered_models.c.name == name, s.model_versions.c.version == version)
+                .where(
+                    s.registered_models.c.name == name,
+                    s.registered_models.c.kind == "model",  # a prompt is not a model version
+                    s.model_versions.c.version == version,
+                )
             ).first()
             if source is not None and source.run_id:
                 found.append(
@@ -364,7 +368,7 @@ def _model_version_uri(store: Store, uri: ModelURI) -> str:
     with store.read() as conn:
         model = conn.execute(
             select(s.registered_models.c.id, s.registered_models.c.last_version).where(
-                s.registered_models.c.name == name
+                s.registered_models.c.name == name, s.registered_models.c.kind == "model"
             )
         ).first()
         if model is None:

@@ -30,6 +30,7 @@ __all__ = [
     "all_aliases",
     "current",
     "history",
+    "kind_words",
     "model_aliases",
     "move",
     "remove",
@@ -81,15 +82,24 @@ def version_aliases(conn: Connection, model_id: int, version: int) -> list[str]:
     )
 
 
+def kind_words(model: Any) -> tuple[str, str]:
+    """What a registry row is called in messages, and its command group.
+
+    ``("model", "models")``, or ``("prompt", "prompts")`` for a prompt (:mod:`keel.llm`).
+    """
+    return ("prompt", "prompts") if model.kind == "prompt" else ("model", "models")
+
+
 def alias_missing(conn: Connection, model: Any, alias: str) -> NotFound:
     """``NotFound`` for an alias ``model`` (its row) lacks, naming the aliases it has."""
+    noun, group = kind_words(model)
     return NotFound(
-        f"model {model.name!r} has no alias {alias!r}; "
+        f"{noun} {model.name!r} has no alias {alias!r}; "
         + hint(
             alias,
             model_aliases(conn, model.id),
             kind=f"aliases of {model.name!r}",
-            create=f"point one at a version with `keel models alias set {model.name} "
+            create=f"point one at a version with `keel {group} alias set {model.name} "
             f"{alias} VERSION`",
         )
     )
@@ -140,7 +150,7 @@ def move(
     if not moved:
         now = current(conn, model.id, alias)
         raise Conflict(
-            f"alias {alias!r} of model {model.name!r} is at "
+            f"alias {alias!r} of {kind_words(model)[0]} {model.name!r} is at "
             f"{'no version' if now is None else f'version {now}'}, not "
             f"{'unset' if expected is None else f'version {expected}'} as this call "
             "expected: another client moved it. Reload and retry"
@@ -173,7 +183,8 @@ def remove(
     )
     if done.rowcount != 1:
         raise Conflict(
-            f"alias {alias!r} of model {model.name!r} no longer points at version {expected}: "
+            f"alias {alias!r} of {kind_words(model)[0]} {model.name!r} no longer points at "
+            f"version {expected}: "
             "another client moved or removed it. Reload and retry"
         )
     change = AliasChange(alias, expected, None, now_ms(), actor, comment)

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, delete, func, select
 
 from keel.errors import ApprovalRequired, Conflict, InvalidInput, NotFound, PermissionDenied
 from keel.governance import audit, roles
+from keel.registry.aliases import kind_words
 from keel.registry.entities import AliasPolicy, Approval
 from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
@@ -64,7 +65,8 @@ def check_approvals(conn: Connection, model: Any, target: Any, alias: str) -> No
         raise ApprovalRequired(
             f"alias {alias!r} is protected: moving it to {model.name} version {target.version} "
             f"needs {policy.approvals} approval(s) from role {policy.role!r}{registrant}; it has "
-            f"{have}. Approve with: keel models approve {model.name} {target.version} "
+            f"{have}. Approve with: keel {kind_words(model)[1]} approve {model.name} "
+            f"{target.version} "
             f"--for {alias} --comment '...'"
         )
 

@@ -25,7 +25,7 @@ read-modify-write in Python:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
@@ -67,6 +67,16 @@ class Unset:
 UNSET: Final = Unset()
 
 _REGISTER_HINT = "register one with `keel models register runs:/<run_id>/model NAME`"
+#: Per kind of registry row: what a message calls one, its plural, and how to make one.
+_KINDS = {
+    "model": ("registered model", "registered models", "models", _REGISTER_HINT),
+    "prompt": (
+        "prompt",
+        "prompts",
+        "prompts",
+        "register one with `keel prompts register NAME --file prompt.yaml`",
+    ),
+}
 
 
 def _check_model_name(name: Any) -> str:
@@ -134,6 +144,10 @@ class RegistryClient(TransportBound):
             version's source is a run's model); defaults to one over the same transport.
     """
 
+    #: Which rows of ``registered_models`` this client reads and writes: models here;
+    #: :mod:`keel.llm` reuses the records, aliases and approvals with ``"prompt"``.
+    kind: ClassVar[str] = "model"
+
     def __init__(
         self,
         settings: Settings | None = None,
@@ -161,13 +175,31 @@ class RegistryClient(TransportBound):
             with self.store.write() as conn:
                 self._insert_model(conn, name, description)
         except SQLIntegrityError:
-            raise Conflict(f"a registered model named {name!r} already exists") from None
+            with self.store.read() as conn:
+                raise self._name_taken(conn, name) from None
         return self.get_registered_model(name)
+
+    def _name_taken(self, conn: Connection, name: str) -> Conflict:
+        """``Conflict`` for a name that exists: as this kind, or as the other one."""
+        kind = conn.execute(
+            select(s.registered_models.c.kind).where(s.registered_models.c.name == name)
+        ).scalar()
+        if kind is not None and kind != self.kind:
+            return Conflict(
+                f"{name!r} is a {_KINDS[kind][0]}, not a {_KINDS[self.kind][0]}: a name is "
+                f"either a model or a prompt, so choose another name (`keel {_KINDS[kind][2]} "
+                "list` shows the taken ones)"
+            )
+        return Conflict(f"a {_KINDS[self.kind][0]} named {name!r} already exists")
 
     def _insert_model(self, conn: Connection, name: str, description: str | None) -> None:
         conn.execute(
             s.registered_models.insert().values(
-                name=name, description=description, created_at=now_ms(), created_by=self._actor
+                name=name,
+                kind=self.kind,
+                description=description,
+                created_at=now_ms(),
+                created_by=self._actor,
             )
         )
         audit.record(
@@ -179,21 +211,42 @@ class RegistryClient(TransportBound):
             after={"description": description},
         )
 
-    def _model_row(self, conn: Connection, name: str) -> Any:
+    def model_row(self, conn: Connection, name: str) -> Any:
+        """The ``registered_models`` row of ``name`` (of this client's kind), in ``conn``.
+
+        For the registry's own modules and :mod:`keel.llm`, which keep their records in
+        the same tables and pass the row to the alias and approval functions.
+
+        Raises:
+            NotFound: no such row; the message names the closest names, or the other
+                kind when the name is taken by it.
+        """
         row = conn.execute(
-            select(s.registered_models).where(s.registered_models.c.name == name)
+            select(s.registered_models).where(
+                s.registered_models.c.name == name, s.registered_models.c.kind == self.kind
+            )
         ).first()
         if row is None:
-            names = conn.execute(select(s.registered_models.c.name)).scalars()
+            noun, plural, _, create = _KINDS[self.kind]
+            other = conn.execute(
+                select(s.registered_models.c.kind).where(s.registered_models.c.name == name)
+            ).scalar()
+            if other is not None:  # the name is taken by the other kind: say which
+                raise NotFound(
+                    f"no {noun} named {name!r}: {name!r} is a {_KINDS[other][0]}; see "
+                    f"`keel {_KINDS[other][2]} versions {name}`"
+                )
+            names = conn.execute(
+                select(s.registered_models.c.name).where(s.registered_models.c.kind == self.kind)
+            ).scalars()
             raise NotFound(
-                f"no registered model named {name!r}; "
-                + hint(name, names, kind="registered models", create=_REGISTER_HINT)
+                f"no {noun} named {name!r}; " + hint(name, names, kind=plural, create=create)
             )
         return row
 
     def get_registered_model(self, name: str) -> RegisteredModel:
         with self.store.read() as conn:
-            row = self._model_row(conn, name)
+            row = self.model_row(conn, name)
             aliases = _aliases.model_aliases(conn, row.id)
         return RegisteredModel(
             row.name, row.description, row.last_version, row.created_at, row.created_by, aliases
@@ -202,7 +255,9 @@ class RegistryClient(TransportBound):
     def list_registered_models(self) -> list[RegisteredModel]:
         with self.store.read() as conn:
             rows = conn.execute(
-                select(s.registered_models).order_by(s.registered_models.c.name)
+                select(s.registered_models)
+                .where(s.registered_models.c.kind == self.kind)
+                .order_by(s.registered_models.c.name)
             ).all()
             by_model = _aliases.all_aliases(conn)
         return [
@@ -273,7 +328,7 @@ class RegistryClient(TransportBound):
         with self.store.write() as conn:
             conn.execute(
                 insert_on_conflict(conn, s.registered_models)
-                .values(name=name, created_at=now_ms(), created_by=self._actor)
+                .values(name=name, kind=self.kind, created_at=now_ms(), created_by=self._actor)
                 .on_conflict_do_nothing(index_elements=[s.registered_models.c.name])
             )
             twin = self._same_version(conn, name, source, manifest.digest)
@@ -354,11 +409,13 @@ class RegistryClient(TransportBound):
         held), so a concurrent registration of the same package waits and then finds
         this one's version instead of adding a twin.
         """
-        model_id = conn.execute(
-            select(s.registered_models.c.id)
+        model_id, kind = conn.execute(
+            select(s.registered_models.c.id, s.registered_models.c.kind)
             .where(s.registered_models.c.name == name)
             .with_for_update()
-        ).scalar_one()
+        ).one()
+        if kind != self.kind:  # the name is the other kind's: never add a version to it
+            raise self._name_taken(conn, name)
         version = conn.execute(
             select(s.model_versions.c.version)
             .where(
@@ -372,21 +429,31 @@ class RegistryClient(TransportBound):
         return (
             None
             if version is None
-            else self._to_version(conn, self._version_row(conn, name, version))
+            else self._to_version(conn, self.version_row(conn, name, version))
         )
 
-    def _version_row(self, conn: Connection, name: str, version: int) -> Any:
+    def version_row(self, conn: Connection, name: str, version: int) -> Any:
+        """The ``model_versions`` row of ``name``'s ``version`` (with the name), in ``conn``.
+
+        Raises:
+            NotFound: the model or the version does not exist.
+        """
         row = conn.execute(
             select(s.model_versions, s.registered_models.c.name)
             .join(s.registered_models)
-            .where(s.registered_models.c.name == name, s.model_versions.c.version == version)
+            .where(
+                s.registered_models.c.name == name,
+                s.registered_models.c.kind == self.kind,
+                s.model_versions.c.version == version,
+            )
         ).first()
         if row is None:
-            model = self._model_row(conn, name)  # NotFound for the model itself first
+            model = self.model_row(conn, name)  # NotFound for the model itself first
             latest = f"its latest is {model.last_version}" if model.last_version else "none yet"
+            noun, group = _aliases.kind_words(model)
             raise NotFound(
-                f"model {name!r} has no version {version} ({latest}); "
-                f"see `keel models versions {name}`"
+                f"{noun} {name!r} has no version {version} ({latest}); "
+                f"see `keel {group} versions {name}`"
             )
         return row
 
@@ -415,11 +482,11 @@ class RegistryClient(TransportBound):
     def get_model_version(self, name: str, version: int) -> ModelVersion:
         version = _check_version(version)
         with self.store.read() as conn:
-            return self._to_version(conn, self._version_row(conn, name, version))
+            return self._to_version(conn, self.version_row(conn, name, version))
 
     def list_model_versions(self, name: str) -> list[ModelVersion]:
         with self.store.read() as conn:
-            model = self._model_row(conn, name)
+            model = self.model_row(conn, name)
             rows = conn.execute(
                 select(s.model_versions, s.registered_models.c.name)
                 .join(s.registered_models)
@@ -435,7 +502,7 @@ class RegistryClient(TransportBound):
         check_key(key, "tag key")
         text = check_tag_value(key, value)
         with self.store.write() as conn:
-            row = self._version_row(conn, name, _check_version(version))
+            row = self.version_row(conn, name, _check_version(version))
             before = conn.execute(
                 select(s.model_version_tags.c.value).where(
                     s.model_version_tags.c.version_id == row.id, s.model_version_tags.c.key == key
@@ -461,7 +528,7 @@ class RegistryClient(TransportBound):
     def update_model_version(self, name: str, version: int, *, description: str) -> ModelVersion:
         """Replace a version's description (its intended use and limitations, for the card)."""
         with self.store.write() as conn:
-            row = self._version_row(conn, name, _check_version(version))
+            row = self.version_row(conn, name, _check_version(version))
             conn.execute(
                 update(s.model_versions)
                 .where(s.model_versions.c.id == row.id)
@@ -507,9 +574,9 @@ class RegistryClient(TransportBound):
         )
         report = _checks.stored_report(self.artifacts, check)
         with self.store.write() as conn:
-            row = self._version_row(conn, name, version)
+            row = self.version_row(conn, name, version)
             if against is not None:
-                self._version_row(conn, name, against)
+                self.version_row(conn, name, against)
             _checks.insert(conn, row.model_id, check, report)
         return check
 
@@ -517,7 +584,7 @@ class RegistryClient(TransportBound):
         """The recorded checks of a version, oldest first."""
         version = _check_version(version)
         with self.store.read() as conn:
-            row = self._version_row(conn, name, version)
+            row = self.version_row(conn, name, version)
             return _checks.of_version(conn, name, row.model_id, version)
 
     # -- aliases (keel.registry.aliases) -------------------------------------------------
@@ -525,16 +592,16 @@ class RegistryClient(TransportBound):
     def get_alias(self, name: str, alias: str) -> int | None:
         """The version ``alias`` points at, or ``None``."""
         with self.store.read() as conn:
-            return _aliases.current(conn, self._model_row(conn, name).id, alias)
+            return _aliases.current(conn, self.model_row(conn, name).id, alias)
 
     def get_model_version_by_alias(self, name: str, alias: str) -> ModelVersion:
         _check_alias(alias)
         with self.store.read() as conn:
-            model = self._model_row(conn, name)
+            model = self.model_row(conn, name)
             version = _aliases.current(conn, model.id, alias)
             if version is None:
                 raise _aliases.alias_missing(conn, model, alias)
-            return self._to_version(conn, self._version_row(conn, name, version))
+            return self._to_version(conn, self.version_row(conn, name, version))
 
     def find_model_version(self, name: str, ref: int | str | None = None) -> ModelVersion:
         """The version a person names: a number or an alias, after the name or joined to it.
@@ -600,8 +667,8 @@ class RegistryClient(TransportBound):
         _check_alias(alias)
         version = _check_version(version)
         with self.store.write(conn) as conn:
-            model = self._model_row(conn, name)
-            target = self._version_row(conn, name, version)
+            model = self.model_row(conn, name)
+            target = self.version_row(conn, name, version)
             _approvals.check_approvals(conn, model, target, alias)
             if isinstance(expected, Unset):
                 expected = _aliases.current(conn, model.id, alias)
@@ -621,7 +688,7 @@ class RegistryClient(TransportBound):
         """Remove an alias (compare-and-set like :meth:`set_alias`, ``conn`` likewise)."""
         _check_alias(alias)
         with self.store.write(conn) as conn:
-            model = self._model_row(conn, name)
+            model = self.model_row(conn, name)
             if isinstance(expected, Unset):
                 expected = _aliases.current(conn, model.id, alias)
             if expected is None:
@@ -633,7 +700,7 @@ class RegistryClient(TransportBound):
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasChange]:
         """Every move of the model's aliases (or of one alias), oldest first."""
         with self.store.read() as conn:
-            return _aliases.history(conn, self._model_row(conn, name), alias)
+            return _aliases.history(conn, self.model_row(conn, name), alias)
 
     # -- approvals and protection (keel.registry.approvals) ----------------------------
 
@@ -648,8 +715,8 @@ class RegistryClient(TransportBound):
         _check_alias(alias)
         version = _check_version(version)
         with self.store.write() as conn:
-            model = self._model_row(conn, name)
-            target = self._version_row(conn, name, version)
+            model = self.model_row(conn, name)
+            target = self.version_row(conn, name, version)
             return _approvals.approve(conn, model, target, alias, self._actor, comment)
 
     def approval_count(self, name: str, version: int, alias: str) -> tuple[int, int]:
@@ -664,15 +731,15 @@ class RegistryClient(TransportBound):
             policy = _approvals.get_policy(conn, alias)
             if policy is None or policy.approvals <= 0:
                 return 0, 0
-            model = self._model_row(conn, name)
-            target = self._version_row(conn, name, version)
+            model = self.model_row(conn, name)
+            target = self.version_row(conn, name, version)
             return _approvals.count_approvals(conn, model, target, policy), policy.approvals
 
     def list_approvals(self, name: str, version: int | None = None) -> list[Approval]:
         """Approvals of the model's versions (or of one version), oldest first."""
         number = None if version is None else _check_version(version)
         with self.store.read() as conn:
-            return _approvals.list_approvals(conn, self._model_row(conn, name), number)
+            return _approvals.list_approvals(conn, self.model_row(conn, name), number)
 
     def set_alias_policy(
         self,

@@ -179,6 +179,9 @@ registered_models = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(256), nullable=False, unique=True),
+    # 'model', or 'prompt' (keel.llm): prompts reuse versions, aliases and approvals, and a
+    # name is one or the other (the name stays unique across both).
+    Column("kind", String(16), nullable=False, server_default="model"),
     Column("description", Text),
     # The store numbers versions: registering increments this in the same transaction.
     Column("last_version", Integer, nullable=False, server_default="0"),
