@@ -23,21 +23,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from keel.registry.client import UNSET
 from keel.server.context import CallerDep
+from keel.server.routes.aliases import add_alias_routes
 from keel.transport.wire import to_wire
 from keel.validation import MAX_NAME_CHARS
 
 router = APIRouter(tags=["prompts"])
 
-_COMMENT_CHARS = 5_000
 _TEXT_CHARS = 100_000
 
 PromptName = Annotated[str, Path(max_length=MAX_NAME_CHARS, description="a prompt")]
-AliasName = Annotated[str, Path(max_length=MAX_NAME_CHARS, description="an alias of the prompt")]
+
 Version = Annotated[int, Path(ge=1, le=2**31 - 1, description="a version number")]
 
 
@@ -54,21 +53,6 @@ class NewPromptVersion(BaseModel):
     tools: Any = None
     response_schema: Any = None
     description: str | None = Field(default=None, max_length=_TEXT_CHARS)
-
-
-class AliasMove(BaseModel):
-    """Point an alias at a version, as a compare-and-set (``expected`` as for models)."""
-
-    version: int = Field(ge=1, le=2**31 - 1)
-    expected: int | None = Field(default=None, ge=1)
-    comment: str | None = Field(default=None, max_length=_COMMENT_CHARS)
-
-
-class NewApproval(BaseModel):
-    """An approval of a version for a protected alias, by the caller."""
-
-    alias: str = Field(max_length=MAX_NAME_CHARS)
-    comment: str | None = Field(default=None, max_length=_COMMENT_CHARS)
 
 
 @router.get("/prompts")
@@ -121,70 +105,10 @@ def get_prompt_version(name: PromptName, version: Version, caller: CallerDep) ->
     return to_wire(caller.client.prompts.get(name, version))
 
 
-@router.get("/prompts/{name}/aliases/{alias}")
-def get_prompt_version_by_alias(name: PromptName, alias: AliasName, caller: CallerDep) -> Any:
-    """The version the alias points at (404 when it is not set)."""
-    caller.require("read", "model", name)
-    return to_wire(caller.client.prompts.get_by_alias(name, alias))
-
-
-@router.put("/prompts/{name}/aliases/{alias}")
-def set_prompt_alias(name: PromptName, alias: AliasName, body: AliasMove, caller: CallerDep) -> Any:
-    """Move the alias (compare-and-set; a protected alias needs its approvals first)."""
-    caller.require("write", "alias", f"{name}@{alias}")
-    expected = body.expected if "expected" in body.model_fields_set else UNSET
-    return to_wire(
-        caller.client.prompts.set_alias(
-            name, alias, body.version, expected=expected, comment=body.comment
-        )
-    )
-
-
-@router.delete("/prompts/{name}/aliases/{alias}")
-def delete_prompt_alias(
-    name: PromptName,
-    alias: AliasName,
-    caller: CallerDep,
-    expected: Annotated[
-        int | None, Query(ge=1, le=2**31 - 1, description="the version it must hold")
-    ] = None,
-    comment: Annotated[str | None, Query(max_length=_COMMENT_CHARS)] = None,
-) -> Any:
-    """Remove the alias (compare-and-set on ``expected`` when given)."""
-    caller.require("write", "alias", f"{name}@{alias}")
-    return to_wire(
-        caller.client.prompts.delete_alias(
-            name, alias, expected=UNSET if expected is None else expected, comment=comment
-        )
-    )
-
-
-@router.get("/prompts/{name}/alias-history")
-def prompt_alias_history(
-    name: PromptName,
-    caller: CallerDep,
-    alias: Annotated[str | None, Query(max_length=MAX_NAME_CHARS)] = None,
-) -> Any:
-    """Every move of the prompt's aliases (or of one), oldest first."""
-    caller.require("read", "model", name)
-    return to_wire(caller.client.prompts.alias_history(name, alias))
-
-
-@router.post("/prompts/{name}/versions/{version}/approvals", status_code=201)
-def approve_prompt_version(
-    name: PromptName, version: Version, body: NewApproval, caller: CallerDep
-) -> Any:
-    """Approve a version for a protected alias as the caller (never as its registrant)."""
-    caller.require("approve", "model", name)
-    return to_wire(caller.client.prompts.approve(name, version, body.alias, body.comment))
-
-
-@router.get("/prompts/{name}/approvals")
-def list_prompt_approvals(
-    name: PromptName,
-    caller: CallerDep,
-    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
-) -> Any:
-    """Approvals of the prompt's versions (or of one), oldest first."""
-    caller.require("read", "model", name)
-    return to_wire(caller.client.prompts.list_approvals(name, version))
+add_alias_routes(
+    router,
+    "prompts",
+    "prompt",
+    part=lambda caller: caller.client.prompts,
+    by_alias=lambda caller, name, alias: caller.client.prompts.get_by_alias(name, alias),
+)

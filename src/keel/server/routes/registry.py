@@ -30,8 +30,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field, StringConstraints
 
-from keel.registry.client import UNSET
 from keel.server.context import Caller, CallerDep
+from keel.server.routes.aliases import add_alias_routes
 from keel.tracking.validation import MAX_KEY_LENGTH, MAX_TAG_LENGTH
 from keel.transport.wire import to_wire
 from keel.uris import RunURI, parse_model_uri
@@ -39,7 +39,6 @@ from keel.validation import MAX_NAME_CHARS
 
 router = APIRouter(tags=["registry"])
 
-_COMMENT_CHARS = 5_000
 _TEXT_CHARS = 100_000
 
 ModelName = Annotated[str, Path(max_length=MAX_NAME_CHARS, description="a registered model")]
@@ -85,25 +84,6 @@ class NewCheck(BaseModel):
     passed: bool
     data_digest: Digest = Field(description="BLAKE3 of the rows the check measured")
     report_digest: Digest = Field(description="the stored JSON report of the check")
-
-
-class AliasMove(BaseModel):
-    """Point an alias at a version, as a compare-and-set.
-
-    Leave ``expected`` out to take whatever the alias holds when the move starts;
-    send it (``null``: the alias is not set) to refuse the move if it moved since.
-    """
-
-    version: int = Field(ge=1, le=2**31 - 1)
-    expected: int | None = Field(default=None, ge=1)
-    comment: str | None = Field(default=None, max_length=_COMMENT_CHARS)
-
-
-class NewApproval(BaseModel):
-    """An approval of a version for a protected alias, by the caller."""
-
-    alias: str = Field(max_length=MAX_NAME_CHARS)
-    comment: str | None = Field(default=None, max_length=_COMMENT_CHARS)
 
 
 class PolicyBody(BaseModel):
@@ -242,74 +222,15 @@ def list_checks(name: ModelName, version: Version, caller: CallerDep) -> Any:
 # -- aliases ---------------------------------------------------------------------------------
 
 
-@router.get("/models/{name}/aliases/{alias}")
-def get_model_version_by_alias(name: ModelName, alias: AliasName, caller: CallerDep) -> Any:
-    """The version the alias points at (404 when it is not set)."""
-    caller.require("read", "model", name)
-    return to_wire(caller.client.registry.get_model_version_by_alias(name, alias))
-
-
-@router.put("/models/{name}/aliases/{alias}")
-def set_alias(name: ModelName, alias: AliasName, body: AliasMove, caller: CallerDep) -> Any:
-    """Move the alias (compare-and-set; a protected alias needs its approvals first)."""
-    caller.require("write", "alias", f"{name}@{alias}")
-    expected = body.expected if "expected" in body.model_fields_set else UNSET
-    return to_wire(
-        caller.client.registry.set_alias(
-            name, alias, body.version, expected=expected, comment=body.comment
-        )
-    )
-
-
-@router.delete("/models/{name}/aliases/{alias}")
-def delete_alias(
-    name: ModelName,
-    alias: AliasName,
-    caller: CallerDep,
-    expected: Annotated[
-        int | None, Query(ge=1, le=2**31 - 1, description="the version it must hold")
-    ] = None,
-    comment: Annotated[str | None, Query(max_length=_COMMENT_CHARS)] = None,
-) -> Any:
-    """Remove the alias (compare-and-set on ``expected`` when given)."""
-    caller.require("write", "alias", f"{name}@{alias}")
-    return to_wire(
-        caller.client.registry.delete_alias(
-            name, alias, expected=UNSET if expected is None else expected, comment=comment
-        )
-    )
-
-
-@router.get("/models/{name}/alias-history")
-def alias_history(
-    name: ModelName,
-    caller: CallerDep,
-    alias: Annotated[str | None, Query(max_length=MAX_NAME_CHARS)] = None,
-) -> Any:
-    """Every move of the model's aliases (or of one), oldest first."""
-    caller.require("read", "model", name)
-    return to_wire(caller.client.registry.alias_history(name, alias))
-
-
-# -- approvals and alias policies --------------------------------------------------------------
-
-
-@router.post("/models/{name}/versions/{version}/approvals", status_code=201)
-def approve(name: ModelName, version: Version, body: NewApproval, caller: CallerDep) -> Any:
-    """Approve a version for a protected alias as the caller (never as its registrant)."""
-    caller.require("approve", "model", name)
-    return to_wire(caller.client.registry.approve(name, version, body.alias, body.comment))
-
-
-@router.get("/models/{name}/approvals")
-def list_approvals(
-    name: ModelName,
-    caller: CallerDep,
-    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
-) -> Any:
-    """Approvals of the model's versions (or of one), oldest first."""
-    caller.require("read", "model", name)
-    return to_wire(caller.client.registry.list_approvals(name, version))
+add_alias_routes(
+    router,
+    "models",
+    "model",
+    part=lambda caller: caller.client.registry,
+    by_alias=lambda caller, name, alias: caller.client.registry.get_model_version_by_alias(
+        name, alias
+    ),
+)
 
 
 @router.get("/alias-policies")
