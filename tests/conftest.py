@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -292,3 +293,23 @@ def run_keel() -> Callable[..., subprocess.CompletedProcess[str]]:
     test after ``_support.cli.TIMEOUT`` seconds unless ``timeout`` says otherwise.
     """
     return _run_keel
+
+
+@pytest.fixture
+def as_user(request: pytest.FixtureRequest) -> Callable[[str], keel.Client]:
+    """``as_user(name)``: a client on the test's Keel acting as ``name``.
+
+    Locally that is the name the client claims; through a server it is a new user
+    (role ``editor``) and a token of theirs, since a server believes only tokens.
+    """
+
+    def client(user: str) -> keel.Client:
+        from keel.config import get_settings
+
+        settings = get_settings()
+        if settings.server_url:
+            token = request.getfixturevalue("control_plane").make_user(user, "editor")
+            return keel.Client(replace(settings, token=token))
+        return keel.Client(replace(settings, user=user))
+
+    return client

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,26 +28,6 @@ def support() -> dict[str, Any]:
         "model": SUPPORT["model"],
         "parameters": dict(SUPPORT["parameters"]),
     }
-
-
-@pytest.fixture
-def as_user(request: pytest.FixtureRequest) -> Callable[[str], keel.Client]:
-    """``as_user(name)``: a client on the test's Keel acting as ``name``.
-
-    Locally that is the name the client claims; through a server it is a new user
-    (role ``editor``) and a token of theirs, since a server believes only tokens.
-    """
-
-    def client(user: str) -> keel.Client:
-        from keel.config import get_settings
-
-        settings = get_settings()
-        if settings.server_url:
-            token = request.getfixturevalue("control_plane").make_user(user, "editor")
-            return keel.Client(replace(settings, token=token))
-        return keel.Client(replace(settings, user=user))
-
-    return client
 
 
 @pytest.fixture
