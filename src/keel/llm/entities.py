@@ -18,6 +18,7 @@ from typing import Any
 
 from keel.errors import InvalidInput
 from keel.llm.templates import check_variables, render_text, template_variables
+from keel.registry.entities import RegisteredModel
 
 __all__ = [
     "DOCUMENT_FORMAT",
@@ -260,25 +261,11 @@ class PromptVersion:
 
 
 @dataclass(frozen=True)
-class RegisteredPrompt:
-    """A prompt's name, its latest version number and its aliases."""
+class RegisteredPrompt(RegisteredModel):
+    """A prompt's name, its latest version number and its aliases.
 
-    name: str
-    description: str | None
-    latest_version: int
-    created_at: int
-    created_by: str
-    aliases: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "latest_version": self.latest_version,
-            "aliases": self.aliases,
-            "created_at": _iso(self.created_at),
-            "created_by": self.created_by,
-        }
+    The registry's record of a model, as a prompt: the same fields on the same rows.
+    """
 
 
 def _template_lines(template: str | list[dict[str, str]]) -> list[str]:
