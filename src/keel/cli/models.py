@@ -8,7 +8,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from keel.cli.output import console, fmt_time, print_json
+from keel.cli.output import (
+    console,
+    fmt_time,
+    print_alias_history,
+    print_alias_move,
+    print_json,
+    print_registered,
+)
 
 app = typer.Typer(
     help="Register models, move aliases, approve, check and document versions.",
@@ -36,18 +43,11 @@ def list_command(as_json: JsonOption = False) -> None:
     """List registered models with their latest version and aliases."""
     from keel.client import Client
 
-    models = Client().list_registered_models()
-    if as_json:
-        print_json([m.to_dict() for m in models])
-        return
-    if not models:
-        console.print("No registered models yet. Register one with keel.register_model(uri, name).")
-        return
-    table = Table("name", "latest", "aliases", "created")
-    for m in models:
-        aliases = ", ".join(f"{a}→{v}" for a, v in m.aliases.items())
-        table.add_row(m.name, str(m.latest_version), aliases, fmt_time(m.created_at))
-    console.print(table)
+    print_registered(
+        Client().list_registered_models(),
+        as_json,
+        "No registered models yet. Register one with keel.register_model(uri, name).",
+    )
 
 
 @app.command("register")
@@ -164,8 +164,7 @@ def alias_set_command(
         expected=UNSET if expected is None else expected,
         comment=comment,
     )
-    before = "unset" if change.from_version is None else f"version {change.from_version}"
-    console.print(f"{name}@{alias}: {before} → version {change.to_version}")
+    print_alias_move(name, alias, change)
 
 
 @alias_app.command("unset")
@@ -190,21 +189,7 @@ def alias_history_command(
     """Every move of a model's aliases, oldest first."""
     from keel.client import Client
 
-    history = Client().alias_history(name, alias)
-    if as_json:
-        print_json([h.to_dict() for h in history])
-        return
-    table = Table("time", "alias", "from", "to", "by", "comment")
-    for h in history:
-        table.add_row(
-            fmt_time(h.at),
-            h.alias,
-            "—" if h.from_version is None else str(h.from_version),
-            "—" if h.to_version is None else str(h.to_version),
-            h.actor,
-            h.comment or "",
-        )
-    console.print(table)
+    print_alias_history(Client().alias_history(name, alias), as_json)
 
 
 @app.command("approve")

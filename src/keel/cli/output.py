@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
 
-__all__ = ["console", "err", "fmt_time", "fmt_value", "print_json"]
+__all__ = [
+    "console", "err", "fmt_time", "fmt_value", "print_alias_history", "print_alias_move",
+    "print_json", "print_registered",
+]  # fmt: skip
 
 console = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -61,3 +65,49 @@ def fmt_value(value: Any) -> str:
             return "inf" if value > 0 else "-inf"
         return f"{value:.6g}"
     return str(value)
+
+
+# The registry's records print alike for models and prompts (keel models, keel prompts).
+
+
+def print_registered(items: Sequence[Any], as_json: bool, empty: str) -> None:
+    """Registered models or prompts: name, latest version, aliases, created (or ``empty``)."""
+    from rich.table import Table
+
+    if as_json:
+        print_json([item.to_dict() for item in items])
+        return
+    if not items:
+        console.print(empty)
+        return
+    table = Table("name", "latest", "aliases", "created")
+    for item in items:
+        aliases = ", ".join(f"{a}→{v}" for a, v in item.aliases.items())
+        table.add_row(item.name, str(item.latest_version), aliases, fmt_time(item.created_at))
+    console.print(table)
+
+
+def print_alias_move(name: str, alias: str, change: Any) -> None:
+    """One alias move: ``NAME@ALIAS: version 1 → version 2``."""
+    before = "unset" if change.from_version is None else f"version {change.from_version}"
+    console.print(f"{name}@{alias}: {before} → version {change.to_version}")
+
+
+def print_alias_history(history: Sequence[Any], as_json: bool) -> None:
+    """Every move of an alias: time, alias, from, to, who and why."""
+    from rich.table import Table
+
+    if as_json:
+        print_json([h.to_dict() for h in history])
+        return
+    table = Table("time", "alias", "from", "to", "by", "comment")
+    for h in history:
+        table.add_row(
+            fmt_time(h.at),
+            h.alias,
+            "—" if h.from_version is None else str(h.from_version),
+            "—" if h.to_version is None else str(h.to_version),
+            h.actor,
+            h.comment or "",
+        )
+    console.print(table)

@@ -9,7 +9,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from keel.cli.output import console, fmt_time, print_json
+from keel.cli.output import (
+    console,
+    fmt_time,
+    print_alias_history,
+    print_alias_move,
+    print_json,
+    print_registered,
+)
 
 app = typer.Typer(
     help="Register prompts, render them, move and approve their aliases, compare versions.",
@@ -63,18 +70,11 @@ def list_command(as_json: JsonOption = False) -> None:
     """List prompts with their latest version and aliases."""
     from keel.client import Client
 
-    prompts = Client().prompts.list()
-    if as_json:
-        print_json([p.to_dict() for p in prompts])
-        return
-    if not prompts:
-        console.print("No prompts yet. Register one with keel prompts register NAME --file FILE.")
-        return
-    table = Table("name", "latest", "aliases", "created")
-    for p in prompts:
-        aliases = ", ".join(f"{a}→{v}" for a, v in p.aliases.items())
-        table.add_row(p.name, str(p.latest_version), aliases, fmt_time(p.created_at))
-    console.print(table)
+    print_registered(
+        Client().prompts.list(),
+        as_json,
+        "No prompts yet. Register one with keel prompts register NAME --file FILE.",
+    )
 
 
 @app.command("versions")
@@ -206,8 +206,7 @@ def alias_set_command(
     change = Client().prompts.set_alias(
         name, alias, version, expected=UNSET if expected is None else expected, comment=comment
     )
-    before = "unset" if change.from_version is None else f"version {change.from_version}"
-    console.print(f"{name}@{alias}: {before} → version {change.to_version}")
+    print_alias_move(name, alias, change)
 
 
 @alias_app.command("history")
@@ -219,18 +218,4 @@ def alias_history_command(
     """Every move of a prompt's aliases, oldest first."""
     from keel.client import Client
 
-    history = Client().prompts.alias_history(name, alias)
-    if as_json:
-        print_json([h.to_dict() for h in history])
-        return
-    table = Table("time", "alias", "from", "to", "by", "comment")
-    for h in history:
-        table.add_row(
-            fmt_time(h.at),
-            h.alias,
-            "—" if h.from_version is None else str(h.from_version),
-            "—" if h.to_version is None else str(h.to_version),
-            h.actor,
-            h.comment or "",
-        )
-    console.print(table)
+    print_alias_history(Client().prompts.alias_history(name, alias), as_json)
