@@ -17,6 +17,7 @@ from keel.llm.entities import PromptVersion, RegisteredPrompt, prompt_document
 from keel.llm.part import Prompts
 from keel.registry.client import UNSET, Unset
 from keel.registry.entities import AliasChange, Approval
+from keel.registry.remote import AliasCalls
 from keel.transport.http import HttpTransport
 from keel.validation import check_alias, check_name
 
@@ -34,6 +35,7 @@ class RemotePrompts(Prompts):
 
     def __init__(self, transport: HttpTransport) -> None:
         super().__init__(transport)
+        self._aliases = AliasCalls(transport, "prompt", self._prompt)
 
     def _prompt(self, name: str) -> str:
         # a name that is not one (``a/b``) would change the route: refuse it as locally
@@ -93,11 +95,7 @@ class RemotePrompts(Prompts):
         expected: int | Unset | None = UNSET,
         comment: str | None = None,
     ) -> AliasChange:
-        body: dict[str, Any] = {"version": version, "comment": comment}
-        if not isinstance(expected, Unset):  # absent: whatever the alias holds when it moves
-            body["expected"] = expected
-        path = f"{self._prompt(name)}/aliases/{_seg(alias)}"
-        return self.transport.call("PUT", path, AliasChange, json=body)
+        return self._aliases.set_alias(name, alias, version, expected, comment)
 
     def delete_alias(
         self,
@@ -107,28 +105,13 @@ class RemotePrompts(Prompts):
         expected: int | Unset | None = UNSET,
         comment: str | None = None,
     ) -> AliasChange:
-        if expected is None:  # as locally: an alias believed unset has nothing to delete
-            raise NotFound(f"alias {alias!r} of prompt {name!r} is not set; nothing to delete")
-        params: dict[str, Any] = {}
-        if not isinstance(expected, Unset):
-            params["expected"] = expected
-        if comment is not None:
-            params["comment"] = comment
-        path = f"{self._prompt(name)}/aliases/{_seg(alias)}"
-        return self.transport.call("DELETE", path, AliasChange, params=params)
+        return self._aliases.delete_alias(name, alias, expected, comment)
 
     def alias_history(self, name: str, alias: str | None = None) -> builtins.list[AliasChange]:
-        params = {} if alias is None else {"alias": alias}
-        path = f"{self._prompt(name)}/alias-history"
-        return self.transport.call("GET", path, builtins.list[AliasChange], params=params)
+        return self._aliases.alias_history(name, alias)
 
     def approve(self, name: str, version: int, alias: str, comment: str | None = None) -> Approval:
-        path = f"{self._prompt(name)}/versions/{_seg(version)}/approvals"
-        return self.transport.call(
-            "POST", path, Approval, json={"alias": alias, "comment": comment}
-        )
+        return self._aliases.approve(name, version, alias, comment)
 
     def list_approvals(self, name: str, version: int | None = None) -> builtins.list[Approval]:
-        params = {} if version is None else {"version": version}
-        path = f"{self._prompt(name)}/approvals"
-        return self.transport.call("GET", path, builtins.list[Approval], params=params)
+        return self._aliases.list_approvals(name, version)

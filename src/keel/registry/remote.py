@@ -13,7 +13,7 @@ passing one is refused with a clear error.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -35,12 +35,69 @@ from keel.transport import Transport
 from keel.transport.http import HttpTransport
 from keel.validation import check_name
 
-__all__ = ["RemoteRegistry", "registry_for"]
+__all__ = ["AliasCalls", "RemoteRegistry", "registry_for"]
 
 
 def _seg(text: Any) -> str:
     """One path segment: a name is checked by the server, but must not change the path."""
     return quote(str(text), safe="")
+
+
+class AliasCalls:
+    """The alias and approval requests of one collection (``/models`` or ``/prompts``).
+
+    The client's side of :func:`keel.server.routes.aliases.add_alias_routes`: models and
+    prompts move, trace and approve aliases through the same routes under their own path.
+
+    Args:
+        transport: the http transport.
+        noun: what one item is called in messages (``model``, ``prompt``).
+        path: the item's route from its name (``/models/<name>``); it refuses a name
+            that would change the route.
+    """
+
+    def __init__(self, transport: HttpTransport, noun: str, path: Callable[[str], str]) -> None:
+        self.transport = transport
+        self.noun = noun
+        self.path = path
+
+    def set_alias(
+        self, name: str, alias: str, version: int, expected: int | Unset | None, comment: str | None
+    ) -> AliasChange:
+        body: dict[str, Any] = {"version": version, "comment": comment}
+        if not isinstance(expected, Unset):  # absent: whatever the alias holds when it moves
+            body["expected"] = expected
+        path = f"{self.path(name)}/aliases/{_seg(alias)}"
+        return self.transport.call("PUT", path, AliasChange, json=body)
+
+    def delete_alias(
+        self, name: str, alias: str, expected: int | Unset | None, comment: str | None
+    ) -> AliasChange:
+        if expected is None:  # as locally: an alias believed unset has nothing to delete
+            raise NotFound(f"alias {alias!r} of {self.noun} {name!r} is not set; nothing to delete")
+        params: dict[str, Any] = {}
+        if not isinstance(expected, Unset):
+            params["expected"] = expected
+        if comment is not None:
+            params["comment"] = comment
+        path = f"{self.path(name)}/aliases/{_seg(alias)}"
+        return self.transport.call("DELETE", path, AliasChange, params=params)
+
+    def alias_history(self, name: str, alias: str | None) -> list[AliasChange]:
+        params = {} if alias is None else {"alias": alias}
+        path = f"{self.path(name)}/alias-history"
+        return self.transport.call("GET", path, list[AliasChange], params=params)
+
+    def approve(self, name: str, version: int, alias: str, comment: str | None) -> Approval:
+        path = f"{self.path(name)}/versions/{_seg(version)}/approvals"
+        return self.transport.call(
+            "POST", path, Approval, json={"alias": alias, "comment": comment}
+        )
+
+    def list_approvals(self, name: str, version: int | None) -> list[Approval]:
+        params = {} if version is None else {"version": version}
+        path = f"{self.path(name)}/approvals"
+        return self.transport.call("GET", path, list[Approval], params=params)
 
 
 def _no_conn(conn: Connection | None, method: str) -> None:
@@ -58,6 +115,7 @@ class RemoteRegistry(RegistryClient):
 
     def __init__(self, transport: HttpTransport, tracking: TrackingClient) -> None:
         super().__init__(transport=transport, tracking=tracking)
+        self._aliases = AliasCalls(transport, "model", self._model)
 
     def _model(self, name: str) -> str:
         # a name that is not one (``a/b``) would change the route: say so as locally
@@ -168,11 +226,7 @@ class RemoteRegistry(RegistryClient):
         conn: Connection | None = None,
     ) -> AliasChange:
         _no_conn(conn, "set_alias")
-        body: dict[str, Any] = {"version": version, "comment": comment}
-        if not isinstance(expected, Unset):  # absent: whatever the alias holds when it moves
-            body["expected"] = expected
-        path = f"{self._model(name)}/aliases/{_seg(alias)}"
-        return self.transport.call("PUT", path, AliasChange, json=body)
+        return self._aliases.set_alias(name, alias, version, expected, comment)
 
     def delete_alias(
         self,
@@ -184,32 +238,18 @@ class RemoteRegistry(RegistryClient):
         conn: Connection | None = None,
     ) -> AliasChange:
         _no_conn(conn, "delete_alias")
-        if expected is None:  # as locally: an alias believed unset has nothing to delete
-            raise NotFound(f"alias {alias!r} of model {name!r} is not set; nothing to delete")
-        params: dict[str, Any] = {}
-        if not isinstance(expected, Unset):
-            params["expected"] = expected
-        if comment is not None:
-            params["comment"] = comment
-        path = f"{self._model(name)}/aliases/{_seg(alias)}"
-        return self.transport.call("DELETE", path, AliasChange, params=params)
+        return self._aliases.delete_alias(name, alias, expected, comment)
 
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasChange]:
-        params = {} if alias is None else {"alias": alias}
-        path = f"{self._model(name)}/alias-history"
-        return self.transport.call("GET", path, list[AliasChange], params=params)
+        return self._aliases.alias_history(name, alias)
 
     # -- approvals and protection ----------------------------------------------------------
 
     def approve(self, name: str, version: int, alias: str, comment: str | None = None) -> Approval:
-        path = f"{self._version(name, version)}/approvals"
-        body = {"alias": alias, "comment": comment}
-        return self.transport.call("POST", path, Approval, json=body)
+        return self._aliases.approve(name, version, alias, comment)
 
     def list_approvals(self, name: str, version: int | None = None) -> list[Approval]:
-        params = {} if version is None else {"version": version}
-        path = f"{self._model(name)}/approvals"
-        return self.transport.call("GET", path, list[Approval], params=params)
+        return self._aliases.list_approvals(name, version)
 
     def set_alias_policy(
         self,
