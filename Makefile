@@ -18,8 +18,13 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-compile -e '.[demo]'
 	touch $(DEMO_STAMP)
 
+# PyTorch (for the evals' embedding model) is pinned to the CPU build first, so that
+# sentence-transformers does not pull a CUDA build of several GB.
+TORCH      ?= torch==2.13.0
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet '$(TORCH)'
 	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'
 	touch $(STAMP)
 

@@ -13,6 +13,7 @@ branches: what the caller did wrong, and what the world did::
     │   ├── Unauthenticated            no, bad, expired or revoked token  → 401
     │   ├── PermissionDenied           identity lacks the role            → 403
     │   │   └── ApprovalRequired       protected change needs approvals   → 403
+    │   ├── OverBudget                 a spending budget is used up       → 429
     │   └── StepFailed                 a pipeline step's own code raised  → 500
     │                                  (keel.pipelines: it carries the run)
     └── SystemFault                    the environment failed
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidInput",
     "KeelError",
     "NotFound",
+    "OverBudget",
     "PermissionDenied",
     "StorageError",
     "SystemFault",
@@ -105,6 +107,12 @@ class ApprovalRequired(PermissionDenied):
     """The change is protected by policy and lacks the approvals it needs."""
 
     status_code = 403
+
+
+class OverBudget(UserError):
+    """A request would spend past a budget (money or tokens) of its caller or team."""
+
+    status_code = 429
 
 
 class SystemFault(KeelError):

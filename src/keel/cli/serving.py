@@ -50,19 +50,33 @@ def _print_status(status: dict[str, Any]) -> None:
 def create_command(
     name: Annotated[str, typer.Argument(help="Deployment name (used in URLs).")],
     model: Annotated[
-        str, typer.Option(help="Primary model: churn@champion (follows the alias) or churn/3.")
-    ],
+        str | None,
+        typer.Option(help="Primary model: churn@champion (follows the alias) or churn/3."),
+    ] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            help="Primary prompt instead of a model: support@production. The gateway splits "
+            "requests for prompts:/support@production over this deployment's routes."
+        ),
+    ] = None,
     canary: CanaryOption = None,
     shadow: ShadowOption = None,
     batching: BatchingOption = None,
     comment: Annotated[str | None, typer.Option(help="Why; kept with the revision.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Create a deployment (revision 1)."""
+    """Create a deployment (revision 1) of a model, or of a prompt for the LLM gateway."""
+    from keel.errors import InvalidInput
     from keel.serving.deployments import Deployments, build_spec
 
+    if (model is None) == (prompt is None):
+        raise InvalidInput("give exactly one of --model NAME@ALIAS and --prompt NAME@ALIAS")
     deployments = Deployments()
-    deployments.create(name, build_spec(model, canary, shadow, batching), comment)
+    kind = "model" if prompt is None else "prompt"
+    primary = model or prompt
+    assert primary is not None
+    deployments.create(name, build_spec(primary, canary, shadow, batching, kind), comment)
     status = deployments.status(name)
     print_json(status) if as_json else _print_status(status)
 

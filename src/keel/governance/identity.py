@@ -54,8 +54,9 @@ __all__ = [
     "token_from_header",
 ]
 
-#: What a token may be used for; a token made without ``--scope`` has all three.
-SCOPES = ("api", "predict", "feedback")
+#: What a token may be used for: the control plane's API, a serving server's inference
+#: and feedback routes, and the LLM gateway. A token made without ``--scope`` has them all.
+SCOPES = ("api", "predict", "feedback", "llm")
 
 _TOKEN_PREFIX = "keel_"
 _USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,127}$")

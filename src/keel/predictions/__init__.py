@@ -33,8 +33,11 @@ from keel.predictions.schema import (
     OUTPUT_PREFIX,
     PREDICTION_COLUMNS,
     PREDICTIONS,
+    TRACE_COLUMNS,
+    TRACES,
     error_row,
     request_columns,
+    trace_row,
 )
 from keel.predictions.writer import PredictionLogger
 
@@ -48,6 +51,8 @@ __all__ = [
     "OUTPUT_PREFIX",
     "PREDICTIONS",
     "PREDICTION_COLUMNS",
+    "TRACES",
+    "TRACE_COLUMNS",
     "Block",
     "PredictionLogger",
     "PredictionReader",
@@ -56,4 +61,5 @@ __all__ = [
     "read_predictions",
     "request_columns",
     "to_ms",
+    "trace_row",
 ]

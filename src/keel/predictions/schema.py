@@ -11,6 +11,14 @@ dataset: the fixed columns (``row`` is 0), then :data:`ERROR_COLUMNS`: how
 many rows the request had, the HTTP status it got and the error message.
 :func:`error_row` builds one, so the server and the readers agree on it.
 
+A **trace row** is one request through the LLM gateway, in the ``traces``
+dataset: the fixed columns (``model`` and ``version`` name the prompt and its
+version, or the requested model and 0; ``row`` is 0), then
+:data:`TRACE_COLUMNS`: who asked, where it went, tokens, time to first token,
+status, cache hit and cost. The message bodies are ``input.messages`` and
+``output.text`` (JSON text), absent where a route keeps no bodies.
+:func:`trace_row` builds one.
+
 A **feedback row** (:data:`FEEDBACK_SCHEMA`) is a label that arrived later,
 joined to predictions by request id and row.
 """
@@ -35,19 +43,25 @@ __all__ = [
     "PARTITION_KEYS",
     "PREDICTIONS",
     "PREDICTION_COLUMNS",
+    "TRACES",
+    "TRACE_COLUMNS",
     "UTC_MS",
     "check_column_name",
     "check_dataset",
     "error_row",
     "request_columns",
+    "trace_row",
 ]
 
 #: The dataset of served predictions.
 PREDICTIONS = "predictions"
 #: The dataset of requests a model version failed.
 ERRORS = "errors"
-#: The datasets a logger can append to: served predictions, and requests a model version failed.
-DATASETS = (PREDICTIONS, ERRORS)
+#: The dataset of requests through the LLM gateway, one row each.
+TRACES = "traces"
+#: The datasets a logger can append to: served predictions, requests a model version
+#: failed, and the LLM gateway's traces.
+DATASETS = (PREDICTIONS, ERRORS, TRACES)
 #: The dataset of labels that arrived after the predictions.
 FEEDBACK = "feedback"
 
@@ -78,6 +92,28 @@ ERROR_COLUMNS: dict[str, pa.DataType] = {
     "status": pa.int64(),
     "error": pa.string(),
 }
+#: The columns a trace row has after :data:`PREDICTION_COLUMNS`, in file order.
+#: ``cost_usd`` is null when no price covers the model at the request's time;
+#: ``tokens_estimated`` is true when the upstream reported no usage and the gateway
+#: counted the tokens itself; ``ttft_ms`` is the time to the first streamed byte
+#: (the whole latency when not streamed).
+TRACE_COLUMNS: dict[str, pa.DataType] = {
+    "caller": pa.string(),
+    "team": pa.string(),
+    "endpoint": pa.string(),
+    "provider": pa.string(),
+    "upstream_model": pa.string(),
+    "status": pa.int64(),
+    "error": pa.string(),
+    "input_tokens": pa.int64(),
+    "output_tokens": pa.int64(),
+    "tokens_estimated": pa.bool_(),
+    "ttft_ms": pa.float64(),
+    "cache_hit": pa.bool_(),
+    "attempts": pa.int64(),
+    "cost_usd": pa.float64(),
+}
+
 #: Longest error message kept in an error row: enough to diagnose, never a payload dump.
 ERROR_MESSAGE_CHARS = 500
 
@@ -187,3 +223,67 @@ def error_row(
         "status": [status],
         "error": [error[:ERROR_MESSAGE_CHARS]],
     }
+
+
+def trace_row(
+    *,
+    request_id: str,
+    time_ms: int,
+    model: str,
+    version: int,
+    route: str,
+    latency_ms: float,
+    caller: str,
+    team: str | None,
+    endpoint: str,
+    provider: str | None,
+    upstream_model: str | None,
+    status: int,
+    error: str | None,
+    input_tokens: int,
+    output_tokens: int,
+    tokens_estimated: bool,
+    ttft_ms: float | None,
+    cache_hit: bool,
+    attempts: int,
+    cost_usd: float | None,
+    messages: str | None = None,
+    output: str | None = None,
+) -> dict[str, Any]:
+    """The columns of one trace row, ready for ``PredictionLogger(dataset=TRACES).log(..., 1)``.
+
+    ``model``/``version`` name the prompt and its version (or the requested model and 0);
+    ``route`` is ``primary``, ``canary`` or ``direct``; ``messages`` and ``output`` are
+    the bodies as JSON text, left out (``None``) where the route keeps no bodies.
+    """
+    columns = request_columns(
+        request_id=request_id,
+        time_ms=time_ms,
+        model=model,
+        version=version,
+        route=route,
+        latency_ms=latency_ms,
+        n=1,
+    )
+    row = {
+        **columns,
+        "caller": [caller],
+        "team": [team],
+        "endpoint": [endpoint],
+        "provider": [provider],
+        "upstream_model": [upstream_model],
+        "status": [status],
+        "error": [None if error is None else error[:ERROR_MESSAGE_CHARS]],
+        "input_tokens": [input_tokens],
+        "output_tokens": [output_tokens],
+        "tokens_estimated": [tokens_estimated],
+        "ttft_ms": [ttft_ms],
+        "cache_hit": [cache_hit],
+        "attempts": [attempts],
+        "cost_usd": [cost_usd],
+    }
+    if messages is not None:
+        row[INPUT_PREFIX + "messages"] = [messages]
+    if output is not None:
+        row[OUTPUT_PREFIX + "text"] = [output]
+    return row

@@ -7,6 +7,13 @@ A route names a version (``churn/5``) or follows an alias
 (``churn@champion``): a running server re-resolves aliases, so moving the
 alias moves the traffic without a restart.
 
+A deployment's routes name registered *models* (served by ``keel serve``) or,
+with ``kind="prompt"``, registered *prompts* (split by ``keel gateway``: a
+request for ``prompts:/support@production`` goes to the versions of the prompt
+deployment whose primary route follows that alias, by weight). Both kinds use
+the same revisions, canaries, promotion and rollback; a prompt deployment has
+no shadow and no batching.
+
 Every change writes a new, immutable revision; the deployment's current
 revision moves by compare-and-set. Rollback is one call: it writes a new
 revision whose spec is the one before the current one (or any revision).
@@ -29,7 +36,7 @@ from keel.errors import Conflict, InvalidInput, NotFound
 from keel.governance import audit
 from keel.store import schema as s
 from keel.store.sql import now_ms
-from keel.uris import parse_model_ref
+from keel.uris import PROMPTS, parse_model_ref, parse_prompt_uri, scheme_of
 from keel.validation import check_name
 
 if TYPE_CHECKING:
@@ -81,13 +88,26 @@ class Batching:
         return {"max_size": self.max_size, "max_latency_ms": self.max_latency_ms}
 
 
+#: What a deployment's routes can name: registered models, or registered prompts.
+KINDS = ("model", "prompt")
+
+
 @dataclass(frozen=True)
 class DeploymentSpec:
     routes: tuple[Route, ...]
     shadow: Route | None = None
     batching: Batching | None = None
+    kind: str = "model"
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise InvalidInput(
+                f"a deployment's kind must be one of {', '.join(KINDS)}, got {self.kind!r}"
+            )
+        if self.kind == "prompt" and (self.shadow is not None or self.batching is not None):
+            raise InvalidInput(
+                "a prompt deployment has no shadow and no batching; remove --shadow and --batching"
+            )
         if not self.routes:
             raise InvalidInput("a deployment needs at least one route (--model NAME@ALIAS)")
         if sum(r.weight for r in self.routes) != 100:
@@ -100,6 +120,10 @@ class DeploymentSpec:
     @property
     def primary(self) -> Route:
         return self.routes[0]
+
+    def uri(self, route: Route) -> str:
+        """``models:/…`` or ``prompts:/…``: what ``route`` names, by the spec's kind."""
+        return f"{self.kind}s:/{route.label}"
 
     @property
     def models(self) -> list[str]:
@@ -150,11 +174,13 @@ class DeploymentSpec:
         return replace(base, routes=(primary, *base.routes[1:]))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc = {
             "routes": [r.to_dict() for r in self.routes],
             "shadow": None if self.shadow is None else self.shadow.to_dict(),
             "batching": None if self.batching is None else self.batching.to_dict(),
         }
+        # model specs stored before prompts existed have no kind: keep theirs unchanged
+        return doc if self.kind == "model" else {**doc, "kind": self.kind}
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> DeploymentSpec:
@@ -162,6 +188,7 @@ class DeploymentSpec:
             routes=tuple(Route(**r) for r in doc["routes"]),
             shadow=None if doc.get("shadow") is None else Route(**doc["shadow"]),
             batching=None if doc.get("batching") is None else Batching(**doc["batching"]),
+            kind=doc.get("kind") or "model",
         )
 
 
@@ -186,7 +213,10 @@ class Deployment:
 
 
 def parse_route(text: str, weight: int = 100) -> Route:
-    """``churn@champion``, ``churn/5`` or ``models:/churn@champion`` → :class:`Route`."""
+    """``churn@champion``, ``churn/5``, ``models:/churn@champion`` or ``prompts:/…`` → :class:`Route`."""
+    if isinstance(text, str) and scheme_of(text) == PROMPTS:
+        prompt = parse_prompt_uri(text)
+        return Route(prompt.name, prompt.alias or str(prompt.version), weight)
     try:
         parsed = parse_model_ref(text)
     except InvalidInput:
@@ -200,7 +230,7 @@ def parse_route(text: str, weight: int = 100) -> Route:
 
 
 def parse_canary(text: str) -> Route:
-    """``churn/5:10`` → route to churn version 5 with weight 10."""
+    """``churn/5:10`` → route to churn version 5 with weight 10 (``support/2:10`` for a prompt)."""
     ref, sep, weight = text.rpartition(":")
     if not sep or not weight.isdigit() or not 0 < int(weight) < 100:
         raise InvalidInput(
@@ -233,8 +263,9 @@ def build_spec(
     canary: list[str] | None = None,
     shadow: str | None = None,
     batching: str | None = None,
+    kind: str = "model",
 ) -> DeploymentSpec:
-    """A spec from the command-line spelling of its parts."""
+    """A spec from the command-line spelling of its parts (``kind="prompt"``: routes name prompts)."""
     canaries = [parse_canary(c) for c in canary or []]
     primary = parse_route(model, 100 - sum(c.weight for c in canaries))
     if primary.weight <= 0:
@@ -245,6 +276,7 @@ def build_spec(
         routes=(primary, *canaries),
         shadow=None if shadow is None else parse_route(shadow),
         batching=None if batching is None else parse_batching(batching),
+        kind=kind,
     )
 
 
@@ -277,14 +309,30 @@ class Deployments:
     def _actor(self) -> str:
         return str(self.client.user)
 
-    def _check_refs(self, spec: DeploymentSpec) -> None:
+    def _check_refs(self, spec: DeploymentSpec, name: str) -> None:
         for route in (*spec.routes, *([spec.shadow] if spec.shadow else [])):
-            self.client.resolve_model(route.uri)  # NotFound names the missing model or alias
+            if spec.kind == "prompt":
+                self.client.prompts.load(spec.uri(route))  # NotFound names what is missing
+            else:
+                self.client.resolve_model(route.uri)  # NotFound names the missing model or alias
+        if spec.kind == "prompt":
+            # the gateway finds a prompt's split by the alias a request names: one owner each
+            for other in self.all():
+                if (
+                    other.name != name
+                    and other.spec.kind == "prompt"
+                    and other.spec.primary
+                    == replace(spec.primary, weight=other.spec.primary.weight)
+                ):
+                    raise Conflict(
+                        f"deployment {other.name!r} already splits {spec.uri(spec.primary)}; "
+                        f"change that one with `keel deploy update {other.name}`"
+                    )
 
     def create(self, name: str, spec: DeploymentSpec, comment: str | None = None) -> Deployment:
         """A new deployment at revision 1; ``Conflict`` if the name is taken."""
         check_name(name, "deployment name")
-        self._check_refs(spec)
+        self._check_refs(spec, name)
         at = now_ms()
         with self.client.store.write() as conn:
             exists = conn.execute(
@@ -455,10 +503,11 @@ class Deployments:
             batching=None
             if clear_batching
             else (parse_batching(batching) if batching else spec.batching),
+            kind=spec.kind,
         )
         if new == spec:
             raise InvalidInput(f"nothing to change: deployment {name!r} already has that spec")
-        self._check_refs(new)
+        self._check_refs(new, name)
         return self._advance(name, new, comment, "deployment.update", expected_revision)
 
     def set_spec(
@@ -476,7 +525,7 @@ class Deployments:
         written in it, so the caller's own records commit or roll back together with the
         change; by default it is a transaction of its own.
         """
-        self._check_refs(spec)
+        self._check_refs(spec, name)
         return self._advance(name, spec, comment, "deployment.update", expected_revision, conn=conn)
 
     def rollback(self, name: str, to: int | None = None, comment: str | None = None) -> Deployment:
@@ -522,11 +571,15 @@ class Deployments:
         """The current spec with every route resolved to the version it serves now."""
         deployment = self.get(name)
         routes = []
-        for role, route in [("route", r) for r in deployment.spec.routes] + (
-            [("shadow", deployment.spec.shadow)] if deployment.spec.shadow else []
+        spec = deployment.spec
+        for role, route in [("route", r) for r in spec.routes] + (
+            [("shadow", spec.shadow)] if spec.shadow else []
         ):
             try:
-                version: int | None = self.client.resolve_model(route.uri).version
+                if spec.kind == "prompt":
+                    version: int | None = self.client.prompts.load(spec.uri(route)).version
+                else:
+                    version = self.client.resolve_model(route.uri).version
                 problem = None
             except NotFound as exc:
                 version, problem = None, str(exc)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import blake3
 
-from keel.errors import KeelError, NotFound
+from keel.errors import InvalidInput, KeelError, NotFound
 from keel.serving.deployments import Deployments, DeploymentSpec, Route
 
 if TYPE_CHECKING:
@@ -160,6 +160,11 @@ class Runtime:
     def build(self) -> RoutingTable:
         """Resolve the spec now and load whatever it needs (blocking)."""
         revision, spec = self._spec()
+        if spec.kind != "model":
+            raise InvalidInput(
+                f"deployment {self.name!r} routes {spec.kind}s, not models; "
+                "requests for it go through `keel gateway start`"
+            )
         routes = []
         for n, route in enumerate(spec.routes):
             handle = self._load(route.model, self._resolve(route))

@@ -21,7 +21,7 @@ take over a deployment that serves another model.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
@@ -62,6 +62,7 @@ class SpecBody(BaseModel):
     routes: list[RouteBody] = Field(min_length=1, max_length=_MAX_ROUTES)
     shadow: RouteBody | None = None
     batching: BatchingBody | None = None
+    kind: Literal["model", "prompt"] = "model"
 
     def spec(self) -> DeploymentSpec:
         """The library's spec (it checks the weights)."""
