@@ -225,6 +225,14 @@ def _print_result(result: Any) -> None:
             console.print(f"  [yellow]not scored[/yellow] {rows:,} rows: {why}", soft_wrap=True)
     if result.concept_drift:
         console.print("  [red]concept drift: the error rate rose[/red]")
+    if result.llm and result.llm.get("overall"):
+        for label, s in {"all": result.llm["overall"], **result.llm["versions"]}.items():
+            console.print(
+                f"  {label}: {s['requests']:,} requests, error rate {fmt_value(s['error_rate'])}, "
+                f"p99 {fmt_value(s['p99_ms'])} ms, {fmt_value(s['cost_per_request'])} USD/request, "
+                f"{fmt_value(s['tokens_per_request'])} tokens/request",
+                soft_wrap=True,
+            )
     for alert in result.alerts:
         color = "red" if alert.state == "firing" else "green"
         console.print(f"  [{color}]{alert.state}[/{color}] {alert.message}", soft_wrap=True)
@@ -385,6 +393,14 @@ def set_command(
             "--quality", help="Alert threshold for a metric, e.g. accuracy=0.9. Repeatable."
         ),
     ] = None,
+    slo: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--slo",
+            help="A prompt deployment's SLO from the gateway's traces, e.g. error_rate=0.02, "
+            "latency_p99_ms=2000, cost_per_request=0.01, tokens_per_request=800. Repeatable.",
+        ),
+    ] = None,
     fire_after: Annotated[int | None, typer.Option(help="Breaching runs before firing.")] = None,
     resolve_after: Annotated[int | None, typer.Option(help="Clear runs before resolving.")] = None,
     webhook: Annotated[str | None, typer.Option(help="POST alerts to this URL.")] = None,
@@ -423,6 +439,8 @@ def set_command(
         changes["overrides"] = _parse_overrides(override)
     if quality:
         changes["quality"] = _pairs(quality, "--quality")
+    if slo:
+        changes["slo"] = _pairs(slo, "--slo")
     if no_webhook:
         changes.update(webhook_url=None, webhook_secret_env=None)
     if no_command:

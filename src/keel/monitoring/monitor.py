@@ -21,6 +21,10 @@ alert, which names the command that gives it one.
 Settings are per deployment, stored and audited (see
 :mod:`keel.monitoring.settings`); without any, the defaults apply.
 
+A prompt deployment (``kind="prompt"``) has traces, not predictions: its
+monitor runs measure error rate, latency, cost and tokens against its SLOs
+instead (:mod:`keel.monitoring.llm`), stored and alerted the same way.
+
 Through ``keel server`` a monitor runs on the server (one request,
 :mod:`keel.server.routes.monitoring`): it holds the store and reads the
 prediction logs under its own artifact root. The serving processes must
@@ -48,6 +52,7 @@ from keel.models.reference import INPUT_PREFIX, OUTPUT_PREFIX, pinned_metadata, 
 from keel.monitoring.alerts import Alert, Measurement, Sink, deliver, evaluate
 from keel.monitoring.clients import resolve_client
 from keel.monitoring.drift import DriftReport, compare
+from keel.monitoring.llm import is_prompt_deployment, local_run_llm_monitor
 from keel.monitoring.names import require_deployment
 from keel.monitoring.quality import PageHinkley, join_labels, window_quality
 from keel.monitoring.reference import get_reference, reference_command
@@ -79,6 +84,9 @@ class MonitorResult:
         concept_drift: whether the change detector fired in this window (``None``
             without labels).
         alerts: what this run raised or resolved (empty in :func:`monitor_history`).
+        llm: of a prompt deployment, the window's trace statistics (``overall``, per
+            ``versions``) and the ``slo`` in force (see :mod:`keel.monitoring.llm`);
+            ``None`` for a model deployment.
     """
 
     id: int
@@ -98,6 +106,7 @@ class MonitorResult:
     created_at: int
     versions: dict[str, Any] = field(default_factory=dict)
     alerts: list[Alert] = field(default_factory=list)
+    llm: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         def iso(ms: int) -> str:
@@ -121,6 +130,7 @@ class MonitorResult:
             "versions": self.versions,
             "alerts": [a.to_dict() for a in self.alerts],
             "created_at": iso(self.created_at),
+            "llm": self.llm,
         }
 
     def report(
@@ -138,6 +148,8 @@ class MonitorResult:
 
 
 def _result(row: Any) -> MonitorResult:
+    stored = json.loads(row.quality) if row.quality else {}
+    llm = stored.pop("llm", None)  # a prompt deployment's figures share the quality column
     return MonitorResult(
         id=row.id,
         deployment=row.deployment,
@@ -149,11 +161,12 @@ def _result(row: Any) -> MonitorResult:
         dataset_drift=row.dataset_drift,
         prediction_drift=row.prediction_drift,
         drifted_columns=json.loads(row.drifted_columns),
-        quality=json.loads(row.quality) if row.quality else None,
+        quality=stored or None,
         concept_drift=row.concept_drift,
         failed_checks=row.failed_checks,
         report_digest=row.report_digest,
         created_at=row.created_at,
+        llm=llm,
     )
 
 
@@ -382,6 +395,8 @@ def local_run_monitor(
     end_ms = to_ms(end, "end") if end is not None else now_ms()
     assert end_ms is not None
     start_ms = end_ms - span
+    if is_prompt_deployment(deployment, client):  # its traffic is the gateway's traces
+        return local_run_llm_monitor(deployment, client, settings, start_ms, end_ms, sinks)
     conf = client.settings
     root, endpoint = conf.artifacts_url, conf.s3_endpoint_url
 
@@ -452,7 +467,7 @@ def local_run_monitor(
     measurements = _measurements(settings, result, reports, detections)
     if versions:  # no traffic says nothing about references: the rule's state stays
         measurements.append(_no_reference(unreferenced))
-    raised = _store(client, settings, result, detector, measurements)
+    raised = store_run(client, settings, result, detector, measurements)
     extra = {**window_doc, "report_digest": blob.digest}
     result.alerts = deliver(
         client.store, raised, settings.sinks() if sinks is None else sinks, extra
@@ -551,7 +566,7 @@ def _no_reference(unreferenced: list[_Version]) -> Measurement:
     )
 
 
-def _store(
+def store_run(
     client: Client,
     settings: MonitorSettings,
     result: MonitorResult,
@@ -561,6 +576,9 @@ def _store(
     """Insert the run and move the alert states, in one transaction; fill in the run's id."""
     from keel.store import schema as s
 
+    # A prompt deployment's trace figures ride in the quality column (no labelled quality
+    # there): one row shape for every monitor run, read back apart by ``_result``.
+    stored = {**(result.quality or {}), **({"llm": result.llm} if result.llm else {})}
     actor = client.user
     with client.store.write() as conn:
         result.id = conn.execute(
@@ -575,7 +593,7 @@ def _store(
                 dataset_drift=result.dataset_drift,
                 prediction_drift=result.prediction_drift,
                 drifted_columns=json.dumps(result.drifted_columns),
-                quality=None if result.quality is None else json.dumps(_finite(result.quality)),
+                quality=json.dumps(_finite(stored)) if stored else None,
                 concept_drift=result.concept_drift,
                 detector=None if detector is None else json.dumps(detector),
                 failed_checks=result.failed_checks,

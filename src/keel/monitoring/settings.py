@@ -2,7 +2,8 @@
 
 A deployment without settings is monitored with the defaults of
 :class:`MonitorSettings`: a one-hour window, the ``drift`` alert at half the
-feature columns (clearing below 30%), alerts to the store only.
+feature columns (clearing below 30%), alerts to the store only; a prompt
+deployment, the error-rate SLO of :data:`keel.monitoring.llm.DEFAULT_SLO`.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ class MonitorSettings:
         overrides: per column, a method or ``{"method", "threshold"}`` (as :func:`compare`).
         quality: alert thresholds per quality metric, e.g. ``{"accuracy": 0.9, "rmse": 3}``
             (below the first fires, above the second fires).
+        slo: of a prompt deployment, the thresholds its traces are held to, over
+            :data:`keel.monitoring.llm.DEFAULT_SLO`: ``error_rate``, ``latency_p99_ms``,
+            ``cost_per_request``, ``tokens_per_request`` (``None`` turns one off) and
+            ``min_requests``, e.g. ``{"error_rate": 0.02, "latency_p99_ms": 2000}``.
         fire_after: consecutive breaching runs before an alert fires.
         resolve_after: consecutive clear runs before it resolves.
         webhook_url: POST alerts here; ``webhook_secret_env`` names the variable with the
@@ -66,6 +71,7 @@ class MonitorSettings:
     columns: tuple[str, ...] | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, float] = field(default_factory=dict)
+    slo: dict[str, float | None] = field(default_factory=dict)
     fire_after: int = 1
     resolve_after: int = 2
     webhook_url: str | None = None
@@ -127,6 +133,9 @@ def _check_settings(settings: MonitorSettings) -> MonitorSettings:
             )
         if isinstance(limit, bool) or not isinstance(limit, int | float):
             raise InvalidInput(f"quality threshold of {metric!r} must be a number, got {limit!r}")
+    from keel.monitoring.llm import check_slo
+
+    check_slo(settings.slo)
     if settings.webhook_url and not settings.webhook_url.startswith(("http://", "https://")):
         raise InvalidInput(
             f"webhook_url must start with http:// or https://, got {settings.webhook_url!r}"

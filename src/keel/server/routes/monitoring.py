@@ -85,6 +85,7 @@ class SettingsChange(BaseModel):
     )
     overrides: dict[str, Any] | None = Field(default=None, max_length=10_000)
     quality: dict[str, float] | None = Field(default=None, max_length=100)
+    slo: dict[str, float | None] | None = Field(default=None, max_length=20)
     fire_after: int | None = Field(default=None, ge=1, le=10_000)
     resolve_after: int | None = Field(default=None, ge=1, le=10_000)
     webhook_url: str | None = Field(default=None, max_length=2_048)
