@@ -8,8 +8,8 @@ README, independently of the server's code: 2xx when the grant covers every
 permission the action needs, else 403 with ``{"error": ...}`` naming the first
 missing permission.
 
-Matrix size: 57 actions (every mutating route, and the POSTs that only read) x
-4 roles x 4 grant scopes = 912 HTTP cases
+Matrix size: 60 actions (every mutating route, and the POSTs that only read) x
+4 roles x 4 grant scopes = 960 HTTP cases
 (``test_every_mutating_route_is_in_the_matrix`` fails when the server gains a
 mutating route that the table lacks), plus a sample checked through the CLI.
 """
@@ -603,6 +603,53 @@ ACTIONS += [
 ]  # fmt: skip
 
 
+# the LLM gateway's price table and budget spend: global permissions (no grant scope names them)
+def _delta(case: str) -> dict[str, Any]:
+    return {"budget": "matrix", "subject": case, "period_start": 0, "tokens": 1, "usd": 0.5}
+
+
+def _prepare_spend(world: World, case: str) -> None:
+    answer = world.admin.post("/llm/spend/increments", json={"deltas": [_delta(case)]})
+    assert answer.status_code == 200, answer.text
+
+
+def _budget_alert(world: World, http: httpx.Client, case: str) -> httpx.Response:
+    body = {
+        "budget": "matrix",
+        "subject": case,
+        "period_start": 0,
+        "source": "gateway",
+        "value": 0.9,
+        "threshold": 0.8,
+        "message": f"matrix case {case}",
+    }
+    answer = http.post("/llm/spend/alerts", json=body)
+    if answer.status_code == 200:  # allowed: the alert fired, once
+        assert answer.json()["subject"] == case, answer.text
+    return answer
+
+
+ACTIONS += [
+    Action(
+        "add llm price", "POST", "/api/v1/llm/prices",
+        lambda w, h, c: h.post(
+            "/llm/prices", json={"model": f"m-{c}", "input_per_million": 1, "output_per_million": 2}
+        ),
+        [("admin", None, None)],
+    ),
+    Action(
+        "add budget spend", "POST", "/api/v1/llm/spend/increments",
+        lambda w, h, c: h.post("/llm/spend/increments", json={"deltas": [_delta(c)]}),
+        [("write", None, None)],
+    ),
+    Action(
+        "fire budget alert", "POST", "/api/v1/llm/spend/alerts", _budget_alert,
+        [("write", None, None)],
+        _prepare_spend,
+    ),
+]  # fmt: skip
+
+
 def _user(role: str, scope: str) -> str:
     return f"{role}-{scope}"
 
@@ -704,7 +751,7 @@ def test_every_mutating_route_is_in_the_matrix(world: World):
 
 
 def test_the_matrix_size_is_what_the_docstring_says():
-    assert (len(ACTIONS), len(ROLES), len(SCOPES), len(CASES)) == (57, 4, 4, 912)
+    assert (len(ACTIONS), len(ROLES), len(SCOPES), len(CASES)) == (60, 4, 4, 960)
 
 
 # -- a sample through the CLI ------------------------------------------------------------

@@ -76,7 +76,7 @@ class Alert:
     value: float | None
     threshold: float | None
     message: str
-    monitor_run_id: int
+    monitor_run_id: int | None  # None: no monitor run raised it (an LLM budget's alert)
     at: int
     deliveries: dict[str, Any] = field(default_factory=dict)
 

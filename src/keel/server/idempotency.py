@@ -232,12 +232,15 @@ class IdempotencyMiddleware:
         now = now_ms()
         with self.state.store.write() as conn:
             self._maybe_sweep(conn, now)
+            # an INSERT's rowcount is not reliable across drivers (psycopg answers -1
+            # here), so ask for the inserted key back instead
             inserted = conn.execute(
                 insert_on_conflict(conn, table)
                 .values(key=row, user_name=user, route=route, response=_PENDING, created_at=now)
                 .on_conflict_do_nothing()
-            ).rowcount
-            if inserted:
+                .returning(table.c.key)
+            ).first()
+            if inserted is not None:
                 return _Claim(owned=True)
             found = conn.execute(
                 select(table.c.route, table.c.response, table.c.created_at).where(

@@ -51,6 +51,8 @@ __all__ = [
     "imported_objects",
     "latest_metrics",
     "lineage_edges",
+    "llm_prices",
+    "llm_spend",
     "logged_models",
     "metadata",
     "metrics",
@@ -464,7 +466,8 @@ alerts = Table(
     Column("value", Float),
     Column("threshold", Float),
     Column("message", Text, nullable=False),
-    Column("monitor_run_id", Integer, ForeignKey("monitor_runs.id"), nullable=False),
+    # NULL for an alert that no monitor run raised (an LLM budget crossing its alert share)
+    Column("monitor_run_id", Integer, ForeignKey("monitor_runs.id")),
     Column("at", BigInteger, nullable=False),
     Column("deliveries", Text),
     Index("ix_alerts_deployment_id", "deployment", "id"),
@@ -673,4 +676,39 @@ automation_events = Table(
     Column("reason", Text, nullable=False),
     Column("details", Text),
     Index("ix_automation_events_policy_at", "policy", "at"),
+)
+
+
+# -- LLM gateway -------------------------------------------------------------------
+
+#: Prices per upstream model and token type, in USD per million tokens, from ``starts_at``.
+#: Rows are only ever added: a request is costed with the row in force at its own time.
+llm_prices = Table(
+    "llm_prices",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(256), nullable=False),
+    Column("input_per_million", Float, nullable=False),
+    Column("output_per_million", Float, nullable=False),
+    Column("starts_at", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    UniqueConstraint("model", "starts_at", name="uq_llm_prices_model_starts_at"),
+)
+
+#: What each budget's subject (a user or a team) spent in one period (``period_start``: the
+#: UTC day's or month's first millisecond, 0 for ``total``). Only atomic increments change
+#: ``tokens`` and ``usd``; ``alerted_at`` is set once, by compare-and-set, when the alert fires.
+llm_spend = Table(
+    "llm_spend",
+    metadata,
+    Column("budget", String(128), nullable=False),
+    Column("subject", String(256), nullable=False),
+    Column("period_start", BigInteger, nullable=False),
+    Column("tokens", BigInteger, nullable=False),
+    Column("usd", Float, nullable=False),
+    Column("alerted_at", BigInteger),
+    Column("updated_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("budget", "subject", "period_start", name="pk_llm_spend"),
+    Index("ix_llm_spend_budget_period_updated", "budget", "period_start", "updated_at"),
 )
