@@ -1,5 +1,7 @@
 """Automation: policies that retrain, gate, roll out, promote or roll back by themselves.
 
+A policy targets a registered model (retrained by a pipeline) or a registered
+prompt (its new versions, gated by evaluations and canaried on the gateway).
 Apply a policy (``keel policy apply policy.yaml`` or :meth:`PolicyStore.apply`), then
 run the controller (``keel automation run``, or ``keel automation tick`` from cron or
 CI). Every decision is an event with its reason (``keel automation history``).
@@ -14,6 +16,7 @@ from keel.automation.live import LiveMetrics, measure_canary
 from keel.automation.policy import (
     Approval,
     Canary,
+    EvalGates,
     Gates,
     LiveCriteria,
     Policy,
@@ -31,6 +34,7 @@ __all__ = [
     "Canary",
     "Controller",
     "CycleState",
+    "EvalGates",
     "Event",
     "GateResult",
     "Gates",

@@ -5,6 +5,7 @@ until stopped. For each policy it takes the lease, reads the stored state and
 acts on it::
 
     idle          a trigger fires and its key is claimed  → retraining  (triggered)
+                  (a prompt: a candidate exists too)      → gating      (triggered)
     retraining    the pipeline runs and registers a version → gating   (retrain_started,
                                                                        retrain_finished)
     gating        the gates pass: the canary route is added → canary   (gate_passed,
@@ -28,6 +29,17 @@ anywhere leaves a state another controller resumes: a half-run retrain or
 gate is run again (with the same pinned parameters), a canary goes on being
 measured from where it started. The alias is a single pointer moved by
 compare-and-set, so there is never a second champion.
+
+A prompt policy runs the same cycle on a registered prompt and a prompt
+deployment. Nothing is retrained: its candidate is the newest version of the
+prompt, when it is newer than the alias's and the policy has not tried it (a
+cycle for it ended: gate_failed, rolled_back or promoted), so a rolled-back
+version is never canaried again, nor an older one it superseded. The gates
+are an evaluation against the alias; the canary is judged on the gateway's
+traces (error rate, latency, cost per request, and feedback where it
+arrives) by the same :func:`~keel.automation.verdict.judge_canary`;
+promotion moves the prompt's alias through the registry's approvals, like a
+model's.
 """
 
 from __future__ import annotations
@@ -54,7 +66,7 @@ from keel.automation.state import (
     Transition,
     new_owner,
 )
-from keel.automation.triggers import check_triggers, latest_dataset_versions
+from keel.automation.triggers import Fired, check_triggers, latest_dataset_versions
 from keel.automation.verdict import judge_canary
 from keel.errors import ApprovalRequired, Conflict, InvalidInput, KeelError
 from keel.store.sql import now_ms
@@ -62,6 +74,9 @@ from keel.uris import DatasetURI, ModelURI, is_dataset_uri, parse_dataset_uri, p
 
 if TYPE_CHECKING:
     from keel.client import Client
+    from keel.llm import Prompts
+    from keel.llm.entities import PromptVersion
+    from keel.registry.client import RegistryClient
     from keel.serving.deployments import Deployments
 
 __all__ = ["Controller", "TickResult"]
@@ -70,6 +85,8 @@ log = logging.getLogger("keel.automation")
 
 #: Events that end a cycle without a promotion: the pipeline, the gates or the canary failed.
 FAILED_KINDS = ("retrain_failed", "gate_failed", "rolled_back")
+#: Events that end a cycle about a candidate: a prompt version with one of them was tried.
+TRIED_KINDS = ("gate_failed", "rolled_back", "promoted")
 
 
 @dataclass
@@ -259,6 +276,8 @@ class Controller:
             self.store.save_detail(state, {"datasets_seen": seen})
             return True
         since = ended if ended is not None else int(state.detail.get("applied_at") or 0)
+        if policy.is_prompt:
+            return self._idle_prompt(policy, state, now, since, seen)
         monitored: dict[float, Any] = {}
 
         def monitor(deployment: str, window: float) -> Any:
@@ -275,18 +294,18 @@ class Controller:
             monitor=monitor,
             champion=champion,
             client=self.client,
+            claimed=lambda key: self.store.trigger_claimed(policy.name, key),
         )
         if fired is None:
             return False
+        assert policy.retrain is not None  # a model policy retrains (checked when parsed)
         params = _pin_params(policy.retrain.params, self.client)
         baseline = champion
         # A dataset version this retrain reads is not news for a later trigger.
         for ref in filter(None, map(_dataset_param, params.values())):
             if ref.name in seen and ref.version is not None:
                 seen[ref.name] = max(seen[ref.name], ref.version)
-        if "dataset" in fired.details:  # a dataset trigger: its version is the news
-            name = str(fired.details["dataset"])
-            seen[name] = max(seen.get(name, 0), int(fired.details["version"]))
+        _consume_dataset_news(fired, seen)
         moved = self.store.trigger(
             state,
             policy,
@@ -311,6 +330,95 @@ class Controller:
             return False  # another controller already acted on this occasion
         self._moved(policy, moved)
         return True
+
+    # -- idle, for a prompt: a trigger and a candidate --------------------------------------------
+
+    def _registry(self, policy: Policy) -> RegistryClient | Prompts:
+        """Where the policy's alias and approvals are read: the models' or the prompts'."""
+        return self.client.prompts if policy.is_prompt else self.client.registry
+
+    def _idle_prompt(
+        self, policy: Policy, state: CycleState, now: int, since: int, seen: dict[str, int]
+    ) -> bool:
+        baseline = self.client.prompts.get_alias(policy.model, policy.alias)
+        candidate = self._prompt_candidate(policy, baseline)
+        watched = [t.dataset for t in policy.triggers if t.kind == "dataset" and t.dataset]
+        if candidate is None:
+            # A new eval-set version that found nothing to try is not news for a version
+            # registered later (the prompt trigger is there for that).
+            current = latest_dataset_versions(watched, client=self.client) if watched else {}
+            newer = {d: v for d, v in current.items() if v > seen.get(d, 0)}
+            if newer:
+                self.store.save_detail(state, {"datasets_seen": {**seen, **newer}})
+            return False
+        fired = check_triggers(
+            policy,
+            now_ms=now,
+            # a schedule tries a version at the first scheduled time after it was registered
+            since_ms=max(since, int(candidate.created_at or 0)),
+            seen_datasets=seen,
+            champion=baseline,
+            client=self.client,
+            candidate=candidate.version,
+            claimed=lambda key: self.store.trigger_claimed(policy.name, key),
+        )
+        if fired is None:
+            return False
+        eval_set = None
+        if policy.gates.evals is not None:
+            eval_set = _pin_dataset(policy.gates.evals.dataset, "gates.evals.dataset", self.client)
+            ref = _dataset_param(eval_set)
+            if ref is not None and ref.name in seen and ref.version is not None:
+                # the eval set the gates read is not news for a later trigger
+                seen[ref.name] = max(seen[ref.name], ref.version)
+        _consume_dataset_news(fired, seen)
+        label = policy.label(candidate.version)
+        moved = self.store.trigger(
+            state,
+            policy,
+            fired.key,
+            Transition(
+                GATING,
+                "triggered",
+                f"{fired.reason}; a prompt is not retrained, its candidate {label} goes to "
+                "the gates",
+                version=candidate.version,
+                details={
+                    "trigger": fired.key,
+                    **fired.details,
+                    "candidate": candidate.version,
+                    "baseline": baseline,
+                    "retrain": "skipped: the candidate is a registered prompt version",
+                    "eval_set": eval_set,
+                },
+                changes={
+                    "trigger_key": fired.key,
+                    "baseline_version": baseline,
+                    "candidate_version": candidate.version,
+                    "pipeline_run_id": None,
+                    "phase_started_at": now,
+                    "detail": {"eval_set": eval_set, "datasets_seen": seen},
+                },
+            ),
+        )
+        if moved is None:
+            return False  # another controller already acted on this occasion
+        self._moved(policy, moved)
+        return True
+
+    def _prompt_candidate(self, policy: Policy, baseline: int | None) -> PromptVersion | None:
+        """The prompt's newest version, if it is newer than ``baseline`` and untried; else None.
+
+        Only the newest: a version that a newer one superseded is not worth a canary of its
+        own, even once the newer one was rolled back; a further version starts the next cycle.
+        """
+        latest = self.client.prompts.get_prompt(policy.model).latest_version or 0
+        if latest <= (baseline or 0):
+            return None
+        for event in self.store.history(policy.name, kinds=TRIED_KINDS):
+            if event.version == latest:
+                return None
+        return self.client.prompts.get(policy.model, latest)
 
     def _end(
         self,
@@ -341,6 +449,7 @@ class Controller:
     def _retraining(self, policy: Policy, state: CycleState) -> bool:
         from keel.pipelines import run_pipeline
 
+        assert policy.retrain is not None  # only a model policy's cycle retrains
         params = dict(state.detail.get("params") or {})
         self.store.note(
             policy,
@@ -382,7 +491,11 @@ class Controller:
         assert version is not None
         try:
             result = run_gates(
-                policy, version, client=self.client, outputs=state.detail.get("outputs")
+                policy,
+                version,
+                client=self.client,
+                outputs=state.detail.get("outputs"),
+                eval_set=state.detail.get("eval_set"),
             )
         except KeelError as exc:
             return self._end(
@@ -403,7 +516,7 @@ class Controller:
             followed_by=(
                 (
                     "canary_started",
-                    f"{policy.model}/{version} gets {canary.weight}% of {policy.deployment}'s "
+                    f"{policy.label(version)} gets {canary.weight}% of {policy.deployment}'s "
                     f"traffic until {canary.min_requests} requests (at most "
                     f"{human_duration(canary.max_duration)})",
                 ),
@@ -423,12 +536,16 @@ class Controller:
                 policy,
                 state,
                 "rolled_back",
-                f"the canary route of {policy.model}/{version} was removed from "
+                f"the canary route of {policy.label(version)} was removed from "
                 f"{policy.deployment} outside automation; the cycle ends",
                 version,
             )
         metrics = measure_canary(
-            policy.deployment, version, state.phase_started_at, client=self.client
+            policy.deployment,
+            version,
+            state.phase_started_at,
+            client=self.client,
+            kind=policy.kind,
         )
         verdict = judge_canary(
             metrics,
@@ -446,7 +563,11 @@ class Controller:
         version = state.candidate_version
         assert version is not None and state.phase_started_at is not None
         metrics = measure_canary(
-            policy.deployment, version, state.phase_started_at, client=self.client
+            policy.deployment,
+            version,
+            state.phase_started_at,
+            client=self.client,
+            kind=policy.kind,
         )
         verdict = judge_canary(
             metrics,
@@ -480,12 +601,13 @@ class Controller:
         assert version is not None
         if policy.approval.mode == "required" and not self._approved(policy, version):
             return self._request_approval(policy, state, version, metrics)
-        from keel.monitoring.reference import ensure_reference
+        if not policy.is_prompt:
+            from keel.monitoring.reference import ensure_reference
 
-        # The new champion carries its own reference (from the data its pipeline trained
-        # on), so drift monitoring goes on for it instead of silently stopping.
-        ensure_reference(policy.model, version, client=self.client)
-        champion = self.client.get_alias(policy.model, policy.alias)
+            # The new champion carries its own reference (from the data its pipeline trained
+            # on), so drift monitoring goes on for it instead of silently stopping.
+            ensure_reference(policy.model, version, client=self.client)
+        champion = self._registry(policy).get_alias(policy.model, policy.alias)
         try:
             self.store.promote(
                 state,
@@ -506,7 +628,7 @@ class Controller:
         return False
 
     def _approved(self, policy: Policy, version: int) -> bool:
-        approvals = self.client.list_approvals(policy.model, version)
+        approvals = self._registry(policy).list_approvals(policy.model, version)
         return any(a.alias == policy.alias for a in approvals)
 
     def _request_approval(
@@ -520,8 +642,9 @@ class Controller:
             Transition(
                 AWAITING_APPROVAL,
                 "approval_requested",
-                f"{policy.model}/{version} passed its canary; moving {policy.alias} needs "
-                f"approval: keel models approve {policy.model} {version} --for {policy.alias}",
+                f"{policy.label(version)} passed its canary; moving {policy.alias} needs "
+                f"approval: keel {policy.kind}s approve {policy.model} {version} "
+                f"--for {policy.alias}",
                 version=version,
                 details={"live": metrics.to_dict()},
             ),
@@ -548,16 +671,28 @@ def _dataset_param(value: Any) -> DatasetURI | None:
 
 def _pin_params(params: Any, client: Client) -> dict[str, Any]:
     """``datasets:/name@latest`` (or without a version) → the version that is newest now."""
-    pinned: dict[str, Any] = {}
-    for key, value in dict(params).items():
-        ref = _dataset_param(value)
-        if ref is not None and not ref.pinned and ref.name is not None:
-            latest = latest_dataset_versions([ref.name], client=client).get(ref.name)
-            if latest is None:
-                raise InvalidInput(f"retrain.params.{key}: dataset {ref.name!r} has no version")
-            value = str(DatasetURI(ref.name, latest))
-        pinned[key] = value
-    return pinned
+    return {
+        key: _pin_dataset(value, f"retrain.params.{key}", client)
+        for key, value in dict(params).items()
+    }
+
+
+def _pin_dataset(value: Any, where: str, client: Client) -> Any:
+    """A ``datasets:/`` URI without a version as the version newest now; else ``value``."""
+    ref = _dataset_param(value)
+    if ref is None or ref.pinned or ref.name is None:
+        return value
+    latest = latest_dataset_versions([ref.name], client=client).get(ref.name)
+    if latest is None:
+        raise InvalidInput(f"{where}: dataset {ref.name!r} has no version")
+    return str(DatasetURI(ref.name, latest))
+
+
+def _consume_dataset_news(fired: Fired, seen: dict[str, int]) -> None:
+    """A dataset trigger's version is the news it fired for: seen from now on."""
+    if "dataset" in fired.details:
+        name = str(fired.details["dataset"])
+        seen[name] = max(seen.get(name, 0), int(fired.details["version"]))
 
 
 def _describe_params(params: dict[str, Any]) -> str:
@@ -566,6 +701,7 @@ def _describe_params(params: dict[str, Any]) -> str:
 
 def _registered_version(policy: Policy, run: Any) -> int:
     outputs = getattr(run, "outputs", None)
+    assert policy.retrain is not None
     key = policy.retrain.output
     if not isinstance(outputs, dict) or key not in outputs:
         raise InvalidInput(

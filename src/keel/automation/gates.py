@@ -1,11 +1,17 @@
-"""Gates a challenger passes before it sees live traffic.
+"""Gates a candidate passes before it sees live traffic.
 
-The metric, improvement and slice gates are ``keel models check`` itself
-(:func:`keel.checks.check_model_version`) on the policy's evaluation data,
-against the version the alias holds now; the report is stored with the
+For a model, the metric, improvement and slice gates are ``keel models check``
+itself (:func:`keel.checks.check_model_version`) on the policy's evaluation
+data, against the version the alias holds now; the report is stored with the
 version like any check. The latency gate is a short load check: the
 candidate, loaded as a server loads it, answers one row at a time for
 ``requests`` rows of the evaluation data, and its p99 must stay within budget.
+
+For a prompt, the gates are an evaluation (``keel evals run``, through
+:func:`keel.llm.evals.run_eval`) of the candidate on the eval set pinned when
+the cycle started, against the version the alias holds now; each condition
+of ``gates.evals.gates`` is one gate. The evaluation is a tracked run, like
+any other.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ class GateResult:
         return [f"{g['name']}: {g['detail']}" for g in self.gates if not g["passed"]]
 
     def summary(self) -> str:
+        if self.passed and not self.gates:
+            return "no gates configured: nothing to pass"
         if self.passed:
             return f"passed {len(self.gates)} gate(s): " + "; ".join(
                 f"{g['name']} ({g['detail']})" for g in self.gates
@@ -73,8 +81,17 @@ def run_gates(
     *,
     client: Client,
     outputs: dict[str, Any] | None = None,
+    eval_set: str | None = None,
 ) -> GateResult:
-    """Run the policy's gates on ``models:/<model>/<version>``."""
+    """Run the policy's gates on ``models:/<model>/<version>`` (or ``prompts:/…``).
+
+    Args:
+        outputs: what the retraining pipeline returned (for ``gates.data: pipeline:…``).
+        eval_set: a prompt policy's eval set, pinned when its cycle started (default:
+            ``gates.evals.dataset`` as written).
+    """
+    if policy.is_prompt:
+        return _run_evals(policy, version, client=client, eval_set=eval_set)
     gates = policy.gates
     found: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}
@@ -123,6 +140,54 @@ def run_gates(
             }
         )
     return GateResult(all(g["passed"] for g in found), found, metrics)
+
+
+def _run_evals(policy: Policy, version: int, *, client: Client, eval_set: str | None) -> GateResult:
+    """The prompt candidate's evaluation against the alias, as gates (none: it passes)."""
+    evals = policy.gates.evals
+    if evals is None:
+        return GateResult(True)
+    baseline = client.prompts.get_alias(policy.model, policy.alias)
+    against = None if baseline is None or baseline == version else policy.alias
+    return evaluate_prompt(
+        policy.uri(version),
+        eval_set or evals.dataset,
+        scorers=list(evals.scorers),
+        gates=list(evals.gates),
+        against=against,
+        gateway=evals.gateway,
+        client=client,
+    )
+
+
+def evaluate_prompt(
+    prompt: str,
+    dataset: str,
+    *,
+    scorers: list[Any],
+    gates: list[str],
+    against: str | None,
+    gateway: str | None,
+    client: Client,
+) -> GateResult:
+    """Evaluate ``prompt`` on ``dataset`` (``keel evals run``); each condition is one gate.
+
+    The one place automation calls the evals library. The evaluation is a tracked run;
+    its id is in the result's metrics.
+    """
+    from keel.llm.evals import run_eval
+
+    result = run_eval(
+        prompt, dataset, scorers, against=against, gates=gates, gateway=gateway, client=client
+    )
+    found = [gate.to_dict() for gate in result.gates]
+    summary = result.to_dict(cases=False)
+    metrics = {
+        "evals": {k: summary[k] for k in ("run_id", "prompt", "against", "dataset", "metrics")},
+    }
+    if result.notes:
+        metrics["evals"]["notes"] = list(result.notes)
+    return GateResult(result.passed, found, metrics)
 
 
 def _p99_latency_ms(model: str, version: int, frame: Any, target: str | None, n: int) -> float:

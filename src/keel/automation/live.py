@@ -1,11 +1,20 @@
-"""Live metrics of a canary, from the logs every serving replica writes.
+"""Live metrics of a canary, from the logs every serving replica or gateway writes.
 
-The prediction logs (one row per predicted row, with the request's route,
-version and latency) and the error logs (one row per request a version
-failed) are read for the canary's window and compared per version: request
-counts, error rate, p99 latency and the drift between the canary's and the
-primary's predictions on the traffic they shared. Nothing here asks a
-running serving process: replicas come and go, their logs stay.
+For a model deployment, the prediction logs (one row per predicted row, with
+the request's route, version and latency) and the error logs (one row per
+request a version failed) are read for the canary's window and compared per
+version: request counts, error rate, p99 latency and the drift between the
+canary's and the primary's predictions on the traffic they shared.
+
+For a prompt deployment, the gateway's traces (one row per request, failed
+or not, with the prompt version, latency and cost) give the same counts, error
+rate and p99 latency (counted as :mod:`keel.llm.traces` counts them; a
+budget's 429 and other rejected requests are neither answered nor failed),
+plus each side's cost per request; feedback stored for the deployment
+(labels joined by request id, as numbers: a thumbs-up is 1) gives each
+side's mean score once both have :data:`MIN_FEEDBACK` of it.
+
+Nothing here asks a running server: replicas come and go, their logs stay.
 
 Through ``keel server`` the measurement runs on the server (one request to
 :mod:`keel.server.routes.monitoring`), over the logs under the server's
@@ -15,16 +24,22 @@ prefix as the server's ``KEEL_ARTIFACTS_URL``), which is the supported layout.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
 
+from keel.errors import InvalidInput
+
 if TYPE_CHECKING:
     from keel.client import Client
 
-__all__ = ["LiveMetrics", "measure_canary", "prediction_drift"]
+__all__ = ["MIN_FEEDBACK", "LiveMetrics", "measure_canary", "prediction_drift"]
+
+#: Feedback scores each side needs before their means are compared (noise below that).
+MIN_FEEDBACK = 20
 
 
 @dataclass(frozen=True)
@@ -38,6 +53,14 @@ class LiveMetrics:
     canary_p99_ms: float | None
     primary_p99_ms: float | None
     prediction_drift: float | None
+    #: Prompts: mean cost in USD of each side's answered, priced requests.
+    canary_cost_per_request: float | None = None
+    primary_cost_per_request: float | None = None
+    #: Prompts: mean feedback score of each side (None below :data:`MIN_FEEDBACK` labels).
+    canary_feedback: float | None = None
+    primary_feedback: float | None = None
+    canary_feedback_count: int = 0
+    primary_feedback_count: int = 0
 
     @property
     def error_rate(self) -> float | None:
@@ -50,6 +73,20 @@ class LiveMetrics:
             return None
         return self.canary_p99_ms / self.primary_p99_ms
 
+    @property
+    def cost_ratio(self) -> float | None:
+        """The canary's cost per request over the primary's (None while either is unknown)."""
+        if self.canary_cost_per_request is None or not self.primary_cost_per_request:
+            return None
+        return self.canary_cost_per_request / self.primary_cost_per_request
+
+    @property
+    def feedback_drop(self) -> float | None:
+        """How much lower the canary's mean feedback is than the primary's."""
+        if self.canary_feedback is None or self.primary_feedback is None:
+            return None
+        return self.primary_feedback - self.canary_feedback
+
     def measured(self) -> dict[str, float | None]:
         """The values a rollout's criteria bound, by criterion name."""
         return {
@@ -57,18 +94,38 @@ class LiveMetrics:
             "p99_ratio": self.p99_ratio,
             "p99_ms": self.canary_p99_ms,
             "prediction_drift": self.prediction_drift,
+            "cost_ratio": self.cost_ratio,
+            "cost_per_request": self.canary_cost_per_request,
+            "feedback_drop": self.feedback_drop,
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        measured = self.measured()
+        doc: dict[str, Any] = {
             "canary_requests": self.canary_requests,
             "canary_errors": self.canary_errors,
             "primary_requests": self.primary_requests,
             "primary_errors": self.primary_errors,
             "canary_p99_ms": self.canary_p99_ms,
             "primary_p99_ms": self.primary_p99_ms,
-            **{k: v for k, v in self.measured().items() if k not in ("p99_ms",)},
+            **{k: measured[k] for k in ("error_rate", "p99_ratio", "prediction_drift")},
         }
+        # what only a prompt's canary measures, where it was measured
+        if self.canary_cost_per_request is not None or self.primary_cost_per_request is not None:
+            doc.update(
+                canary_cost_per_request=self.canary_cost_per_request,
+                primary_cost_per_request=self.primary_cost_per_request,
+                cost_ratio=self.cost_ratio,
+            )
+        if self.canary_feedback_count or self.primary_feedback_count:
+            doc.update(
+                canary_feedback=self.canary_feedback,
+                primary_feedback=self.primary_feedback,
+                canary_feedback_count=self.canary_feedback_count,
+                primary_feedback_count=self.primary_feedback_count,
+                feedback_drop=self.feedback_drop,
+            )
+        return doc
 
 
 def measure_canary(
@@ -79,22 +136,31 @@ def measure_canary(
     client: Client | None = None,
     root_url: str | None = None,
     s3_endpoint_url: str | None = None,
+    kind: str | None = None,
 ) -> LiveMetrics:
     """The canary version's metrics against the other routed versions since ``since_ms``.
 
     Args:
         deployment: the deployment whose logs to read.
-        candidate: the canary's model version.
+        candidate: the canary's model or prompt version.
         since_ms: when the canary started (epoch ms).
         client: whose logs: the client's artifact root, or through ``keel server``
             the server's (default: a client on the process settings).
-        root_url: read the logs under this root instead (with ``s3_endpoint_url``).
+        root_url: read a model deployment's logs under this root instead (with
+            ``s3_endpoint_url``).
+        kind: ``model`` (prediction logs) or ``prompt`` (the gateway's traces); default:
+            the stored deployment's kind (``model`` for one that is only logged).
 
     Raises:
-        InvalidInput: a malformed deployment name.
+        InvalidInput: a malformed deployment name, or ``root_url`` with a prompt.
         StorageError, BackendUnavailable: the logs cannot be read.
     """
     if root_url is not None:
+        if kind == "prompt":
+            raise InvalidInput(
+                "a prompt canary is measured from the traces of a client's store; pass client, "
+                "not root_url"
+            )
         return _measure(root_url, s3_endpoint_url, deployment, candidate, since_ms)
     from keel.monitoring.clients import resolve_client
     from keel.transport.http import HttpTransport
@@ -105,12 +171,56 @@ def measure_canary(
         from keel.predictions import check_deployment
 
         check_deployment(deployment)  # the local message, before any request
+        # The server reads the stored deployment's kind itself, as below.
         path = f"/deployments/{quote(deployment, safe='')}/canary"
         params = {"version": int(candidate), "since": int(since_ms)}
         metrics: LiveMetrics = transport.call("GET", path, LiveMetrics, params=params)
         return metrics
+    if kind is None:
+        kind = _deployment_kind(client, deployment)
+    if kind == "prompt":
+        return _measure_prompt(client, deployment, candidate, since_ms)
     conf = client.settings
     return _measure(conf.artifacts_url, conf.s3_endpoint_url, deployment, candidate, since_ms)
+
+
+def _deployment_kind(client: Client, deployment: str) -> str:
+    from keel.errors import NotFound
+    from keel.serving.deployments import Deployments
+
+    try:
+        return Deployments(client).get(deployment).spec.kind
+    except NotFound:  # ``keel serve models:/…`` logs under a name it never stored
+        return "model"
+
+
+def _measure_prompt(client: Client, deployment: str, candidate: int, since_ms: int) -> LiveMetrics:
+    """A prompt canary's metrics from the gateway's traces and the deployment's feedback."""
+    canary, primary = _trace_sides(client, deployment, int(candidate), since_ms)
+    feedback = _feedback_by_side(client, deployment, candidate, since_ms)
+
+    # Requests are the answered ones, errors the version's failures (5xx), as the traces
+    # count them. A rejected request (another 4xx: a variable the version needs and the
+    # caller did not send) is neither: so a version that rejects every request never
+    # reaches its min_requests and is rolled back when its time is up, never promoted.
+    def answered(stats: Any) -> int:
+        return 0 if stats is None else int(stats.answered)
+
+    return LiveMetrics(
+        canary_requests=answered(canary),
+        canary_errors=0 if canary is None else canary.errors,
+        primary_requests=answered(primary),
+        primary_errors=0 if primary is None else primary.errors,
+        canary_p99_ms=None if canary is None else canary.p99_ms,
+        primary_p99_ms=None if primary is None else primary.p99_ms,
+        prediction_drift=None,
+        canary_cost_per_request=None if canary is None else canary.cost_per_request,
+        primary_cost_per_request=None if primary is None else primary.cost_per_request,
+        canary_feedback=feedback.canary_mean,
+        primary_feedback=feedback.primary_mean,
+        canary_feedback_count=feedback.canary_count,
+        primary_feedback_count=feedback.primary_count,
+    )
 
 
 def _measure(
@@ -223,3 +333,83 @@ def prediction_drift(canary: np.ndarray, primary: np.ndarray, bins: int = 10) ->
     from keel.monitoring.stattests import jensen_shannon
 
     return jensen_shannon(p, q)
+
+
+# -- prompts: the gateway's traces ------------------------------------------------------------
+
+
+def _trace_sides(client: Client, deployment: str, candidate: int, since_ms: int) -> tuple[Any, Any]:
+    """(canary, primary) :class:`~keel.llm.traces.TraceStats` since ``since_ms`` (None: no traces).
+
+    One read of the window, cut in two: the candidate's requests, and every other
+    version's (the primary side may have served more than one version, if its alias
+    moved meanwhile). Requests are counted by :mod:`keel.llm.traces`' rule, the one the
+    monitor uses.
+    """
+    import pyarrow.compute as pc
+
+    from keel.llm.traces import STATS_COLUMNS, read_traces, summarize
+
+    table = read_traces(client, deployment, since_ms, columns=STATS_COLUMNS)
+    if table.num_rows == 0:
+        return None, None
+    is_canary = pc.fill_null(pc.equal(table.column("version"), int(candidate)), False)
+    canary = summarize(table.filter(is_canary), by="all").get("all")
+    primary = summarize(table.filter(pc.invert(is_canary)), by="all").get("all")
+    return canary, primary
+
+
+@dataclass(frozen=True)
+class _Feedback:
+    canary_mean: float | None = None
+    primary_mean: float | None = None
+    canary_count: int = 0
+    primary_count: int = 0
+
+
+def _feedback_by_side(client: Client, deployment: str, candidate: int, since_ms: int) -> _Feedback:
+    """Each side's mean feedback score on the requests it served since ``since_ms``.
+
+    A label is joined to its trace by request id; the newest numeric label of a request
+    counts once. A side's mean is None below :data:`MIN_FEEDBACK` labels.
+    """
+    from keel.llm.traces import read_traces
+    from keel.predictions import PredictionReader
+
+    conf = client.settings
+    reader = PredictionReader(conf.artifacts_url, s3_endpoint_url=conf.s3_endpoint_url)
+    labels = reader.feedback(deployment)
+    if labels.num_rows == 0:
+        return _Feedback()
+    traces = read_traces(client, deployment, since_ms, columns=["request_id", "version"])
+    if traces.num_rows == 0:
+        return _Feedback()
+    served = dict(
+        zip(
+            traces.column("request_id").to_pylist(),
+            traces.column("version").to_pylist(),
+            strict=True,
+        )
+    )
+    scores: dict[str, float] = {}
+    # oldest first: a later label of the same request replaces an earlier one
+    for request_id, value in zip(
+        labels.column("request_id").to_pylist(),
+        labels.column("label_num").to_pylist(),
+        strict=True,
+    ):
+        if request_id in served and value is not None and value == value:
+            scores[request_id] = float(value)
+    canary = [v for r, v in scores.items() if served[r] == candidate]
+    primary = [v for r, v in scores.items() if served[r] != candidate]
+    return _Feedback(
+        canary_mean=_mean(canary),
+        primary_mean=_mean(primary),
+        canary_count=len(canary),
+        primary_count=len(primary),
+    )
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    listed = list(values)
+    return float(np.mean(listed)) if len(listed) >= MIN_FEEDBACK else None

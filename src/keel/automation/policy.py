@@ -1,6 +1,7 @@
-"""Policies: what retrains a model, how its challenger is gated and rolled out, who approves.
+"""Policies: what retrains a model (or tries a prompt), how the candidate is gated and rolled out.
 
-A policy is a YAML (or JSON) document, or the same as Python objects::
+A policy is a YAML (or JSON) document, or the same as Python objects. A
+*model* policy retrains::
 
     name: churn-retrain
     model: churn                  # the registered model
@@ -30,6 +31,32 @@ A policy is a YAML (or JSON) document, or the same as Python objects::
       rollback_when: {error_rate: 0.05, p99_ratio: 3.0}
     approval: {mode: auto}                         # or {mode: required}: see Approval
 
+A *prompt* policy names ``prompt`` instead of ``model`` and has no ``retrain``:
+its candidate is the newest version of the prompt, when it is newer than the
+alias's and the policy has not tried it yet. Its gates are evaluations against the
+alias, its canary a weight on the prompt deployment's route, judged on the
+gateway's traces::
+
+    name: support-loop
+    prompt: support               # the registered prompt
+    deployment: support-llm       # the prompt deployment (its primary follows the alias)
+    alias: production             # the default for prompts
+    triggers:
+      - prompt: {}                                 # a new version of the prompt
+      - dataset: {name: support-evals}             # a new version of the eval set
+      - schedule: {cron: "0 3 * * *"}              # try new versions at 03:00 only
+      - alert: {rule: llm_error_rate}              # an alert of the deployment is firing
+    gates:
+      evals:                                       # keel evals run … --against <alias>
+        dataset: datasets:/support-evals@latest
+        scorers: [exact, "numeric:tolerance=0.01"]
+        gates: ["exact >= 0.8", "diff.exact >= -0.05"]  # diff: against the alias
+        gateway: http://127.0.0.1:4000/v1          # default: $KEEL_GATEWAY_URL
+    rollout:
+      canary: {weight: 20, min_requests: 200, max_duration: 30m}
+      promote_when: {error_rate: 0.01, p99_ratio: 1.5, cost_ratio: 1.2}
+      rollback_when: {error_rate: 0.05, cost_per_request: 0.01, feedback_drop: 0.1}
+
 Every field is validated when the policy is loaded; an error names the
 field, what came and what was expected. What the fields name (the model,
 deployment, pipeline, datasets and columns) is resolved against the store
@@ -47,11 +74,14 @@ from pathlib import Path
 from typing import Any
 
 from keel.errors import InvalidInput
+from keel.uris import is_dataset_uri, parse_dataset_uri
 from keel.validation import check_name
 
 __all__ = [
+    "KINDS",
     "Approval",
     "Canary",
+    "EvalGates",
     "Gates",
     "LiveCriteria",
     "Policy",
@@ -65,10 +95,41 @@ __all__ = [
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-TRIGGER_KINDS = ("drift", "quality", "schedule", "dataset")
+#: What a policy targets: a registered model (retrained) or a registered prompt (its versions).
+KINDS = ("model", "prompt")
+TRIGGER_KINDS = ("drift", "quality", "schedule", "dataset", "alert", "prompt")
+#: The triggers each kind of policy may have: drift and quality read a model's monitor;
+#: ``prompt`` fires on a prompt's new version.
+KIND_TRIGGERS = {
+    "model": ("drift", "quality", "schedule", "dataset", "alert"),
+    "prompt": ("prompt", "schedule", "dataset", "alert"),
+}
 #: What monitoring measures once labels arrive (predicted labels, no probabilities).
 QUALITY_METRICS = ("accuracy", "f1", "rmse", "mae", "r2")
-LIVE_METRICS = ("error_rate", "p99_ratio", "p99_ms", "prediction_drift")
+LIVE_METRICS = (
+    "error_rate",
+    "p99_ratio",
+    "p99_ms",
+    "prediction_drift",
+    "cost_ratio",
+    "cost_per_request",
+    "feedback_drop",
+)
+#: The live metrics each kind of canary measures: a model's predictions drift; a
+#: prompt's requests cost money and may receive feedback.
+KIND_LIVE_METRICS = {
+    "model": ("error_rate", "p99_ratio", "p99_ms", "prediction_drift"),
+    "prompt": (
+        "error_rate",
+        "p99_ratio",
+        "p99_ms",
+        "cost_ratio",
+        "cost_per_request",
+        "feedback_drop",
+    ),
+}
+#: The alias a policy promotes to when it names none.
+DEFAULT_ALIAS = {"model": "champion", "prompt": "production"}
 
 
 def parse_duration(value: Any, where: str) -> float:
@@ -125,12 +186,15 @@ def _text(value: Any, where: str) -> str:
 
 @dataclass(frozen=True)
 class Trigger:
-    """One reason to retrain.
+    """One reason to start a cycle.
 
     ``kind`` is ``drift`` (``share`` of drifted columns, or any of ``columns``,
     over ``window``), ``quality`` (``metric`` ``below`` a value once
-    ``min_labels`` labels arrived in ``window``), ``schedule`` (``cron``) or
-    ``dataset`` (a new version of ``name``).
+    ``min_labels`` labels arrived in ``window``), ``schedule`` (``cron``),
+    ``dataset`` (a new version of ``name``), ``alert`` (the deployment's alert
+    ``rule`` is firing) or, for prompt policies, ``prompt`` (a new version of
+    the prompt). Which kinds a policy may have depends on what it targets
+    (:data:`KIND_TRIGGERS`).
     """
 
     kind: str
@@ -142,14 +206,23 @@ class Trigger:
     min_labels: int = 100
     cron: str | None = None
     dataset: str | None = None
+    rule: str | None = None
 
     @classmethod
-    def from_dict(cls, doc: Any, where: str) -> Trigger:
+    def from_dict(cls, doc: Any, where: str, target: str = "model") -> Trigger:
         doc = _mapping(doc, where)
-        if len(doc) != 1 or next(iter(doc)) not in TRIGGER_KINDS:
+        allowed = KIND_TRIGGERS[target]
+        if len(doc) != 1 or next(iter(doc)) not in allowed:
+            example = "{drift: {window: 1h, share: 0.3}}" if target == "model" else "{prompt: {}}"
+            other = next(iter(doc)) if len(doc) == 1 else None
+            because = (
+                f" ({other} triggers are for {'prompt' if target == 'model' else 'model'} policies)"
+                if other in TRIGGER_KINDS
+                else ""
+            )
             raise InvalidInput(
-                f"{where}: a trigger is one of {', '.join(TRIGGER_KINDS)} with its settings, "
-                f"e.g. {{drift: {{window: 1h, share: 0.3}}}}; got {dict(doc)!r}"
+                f"{where}: a trigger is one of {', '.join(allowed)} with its settings, "
+                f"e.g. {example}; got {dict(doc)!r}{because}"
             )
         kind = next(iter(doc))
         body = _mapping(doc[kind], f"{where}.{kind}")
@@ -189,6 +262,12 @@ class Trigger:
             cron = _text(body.get("cron"), f"{at}.cron")
             _check_cron(cron, f"{at}.cron")
             return cls(kind, cron=cron)
+        if kind == "alert":
+            _only(body, ("rule",), at)
+            return cls(kind, rule=_text(body.get("rule"), f"{at}.rule"))
+        if kind == "prompt":
+            _only(body, (), at)
+            return cls(kind)
         _only(body, ("name",), at)
         return cls(kind, dataset=_text(body.get("name"), f"{at}.name"))
 
@@ -208,6 +287,10 @@ class Trigger:
             }
         elif self.kind == "schedule":
             body = {"cron": self.cron}
+        elif self.kind == "alert":
+            body = {"rule": self.rule}
+        elif self.kind == "prompt":
+            body = {}
         else:
             body = {"name": self.dataset}
         return {self.kind: body}
@@ -227,6 +310,10 @@ class Trigger:
             )
         if self.kind == "schedule":
             return f"schedule {self.cron}"
+        if self.kind == "alert":
+            return f"the deployment's alert {self.rule} is firing"
+        if self.kind == "prompt":
+            return "a new version of the prompt"
         return f"a new version of dataset {self.dataset}"
 
 
@@ -288,18 +375,114 @@ class Retrain:
 
 
 @dataclass(frozen=True)
+class EvalGates:
+    """A prompt candidate's gates: an evaluation run against the version the alias holds.
+
+    Attributes:
+        dataset: the eval set (``datasets:/support-evals@latest`` is pinned to its newest
+            version when a cycle starts).
+        scorers: what scores each case, as ``keel evals run --scorer`` takes them.
+        gates: conditions on the scores that must all hold (``"exact >= 0.8"``; ``diff.``
+            compares with the alias's version on the same cases).
+        gateway: the OpenAI-compatible base URL the cases are sent to (default: the
+            ``KEEL_GATEWAY_URL`` environment variable where the controller runs).
+    """
+
+    dataset: str
+    scorers: tuple[Any, ...]
+    gates: tuple[str, ...]
+    gateway: str | None = None
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str) -> EvalGates:
+        doc = _mapping(doc, where)
+        _only(doc, ("dataset", "scorers", "gates", "gateway"), where)
+        dataset = _text(doc.get("dataset"), f"{where}.dataset")
+        if not is_dataset_uri(dataset):
+            raise InvalidInput(
+                f"{where}.dataset: expected the eval set as a dataset URI like "
+                f"datasets:/support-evals@latest, got {dataset!r}"
+            )
+        parse_dataset_uri(dataset)  # a malformed URI's message shows the accepted shapes
+        scorers = doc.get("scorers")
+        if not isinstance(scorers, list) or not scorers:
+            raise InvalidInput(
+                f"{where}.scorers: expected a non-empty list of scorers (e.g. [exact]), "
+                f"got {scorers!r}"
+            )
+        from keel.llm.evals.gates import parse_gate
+        from keel.llm.evals.scorers import parse_scorer_spec
+
+        # The evals library's own checks, so a policy fails when applied, not at 3 a.m.
+        for n, scorer in enumerate(scorers):
+            if not isinstance(scorer, str | Mapping):
+                raise InvalidInput(
+                    f"{where}.scorers[{n}]: expected a scorer like exact or "
+                    f"numeric:tolerance=0.01, got {scorer!r}"
+                )
+            try:
+                parse_scorer_spec(scorer)
+            except InvalidInput as exc:
+                raise InvalidInput(f"{where}.scorers[{n}]: {exc}") from None
+        try:
+            json.dumps(scorers)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"{where}.scorers: scorers must be JSON values") from None
+        gates = doc.get("gates")
+        if not isinstance(gates, list) or not gates:
+            # Without a condition the evaluation could never fail: it would gate nothing.
+            raise InvalidInput(
+                f"{where}.gates: expected a non-empty list of conditions like "
+                f"'similarity >= 0.8', got {gates!r}"
+            )
+        for n, gate in enumerate(gates):
+            try:
+                parse_gate(_text(gate, f"{where}.gates[{n}]"))
+            except InvalidInput as exc:
+                raise InvalidInput(f"{where}.gates[{n}]: {exc}") from None
+        gateway = doc.get("gateway")
+        return cls(
+            dataset=dataset,
+            scorers=tuple(scorers),
+            gates=tuple(_text(g, f"{where}.gates[{n}]") for n, g in enumerate(gates)),
+            gateway=None if gateway is None else _text(gateway, f"{where}.gateway"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "dataset": self.dataset,
+            "scorers": [s if isinstance(s, str) else dict(s) for s in self.scorers],
+            "gates": list(self.gates),
+        }
+        if self.gateway is not None:
+            doc["gateway"] = self.gateway
+        return doc
+
+
+@dataclass(frozen=True)
 class Gates:
-    """What a challenger must pass before it sees traffic (the rules of ``keel models check``)."""
+    """What a candidate must pass before it sees traffic.
+
+    For a model: the rules of ``keel models check`` on evaluation data, and a latency
+    check. For a prompt: ``evals`` (:class:`EvalGates`), and nothing else.
+    """
 
     data: str | None = None
     target: str | None = None
     rules: Mapping[str, Any] = field(default_factory=dict)
     latency_p99_ms: float | None = None
     latency_requests: int = 200
+    evals: EvalGates | None = None
 
     @classmethod
-    def from_dict(cls, doc: Any, where: str) -> Gates:
+    def from_dict(cls, doc: Any, where: str, target: str = "model") -> Gates:
         doc = _mapping(doc, where)
+        if target == "prompt":
+            _only(doc, ("evals",), where)
+            evals = doc.get("evals")
+            return cls(
+                evals=None if evals is None else EvalGates.from_dict(evals, f"{where}.evals")
+            )
         _only(doc, ("data", "target", "rules", "latency"), where)
         rules = dict(_mapping(doc.get("rules"), f"{where}.rules"))
         if rules:
@@ -327,7 +510,9 @@ class Gates:
             latency_requests=_count(latency.get("requests", 200), f"{where}.latency.requests"),
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, target: str = "model") -> dict[str, Any]:
+        if target == "prompt":
+            return {} if self.evals is None else {"evals": self.evals.to_dict()}
         doc: dict[str, Any] = {"rules": dict(self.rules)}
         if self.data is not None:
             doc["data"] = self.data
@@ -344,20 +529,42 @@ class LiveCriteria:
 
     ``error_rate``: failed requests / all requests of the canary version.
     ``p99_ratio``: the canary's p99 latency / the primary's. ``p99_ms``: the
-    canary's p99 latency. ``prediction_drift``: the drift statistic between
-    the canary's and the primary's predictions in the same window.
+    canary's p99 latency. ``prediction_drift`` (models): the drift statistic
+    between the canary's and the primary's predictions in the same window.
+    ``cost_ratio`` (prompts): the canary's cost per request / the primary's.
+    ``cost_per_request`` (prompts): the canary's cost per priced request, in USD.
+    ``feedback_drop`` (prompts): the primary's mean feedback score minus the
+    canary's, once both received feedback (:data:`keel.automation.live.MIN_FEEDBACK`).
     """
 
     error_rate: float | None = None
     p99_ratio: float | None = None
     p99_ms: float | None = None
     prediction_drift: float | None = None
+    cost_ratio: float | None = None
+    cost_per_request: float | None = None
+    feedback_drop: float | None = None
 
     @classmethod
-    def from_dict(cls, doc: Any, where: str) -> LiveCriteria:
+    def from_dict(cls, doc: Any, where: str, target: str = "model") -> LiveCriteria:
         doc = _mapping(doc, where)
-        _only(doc, LIVE_METRICS, where)
-        return cls(**{k: _number(v, f"{where}.{k}") for k, v in doc.items() if v is not None})
+        allowed = KIND_LIVE_METRICS[target]
+        misplaced = sorted(k for k in doc if k in LIVE_METRICS and k not in allowed)
+        if misplaced:
+            other = "prompt" if target == "model" else "model"
+            raise InvalidInput(
+                f"{where}: {', '.join(misplaced)} bound(s) a {other} canary's metrics, not a "
+                f"{target}'s; a {target} canary measures {', '.join(allowed)}"
+            )
+        _only(doc, allowed, where)
+        # feedback_drop may be negative: "at most 0.05 worse", or "at least 0.1 better".
+        return cls(
+            **{
+                k: _number(v, f"{where}.{k}", minimum=-1.0 if k == "feedback_drop" else 0.0)
+                for k, v in doc.items()
+                if v is not None
+            }
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -407,19 +614,19 @@ class Rollout:
     )
 
     @classmethod
-    def from_dict(cls, doc: Any, where: str) -> Rollout:
+    def from_dict(cls, doc: Any, where: str, target: str = "model") -> Rollout:
         doc = _mapping(doc, where)
         _only(doc, ("canary", "promote_when", "rollback_when"), where)
         default = cls()
         return cls(
             canary=Canary.from_dict(doc.get("canary"), f"{where}.canary"),
             promote_when=(
-                LiveCriteria.from_dict(doc["promote_when"], f"{where}.promote_when")
+                LiveCriteria.from_dict(doc["promote_when"], f"{where}.promote_when", target)
                 if "promote_when" in doc
                 else default.promote_when
             ),
             rollback_when=(
-                LiveCriteria.from_dict(doc["rollback_when"], f"{where}.rollback_when")
+                LiveCriteria.from_dict(doc["rollback_when"], f"{where}.rollback_when", target)
                 if "rollback_when" in doc
                 else default.rollback_when
             ),
@@ -457,80 +664,116 @@ class Approval:
 
 @dataclass(frozen=True)
 class Policy:
-    """A model's retraining, gating, rollout and approval rules (see the module docstring)."""
+    """A model's retraining, or a prompt's versions: gating, rollout and approval rules.
+
+    See the module docstring. ``model`` is the registered name the policy targets, a
+    model or (``kind="prompt"``) a prompt: prompts are rows of the same registry, so
+    their aliases, approvals and permissions are a model's.
+    """
 
     name: str
     model: str
     deployment: str
-    retrain: Retrain
+    retrain: Retrain | None = None
     triggers: tuple[Trigger, ...] = ()
     alias: str = "champion"
     cooldown: float = 3600.0
     gates: Gates = field(default_factory=Gates)
     rollout: Rollout = field(default_factory=Rollout)
     approval: Approval = field(default_factory=Approval)
+    kind: str = "model"
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise InvalidInput(f"policy kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         for label, value in (
             ("name", self.name),
-            ("model", self.model),
+            (self.kind, self.model),
             ("deployment", self.deployment),
         ):
             check_name(value, f"policy {label}")
+        if self.kind == "model" and self.retrain is None:
+            raise InvalidInput("policy: missing retrain; see `keel policy apply --help`")
+        if self.kind == "prompt" and self.retrain is not None:
+            raise InvalidInput(
+                "policy: a prompt policy has no retrain: its candidate is the prompt's newest "
+                "version that is newer than the alias's; remove retrain"
+            )
+        if self.kind == "model" and self.gates.evals is not None:
+            raise InvalidInput("policy.gates: evals gate a prompt; a model policy uses rules")
+
+    @property
+    def is_prompt(self) -> bool:
+        """True when the policy targets a prompt (no retraining; traces, not prediction logs)."""
+        return self.kind == "prompt"
+
+    def label(self, version: int | None) -> str:
+        """``churn/3`` or ``support/3``: how messages name a version of the target."""
+        return self.model if version is None else f"{self.model}/{version}"
+
+    def uri(self, version: int) -> str:
+        """``models:/churn/3`` or ``prompts:/support/3``."""
+        return f"{self.kind}s:/{self.model}/{version}"
 
     @classmethod
     def from_dict(cls, doc: Any) -> Policy:
         doc = _mapping(doc, "policy")
+        kind = "prompt" if "prompt" in doc else "model"
+        if "prompt" in doc and "model" in doc:
+            raise InvalidInput(
+                "policy: name either model (a model it retrains) or prompt (a prompt whose "
+                "versions it tries), not both"
+            )
+        common = ("name", kind, "deployment", "alias", "triggers", "cooldown", "gates")
         _only(
             doc,
-            (
-                "name",
-                "model",
-                "deployment",
-                "alias",
-                "triggers",
-                "cooldown",
-                "retrain",
-                "gates",
-                "rollout",
-                "approval",
-            ),
+            (*common, "rollout", "approval") + (("retrain",) if kind == "model" else ()),
             "policy",
         )
-        for required in ("name", "model", "deployment", "retrain"):
-            if required not in doc:
-                raise InvalidInput(f"policy: missing {required}; see `keel policy apply --help`")
+        required = ("name", kind, "deployment") + (("retrain",) if kind == "model" else ())
+        for field_name in required:
+            if field_name not in doc:
+                raise InvalidInput(f"policy: missing {field_name}; see `keel policy apply --help`")
         triggers = doc.get("triggers") or []
         if not isinstance(triggers, list):
             raise InvalidInput(f"policy.triggers: expected a list, got {type(triggers).__name__}")
         return cls(
             name=doc["name"],
-            model=doc["model"],
+            model=doc[kind],
             deployment=doc["deployment"],
-            alias=_text(doc.get("alias", "champion"), "policy.alias"),
+            alias=_text(doc.get("alias", DEFAULT_ALIAS[kind]), "policy.alias"),
             triggers=tuple(
-                Trigger.from_dict(t, f"policy.triggers[{n}]") for n, t in enumerate(triggers)
+                Trigger.from_dict(t, f"policy.triggers[{n}]", kind) for n, t in enumerate(triggers)
             ),
             cooldown=parse_duration(doc.get("cooldown", "1h"), "policy.cooldown"),
-            retrain=Retrain.from_dict(doc["retrain"], "policy.retrain"),
-            gates=Gates.from_dict(doc.get("gates"), "policy.gates"),
-            rollout=Rollout.from_dict(doc.get("rollout"), "policy.rollout"),
+            retrain=(
+                Retrain.from_dict(doc["retrain"], "policy.retrain") if kind == "model" else None
+            ),
+            gates=Gates.from_dict(doc.get("gates"), "policy.gates", kind),
+            rollout=Rollout.from_dict(doc.get("rollout"), "policy.rollout", kind),
             approval=Approval.from_dict(doc.get("approval"), "policy.approval"),
+            kind=kind,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "name": self.name,
-            "model": self.model,
+            self.kind: self.model,
             "deployment": self.deployment,
             "alias": self.alias,
             "triggers": [t.to_dict() for t in self.triggers],
             "cooldown": self.cooldown,
-            "retrain": self.retrain.to_dict(),
-            "gates": self.gates.to_dict(),
-            "rollout": self.rollout.to_dict(),
-            "approval": asdict(self.approval),
         }
+        if self.retrain is not None:
+            doc["retrain"] = self.retrain.to_dict()
+        doc.update(
+            {
+                "gates": self.gates.to_dict(self.kind),
+                "rollout": self.rollout.to_dict(),
+                "approval": asdict(self.approval),
+            }
+        )
+        return doc
 
 
 def load_policy(source: str | os.PathLike[str] | Mapping[str, Any] | Policy) -> Policy:

@@ -1,12 +1,13 @@
 """Resolving every name a policy uses against the store, before the policy is stored.
 
 Parsing (:mod:`keel.automation.policy`) checks a policy's shape; this checks
-that what it names exists now: the registered model, the deployment, each
+that what it names exists now: the registered model (or prompt), the
+deployment (of the same kind, and for a prompt one that routes it), each
 dataset a trigger watches, the retraining pipeline (its module is imported,
 as a run would, to find the attribute; no step runs), the pipeline's
 parameters and the datasets they name, the evaluation data of the gates
-with its target and slice columns, and — for ``approval: required`` — the
-alias's protection. Every problem is reported in one error, each with the
+with its target and slice columns (for a prompt, its eval set), and — for
+``approval: required`` — the alias's protection. Every problem is reported in one error, each with the
 field it came from and, where names exist, the closest ones, so a single
 ``keel policy apply --dry-run`` shows all there is to fix.
 
@@ -25,7 +26,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from keel.automation.policy import Policy
+from keel.automation.policy import Policy, Retrain
 from keel.errors import InvalidInput, NotFound
 from keel.suggest import closest
 from keel.uris import is_dataset_uri, parse_dataset_ref
@@ -71,7 +72,10 @@ def resolve_references(policy: Policy, client: Client) -> Resolved:
             an unprotected alias under ``approval: required``).
     """
     problems: list[_Problem] = []
-    _model(policy, client, problems)
+    if policy.is_prompt:
+        _prompt(policy, client, problems)
+    else:
+        _model(policy, client, problems)
     _deployment(policy, client, problems)
     datasets: dict[str, int] = {}
     for n, trigger in enumerate(policy.triggers):
@@ -81,8 +85,11 @@ def resolve_references(policy: Policy, client: Client) -> Resolved:
             )
             if found is not None:
                 datasets[trigger.dataset] = int(found.version)
-    _pipeline(policy, problems)
-    _param_datasets(policy.retrain.params, "policy.retrain.params", client, problems)
+    if policy.retrain is not None:
+        _pipeline(policy.retrain, problems)
+        _param_datasets(policy.retrain.params, "policy.retrain.params", client, problems)
+    if policy.gates.evals is not None:
+        _dataset(policy.gates.evals.dataset, "policy.gates.evals.dataset", client, problems)
     _evaluation_data(policy, client, problems)
     _approval(policy, client, problems)
     if problems:
@@ -123,18 +130,58 @@ def _model(policy: Policy, client: Client, problems: list[_Problem]) -> None:
         )
 
 
+def _prompt(policy: Policy, client: Client, problems: list[_Problem]) -> None:
+    try:
+        client.prompts.get_prompt(policy.model)
+    except NotFound:
+        names = [p.name for p in client.prompts.list()]
+        problems.append(
+            _Problem(
+                "policy.prompt",
+                f"no prompt {policy.model!r}{_closest(policy.model, names)}",
+            )
+        )
+
+
 def _deployment(policy: Policy, client: Client, problems: list[_Problem]) -> None:
     from keel.serving.deployments import Deployments
 
     deployments = Deployments(client)
     try:
-        deployments.get(policy.deployment)
+        deployment = deployments.get(policy.deployment)
     except NotFound:
-        names = [d.name for d in deployments.all()]
+        names = [d.name for d in deployments.all() if d.spec.kind == policy.kind]
         problems.append(
             _Problem(
                 "policy.deployment",
-                f"no deployment {policy.deployment!r}{_closest(policy.deployment, names)}",
+                f"no {'prompt ' if policy.is_prompt else ''}deployment {policy.deployment!r}"
+                f"{_closest(policy.deployment, names)}",
+            )
+        )
+        return
+    spec = deployment.spec
+    if spec.kind != policy.kind:
+        create = (
+            f"keel deploy create NAME --prompt {policy.model}@{policy.alias}"
+            if policy.is_prompt
+            else f"keel deploy create NAME --model {policy.model}@{policy.alias}"
+        )
+        problems.append(
+            _Problem(
+                "policy.deployment",
+                f"deployment {policy.deployment!r} routes {spec.kind}s, and a {policy.kind} "
+                f"policy needs a {policy.kind} deployment; create one with `{create}`",
+                missing=False,
+            )
+        )
+    elif policy.is_prompt and spec.primary.model != policy.model:
+        # its canary would be another prompt's version, and its traces another prompt's
+        problems.append(
+            _Problem(
+                "policy.deployment",
+                f"deployment {policy.deployment!r} routes prompt {spec.primary.model!r}, not "
+                f"{policy.model!r}",
+                missing=False,
             )
         )
 
@@ -207,11 +254,11 @@ def _imported(where: str) -> ModuleType | None:
     return None
 
 
-def _pipeline(policy: Policy, problems: list[_Problem]) -> None:
+def _pipeline(retrain: Retrain, problems: list[_Problem]) -> None:
     from keel.pipelines import Pipeline
     from keel.pipelines.definition import load_target
 
-    target = policy.retrain.pipeline
+    target = retrain.pipeline
     where, _, attr = target.rpartition(":")
     at = "policy.retrain.pipeline"
     try:
@@ -239,7 +286,7 @@ def _pipeline(policy: Policy, problems: list[_Problem]) -> None:
             _Problem(at, f"{where} could not be imported: {type(exc).__name__}: {first}", False)
         )
         return
-    params = dict(policy.retrain.params)
+    params = dict(retrain.params)
     accepted = [
         name
         for name, p in inspect.signature(pipe.fn).parameters.items()

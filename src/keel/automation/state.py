@@ -3,8 +3,13 @@
 A cycle moves through states::
 
     idle ─► retraining ─► gating ─► canary ─► (awaiting_approval) ─► idle
-                 │            │         │
-                 └────────────┴─────────┴──► idle   (retrain_failed, gate_failed, rolled_back)
+      │                     ▲  │         │
+      └── (a prompt) ───────┘  │         │
+                 │             │         │
+                 └─────────────┴─────────┴──► idle   (retrain_failed, gate_failed, rolled_back)
+
+A prompt policy has no retraining: its candidate is a version that exists,
+so a trigger moves it from idle to gating directly.
 
 Every transition is a compare-and-set on the state row's ``epoch`` and is
 written together with the event that explains it (and, where the world
@@ -32,6 +37,8 @@ from keel.automation.events import Event, check_kinds, list_events, record_event
 from keel.automation.policy import Policy, load_policy
 from keel.errors import Conflict, InvalidInput, NotFound
 from keel.governance import audit
+from keel.llm.part import PromptRows
+from keel.registry.client import RegistryClient
 from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
 
@@ -326,6 +333,7 @@ class PolicyStore:
         return [
             {
                 "name": r.name,
+                "kind": "prompt" if "prompt" in json.loads(r.spec) else "model",
                 "model": r.model,
                 "deployment": r.deployment,
                 "revision": r.revision,
@@ -534,7 +542,7 @@ class PolicyStore:
             deployments.set_spec(
                 policy.deployment,
                 spec,
-                comment=f"automation {policy.name}: canary {policy.model}/{version} at "
+                comment=f"automation {policy.name}: canary {policy.label(version)} at "
                 f"{canary.weight}%",
                 expected_revision=deployment.revision,
                 conn=conn,
@@ -556,7 +564,7 @@ class PolicyStore:
                 deployments.set_spec(
                     policy.deployment,
                     spec,
-                    comment=f"automation {policy.name}: roll back {policy.model}/{version}: "
+                    comment=f"automation {policy.name}: roll back {policy.label(version)}: "
                     f"{change.reason}"[:500],
                     expected_revision=deployment.revision,
                     conn=conn,
@@ -575,7 +583,9 @@ class PolicyStore:
         """Move the policy's alias to the candidate, drop its canary route, make ``change``.
 
         One transaction: the alias moves by compare-and-set from ``expected``, so there is
-        never a second champion, and with it the deployment revision and the event.
+        never a second champion, and with it the deployment revision and the event. The
+        alias is the registered model's or, for a prompt policy, the prompt's: the same
+        registry code moves both, with the same approvals.
 
         Raises:
             ApprovalRequired: the alias is protected and the approvals are not there yet.
@@ -587,13 +597,13 @@ class PolicyStore:
         deployments = self._deployments()
         deployment = deployments.get(policy.deployment)
         with self.client.store.write() as conn:
-            self.client.set_alias(
+            self._registry(policy).set_alias(
                 policy.model, policy.alias, version, expected=expected, comment=comment, conn=conn
             )
             deployments.set_spec(
                 policy.deployment,
                 deployment.spec.promoted(policy.model, version, policy.alias),
-                comment=f"automation {policy.name}: promoted {policy.model}/{version}",
+                comment=f"automation {policy.name}: promoted {policy.label(version)}",
                 expected_revision=deployment.revision,
                 conn=conn,
             )
@@ -603,6 +613,12 @@ class PolicyStore:
         from keel.serving.deployments import Deployments
 
         return Deployments(self.client)
+
+    def _registry(self, policy: Policy) -> RegistryClient:
+        """The registry rows the policy's alias lives on: the models', or the prompts'."""
+        if policy.is_prompt:
+            return PromptRows(transport=self.client.transport)
+        return self.client.registry
 
     # -- events ---------------------------------------------------------------------------
 

@@ -1,14 +1,20 @@
 """Deciding whether a policy's triggers fire, each with a key that names the occasion.
 
 A fired trigger carries a *key*: the same occasion always gives the same key
-(the drift window, the scheduled time, the dataset version), and a key is
-claimed once in the store, so one occasion never starts two retrains however
-many controllers look at it or however often.
+(the drift window, the scheduled time, the dataset version, the alert, the
+prompt version), and a key is claimed once in the store, so one occasion never
+starts two cycles however many controllers look at it or however often. A
+trigger whose occasion was claimed already gives way to the next one.
+
+A prompt policy's occasions are about its candidate (the newest untried
+version): each key names it too, so the same still-firing alert tries each new
+candidate once, and never one candidate twice.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from keel.automation.policy import Policy, Trigger, human_duration
@@ -37,27 +43,42 @@ def check_triggers(
     monitor: Any = None,
     champion: int | None = None,
     client: Client | None = None,
+    candidate: int | None = None,
+    claimed: Callable[[str], bool] | None = None,
 ) -> Fired | None:
-    """The first trigger of ``policy`` that fires now, or None.
+    """The first trigger of ``policy`` that fires now for an occasion not claimed yet, or None.
 
     Args:
         now_ms: the time of the check.
-        since_ms: when the policy's last cycle ended (or it was applied): a schedule fires
-            for the newest scheduled time after it.
+        since_ms: when the policy's last cycle ended (or it was applied; for a prompt, not
+            before its candidate was registered): a schedule fires for the newest scheduled
+            time after it.
         seen_datasets: the newest version of each watched dataset already accounted for.
         monitor: runs the deployment's monitor over a window (``run_monitor``); injected so
             one check reads the prediction logs once per window.
         champion: the version the policy's alias holds: drift is judged on its traffic.
-        client: where dataset versions are looked up (default: one on the process settings).
+        client: where dataset versions and alerts are looked up (default: one on the
+            process settings).
+        candidate: a prompt policy's candidate version: the occasion is about it.
+        claimed: ``claimed(key)`` is True for an occasion acted on before.
     """
     served = None if champion is None else f"{policy.model}/{champion}"
     for trigger in policy.triggers:
         if trigger.kind == "dataset":
             fired = _dataset(trigger, seen_datasets, client)
+        elif trigger.kind == "alert":
+            fired = _alert(trigger, policy, client)
+        elif trigger.kind == "prompt":
+            fired = None if candidate is None else _prompt(policy, candidate, champion)
         else:
             fired = _check(trigger, policy, now_ms, since_ms, monitor, served)
-        if fired is not None:
-            return fired
+        if fired is None:
+            continue
+        if candidate is not None and trigger.kind != "prompt":
+            fired = replace(fired, key=f"{fired.key} for {policy.label(candidate)}")
+        if claimed is not None and claimed(fired.key):
+            continue  # acted on before (an alert still firing, say): the next trigger may fire
+        return fired
     return None
 
 
@@ -164,6 +185,32 @@ def _dataset(trigger: Trigger, seen: dict[str, int], client: Client | None) -> F
         f"dataset {trigger.dataset} has a new version {latest} "
         f"(previous {seen.get(trigger.dataset) or 'none'})",
         {"dataset": trigger.dataset, "version": latest},
+    )
+
+
+def _alert(trigger: Trigger, policy: Policy, client: Client | None) -> Fired | None:
+    """Fires while the deployment's alert ``trigger.rule`` is firing (its newest transition)."""
+    from keel.monitoring.alerts import list_alerts
+
+    for alert in list_alerts(policy.deployment, client=client):  # newest first
+        if alert.rule != trigger.rule:
+            continue
+        if alert.state != "firing":
+            return None
+        return Fired(
+            f"alert:{alert.rule}:{alert.id}",
+            f"alert {alert.rule} of {policy.deployment} is firing: {alert.message}",
+            {"alert": alert.id, "rule": alert.rule, "value": alert.value},
+        )
+    return None
+
+
+def _prompt(policy: Policy, candidate: int, champion: int | None) -> Fired:
+    held = f"{policy.alias} holds version {champion}" if champion else f"{policy.alias} is not set"
+    return Fired(
+        f"prompt:{policy.label(candidate)}",
+        f"prompt {policy.model} has a version newer than {policy.alias}'s: {candidate} ({held})",
+        {"prompt": policy.model, "candidate": candidate},
     )
 
 

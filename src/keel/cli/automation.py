@@ -37,7 +37,10 @@ def apply_command(
     A policy names the model and its deployment, the triggers that retrain it
     (drift, quality, schedule, a new dataset version), the pipeline that
     retrains, the gates, the canary rollout and the approval rule; see the
-    README section "The closed loop". Every field is checked, and every name
+    README section "The closed loop". A prompt policy names a prompt and its
+    prompt deployment instead: new prompt versions are gated by evals against
+    the alias, canaried on the gateway and promoted or rolled back; see "LLM
+    applications". Every field is checked, and every name
     it uses (model, deployment, pipeline and its parameters, datasets,
     evaluation data and its columns) resolved, before anything is stored; one
     error lists all that do not, with the closest existing names.
@@ -104,11 +107,15 @@ def disable_command(name: PolicyArg) -> None:
 
 
 def _print_policy(policy: Any) -> None:
-    console.print(f"  model      {policy.model} (promotes {policy.alias})")
+    console.print(f"  {policy.kind:<11}{policy.model} (promotes {policy.alias})")
     console.print(f"  deployment {policy.deployment}")
     for trigger in policy.triggers:
         console.print(f"  trigger    {trigger.describe()}")
-    console.print(f"  retrain    {policy.retrain.pipeline} → output {policy.retrain.output!r}")
+    if policy.retrain is not None:
+        console.print(f"  retrain    {policy.retrain.pipeline} → output {policy.retrain.output!r}")
+    if policy.gates.evals is not None:
+        evals = policy.gates.evals
+        console.print(f"  gates      evals on {evals.dataset}: {'; '.join(evals.gates)}")
     canary = policy.rollout.canary
     console.print(
         f"  rollout    canary {canary.weight}% until {canary.min_requests} requests; "

@@ -42,8 +42,12 @@ __all__ = ["Prompts", "prompts_part"]
 PROMPT_SOURCE = "prompt-document"
 
 
-class _PromptRows(RegistryClient):
-    """The registry's records and alias machinery, on the rows whose kind is 'prompt'."""
+class PromptRows(RegistryClient):
+    """The registry's records and alias machinery, on the rows whose kind is 'prompt'.
+
+    :class:`Prompts` reads and writes through it; automation uses it directly where an
+    alias must move inside a transaction it already holds (a promotion).
+    """
 
     kind: ClassVar[str] = "prompt"
 
@@ -63,7 +67,7 @@ class Prompts:
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
-        self._rows = _PromptRows(transport=transport)
+        self._rows = PromptRows(transport=transport)
 
     @property
     def user(self) -> str:
