@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["LOG_LEVEL", "run_uvicorn"]
+__all__ = ["LOG_LEVEL", "run_uvicorn", "tune_process"]
 
 #: uvicorn's own log level: startup banners and per-request lines stay out of the way.
 LOG_LEVEL = "warning"
@@ -55,3 +55,20 @@ def run_uvicorn(
         )
         return
     uvicorn.run(build(), host=host, port=port, access_log=access_log, log_level=LOG_LEVEL)
+
+
+def tune_process() -> None:
+    """Interpreter settings for a process that only serves (``keel serve``, ``keel gateway``).
+
+    - ``gc.freeze()`` once the app is ready: the objects alive now (libraries, models)
+      are never scanned again, so a full collection takes microseconds instead of tens
+      of milliseconds in the middle of a request.
+    - A 1 ms GIL switch interval (default 5 ms): a log writer thread hands the GIL back
+      to the event loop sooner while it builds a file.
+    """
+    import gc
+    import sys
+
+    gc.collect()
+    gc.freeze()
+    sys.setswitchinterval(0.001)

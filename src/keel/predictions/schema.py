@@ -253,7 +253,8 @@ def trace_row(
     """The columns of one trace row, ready for ``PredictionLogger(dataset=TRACES).log(..., 1)``.
 
     ``model``/``version`` name the prompt and its version (or the requested model and 0);
-    ``route`` is ``primary``, ``canary`` or ``direct``; ``messages`` and ``output`` are
+    ``route`` is ``primary``, ``canary``, ``direct`` or ``declared`` (the caller named the
+    prompt version it rendered, with ``x-keel-prompt``); ``messages`` and ``output`` are
     the bodies as JSON text, left out (``None``) where the route keeps no bodies.
     """
     columns = request_columns(

@@ -53,6 +53,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from keel.asgi import tune_process
 from keel.errors import InvalidInput, KeelError, NotFound, TooLarge, Unprocessable
 from keel.governance.identity import token_from_header
 from keel.models.reference import log_columns
@@ -257,7 +258,7 @@ class ServingApp:
     async def _lifespan(self, app: Starlette) -> Any:
         self.runtime.table  # noqa: B018 - load the models before accepting traffic
         if self.own_process:
-            _tune_process()
+            tune_process()
         if self.metrics_port is not None:
             from prometheus_client import start_http_server
 
@@ -649,7 +650,7 @@ def create_app(
         error_logger: a ``PredictionLogger`` on the ``errors`` dataset: one row per request a
             model version failed (422 or 500), or None.
         own_process: the app is the only thing this process runs (``keel serve``): once
-            the models are loaded, tune the interpreter for latency (see ``_tune_process``).
+            the models are loaded, tune the interpreter for latency (see ``keel.asgi.tune_process``).
         max_request_elements: the most values one request may hold (for v2: may declare);
             ``None`` takes the ``max_request_elements`` setting.
         authenticator: checks tokens and scopes on the inference and feedback routes
@@ -667,23 +668,6 @@ def create_app(
         metrics_port=metrics_port,
         metrics_host=metrics_host,
     ).build()
-
-
-def _tune_process() -> None:
-    """Interpreter settings for a process that only serves.
-
-    - ``gc.freeze()`` once the models are loaded: the objects alive now (libraries,
-      models) are never scanned again, so a full collection takes microseconds
-      instead of tens of milliseconds in the middle of a request.
-    - A 1 ms GIL switch interval (default 5 ms): the prediction-log writer thread
-      hands the GIL back to the event loop sooner while it builds a file.
-    """
-    import gc
-    import sys
-
-    gc.collect()
-    gc.freeze()
-    sys.setswitchinterval(0.001)
 
 
 # -- helpers ------------------------------------------------------------------------------------
