@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 import warnings
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,6 +50,9 @@ _GROUPS = {
     "users": ("keel.cli.server", "users_app"),
     "tokens": ("keel.cli.server", "tokens_app"),
     "import": ("keel.cli.interop", "import_app"),
+    "gateway": ("keel.cli.gateway", "gateway_app"),
+    "llm": ("keel.cli.llm", "llm_app"),
+    "evals": ("keel.cli.evals", "evals_app"),
 }
 #: Single commands by name: (module, function).
 _COMMANDS = {
@@ -78,6 +82,8 @@ _READ_ONLY = frozenset(
         *(("automation", verb) for verb in ("status", "history")),
         *(("policy", verb) for verb in ("list", "show")),
         ("roles", "list"),
+        ("llm", "prices", "list"),
+        ("llm", "budgets", "status"),
         *(("audit", verb) for verb in ("list", "verify")),
     }
 )
@@ -204,14 +210,33 @@ def init_command(
     console.print(f"  artifacts  {result['artifacts_url']}")
 
 
+class DemoScenario(StrEnum):
+    """What ``keel demo`` shows."""
+
+    loop = "loop"
+    llm = "llm"
+
+
 @app.command("demo")
 def demo_command(
+    scenario: Annotated[
+        DemoScenario,
+        typer.Argument(
+            help="loop: a model's whole loop, on a dataset scikit-learn ships; llm: a "
+            "prompt's loop on the LLM gateway, with a stand-in upstream (not a language model)."
+        ),
+    ] = DemoScenario.loop,
     home: Annotated[
         Path | None,
         typer.Option(help="Home for the demo (default: KEEL_HOME, else a new temporary folder)."),
     ] = None,
 ) -> None:
-    """Run a small end-to-end example on a dataset scikit-learn ships, narrated step by step."""
+    """Run a small end-to-end example, narrated step by step (`keel demo llm`: the LLM loop)."""
+    if scenario is DemoScenario.llm:
+        from keel.demo.llm import run_llm_demo
+
+        run_llm_demo(home)
+        return
     from keel.demo import run_demo
 
     run_demo(home)
