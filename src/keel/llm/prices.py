@@ -32,7 +32,6 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -43,10 +42,10 @@ from keel.governance import audit
 from keel.store import schema as s
 from keel.store.sql import now_ms
 from keel.transport import Transport
+from keel.transport.base import ClientPart
 
 if TYPE_CHECKING:
     from keel.client import Client
-    from keel.transport.http import HttpTransport
 
 __all__ = ["Price", "PriceTable", "Prices", "check_model", "iso_ms", "prices_for"]
 
@@ -203,7 +202,7 @@ class PriceTable:
         return f"PriceTable({len(self)} rows, {len(self._rows)} models)"
 
 
-class Prices:
+class Prices(ClientPart):
     """The price table's rows: add one (audited, never changed), list them, take a snapshot.
 
     Args:
@@ -215,21 +214,6 @@ class Prices:
         >>> prices.set("gpt-4o-mini", input_per_million=0.15, output_per_million=0.60)
         >>> prices.table().cost("gpt-4o-mini", 1000, 200, at_ms=now)
     """
-
-    def __init__(self, client: Client | Transport) -> None:
-        self.client = client
-
-    @cached_property
-    def transport(self) -> Transport:
-        """The transport the rows are reached through."""
-        client = self.client
-        return client if isinstance(client, Transport) else client.transport
-
-    @cached_property
-    def _remote(self) -> HttpTransport | None:
-        from keel.transport.http import HttpTransport
-
-        return self.transport if isinstance(self.transport, HttpTransport) else None
 
     def set(
         self,
@@ -262,7 +246,7 @@ class Prices:
             _check_rate(output_per_million, "output_per_million"),
         )
         start = _check_start(starts_at)
-        remote = self._remote
+        remote = self.remote
         if remote is not None:
             body = {
                 "model": model,
@@ -303,7 +287,7 @@ class Prices:
         """Every price row (or ``model``'s), by model and start time."""
         if model is not None:
             check_model(model)
-        remote = self._remote
+        remote = self.remote
         if remote is not None:
             params = {} if model is None else {"model": model}
             return remote.call("GET", "/llm/prices", builtins.list[Price], params=params)

@@ -32,7 +32,6 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, or_, select, update
@@ -41,13 +40,11 @@ from keel.errors import InvalidInput
 from keel.governance import audit
 from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
-from keel.transport import Transport
+from keel.transport.base import ClientPart
 from keel.validation import check_name
 
 if TYPE_CHECKING:
-    from keel.client import Client
     from keel.monitoring.alerts import Alert
-    from keel.transport.http import HttpTransport
 
 __all__ = ["BudgetAlert", "Spend", "SpendDelta", "SpendRow", "check_subject"]
 
@@ -164,28 +161,13 @@ def _row(r: Any) -> SpendRow:
     )
 
 
-class Spend:
+class Spend(ClientPart):
     """Budget spend in the metadata store: load, increment atomically, fire an alert once.
 
     Args:
         client: a ``keel.Client`` (or its transport); through ``keel server`` each method
             is one REST call.
     """
-
-    def __init__(self, client: Client | Transport) -> None:
-        self.client = client
-
-    @cached_property
-    def transport(self) -> Transport:
-        """The transport the rows are reached through."""
-        client = self.client
-        return client if isinstance(client, Transport) else client.transport
-
-    @cached_property
-    def _remote(self) -> HttpTransport | None:
-        from keel.transport.http import HttpTransport
-
-        return self.transport if isinstance(self.transport, HttpTransport) else None
 
     def load(
         self, periods: Mapping[str, int], *, updated_since: int | None = None
@@ -203,7 +185,7 @@ class Spend:
             _check_count(updated_since, "updated_since")
         if not periods:
             return []
-        remote = self._remote
+        remote = self.remote
         if remote is not None:
             params: dict[str, Any] = {
                 "period": [f"{budget}@{start}" for budget, start in sorted(periods.items())]
@@ -242,7 +224,7 @@ class Spend:
         merged = merge([_check_delta(d) for d in deltas])
         if not merged:
             return []
-        remote = self._remote
+        remote = self.remote
         if remote is not None:
             body = {"deltas": [d.__dict__ for d in merged]}
             headers = {"idempotency-key": key} if key else None
@@ -294,7 +276,7 @@ class Spend:
         _check_count(period_start, "period_start")
         check_name(source, "alert source")
         extra = json.loads(json.dumps(dict(details or {})))  # plain JSON, as sinks get it
-        remote = self._remote
+        remote = self.remote
         if remote is not None:
             body = {
                 "budget": budget,

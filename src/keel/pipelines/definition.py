@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from keel.errors import InvalidInput, NotFound
 from keel.pipelines.graph import Builder, Graph, StepOutput, check_literal, map_leaves
+from keel.targets import import_user_module
 
 if TYPE_CHECKING:
     from keel.pipelines.runner import PipelineRun
@@ -208,17 +209,12 @@ def load_target(target: Pipeline | str) -> Pipeline:
         module = _import_file(path)
         spec = f"{path.resolve()}:{attr}"
     else:
-        if os.getcwd() not in sys.path and "" not in sys.path:
-            sys.path.insert(0, os.getcwd())  # like `python -m`: the working directory imports
-        try:
-            module = importlib.import_module(where)
-        except ModuleNotFoundError as exc:
-            if exc.name and where.startswith(exc.name):
-                raise NotFound(
-                    f"no module named {where!r} (from target {target!r}); run from the folder "
-                    "that holds it, or give a file path like path/to/file.py:attr"
-                ) from None
-            raise
+        module = import_user_module(
+            where,
+            target,
+            "target",
+            "run from the folder that holds it, or give a file path like path/to/file.py:attr",
+        )
         spec = f"{where}:{attr}"
     found = getattr(module, attr, None)
     if found is None:

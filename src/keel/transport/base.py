@@ -23,12 +23,14 @@ with a token. It will implement the same few members:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from keel.artifacts import ArtifactStore
     from keel.config import Settings
     from keel.store import Store
+    from keel.transport.http import HttpTransport
 
 __all__ = ["Transport", "TransportBound"]
 
@@ -92,3 +94,28 @@ class TransportBound:
     def artifacts(self) -> ArtifactStore:
         """The artifact store of this client's transport."""
         return self.transport.artifacts
+
+
+class ClientPart:
+    """A part built on a ``keel.Client`` or on a transport, local or through ``keel server``.
+
+    It only stores what it is given; :attr:`transport` and :attr:`remote` say how to
+    reach the rows. A part's methods run SQL when :attr:`remote` is ``None`` and make
+    one REST call each otherwise.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    @cached_property
+    def transport(self) -> Transport:
+        """The transport the rows are reached through."""
+        client = self.client
+        return client if isinstance(client, Transport) else client.transport
+
+    @cached_property
+    def remote(self) -> HttpTransport | None:
+        """The http transport of a ``keel server`` client, or ``None`` for a local one."""
+        from keel.transport.http import HttpTransport
+
+        return self.transport if isinstance(self.transport, HttpTransport) else None

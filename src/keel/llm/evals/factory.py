@@ -15,10 +15,7 @@ Keel imports nothing the user did not name.
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +33,7 @@ from keel.llm.evals.scorers import (
     SimilarityScorer,
     kinds_help,
 )
+from keel.targets import import_user_module
 
 if TYPE_CHECKING:
     from keel.llm.entities import PromptVersion
@@ -142,17 +140,9 @@ def load_custom(target: str) -> CustomScorer:
         InvalidInput: the attribute is not callable and has no ``score`` method.
     """
     where, _, attr = target.rpartition(":")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like `python -m`: the working directory imports
-    try:
-        module = importlib.import_module(where)
-    except ModuleNotFoundError as exc:
-        if exc.name and where.startswith(exc.name):
-            raise NotFound(
-                f"no module named {where!r} (from scorer {target!r}); run from the folder "
-                "that holds it, or install it"
-            ) from None
-        raise
+    module = import_user_module(
+        where, target, "scorer", "run from the folder that holds it, or install it"
+    )
     found = getattr(module, attr, None)
     if found is None:
         raise NotFound(f"module {where!r} has no attribute {attr!r} (scorer {target!r})")
