@@ -151,7 +151,12 @@ def start_gateway(
 
 
 def wait_for_traces(
-    root: str | Path, partition: str, request_ids: list[str], timeout: float = 60.0
+    root: str | Path,
+    partition: str,
+    request_ids: list[str],
+    timeout: float = 60.0,
+    *,
+    s3_endpoint_url: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The trace rows of ``request_ids`` in ``partition``, once every one of them is written.
 
@@ -163,7 +168,8 @@ def wait_for_traces(
     wanted = set(request_ids)
     deadline = time.monotonic() + timeout
     while True:
-        table = PredictionReader(str(root)).read(partition, dataset=TRACES)
+        reader = PredictionReader(str(root), s3_endpoint_url=s3_endpoint_url)
+        table = reader.read(partition, dataset=TRACES)
         rows = {r["request_id"]: r for r in table.to_pylist() if r["request_id"] in wanted}
         if len(rows) == len(wanted):
             return rows

@@ -155,7 +155,8 @@ def tokens_create_command(
     scope: Annotated[
         list[str] | None,
         typer.Option(
-            "--scope", help="api, predict or feedback; repeat for several (default: all)."
+            "--scope",
+            help="api, predict, feedback or llm; repeat for several (default: all).",
         ),
     ] = None,
     as_json: JsonOption = False,

@@ -242,6 +242,23 @@ class Spend(ClientPart):
                 rows.extend(_increment(conn, merged[first : first + _CHUNK], at))
         return sorted(rows, key=lambda r: r.key)
 
+    def check_writable(self) -> None:
+        """Raise now if this client may not add spend, rather than at its first flush.
+
+        Through ``keel server`` this sends an empty increment batch: the server checks
+        the caller's permission as for any batch, and adds nothing. On the client's own
+        store there is no permission to check.
+
+        Raises:
+            PermissionDenied: through ``keel server``, the caller's token lacks scope
+                ``api`` or the global ``write`` permission (role ``editor``).
+        """
+        remote = self.remote
+        if remote is not None:
+            remote.call(
+                "POST", "/llm/spend/increments", builtins.list[SpendRow], json={"deltas": []}
+            )
+
     def alert(
         self,
         budget: str,

@@ -56,7 +56,14 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from keel.asgi import tune_process
-from keel.errors import InvalidInput, KeelError, NotFound, Unauthenticated
+from keel.errors import (
+    BackendUnavailable,
+    InvalidInput,
+    KeelError,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from keel.llm.gateway.cache import CachedAnswer, ResponseCache, cache_key
 from keel.llm.gateway.metrics import GatewayMetrics
 from keel.llm.gateway.tokens import estimate_text
@@ -422,7 +429,16 @@ class GatewayApp:
         parsed = catalog.parse(uri)
         resolved = catalog.cached(parsed, call.request_id)
         if resolved is None:
-            resolved = await run_in_threadpool(catalog.resolve, parsed, call.request_id)
+            try:
+                resolved = await run_in_threadpool(catalog.resolve, parsed, call.request_id)
+            except PermissionDenied as exc:
+                # the store refused the gateway's own token, not the caller: a 403 would
+                # blame the caller and keep the fault out of the error rate
+                log.error("keel: the gateway's token may not read %s: %s", uri[:256], exc)
+                raise BackendUnavailable(
+                    f"this gateway may not read {uri[:80]!r} from its store; its operator "
+                    "finds why in the gateway's log"
+                ) from None
         version = resolved.version
         call.model, call.version, call.route = version.name, version.version, resolved.route
         if resolved.deployment is not None:

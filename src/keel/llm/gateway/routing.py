@@ -23,8 +23,9 @@ remembered as missing until the next refresh, so a stream of requests for an
 unknown alias costs one lookup a second, not one each.
 
 The snapshot is swapped in one assignment: a request keeps the one it started
-with. When a refresh fails (the store is unreachable) the last snapshot keeps
-serving and the failure is counted and logged.
+with. When a refresh fails (the store is unreachable, or refuses the gateway's
+token a prompt that a deployment routes to) the last snapshot keeps serving and
+the failure is counted and logged.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from keel.errors import KeelError, NotFound
+from keel.errors import KeelError, NotFound, PermissionDenied
 from keel.serving.runtime import ModelHandle, RoutingTable
 from keel.uris import PromptURI, parse_prompt_uri
 
@@ -254,6 +255,11 @@ class Catalog:
             listed.append(spec.uri(spec.primary))
             try:
                 table = self._table(deployment.revision, spec, aliases)
+            except PermissionDenied:
+                # not one broken deployment but the gateway's own token: routing without the
+                # deployment would send its alias's traffic past its canary, so the refresh
+                # fails (the start, or the refresher logs it and keeps the last snapshot)
+                raise
             except KeelError as exc:  # one broken deployment keeps its last routes
                 log.warning(
                     "keel: keeping the routes of prompt deployment %s: %s", deployment.name, exc

@@ -7,23 +7,38 @@ prompt deployments and prices through a ``keel.Client``, traces under
 store. Everything that can be wrong (the file, a missing key variable, an
 unreachable store) fails here, before the server binds its port.
 
+Through ``keel server`` (``KEEL_SERVER_URL``) the gateway acts with its own token
+(``KEEL_TOKEN``): it reads prompts, prompt deployments and prices (scope ``api``,
+role ``viewer``) and, when the config has budgets, adds their spend (role
+``editor``, everywhere). A token short of any of these is refused here, with the
+server's reason, instead of answering requests from a half-read catalog or losing
+spend at every flush. Its traces go to ``settings.artifacts_url``, which must be the
+server's own root (``KEEL_ARTIFACTS_URL``) for the server's monitor to read them; a
+gateway left on its home's folder says so in its log.
+
 With ``--workers N`` every worker builds its own app, pools, caches and
 refresher from the environment (an app does not survive a fork).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from keel.errors import KeelError, PermissionDenied, Unauthenticated
+
 if TYPE_CHECKING:
     from keel.client import Client
+    from keel.config import Settings
     from keel.llm.gateway.config import GatewayConfig
 
 __all__ = ["app_from_env", "build_app", "serve"]
 
 _CONFIG_ENV = "KEEL_GATEWAY_CONFIG"
+
+log = logging.getLogger("keel.gateway")
 
 
 def price_source(client: Client) -> Any:
@@ -43,7 +58,30 @@ def budgets_for(config: GatewayConfig, client: Client) -> Any:
     from keel.llm.budgets import Budgets
     from keel.llm.spend import Spend
 
-    return Budgets(config.budgets, Spend(client), teams=config.teams, source=config.name).start()
+    spend = Spend(client)
+    spend.check_writable()  # a token that cannot add spend fails the start, not every flush
+    return Budgets(config.budgets, spend, teams=config.teams, source=config.name).start()
+
+
+def _refused(server_url: str, exc: KeelError) -> KeelError:
+    """``exc`` (a 401 or 403 on the gateway's own token), saying whose token and what it needs."""
+    return type(exc)(
+        f"keel server at {server_url} refused the gateway's own token (KEEL_TOKEN): {exc}. "
+        "The gateway reads prompts, prompt deployments and prices with it (scope 'api', "
+        "role 'viewer'), and adds its budgets' spend (role 'editor', everywhere) when its "
+        "config has budgets"
+    )
+
+
+def _check_trace_root(settings: Settings) -> None:
+    """Warn when a gateway working through a server traces into its own home's folder."""
+    if settings.server_url and settings.artifacts_url == str(settings.home / "artifacts"):
+        log.warning(
+            "keel: traces go to %s, this process's own folder, where keel server's monitor "
+            "does not read them; set KEEL_ARTIFACTS_URL (and KEEL_S3_ENDPOINT_URL) to the "
+            "server's artifact root",
+            settings.artifacts_url,
+        )
 
 
 def build_app(config_path: str | os.PathLike[str], *, own_process: bool = False) -> Any:
@@ -52,6 +90,8 @@ def build_app(config_path: str | os.PathLike[str], *, own_process: bool = False)
     Raises:
         NotFound: no such config file.
         InvalidInput: the config is malformed, or a provider's key variable is not set.
+        PermissionDenied, Unauthenticated: through keel server, the gateway's own token
+            cannot read the catalog, or cannot add spend when the config has budgets.
         KeelError: the store cannot be read (prompts, deployments, prices).
     """
     from keel.client import Client
@@ -67,7 +107,14 @@ def build_app(config_path: str | os.PathLike[str], *, own_process: bool = False)
     settings = get_settings()
     client = Client()
     catalog = Catalog(client, prices=price_source(client))
-    catalog.refresh()  # a store that cannot be read fails the start, not the first request
+    try:
+        catalog.refresh()  # a store that cannot be read fails the start, not the first request
+        budgets = budgets_for(config, client)
+    except (PermissionDenied, Unauthenticated) as exc:
+        if not settings.server_url:
+            raise
+        raise _refused(str(settings.server_url), exc) from None
+    _check_trace_root(settings)
     authenticator = None
     if config.auth == "tokens":
         from keel.serving.auth import authenticator_for
@@ -82,7 +129,7 @@ def build_app(config_path: str | os.PathLike[str], *, own_process: bool = False)
         catalog=catalog,
         logger=logger,
         authenticator=authenticator,
-        budgets=budgets_for(config, client),
+        budgets=budgets,
         own_process=own_process,
     )
 

@@ -15,10 +15,13 @@ adding spend, firing a budget's alert         ``write`` (global)
 ===========================================  =======================================
 
 The gateway's own token (``KEEL_TOKEN`` of the ``keel gateway`` process) is
-therefore a user's with the global ``editor`` role and scope ``api``, e.g.
-``keel users create gateway --role editor`` and ``keel tokens create --user
-gateway --scopes api``. Spend only grows (a negative amount is refused), so
-the most such a token can do to a budget is use it up, never free it.
+therefore a user's with scope ``api`` and the global ``editor`` role when its
+config has budgets (``viewer`` is enough without), e.g. ``keel users create
+gateway --role editor`` and ``keel tokens create --user gateway --scope api``;
+the gateway checks this when it starts (an empty increment batch is answered
+``[]`` by a caller allowed to write, 403 otherwise). Spend only grows (a
+negative amount is refused), so the most such a token can do to a budget is
+use it up, never free it.
 """
 
 from __future__ import annotations
