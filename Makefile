@@ -77,12 +77,20 @@ typecheck: $(STAMP)
 	.venv-dvc/bin/python -m pip install --quiet 'dvc>=3,<4'
 	touch $@
 
-bench-venvs: .venv-mlflow/.installed .venv-evidently/.installed .venv-dvc/.installed
+# LiteLLM's proxy, the peer of bench/gateway.py: its pins clash with ours.
+.venv-litellm/.installed:
+	$(PYTHON) -m venv .venv-litellm
+	.venv-litellm/bin/python -m pip install --quiet 'litellm[proxy]>=1.100,<2'
+	touch $@
+
+bench-venvs: .venv-mlflow/.installed .venv-evidently/.installed .venv-dvc/.installed .venv-litellm/.installed
 
 # Each benchmark finds its peer's virtualenv beside the repository and prints ratios.
 bench: $(STAMP) bench-venvs
 	$(BIN)/python bench/tracking.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/evals.py
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/data.py
