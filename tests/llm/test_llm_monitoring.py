@@ -217,6 +217,12 @@ def test_keel_monitor_run_prints_the_trace_figures(prompted_here: Prompted, run_
     assert [a["rule"] for a in doc["alerts"]] == ["llm_error_rate"]
     table = run_keel("monitor", "history", prompted_here.name, settings=keel_env)
     assert table.returncode == 0, table.stderr
+    # the human output says what the traces measured, not a drift share it has none of
+    again = run_keel("monitor", "run", prompted_here.name, "--end", end, settings=keel_env)
+    assert again.returncode == 0, again.stderr
+    assert "40 traced requests" in again.stdout
+    assert "share drifted" not in again.stdout
+    assert "all: 40 requests, error rate 0.25" in again.stdout
 
 
 def test_a_client_of_keel_server_cannot_read_traces_it_does_not_hold(control_plane, tmp_path):

@@ -199,9 +199,15 @@ def _set_reference(label: str) -> str:
 
 def _print_result(result: Any) -> None:
     share = "—" if result.share_drifted is None else f"{result.share_drifted:.0%}"
+    # a prompt deployment is measured on its gateway traces: no rows to drift
+    counted = (
+        f"{result.rows:,} traced requests"
+        if result.llm
+        else (f"{result.rows:,} rows, share drifted {share}")
+    )
     console.print(
         f"[bold]{result.deployment}[/bold]  {fmt_time(result.window_start)} → "
-        f"{fmt_time(result.window_end)}  {result.rows:,} rows, share drifted {share}",
+        f"{fmt_time(result.window_end)}  {counted}",
         soft_wrap=True,
     )
     for label, info in result.versions.items():
