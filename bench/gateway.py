@@ -104,7 +104,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from _common import clean_env, fmt, peer_python, peer_unavailable
+from _common import Server, clean_env, fmt, peer_python, peer_unavailable
 
 RESULT_MARKER = "KEEL_BENCH_RESULT "
 HOST = "127.0.0.1"
@@ -306,102 +306,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
-
-
-class Server:
-    """A server process in its own session (so its children stop with it); output to a log file."""
-
-    def __init__(
-        self, name: str, command: list[str], env: dict[str, str], cwd: Path, port: int, ready: str
-    ) -> None:
-        self.name = name
-        self.port = port
-        self.ready_path = ready
-        self.log_path = cwd / f"{name}-server.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    def wait_ready(self, timeout: float) -> str | None:
-        """None once GET ``ready_path`` answers 200, else why not."""
-        deadline = time.monotonic() + timeout
-        url = f"http://{HOST}:{self.port}{self.ready_path}"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return (
-                    f"the {self.name} server exited with code {self.proc.returncode}: {self.tail()}"
-                )
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return None
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.2)
-        return (
-            f"the {self.name} server did not answer GET {self.ready_path} "
-            f"within {timeout:.0f} s: {self.tail()}"
-        )
-
-    def tail(self, lines: int = 5) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace").strip().splitlines()
-        return " | ".join(text[-lines:]) or "(no output)"
-
-    def cpu_seconds(self) -> float | None:
-        """User + system CPU time of every process in the server's session (Linux /proc)."""
-        proc = Path("/proc")
-        if not proc.is_dir():
-            return None
-        ticks = os.sysconf("SC_CLK_TCK")
-        total = 0
-        for stat in proc.glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            # After the command: state ppid pgrp session … utime (12th) stime (13th).
-            if int(fields[3]) == self.proc.pid:
-                total += int(fields[11]) + int(fields[12])
-        return total / ticks
-
-    def settle(self, timeout: float = 180.0) -> None:
-        """Wait until the server is idle (under 5% of a core for half a second).
-
-        A proxy that fell behind its load still works off the requests the
-        generator gave up on; measuring the next path meanwhile would charge it
-        for that work.
-        """
-        deadline = time.monotonic() + timeout
-        before = self.cpu_seconds()
-        while before is not None and time.monotonic() < deadline:
-            time.sleep(0.5)
-            after = self.cpu_seconds()
-            if after is None or after - before < 0.025:
-                return
-            before = after
-        if before is not None:
-            progress(f"    the {self.name} server was still busy {timeout:.0f} s after its load")
-
-    def stop(self) -> None:
-        """SIGTERM to the server's process group, SIGKILL after 30 s."""
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-            except ProcessLookupError:
-                pass
-        self._log.close()
 
 
 def start_upstream(tmp: Path) -> Server:

@@ -101,7 +101,6 @@ import pickle
 import platform
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -115,7 +114,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from _common import clean_env, peer_python, peer_unavailable
+from _common import Server, clean_env, peer_python, peer_unavailable
 
 RESULT_MARKER = "KEEL_BENCH_RESULT "
 MODEL_NAME = "bench"
@@ -388,64 +387,6 @@ def run_worker_process(python: str, args: list[str], env: dict[str, str], what: 
         sys.stderr.write(done.stdout)
         raise SystemExit(f"{what} failed (exit code {done.returncode}); see above")
     return parse_result(done.stdout, what)
-
-
-class Server:
-    """A server process in its own session (so its children stop with it); output to a log file."""
-
-    def __init__(
-        self, name: str, command: list[str], env: dict[str, str], cwd: Path, port: int
-    ) -> None:
-        self.name = name
-        self.port = port
-        self.log_path = cwd / f"{name}-server.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    def wait_ready(self, timeout: float) -> str | None:
-        """None once GET /ping answers 200, else why not."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return (
-                    f"the {self.name} server exited with code {self.proc.returncode}: {self.tail()}"
-                )
-            try:
-                with urllib.request.urlopen(f"http://{HOST}:{self.port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        return None
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.1)
-        return (
-            f"the {self.name} server did not answer GET /ping within {timeout:.0f} s: {self.tail()}"
-        )
-
-    def tail(self, lines: int = 5) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace").strip().splitlines()
-        return " | ".join(text[-lines:]) or "(no output)"
-
-    def stop(self) -> None:
-        """SIGTERM to the server's process group (a graceful uvicorn shutdown), SIGKILL after 30 s."""
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-            except ProcessLookupError:
-                pass
-        self._log.close()
 
 
 def post(port: int, path: str, body: bytes) -> tuple[int, Any]:
