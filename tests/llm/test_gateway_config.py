@@ -63,7 +63,7 @@ def test_store_bodies_follows_the_gateway_default_and_any_false_wins():
     ("changes", "message"),
     [
         ({"colour": "blue"}, "the file has unknown key(s) 'colour'; expected some of name,"),
-        ({"providers": []}, "providers must be a non-empty list; got list"),
+        ({"providers": []}, "providers must be a non-empty list; got an empty list"),
         (
             {"providers": [{"name": "local", "base_url": "ftp://x"}]},
             "providers[0].base_url must be an http(s) URL such as http://127.0.0.1:8001/v1; "

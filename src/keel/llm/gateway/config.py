@@ -274,7 +274,10 @@ class _Reader:
         self.source = source
 
     def fail(self, where: str, expected: str, got: Any) -> InvalidInput:
-        shown = repr(got) if not isinstance(got, Mapping | list) else type(got).__name__
+        if isinstance(got, Mapping | list):  # never echo a whole section back
+            shown = f"an empty {type(got).__name__}" if not got else type(got).__name__
+        else:
+            shown = repr(got)
         if len(shown) > 80:
             shown = shown[:77] + "..."
         return InvalidInput(f"{self.source}: {where} must be {expected}; got {shown}")
