@@ -69,6 +69,8 @@ def test_predictions_all_is_exactly_the_public_api():
             "OUTPUT_PREFIX",
             "PREDICTIONS",
             "PREDICTION_COLUMNS",
+            "TRACES",
+            "TRACE_COLUMNS",
             "Block",
             "PredictionLogger",
             "PredictionReader",
@@ -77,6 +79,7 @@ def test_predictions_all_is_exactly_the_public_api():
             "read_predictions",
             "request_columns",
             "to_ms",
+            "trace_row",
         ]
     )
     for name in keel.predictions.__all__:

@@ -40,12 +40,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from keel.errors import BackendUnavailable, InvalidInput
+
+if TYPE_CHECKING:
+    from keel.client import Client
 
 __all__ = ["run_llm_demo"]
 
@@ -388,7 +391,7 @@ def _describe(counts: collections.Counter[tuple[str, int]]) -> str:
     return f"{sum(counts.values())} requests: " + ", ".join(parts)
 
 
-def _wait_for_traces(client: Any, partition: str, since_ms: int, n: int) -> None:
+def _wait_for_traces(client: Client, partition: str, since_ms: int, n: int) -> None:
     """Wait until ``partition`` holds ``n`` traces since ``since_ms`` (the gateway writes
     them in the background, about once a second)."""
     from keel.llm.traces import read_traces

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from keel.artifacts import ArtifactStore
+    from keel.client import Client
     from keel.config import Settings
     from keel.store import Store
     from keel.transport.http import HttpTransport
@@ -104,7 +105,7 @@ class ClientPart:
     one REST call each otherwise.
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Client | Transport) -> None:
         self.client = client
 
     @cached_property
