@@ -226,6 +226,8 @@ def test_bad_settings_say_what_is_expected(keel_env):
         configure_monitor("api", webhook_url="http://x", webhook_secret_env="s3cr3t!")
     with pytest.raises(InvalidInput, match=r"unknown monitor setting\(s\) colour"):
         configure_monitor("api", colour="red")
+    with pytest.raises(InvalidInput, match=r"drift_share, window cannot be null; send a value"):
+        configure_monitor("api", drift_share=None, window=None, clear_share=0.0)
 
 
 def test_windows_parse_in_the_usual_units():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -39,6 +40,9 @@ def api_schema(request, control_plane_server):
 
 schema = schemathesis.pytest.from_fixture("api_schema")
 
+#: A URL longer than this may pass the 64 KiB of request head uvicorn's parser accepts.
+_PARSER_HEAD_LIMIT = 60_000
+
 
 @schema.parametrize()
 @settings(
@@ -56,6 +60,13 @@ def test_generated_requests_get_no_5xx_and_every_4xx_is_a_json_error(case, contr
         f"{case.as_curl_command()}\nbody: {response.text[:300]}"
     )
     assert response.status_code < 500, where
+    if len(response.request.url) > _PARSER_HEAD_LIMIT:
+        # uvicorn's HTTP parser refuses a request head this long with its own plain-text 400
+        # before any of Keel's code runs; what matters is that the refusal is a 4xx and the
+        # server goes on serving
+        assert response.status_code == 400, where
+        assert httpx.get(f"{control_plane_server.url}/health", timeout=10).status_code == 200
+        return
     if 400 <= response.status_code < 500 and case.method.upper() != "HEAD":  # HEAD has no body
         content_type = (response.headers.get("content-type") or [""])[0]
         assert content_type.startswith("application/json"), where

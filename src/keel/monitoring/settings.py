@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_WINDOW",
     "MonitorSettings",
+    "check_settings",
     "configure_monitor",
     "get_monitor_settings",
     "parse_window",
@@ -107,9 +108,14 @@ class MonitorSettings:
 
 
 _SETTABLE = set(MonitorSettings.__dataclass_fields__) - {"revision"}
+#: The settings that always hold a value: ``null`` clears only the optional ones.
+_REQUIRED = frozenset(
+    {"window", "drift_share", "overrides", "quality", "slo", "fire_after", "resolve_after"}
+)
 
 
-def _check_settings(settings: MonitorSettings) -> MonitorSettings:
+def check_settings(settings: MonitorSettings) -> MonitorSettings:
+    """``settings`` if every field holds a valid value, else InvalidInput saying which."""
     parse_window(settings.window)
     if not 0 < settings.drift_share <= 1:
         raise InvalidInput(f"drift_share must be in (0, 1], got {settings.drift_share!r}")
@@ -218,6 +224,12 @@ def local_configure_monitor(
         raise InvalidInput(
             f"unknown monitor setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(_SETTABLE))}"
         )
+    nulled = sorted(k for k in _REQUIRED if k in changes and changes[k] is None)
+    if nulled:
+        raise InvalidInput(
+            f"monitor setting(s) {', '.join(nulled)} cannot be null; send a value, or reset to "
+            "the defaults (`keel monitor set DEPLOYMENT --reset`)"
+        )
     if "columns" in changes and changes["columns"] is not None:
         changes["columns"] = tuple(changes["columns"])
     if "window" in changes:
@@ -225,7 +237,7 @@ def local_configure_monitor(
     current = local_monitor_settings(deployment, client)
     seen = current.revision if expected_revision is None else expected_revision
     base = MonitorSettings(revision=current.revision) if reset else current
-    wanted = _check_settings(replace(base, **changes))
+    wanted = check_settings(replace(base, **changes))
     require_deployment(deployment, client)
     stored = {k: v for k, v in wanted.to_dict().items() if k not in ("revision", "clear_below")}
     actor = client.user
