@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             del os.environ[name]
 
     from keel.llm.evals import Gateway, load_cases, run_eval
-    from keel.llm.evals.embedding import embed, load_embedder
+    from keel.llm.embedding import embed, load_embedder
 
     with tempfile.TemporaryDirectory(prefix="keel-bench-evals-") as tmp:
         folder = Path(tmp)

@@ -10,12 +10,14 @@ from keel.uris import (
     FeatureURI,
     ModelURI,
     PromptURI,
+    RagURI,
     RunURI,
     is_dataset_uri,
     parse_dataset_ref,
     parse_dataset_uri,
     parse_model_ref,
     parse_model_uri,
+    parse_rag_uri,
     parse_run_uri,
     parse_uri,
     scheme_of,
@@ -79,6 +81,8 @@ def test_only_the_datasets_scheme_is_a_dataset_uri():
         ("prompts:/summarize@prod", PromptURI("summarize", alias="prod"), None),
         ("features:/churn_features", FeatureURI("churn_features"), None),
         ("features:/churn_features@2", FeatureURI("churn_features", 2), None),
+        ("rag:/kb/3", RagURI("kb", 3), None),
+        ("rag:/kb@production", RagURI("kb", alias="production"), None),
     ],
 )
 def test_parse_uri_dispatches_on_the_scheme_and_prints_back(uri, expected, canonical):
@@ -117,6 +121,10 @@ def test_parse_uri_dispatches_on_the_scheme_and_prints_back(uri, expected, canon
         ("features:/a/b", r"expected features:/<view>"),
         ("features:/v@0", r"expected features:/<view>"),
         ("features:/-v", "feature view name must be"),
+        ("rag:/kb", r"expected rag:/<name>/<version> or rag:/<name>@<alias>"),
+        ("rag:/kb/0", r"expected rag:/<name>/<version>"),
+        ("rag:/kb@latest", "alias must start with a letter"),
+        ("rag:/bad name@production", "index name must be 1-128"),
     ],
 )
 def test_parse_uri_refuses_each_malformed_form_with_what_it_expected(uri, message):
@@ -152,6 +160,10 @@ def test_short_references_parse_without_the_scheme():
         parse_dataset_ref("  ")
     with pytest.raises(InvalidInput, match="expected a run URI such as runs:/<run_id>/model"):
         parse_run_uri("models:/churn/1")
+    assert parse_rag_uri("kb@production") == RagURI("kb", alias="production")
+    assert parse_rag_uri("kb/2") == RagURI("kb", 2)
+    with pytest.raises(InvalidInput, match="expected a RAG index URI such as rag:/kb@production"):
+        parse_rag_uri("prompts:/kb@production")
 
 
 def test_scheme_of_names_the_scheme_even_of_a_malformed_uri():

