@@ -58,7 +58,7 @@ _EXPORTS = {
     "Bound": "keel.llm.evals.gates",
     "Call": "keel.llm.evals.calls",
     "Case": "keel.llm.evals.cases",
-    "EvalResult": "keel.llm.evals.runner",
+    "EvalResult": "keel.llm.evals.result",
     "EvalSet": "keel.llm.evals.cases",
     "Gateway": "keel.llm.evals.calls",
     "JudgeScorer": "keel.llm.evals.judge",
@@ -88,7 +88,8 @@ if TYPE_CHECKING:
         register_judge_prompt,
     )
     from keel.llm.evals.report import render_report
-    from keel.llm.evals.runner import EvalResult, build_scorers, run_eval
+    from keel.llm.evals.result import EvalResult
+    from keel.llm.evals.runner import build_scorers, run_eval
     from keel.llm.evals.scorers import Scorer, Scores, parse_scorer_spec
     from keel.llm.evals.stats import PairedDiff, paired_difference
 

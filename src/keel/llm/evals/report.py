@@ -14,7 +14,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from keel.llm.evals.runner import EvalResult
+    from keel.llm.evals.result import EvalResult
 
 __all__ = ["render_report"]
 
