@@ -149,11 +149,19 @@ class Authenticator:
         lookup: turns a secret into its principal or raises ``Unauthenticated``
             (:class:`StoreTokens` or :class:`ControlPlaneTokens`).
         cache_seconds: how long an answer is kept.
+        scope: the scope this server's callers need, named in the hint a missing token gets.
     """
 
-    def __init__(self, lookup: TokenLookup, cache_seconds: float = TOKEN_CACHE_SECONDS) -> None:
+    def __init__(
+        self,
+        lookup: TokenLookup,
+        cache_seconds: float = TOKEN_CACHE_SECONDS,
+        *,
+        scope: str = "predict",
+    ) -> None:
         self.lookup = lookup
         self.cache_seconds = cache_seconds
+        self.scope = scope
         # digest -> (expiry, principal or the refusal's message)
         self._answers: dict[str, tuple[float, Principal | str]] = {}
         self._lock = threading.Lock()
@@ -169,7 +177,7 @@ class Authenticator:
         if not secret:
             raise Unauthenticated(
                 "this server needs a token: send 'Authorization: Bearer <token>' "
-                "(`keel tokens create --user NAME --scope predict` makes one)"
+                f"(`keel tokens create --user NAME --scope {self.scope}` makes one)"
             )
         hit = self._answers.get(token_digest(secret))
         if hit is None or hit[0] <= time.monotonic():
@@ -226,13 +234,16 @@ class Authenticator:
         return f"tokens checked by {self.lookup!r}"
 
 
-def authenticator_for(settings: Settings, store: Callable[[], Store]) -> Authenticator:
+def authenticator_for(
+    settings: Settings, store: Callable[[], Store], *, scope: str = "predict"
+) -> Authenticator:
     """The authenticator a serving process with ``settings`` uses.
 
     Args:
         settings: with ``server_url``, tokens are checked by that control plane.
         store: gives the local store otherwise (called only then).
+        scope: the scope its callers need (``predict`` for models, ``llm`` for the gateway).
     """
     if settings.server_url:
-        return Authenticator(ControlPlaneTokens(str(settings.server_url)))
-    return Authenticator(StoreTokens(store()))
+        return Authenticator(ControlPlaneTokens(str(settings.server_url)), scope=scope)
+    return Authenticator(StoreTokens(store()), scope=scope)
