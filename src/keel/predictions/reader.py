@@ -39,7 +39,14 @@ from keel.predictions.layout import (
     reaching,
     to_ms,
 )
-from keel.predictions.schema import PREDICTION_COLUMNS, PREDICTIONS, UTC_MS, check_dataset
+from keel.predictions.schema import (
+    PREDICTION_COLUMNS,
+    PREDICTIONS,
+    TRACE_COLUMNS,
+    TRACES,
+    UTC_MS,
+    check_dataset,
+)
 
 __all__ = ["PredictionReader", "read_predictions"]
 
@@ -208,6 +215,10 @@ class PredictionReader:
             )
         else:
             schema = pa.schema(list(PREDICTION_COLUMNS.items()))
+        if files and dataset == TRACES:  # columns newer than a trace file read as nulls in it
+            for name, kind in TRACE_COLUMNS.items():
+                if name not in schema.names:
+                    schema = schema.append(pa.field(name, kind))
         selected: list[str] | None = None
         if columns is not None:
             selected = list(columns)

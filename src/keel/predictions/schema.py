@@ -15,8 +15,9 @@ A **trace row** is one request through the LLM gateway, in the ``traces``
 dataset: the fixed columns (``model`` and ``version`` name the prompt and its
 version, or the requested model and 0; ``row`` is 0), then
 :data:`TRACE_COLUMNS`: who asked, where it went, tokens, time to first token,
-status, cache hit and cost. The message bodies are ``input.messages`` and
-``output.text`` (JSON text), absent where a route keeps no bodies.
+status, cache hit, cost and the guardrails' verdicts. The message bodies are
+``input.messages`` and ``output.text`` (JSON text), absent where a route keeps
+no bodies.
 :func:`trace_row` builds one.
 
 A **feedback row** (:data:`FEEDBACK_SCHEMA`) is a label that arrived later,
@@ -96,7 +97,10 @@ ERROR_COLUMNS: dict[str, pa.DataType] = {
 #: ``cost_usd`` is null when no price covers the model at the request's time;
 #: ``tokens_estimated`` is true when the upstream reported no usage and the gateway
 #: counted the tokens itself; ``ttft_ms`` is the time to the first streamed byte
-#: (the whole latency when not streamed).
+#: (the whole latency when not streamed). ``guardrails`` is the JSON text of the list of
+#: guardrail verdicts the request met (each a ``Verdict.to_dict()`` plus ``part``: which
+#: text it read), null when no guardrail ran; traces written before the column existed
+#: read it as null.
 TRACE_COLUMNS: dict[str, pa.DataType] = {
     "caller": pa.string(),
     "team": pa.string(),
@@ -112,6 +116,7 @@ TRACE_COLUMNS: dict[str, pa.DataType] = {
     "cache_hit": pa.bool_(),
     "attempts": pa.int64(),
     "cost_usd": pa.float64(),
+    "guardrails": pa.string(),
 }
 
 #: Longest error message kept in an error row: enough to diagnose, never a payload dump.
@@ -249,13 +254,15 @@ def trace_row(
     cost_usd: float | None,
     messages: str | None = None,
     output: str | None = None,
+    guardrails: str | None = None,
 ) -> dict[str, Any]:
     """The columns of one trace row, ready for ``PredictionLogger(dataset=TRACES).log(..., 1)``.
 
     ``model``/``version`` name the prompt and its version (or the requested model and 0);
     ``route`` is ``primary``, ``canary``, ``direct`` or ``declared`` (the caller named the
     prompt version it rendered, with ``x-keel-prompt``); ``messages`` and ``output`` are
-    the bodies as JSON text, left out (``None``) where the route keeps no bodies.
+    the bodies as JSON text, left out (``None``) where the route keeps no bodies;
+    ``guardrails`` is the JSON text of the verdicts, ``None`` when no guardrail ran.
     """
     columns = request_columns(
         request_id=request_id,
@@ -282,6 +289,7 @@ def trace_row(
         "cache_hit": [cache_hit],
         "attempts": [attempts],
         "cost_usd": [cost_usd],
+        "guardrails": [guardrails],
     }
     if messages is not None:
         row[INPUT_PREFIX + "messages"] = [messages]

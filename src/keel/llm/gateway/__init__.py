@@ -4,11 +4,13 @@
 routes requests for its model names to providers with retries and fallback
 (:mod:`~keel.llm.gateway.upstream`), renders prompt requests
 (``"model": "prompts:/support@production"``) and splits them by the prompt
-deployments' weights (:mod:`~keel.llm.gateway.routing`), caches exact repeats
-(:mod:`~keel.llm.gateway.cache`), and writes one trace row per request with
-tokens, latency, time to first token and cost (:mod:`~keel.llm.gateway.app`),
-speaking OpenAI's wire format (:mod:`~keel.llm.gateway.wire`). The file format
-is :mod:`~keel.llm.gateway.config`'s.
+deployments' weights (:mod:`~keel.llm.gateway.routing`), runs each route's
+guardrails on requests and answers (:mod:`~keel.llm.gateway.guard`), caches
+exact repeats (:mod:`~keel.llm.gateway.cache`), and writes one trace row per
+request with tokens, latency, time to first token, cost and guardrail verdicts
+(:mod:`~keel.llm.gateway.app`), speaking OpenAI's wire format
+(:mod:`~keel.llm.gateway.wire`). The file format is
+:mod:`~keel.llm.gateway.config`'s.
 """
 
 from __future__ import annotations

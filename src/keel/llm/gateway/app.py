@@ -20,6 +20,10 @@ What every request gets:
   (token), 404 (unknown model, prompt or alias), 413, 429 (over budget),
   502/503/504 (every upstream target failed: see :mod:`keel.llm.gateway.upstream`). An upstream's own 4xx goes back with its
   status and its message. The gateway keeps serving after any bad request.
+- **Guardrails** where the route has them (:mod:`~keel.llm.gateway.guard`):
+  input scanners before the cache and the upstream, output scanners on the
+  answer; a block is a 400 of type ``guardrail_blocked``, and every verdict is
+  in the trace's ``guardrails`` column.
 - **Headers**: ``x-request-id`` (the caller's, or a new one), ``x-keel-cache``
   (``hit``/``miss``), ``x-keel-prompt-version`` (``support/3``) for a prompt
   request, and ``x-keel-cost-usd`` when a price covers the answer.
@@ -65,6 +69,12 @@ from keel.errors import (
     Unauthenticated,
 )
 from keel.llm.gateway.cache import CachedAnswer, ResponseCache, cache_key
+from keel.llm.gateway.guard import (
+    GuardrailBlocked,
+    RequestGuard,
+    blocked_body,
+    response_schema,
+)
 from keel.llm.gateway.metrics import GatewayMetrics
 from keel.llm.gateway.tokens import estimate_text
 from keel.llm.gateway.upstream import Answer, Upstreams, error_message
@@ -79,6 +89,7 @@ from keel.llm.gateway.wire import (
     read_json,
     request_id,
 )
+from keel.llm.guardrails.base import ScanContext
 from keel.predictions.schema import trace_row
 from keel.uris import PROMPTS, parse_prompt_uri, scheme_of
 
@@ -139,6 +150,7 @@ class _Call:
     store_bodies: bool = False
     sent: Any = None  # the messages, prompt or input sent upstream
     output: str | None = None
+    guard: RequestGuard | None = None
 
 
 def _declared_prompt(request: Request, call: _Call) -> None:
@@ -310,7 +322,7 @@ class GatewayApp:
                 key = cache_key(endpoint, model.name, sent)
                 hit = self.cache.get(key)
                 if hit is not None:
-                    return self._from_cache(call, hit, headers)
+                    return await self._from_cache(call, hit, headers)
             reservation = self._reserve(call, model, sent)
             try:
                 answer = await self.upstreams.send(model, _PATHS[endpoint], sent, stream=stream)
@@ -319,6 +331,8 @@ class GatewayApp:
                 raise
             call.provider, call.upstream_model = answer.provider, answer.upstream_model
             call.attempts = answer.attempts
+            if answer.stream is not None and call.guard is not None and call.guard.holds_streams:
+                return await self._held(call, answer, client_usage, headers, reservation)
             if answer.stream is not None:
                 return self._streamed(call, answer, client_usage, headers, reservation)
             return await self._answered(call, answer, headers, key, reservation)
@@ -335,6 +349,9 @@ class GatewayApp:
             if call.version:  # the prompt version that refused the request, or failed
                 headers["x-keel-prompt-version"] = f"{call.model}/{call.version}"
             self._finish(call, status, str(exc))
+            if isinstance(exc, GuardrailBlocked):  # on the request, or on its answer
+                refusal = blocked_body(exc)
+                return Response(refusal, status_code=status, media_type=_JSON, headers=headers)
             return _error(status, str(exc), headers)
         except Exception:
             log.exception("keel: unexpected error on %s", request.url.path)
@@ -379,7 +396,8 @@ class GatewayApp:
                 "GET /v1/models lists them"
             )
         call.model = name[:256]
-        if scheme_of(name) == PROMPTS:
+        rendered = scheme_of(name) == PROMPTS
+        if rendered:  # its variables are guarded as it renders
             sent, model = await self._render(body, endpoint, name, call)
         else:
             if "variables" in body:
@@ -392,6 +410,10 @@ class GatewayApp:
             call.store_bodies = model.store_bodies
             sent = body
         check_shape(sent, endpoint)
+        if not rendered:
+            guard = self._guard(call, model, None, response_schema(sent))
+            if guard is not None:
+                await guard.check_request(sent, endpoint)
         call.sent = sent.get(SENT_FIELD[endpoint])
         client_usage = False
         if sent.get("stream") and endpoint != "embeddings":
@@ -417,6 +439,16 @@ class GatewayApp:
             right = "/v1/embeddings" if model.kind == "embedding" else "/v1/chat/completions"
             raise InvalidInput(f"model {name!r} is a {model.kind} model; call {right}")
         return model
+
+    def _guard(
+        self, call: _Call, model: ModelConfig, prompt: str | None, schema: dict[str, Any] | None
+    ) -> RequestGuard | None:
+        """The request's guardrails (None: its route has none), kept on ``call``."""
+        rails = self.config.guardrails_for(model, prompt)
+        if rails is None:
+            return None
+        call.guard = RequestGuard(rails, ScanContext(response_schema=schema))
+        return call.guard
 
     async def _render(
         self, body: dict[str, Any], endpoint: str, uri: str, call: _Call
@@ -473,6 +505,9 @@ class GatewayApp:
             )
         call.gateway_model = model
         call.store_bodies = self.config.stores_bodies(model, version.name)
+        guard = self._guard(call, model, version.name, rendered.response_schema)
+        if guard is not None and await guard.check_variables(variables):
+            rendered = version.render(**variables)  # again, from the redacted variables
         sent = rendered.request()
         if endpoint == "chat" and "prompt" in sent:  # a text template, asked as a chat
             sent["messages"] = [{"role": "user", "content": sent.pop("prompt")}]
@@ -514,6 +549,8 @@ class GatewayApp:
         self._count(call, doc.get("usage"))
         self._price(call)
         self._settle(reservation, call)
+        # an output block is raised from here: spent, counted and settled, only not sent
+        body = await self._guard_answer(call, answer.body, doc)
         if key is not None and self.cache is not None:
             self.cache.put(
                 key,
@@ -530,9 +567,11 @@ class GatewayApp:
         if call.cost is not None:
             headers["x-keel-cost-usd"] = format(call.cost, ".10g")
         self._finish(call, answer.status, None)
-        return Response(answer.body, status_code=answer.status, media_type=_JSON, headers=headers)
+        return Response(body, status_code=answer.status, media_type=_JSON, headers=headers)
 
-    def _from_cache(self, call: _Call, hit: CachedAnswer, headers: dict[str, str]) -> Response:
+    async def _from_cache(
+        self, call: _Call, hit: CachedAnswer, headers: dict[str, str]
+    ) -> Response:
         call.cache_hit = True
         call.provider, call.upstream_model = hit.provider, hit.upstream_model
         call.input_tokens, call.output_tokens = hit.input_tokens, hit.output_tokens
@@ -540,8 +579,61 @@ class GatewayApp:
         call.cost = 0.0  # nothing went upstream, so nothing was spent
         headers["x-keel-cache"] = "hit"
         headers["x-keel-cost-usd"] = "0"
+        body = await self._guard_answer(call, hit.body, None)  # the cache keeps raw answers
         self._finish(call, 200, None)
-        return Response(hit.body, media_type=_JSON, headers=headers)
+        return Response(body, media_type=_JSON, headers=headers)
+
+    async def _guard_answer(self, call: _Call, body: bytes, doc: dict[str, Any] | None) -> bytes:
+        """``body`` after the output guardrails: redacted, or the same bytes.
+
+        Raises:
+            GuardrailBlocked: an output scanner blocked the answer.
+        """
+        if call.guard is None or not call.guard.rails.output:
+            return body
+        doc = orjson.loads(body) if doc is None else doc
+        if not await call.guard.check_answer(doc, call.endpoint, call.sent):
+            return body
+        call.output = output_text(call.endpoint, doc)
+        return orjson.dumps(doc)
+
+    async def _held(
+        self,
+        call: _Call,
+        answer: Answer,
+        client_usage: bool,
+        headers: dict[str, str],
+        reservation: Any,
+    ) -> Response:
+        """A stream whose output guardrails can block or redact it: read whole, scanned,
+        then sent at once (or refused)."""
+        import aiohttp
+
+        assert call.guard is not None
+        relay = EventRelay(keep_usage=client_usage)
+        events: list[bytes] = []
+        failed: str | None = None
+        try:
+            async for chunk in answer.chunks():
+                events.append(relay.feed(chunk))
+            events.append(relay.rest())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            failed = f"upstream {answer.provider} broke off the stream ({type(exc).__name__})"
+        finally:
+            answer.close()
+        call.output = relay.text
+        self._count(call, relay.usage)
+        self._price(call)
+        self._settle(reservation, call)
+        if failed is not None:
+            self._finish(call, 502, failed)
+            return _error(502, failed, headers)
+        body, call.output = await call.guard.check_events(
+            b"".join(events), call.endpoint, call.sent
+        )  # a block is raised from here, as for a whole answer
+        call.ttft_ms = (time.perf_counter() - call.started) * 1000
+        self._finish(call, 200, None)
+        return Response(body, media_type="text/event-stream", headers=headers)
 
     def _streamed(
         self,
@@ -582,6 +674,8 @@ class GatewayApp:
                 rest = relay.rest()
                 if rest:
                     yield rest
+                if call.guard is not None and call.guard.rails.output:  # flag scanners only
+                    await call.guard.check_streamed(relay.text, call.endpoint, call.sent)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 state["status"] = 502
                 state["error"] = (
@@ -675,11 +769,15 @@ class GatewayApp:
             cost=call.cost,
             cache_hit=None if self.cache is None or status >= 400 else call.cache_hit,
         )
+        guard = call.guard
+        if guard is not None:
+            self.metrics.verdicts(guard.verdicts)
         logger = self.logger
         if logger is None:
             return
         messages = output = None
-        if call.store_bodies:
+        # a blocked request keeps no bodies: what tripped the guardrail must not be stored
+        if call.store_bodies and (guard is None or not guard.blocked):
             if call.sent is not None:
                 messages = orjson.dumps(call.sent).decode()
             output = call.output
@@ -706,6 +804,7 @@ class GatewayApp:
             cost_usd=call.cost,
             messages=messages,
             output=output,
+            guardrails=None if guard is None else guard.trace(),
         )
         try:
             logger.log(call.partition, row, 1)

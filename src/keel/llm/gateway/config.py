@@ -11,7 +11,19 @@
         targets: [{provider: local, model: stand-in-small}, {provider: backup, model: big}]
         store_bodies: true
       - {name: embed, kind: embedding, targets: [{provider: local, model: stand-in-embed}]}
-    prompts: [{name: support, store_bodies: false}]
+      - name: open
+        targets: [{provider: local, model: stand-in-small}]
+        guardrails: {}                    # an empty section: no guardrails on this model
+    prompts:
+      - name: support
+        store_bodies: false
+        guardrails:
+          input: [{scanner: injection, action: block}, {scanner: pii, action: redact}]
+          output: [{scanner: json_schema, action: block}]
+    guardrails:                           # the default of every route that sets none
+      input: [{scanner: pii, action: redact}, {scanner: token_limit, max_tokens: 4000}]
+      output: [{scanner: pii, action: redact}]
+      roles: [user, tool]
     auth: tokens
     cache: {ttl_s: 300, max_entries: 10000}
     teams: {support: [alice, bob]}
@@ -24,6 +36,29 @@ message naming the file, the key (``models[0].targets[1].provider``), what
 was expected and what came; unknown keys are refused too, so a misspelt one is
 never silently ignored. API keys never appear in the file: a provider names the
 environment variable that holds its key, read when the gateway starts.
+
+**Guardrails** (:mod:`keel.llm.guardrails`) are configured per route: a
+``guardrails:`` section on a ``models:`` entry, on a ``prompts:`` entry, and at
+the top as the default. Its ``input`` and ``output`` are lists of scanner
+specs, each a scanner's name (``pii``) or a mapping (``{scanner: pii, action:
+redact, ...options}``); ``roles`` names the chat roles whose messages the input
+scanners read (default ``user`` and ``tool``). Which section a request meets,
+first match wins:
+
+1. a prompt request (``prompts:/support@production``): the ``prompts:`` entry of
+   that prompt, if it has a ``guardrails`` section;
+2. the ``models:`` entry of the gateway model the request goes to, if it has one
+   (a raw request that declares its prompt with ``x-keel-prompt`` is a model
+   request here: a caller's word does not choose its own guardrails);
+3. the top-level ``guardrails``.
+
+A section replaces the one below it whole (lists are not merged), and an empty
+one (``guardrails: {}``) turns guardrails off for its route. The scanners are
+built when the file is read, so an unknown scanner, an unknown option, a bad
+action or a scanner on a stage it cannot read stops the start with one line
+naming the key (``prompts[0].guardrails.input[1]``). An embedding model's
+answers are vectors: its own section may have no ``output``, and the default's
+``output`` does not apply to it.
 """
 
 from __future__ import annotations
@@ -36,17 +71,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from keel.errors import InvalidInput, NotFound
+from keel.errors import InvalidInput, KeelError, NotFound
 from keel.validation import check_name
 
 if TYPE_CHECKING:
     from keel.llm.budgets import BudgetRule
+    from keel.llm.guardrails.base import Scanner
 
 __all__ = [
     "AUTH_MODES",
+    "CHAT_ROLES",
+    "GUARDED_ROLES",
     "MODEL_KINDS",
     "CacheConfig",
     "GatewayConfig",
+    "GuardrailsConfig",
     "ModelConfig",
     "PromptConfig",
     "ProviderConfig",
@@ -59,15 +98,58 @@ __all__ = [
 AUTH_MODES = ("tokens", "none")
 #: What a gateway model serves: chat (and text) completions, or embeddings.
 MODEL_KINDS = ("chat", "embedding")
+#: The chat roles whose messages input guardrails read unless a section's ``roles`` says
+#: otherwise: what the end user wrote and what tools brought in. System and developer
+#: messages are the application's own words; assistant messages were answers, scanned
+#: as output when they were given.
+GUARDED_ROLES = ("user", "tool")
+#: The roles a guardrails section's ``roles`` may name.
+CHAT_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 _TOP_KEYS = (
     "name", "providers", "models", "prompts", "auth", "cache", "teams", "budgets", "store_bodies",
+    "guardrails",
 )  # fmt: skip
 _PROVIDER_KEYS = ("name", "base_url", "api_key_env", "timeout_s", "retries")
-_MODEL_KEYS = ("name", "kind", "targets", "store_bodies")
+_MODEL_KEYS = ("name", "kind", "targets", "store_bodies", "guardrails")
 _TARGET_KEYS = ("provider", "model")
-_PROMPT_KEYS = ("name", "store_bodies")
+_PROMPT_KEYS = ("name", "store_bodies", "guardrails")
+_GUARDRAILS_KEYS = ("input", "output", "roles")
 _CACHE_KEYS = ("ttl_s", "max_entries")
+
+
+@dataclass(frozen=True)
+class GuardrailsConfig:
+    """The scanners a route's requests meet, built when the file was read.
+
+    Attributes:
+        input: the scanners of the request's text, in order (redactions apply in turn;
+            the first block stops the request).
+        output: the scanners of the answer's text, in order.
+        roles: the chat roles whose messages ``input`` reads.
+        specs: the ``input`` and ``output`` specs as the file gave them (for display).
+    """
+
+    input: tuple[Scanner, ...] = ()
+    output: tuple[Scanner, ...] = ()
+    roles: tuple[str, ...] = GUARDED_ROLES
+    specs: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        """Whether the section runs no scanner at all (it turns guardrails off)."""
+        return not self.input and not self.output
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": [_shown(spec) for spec in self.specs.get("input", ())],
+            "output": [_shown(spec) for spec in self.specs.get("output", ())],
+            "roles": list(self.roles),
+        }
+
+
+def _shown(spec: Any) -> Any:
+    return dict(spec) if isinstance(spec, Mapping) else spec
 
 
 @dataclass(frozen=True)
@@ -136,6 +218,7 @@ class ModelConfig:
     targets: tuple[Target, ...]
     kind: str = "chat"
     store_bodies: bool = True
+    guardrails: GuardrailsConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,6 +226,7 @@ class ModelConfig:
             "kind": self.kind,
             "targets": [t.to_dict() for t in self.targets],
             "store_bodies": self.store_bodies,
+            "guardrails": None if self.guardrails is None else self.guardrails.to_dict(),
         }
 
 
@@ -152,9 +236,14 @@ class PromptConfig:
 
     name: str
     store_bodies: bool | None = None
+    guardrails: GuardrailsConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "store_bodies": self.store_bodies}
+        return {
+            "name": self.name,
+            "store_bodies": self.store_bodies,
+            "guardrails": None if self.guardrails is None else self.guardrails.to_dict(),
+        }
 
 
 @dataclass(frozen=True)
@@ -181,6 +270,7 @@ class GatewayConfig:
     teams: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     budgets: tuple[BudgetRule, ...] = ()
     store_bodies: bool = True
+    guardrails: GuardrailsConfig | None = None
     source: str = "gateway config"
     _index: dict[str, ModelConfig] = field(init=False, repr=False, compare=False)
 
@@ -216,6 +306,21 @@ class GatewayConfig:
                     return override.store_bodies and model.store_bodies
         return model.store_bodies
 
+    def guardrails_for(self, model: ModelConfig, prompt: str | None) -> GuardrailsConfig | None:
+        """The guardrails a request to ``model`` (rendered from ``prompt``, if any) meets.
+
+        The prompt's section, else the model's, else the gateway's default (see the
+        module docstring); None when that section runs no scanner.
+        """
+        chosen = self.guardrails
+        if model.guardrails is not None:
+            chosen = model.guardrails
+        if prompt is not None:
+            for override in self.prompts:
+                if override.name == prompt and override.guardrails is not None:
+                    chosen = override.guardrails
+        return None if chosen is None or chosen.empty else chosen
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -227,6 +332,7 @@ class GatewayConfig:
             "teams": {team: list(users) for team, users in self.teams.items()},
             "budgets": [b.to_dict() for b in self.budgets],
             "store_bodies": self.store_bodies,
+            "guardrails": None if self.guardrails is None else self.guardrails.to_dict(),
         }
 
 
@@ -371,6 +477,7 @@ class _Reader:
         auth = self.choice(top.get("auth", "tokens"), "auth", AUTH_MODES)
         cache = None if top.get("cache") is None else self.cache(top["cache"])
         teams, budgets = self.budgets(top)
+        guardrails = self.guardrails(top.get("guardrails"), "guardrails")
         return GatewayConfig(
             name=name,
             providers=providers,
@@ -381,6 +488,7 @@ class _Reader:
             teams=teams,
             budgets=budgets,
             store_bodies=default_bodies,
+            guardrails=guardrails,
             source=self.source,
         )
 
@@ -427,13 +535,21 @@ class _Reader:
                     f"{at}.provider", f"a declared provider ({', '.join(providers)})", provider
                 )
             targets.append(Target(str(provider), self.text(target.get("model"), f"{at}.model")))
+        kind = self.choice(doc.get("kind", "chat"), f"{where}.kind", MODEL_KINDS)
+        guardrails = self.guardrails(doc.get("guardrails"), f"{where}.guardrails")
+        if kind == "embedding" and guardrails is not None and guardrails.output:
+            raise InvalidInput(
+                f"{self.source}: {where}.guardrails.output must be empty: an embedding "
+                "model's answers are vectors, so it takes input guardrails only"
+            )
         return ModelConfig(
             name=self.text(doc["name"], f"{where}.name"),
             targets=tuple(targets),
-            kind=self.choice(doc.get("kind", "chat"), f"{where}.kind", MODEL_KINDS),
+            kind=kind,
             store_bodies=self.boolean(
                 doc.get("store_bodies", default_bodies), f"{where}.store_bodies"
             ),
+            guardrails=guardrails,
         )
 
     def prompt(self, value: Any, where: str) -> PromptConfig:
@@ -442,7 +558,47 @@ class _Reader:
         return PromptConfig(
             name=self.name(doc.get("name"), f"{where}.name"),
             store_bodies=None if bodies is None else self.boolean(bodies, f"{where}.store_bodies"),
+            guardrails=self.guardrails(doc.get("guardrails"), f"{where}.guardrails"),
         )
+
+    def guardrails(self, value: Any, where: str) -> GuardrailsConfig | None:
+        """A ``guardrails`` section with its scanners built (None: the key is absent)."""
+        if value is None:
+            return None
+        doc = self.mapping(value, where, _GUARDRAILS_KEYS)
+        roles: tuple[str, ...] = GUARDED_ROLES
+        if doc.get("roles") is not None:
+            given = self.items(doc["roles"], f"{where}.roles", empty=False)
+            roles = tuple(
+                self.choice(r, f"{where}.roles[{i}]", CHAT_ROLES) for i, r in enumerate(given)
+            )
+        built: dict[str, tuple[Scanner, ...]] = {}
+        specs: dict[str, tuple[Any, ...]] = {}
+        for stage in ("input", "output"):
+            items = self.items(doc.get(stage), f"{where}.{stage}")
+            built[stage] = tuple(
+                self.scanner(item, f"{where}.{stage}[{i}]", stage) for i, item in enumerate(items)
+            )
+            specs[stage] = tuple(items)
+        return GuardrailsConfig(built["input"], built["output"], roles, specs)
+
+    def scanner(self, spec: Any, where: str, stage: str) -> Scanner:
+        """One scanner from its spec, refused with the key when it cannot run at ``stage``."""
+        from keel.llm.guardrails.api import make_scanner
+
+        if not isinstance(spec, str) and not (isinstance(spec, Mapping) and "scanner" in spec):
+            raise self.fail(where, "a scanner's name or a mapping with a 'scanner' key", spec)
+        try:
+            scanner = make_scanner(dict(spec) if isinstance(spec, Mapping) else spec)
+        except KeelError as exc:
+            raise InvalidInput(f"{self.source}: {where}: {exc}") from None
+        if stage not in scanner.stages and "both" not in scanner.stages:
+            raise InvalidInput(
+                f"{self.source}: {where}: scanner {scanner.name!r} reads only "
+                f"{' and '.join(scanner.stages)} text, not {stage}; move it under "
+                f"'{scanner.stages[0]}'"
+            )
+        return scanner
 
     def cache(self, value: Any) -> CacheConfig:
         doc = self.mapping(value, "cache", _CACHE_KEYS)

@@ -2,8 +2,9 @@
 
 Requests by gateway model, endpoint and status; latency and time to first
 token; upstream attempts (retries and fallbacks show as more than one per
-request); tokens by kind; cost; cache hits and misses; and the trace log's
-queue depth and rows written. Labels are the gateway's own model names and
+request); tokens by kind; cost; cache hits and misses; guardrail verdicts by
+scanner, stage, action and whether they tripped; and the trace log's queue depth
+and rows written. Labels are the gateway's own model names and
 statuses, never anything a caller can make up, so the series stay bounded.
 """
 
@@ -73,6 +74,13 @@ class GatewayMetrics:
             ["gateway", "outcome"],
             registry=self.registry,
         )
+        self.guardrails = Counter(
+            "keel_gateway_guardrail_verdicts",
+            "Guardrail verdicts by scanner, stage (input, output), action (block, redact, "
+            "flag) and whether the text tripped the scanner.",
+            ["gateway", "scanner", "stage", "action", "tripped"],
+            registry=self.registry,
+        )
         queue = Gauge(
             "keel_gateway_trace_queue_rows",
             "Trace rows waiting in the trace log's queue.",
@@ -126,3 +134,9 @@ class GatewayMetrics:
             self._child(self.cost, model).inc(cost)
         if cache_hit is not None:
             self._child(self.cache, "hit" if cache_hit else "miss").inc()
+
+    def verdicts(self, verdicts: list[dict[str, Any]]) -> None:
+        """Count a request's guardrail verdicts (``Verdict.to_dict()`` each)."""
+        for v in verdicts:
+            tripped = "true" if v["tripped"] else "false"
+            self._child(self.guardrails, v["scanner"], v["stage"], v["action"], tripped).inc()

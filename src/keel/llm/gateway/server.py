@@ -5,7 +5,8 @@ settings (``KEEL_HOME``, ``KEEL_STORE_URL`` or ``KEEL_SERVER_URL``): prompts,
 prompt deployments and prices through a ``keel.Client``, traces under
 ``settings.artifacts_url``, tokens checked by the control plane or the local
 store. Everything that can be wrong (the file, a missing key variable, an
-unreachable store) fails here, before the server binds its port.
+unreachable store, a guardrail that cannot load its model) fails here, before
+the server binds its port.
 
 Through ``keel server`` (``KEEL_SERVER_URL``) the gateway acts with its own token
 (``KEEL_TOKEN``): it reads prompts, prompt deployments and prices (scope ``api``,
@@ -98,12 +99,14 @@ def build_app(config_path: str | os.PathLike[str], *, own_process: bool = False)
     from keel.config import get_settings
     from keel.llm.gateway.app import create_app
     from keel.llm.gateway.config import load_config
+    from keel.llm.gateway.guard import warm
     from keel.llm.gateway.routing import Catalog
     from keel.llm.gateway.upstream import Upstreams
     from keel.predictions import TRACES, PredictionLogger
 
     config = load_config(config_path)
     upstreams = Upstreams(config)
+    warm(config)  # a guardrail's model loads now, not on the first request
     settings = get_settings()
     client = Client()
     catalog = Catalog(client, prices=price_source(client))
@@ -119,7 +122,7 @@ def build_app(config_path: str | os.PathLike[str], *, own_process: bool = False)
     if config.auth == "tokens":
         from keel.serving.auth import authenticator_for
 
-        authenticator = authenticator_for(settings, lambda: client.store)
+        authenticator = authenticator_for(settings, lambda: client.store, scope="llm")
     logger = PredictionLogger(
         settings.artifacts_url, s3_endpoint_url=settings.s3_endpoint_url, dataset=TRACES
     )

@@ -5,7 +5,8 @@
   upstream could not take, naming the field, never echoing a value.
 - :func:`error_body` is OpenAI's error document,
   ``{"error": {"message", "type", "code", "param"}}``, with the type and code
-  OpenAI's clients expect for each status.
+  OpenAI's clients expect for each status (:data:`GUARDRAIL_ERROR` for a request
+  or an answer a guardrail blocked).
 - :class:`EventRelay` passes a server-sent event stream through as it comes,
   noting the text and the usage it carries and dropping the usage event the
   caller did not ask for (the gateway always asks the upstream for it).
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ERROR_TYPES",
+    "GUARDRAIL_ERROR",
     "MAX_BODY_BYTES",
     "SENT_FIELD",
     "EventRelay",
@@ -55,6 +57,9 @@ ERROR_TYPES = {
     503: ("api_error", "upstream_unavailable"),
     504: ("api_error", "upstream_timeout"),
 }
+#: The error ``type`` of a request (or an answer) a guardrail blocked; its ``code`` is the
+#: scanner's name and its ``param`` the part of the request that tripped it.
+GUARDRAIL_ERROR = "guardrail_blocked"
 #: The field of a request that holds what is sent to the model, by endpoint.
 SENT_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
 
@@ -63,12 +68,26 @@ _ID_PREFIX = uuid.uuid4().hex[:20]
 _ids = itertools.count(1)
 
 
-def error_body(status: int, message: str) -> bytes:
-    """OpenAI's error document for ``status``."""
-    kind, code = ERROR_TYPES.get(
+def error_body(
+    status: int,
+    message: str,
+    *,
+    kind: str | None = None,
+    code: str | None = None,
+    param: str | None = None,
+) -> bytes:
+    """OpenAI's error document for ``status``; ``kind`` and ``code`` replace the status's own
+    (a guardrail's block is ``guardrail_blocked``, coded with the scanner's name)."""
+    default_kind, default_code = ERROR_TYPES.get(
         status, ("invalid_request_error" if status < 500 else "api_error", None)
     )
-    return orjson.dumps({"error": {"message": message, "type": kind, "code": code, "param": None}})
+    error = {
+        "message": message,
+        "type": kind or default_kind,
+        "code": code or default_code,
+        "param": param,
+    }
+    return orjson.dumps({"error": error})
 
 
 def new_request_id() -> str:
