@@ -73,13 +73,22 @@ def check_command(config: ConfigOption, as_json: JsonOption = False) -> None:
             escape(p.name), escape(p.base_url), escape(key), f"{p.timeout_s:g} s", str(p.retries)
         )
     console.print(providers)
-    models = Table("model", "kind", "targets (fallback order)", "bodies")
+    models = Table("model", "kind", "targets (fallback order)", "bodies", "guardrails")
     for m in checked.models:
+        rails = checked.guardrails_for(m, None)
+        shown = "—"
+        if rails is not None:
+            shown = "; ".join(
+                f"{stage}: " + ", ".join(f"{s.name}:{s.action}" for s in scanners)
+                for stage, scanners in (("in", rails.input), ("out", rails.output))
+                if scanners
+            )
         models.add_row(
             escape(m.name),
             m.kind,
             escape(", ".join(f"{t.provider}/{t.model}" for t in m.targets)),
             "stored" if m.store_bodies else "not stored",
+            escape(shown),
         )
     console.print(models)
     if checked.budgets:
