@@ -48,6 +48,8 @@ _EXPORTS = {
     "step": "keel.pipelines",
     "pipeline": "keel.pipelines",
     "prompts": "keel.llm",
+    "guardrails": "keel.llm",
+    "rag": "keel.llm",
 }
 
 __all__ = [
@@ -57,6 +59,7 @@ __all__ = [
     "end_run",
     "flush",
     "get_run",
+    "guardrails",
     "init",
     "load_dataset",
     "load_model",
@@ -71,6 +74,7 @@ __all__ = [
     "log_params",
     "pipeline",
     "prompts",
+    "rag",
     "register_model",
     "search_runs",
     "seed_everything",
@@ -84,7 +88,7 @@ __all__ = [
 if TYPE_CHECKING:
     from keel.client import Client
     from keel.data import load_dataset, log_dataset
-    from keel.llm import prompts
+    from keel.llm import guardrails, prompts, rag
     from keel.models import load_model, log_model
     from keel.pipelines import pipeline, step
     from keel.registry import register_model

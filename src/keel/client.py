@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from keel.config import Settings
     from keel.llm.part import Prompts
+    from keel.llm.rag.part import RagIndexes
     from keel.monitoring.part import MonitoringPart
     from keel.pipelines.lineage import Lineage
     from keel.registry.client import Unset
@@ -65,6 +66,7 @@ class Client(TransportBound):
         monitoring: monitor settings, results and alerts (made on first use).
         lineage: the lineage graph (made on first use).
         prompts: versioned prompts, their aliases and approvals (made on first use).
+        rag: versioned RAG indexes, their aliases and approvals (made on first use).
 
     Example:
         >>> client = keel.Client()
@@ -103,6 +105,13 @@ class Client(TransportBound):
         from keel.llm.part import prompts_part
 
         return prompts_part(self.transport)
+
+    @cached_property
+    def rag(self) -> RagIndexes:
+        """Versioned RAG indexes: build, load, query, alias, approve (see :mod:`keel.llm.rag`)."""
+        from keel.llm.rag.part import rag_part
+
+        return rag_part(self)
 
     @cached_property
     def lineage(self) -> Lineage:

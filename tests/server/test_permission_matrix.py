@@ -8,8 +8,8 @@ README, independently of the server's code: 2xx when the grant covers every
 permission the action needs, else 403 with ``{"error": ...}`` naming the first
 missing permission.
 
-Matrix size: 60 actions (every mutating route, and the POSTs that only read) x
-4 roles x 4 grant scopes = 960 HTTP cases
+Matrix size: 64 actions (every mutating route, and the POSTs that only read) x
+4 roles x 4 grant scopes = 1,024 HTTP cases
 (``test_every_mutating_route_is_in_the_matrix`` fails when the server gains a
 mutating route that the table lacks), plus a sample checked through the CLI.
 """
@@ -603,6 +603,56 @@ ACTIONS += [
 ]  # fmt: skip
 
 
+#: a RAG index: its permissions are a model's, on the index's name, like a prompt's
+def _prepare_index(world: World, case: str) -> None:
+    if "index-document" not in world.made:  # built once, by the operator, on the server's stores
+        from keel.data.snapshot import add
+        from keel.llm.rag.build import build_index
+
+        folder = Path(world.local.transport.settings.home).parent / "rag-docs"
+        folder.mkdir(exist_ok=True)
+        (folder / "audit.md").write_text("Every alias move is written to the audit chain.\n")
+        source = add(folder, "rag-docs", settings=world.local.transport.settings)
+        built = build_index(
+            world.local, "kb", source=source.uri, chunker="tokens:50", embedder="hash-384"
+        )
+        world.made["index-document"] = built.version.digest
+
+
+def _prepare_index_alias(world: World, case: str) -> None:
+    _prepare_index(world, case)
+    answer = world.admin.put("/rag/kb/aliases/staging", json={"version": 1})
+    assert answer.status_code == 200, answer.text
+
+
+ACTIONS += [
+    Action(
+        "register index version", "POST", "/api/v1/rag/{name}/versions",
+        lambda w, h, c: h.post("/rag/kb/versions", json={"digest": w.made["index-document"]}),
+        [("write", "model", "kb")],
+        _prepare_index,
+    ),
+    Action(
+        "move index alias", "PUT", "/api/v1/rag/{name}/aliases/{alias}",
+        lambda w, h, c: h.put("/rag/kb/aliases/staging", json={"version": 1}),
+        [("write", "alias", "kb@staging")],
+        _prepare_index,
+    ),
+    Action(
+        "delete index alias", "DELETE", "/api/v1/rag/{name}/aliases/{alias}",
+        lambda w, h, c: h.delete("/rag/kb/aliases/staging"),
+        [("write", "alias", "kb@staging")],
+        _prepare_index_alias,
+    ),
+    Action(
+        "approve index version", "POST", "/api/v1/rag/{name}/versions/{version}/approvals",
+        lambda w, h, c: h.post("/rag/kb/versions/1/approvals", json={"alias": "production"}),
+        [("approve", "model", "kb"), ("role:approver", "model", "kb")],
+        _prepare_index,
+    ),
+]  # fmt: skip
+
+
 # the LLM gateway's price table and budget spend: global permissions (no grant scope names them)
 def _delta(case: str) -> dict[str, Any]:
     return {"budget": "matrix", "subject": case, "period_start": 0, "tokens": 1, "usd": 0.5}
@@ -751,7 +801,7 @@ def test_every_mutating_route_is_in_the_matrix(world: World):
 
 
 def test_the_matrix_size_is_what_the_docstring_says():
-    assert (len(ACTIONS), len(ROLES), len(SCOPES), len(CASES)) == (60, 4, 4, 960)
+    assert (len(ACTIONS), len(ROLES), len(SCOPES), len(CASES)) == (64, 4, 4, 1024)
 
 
 # -- a sample through the CLI ------------------------------------------------------------

@@ -53,6 +53,8 @@ _GROUPS = {
     "gateway": ("keel.cli.gateway", "gateway_app"),
     "llm": ("keel.cli.llm", "llm_app"),
     "evals": ("keel.cli.evals", "evals_app"),
+    "guardrails": ("keel.cli.guardrails", "guardrails_app"),
+    "rag": ("keel.cli.rag", "rag_app"),
 }
 #: Single commands by name: (module, function).
 _COMMANDS = {
@@ -84,6 +86,8 @@ _READ_ONLY = frozenset(
         ("roles", "list"),
         ("llm", "prices", "list"),
         ("llm", "budgets", "status"),
+        *(("rag", verb) for verb in ("list", "versions", "show", "status", "query")),
+        *(("rag", "alias", verb) for verb in ("get", "history")),
         *(("audit", verb) for verb in ("list", "verify")),
     }
 )

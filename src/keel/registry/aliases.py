@@ -85,9 +85,14 @@ def version_aliases(conn: Connection, model_id: int, version: int) -> list[str]:
 def kind_words(model: Any) -> tuple[str, str]:
     """What a registry row is called in messages, and its command group.
 
-    ``("model", "models")``, or ``("prompt", "prompts")`` for a prompt (:mod:`keel.llm`).
+    ``("model", "models")``, ``("prompt", "prompts")`` for a prompt (:mod:`keel.llm`), or
+    ``("RAG index", "rag")`` for a retrieval index (:mod:`keel.llm.rag`).
     """
-    return ("prompt", "prompts") if model.kind == "prompt" else ("model", "models")
+    return _KIND_WORDS.get(model.kind, ("model", "models"))
+
+
+#: Per registry kind other than a model: what messages call one, and its command group.
+_KIND_WORDS = {"prompt": ("prompt", "prompts"), "rag-index": ("RAG index", "rag")}
 
 
 def alias_missing(conn: Connection, model: Any, alias: str) -> NotFound:

@@ -76,6 +76,7 @@ _KINDS = {
         "prompts",
         "register one with `keel prompts register NAME --file prompt.yaml`",
     ),
+    "rag-index": ("RAG index", "RAG indexes", "rag", "build one with `keel rag build --name NAME`"),
 }
 
 
