@@ -225,13 +225,19 @@ class Controller:
             thread.join(timeout=5)
 
     def _act(self, policy: Policy, state: CycleState) -> bool:
-        handler = {
-            IDLE: self._idle,
-            RETRAINING: self._retraining,
-            GATING: self._gating,
-            CANARY: self._canary,
-            AWAITING_APPROVAL: self._awaiting_approval,
-        }[state.state]
+        if policy.is_index:  # rebuild, retrieval eval, alias move: no canary
+            from keel.automation.indexes import IndexCycle
+
+            cycle = IndexCycle(self.client, self.store, self.clock, self._moved)
+            handler = cycle.handler(state.state)
+        else:
+            handler = {
+                IDLE: self._idle,
+                RETRAINING: self._retraining,
+                GATING: self._gating,
+                CANARY: self._canary,
+                AWAITING_APPROVAL: self._awaiting_approval,
+            }[state.state]
         if state.state in (RETRAINING, GATING) and (policy.name, state.epoch) not in self._mine:
             self.store.note(
                 policy,

@@ -83,15 +83,20 @@ def run_gates(
     outputs: dict[str, Any] | None = None,
     eval_set: str | None = None,
 ) -> GateResult:
-    """Run the policy's gates on ``models:/<model>/<version>`` (or ``prompts:/…``).
+    """Run the policy's gates on ``models:/<model>/<version>`` (or ``prompts:/…``, ``rag:/…``).
 
     Args:
         outputs: what the retraining pipeline returned (for ``gates.data: pipeline:…``).
-        eval_set: a prompt policy's eval set, pinned when its cycle started (default:
-            ``gates.evals.dataset`` as written).
+        eval_set: a prompt policy's eval set (an index policy's question set), pinned
+            when its cycle started (default: the one the gates name).
     """
     if policy.is_prompt:
         return _run_evals(policy, version, client=client, eval_set=eval_set)
+    if policy.is_index:  # its cycle runs them itself: keel.automation.indexes
+        raise InvalidInput(
+            f"policy {policy.name!r} gates a RAG index: its gates are a retrieval eval, run "
+            "by keel.automation.indexes.run_retrieval_gates"
+        )
     gates = policy.gates
     found: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}

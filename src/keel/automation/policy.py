@@ -57,6 +57,23 @@ gateway's traces::
       promote_when: {error_rate: 0.01, p99_ratio: 1.5, cost_ratio: 1.2}
       rollback_when: {error_rate: 0.05, cost_per_request: 0.01, feedback_drop: 0.1}
 
+An *index* policy names ``index`` and keeps one alias of a RAG index fresh
+(:mod:`keel.automation.indexes`): when the alias's ``index_stale`` alert fires,
+the index is rebuilt with its own chunker and embedder on the newest source
+version, evaluated against the alias on labelled questions, and the alias moves
+if the gates pass. No deployment, no retrain, no canary::
+
+    name: kb-fresh
+    index: kb                     # the RAG index
+    alias: production             # the default for indexes
+    triggers:
+      - index_stale: {}                            # the alias's source changed
+    gates:
+      retrieval:                                   # keel rag eval … --against <alias>
+        questions: datasets:/kb-questions@latest
+        k: 10
+        gates: ["recall@10 >= 0.8", "diff.recall@10 >= -0.02"]
+
 Every field is validated when the policy is loaded; an error names the
 field, what came and what was expected. What the fields name (the model,
 deployment, pipeline, datasets and columns) is resolved against the store
@@ -71,11 +88,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel.errors import InvalidInput
 from keel.uris import is_dataset_uri, parse_dataset_uri
 from keel.validation import check_name
+
+if TYPE_CHECKING:
+    from keel.automation.retrieval import RetrievalGates
 
 __all__ = [
     "KINDS",
@@ -95,14 +115,21 @@ __all__ = [
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-#: What a policy targets: a registered model (retrained) or a registered prompt (its versions).
-KINDS = ("model", "prompt")
-TRIGGER_KINDS = ("drift", "quality", "schedule", "dataset", "alert", "prompt")
+#: What a policy targets: a registered model (retrained), a registered prompt (its
+#: versions) or a RAG index (rebuilt on its source; see :mod:`keel.automation.indexes`).
+KINDS = ("model", "prompt", "index")
+TRIGGER_KINDS = ("drift", "quality", "schedule", "dataset", "alert", "prompt", "index_stale")
 #: The triggers each kind of policy may have: drift and quality read a model's monitor;
-#: ``prompt`` fires on a prompt's new version.
+#: ``prompt`` fires on a prompt's new version; ``index_stale`` on the index alias's alert.
 KIND_TRIGGERS = {
     "model": ("drift", "quality", "schedule", "dataset", "alert"),
     "prompt": ("prompt", "schedule", "dataset", "alert"),
+    "index": ("index_stale",),
+}
+_TRIGGER_EXAMPLES = {
+    "model": "{drift: {window: 1h, share: 0.3}}",
+    "prompt": "{prompt: {}}",
+    "index": "{index_stale: {}}",
 }
 #: What monitoring measures once labels arrive (predicted labels, no probabilities).
 QUALITY_METRICS = ("accuracy", "f1", "rmse", "mae", "r2")
@@ -129,7 +156,7 @@ KIND_LIVE_METRICS = {
     ),
 }
 #: The alias a policy promotes to when it names none.
-DEFAULT_ALIAS = {"model": "champion", "prompt": "production"}
+DEFAULT_ALIAS = {"model": "champion", "prompt": "production", "index": "production"}
 
 
 def parse_duration(value: Any, where: str) -> float:
@@ -213,16 +240,14 @@ class Trigger:
         doc = _mapping(doc, where)
         allowed = KIND_TRIGGERS[target]
         if len(doc) != 1 or next(iter(doc)) not in allowed:
-            example = "{drift: {window: 1h, share: 0.3}}" if target == "model" else "{prompt: {}}"
             other = next(iter(doc)) if len(doc) == 1 else None
+            owners = [k for k in KINDS if k != target and other in KIND_TRIGGERS[k]]
             because = (
-                f" ({other} triggers are for {'prompt' if target == 'model' else 'model'} policies)"
-                if other in TRIGGER_KINDS
-                else ""
+                f" ({other} triggers are for {' and '.join(owners)} policies)" if owners else ""
             )
             raise InvalidInput(
                 f"{where}: a trigger is one of {', '.join(allowed)} with its settings, "
-                f"e.g. {example}; got {dict(doc)!r}{because}"
+                f"e.g. {_TRIGGER_EXAMPLES[target]}; got {dict(doc)!r}{because}"
             )
         kind = next(iter(doc))
         body = _mapping(doc[kind], f"{where}.{kind}")
@@ -265,7 +290,7 @@ class Trigger:
         if kind == "alert":
             _only(body, ("rule",), at)
             return cls(kind, rule=_text(body.get("rule"), f"{at}.rule"))
-        if kind == "prompt":
+        if kind in ("prompt", "index_stale"):
             _only(body, (), at)
             return cls(kind)
         _only(body, ("name",), at)
@@ -289,7 +314,7 @@ class Trigger:
             body = {"cron": self.cron}
         elif self.kind == "alert":
             body = {"rule": self.rule}
-        elif self.kind == "prompt":
+        elif self.kind in ("prompt", "index_stale"):
             body = {}
         else:
             body = {"name": self.dataset}
@@ -314,6 +339,8 @@ class Trigger:
             return f"the deployment's alert {self.rule} is firing"
         if self.kind == "prompt":
             return "a new version of the prompt"
+        if self.kind == "index_stale":
+            return "the index alias's index_stale alert is firing"
         return f"a new version of dataset {self.dataset}"
 
 
@@ -464,7 +491,8 @@ class Gates:
     """What a candidate must pass before it sees traffic.
 
     For a model: the rules of ``keel models check`` on evaluation data, and a latency
-    check. For a prompt: ``evals`` (:class:`EvalGates`), and nothing else.
+    check. For a prompt: ``evals`` (:class:`EvalGates`), and nothing else. For an index:
+    ``retrieval`` (:class:`keel.automation.retrieval.RetrievalGates`), and nothing else.
     """
 
     data: str | None = None
@@ -473,10 +501,21 @@ class Gates:
     latency_p99_ms: float | None = None
     latency_requests: int = 200
     evals: EvalGates | None = None
+    retrieval: RetrievalGates | None = None
 
     @classmethod
     def from_dict(cls, doc: Any, where: str, target: str = "model") -> Gates:
         doc = _mapping(doc, where)
+        if target == "index":
+            from keel.automation.retrieval import RetrievalGates
+
+            _only(doc, ("retrieval",), where)
+            found = doc.get("retrieval")
+            return cls(
+                retrieval=None
+                if found is None
+                else RetrievalGates.from_dict(found, f"{where}.retrieval")
+            )
         if target == "prompt":
             _only(doc, ("evals",), where)
             evals = doc.get("evals")
@@ -511,6 +550,8 @@ class Gates:
         )
 
     def to_dict(self, target: str = "model") -> dict[str, Any]:
+        if target == "index":
+            return {} if self.retrieval is None else {"retrieval": self.retrieval.to_dict()}
         if target == "prompt":
             return {} if self.evals is None else {"evals": self.evals.to_dict()}
         doc: dict[str, Any] = {"rules": dict(self.rules)}
@@ -686,11 +727,15 @@ class Policy:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise InvalidInput(f"policy kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        for label, value in (
-            ("name", self.name),
-            (self.kind, self.model),
-            ("deployment", self.deployment),
-        ):
+        named = [("name", self.name), (self.kind, self.model)]
+        if self.kind != "index":
+            named.append(("deployment", self.deployment))
+        elif self.deployment:
+            raise InvalidInput(
+                "policy: an index policy has no deployment (queries load the index through its "
+                "alias); remove deployment"
+            )
+        for label, value in named:
             check_name(value, f"policy {label}")
         if self.kind == "model" and self.retrain is None:
             raise InvalidInput("policy: missing retrain; see `keel policy apply --help`")
@@ -698,6 +743,11 @@ class Policy:
             raise InvalidInput(
                 "policy: a prompt policy has no retrain: its candidate is the prompt's newest "
                 "version that is newer than the alias's; remove retrain"
+            )
+        if self.kind == "index" and self.retrain is not None:
+            raise InvalidInput(
+                "policy: an index policy has no retrain: it rebuilds the index with its own "
+                "chunker and embedder on the newest source version; remove retrain"
             )
         if self.kind == "model" and self.gates.evals is not None:
             raise InvalidInput("policy.gates: evals gate a prompt; a model policy uses rules")
@@ -707,30 +757,48 @@ class Policy:
         """True when the policy targets a prompt (no retraining; traces, not prediction logs)."""
         return self.kind == "prompt"
 
+    @property
+    def is_index(self) -> bool:
+        """True when the policy keeps a RAG index alias fresh (rebuild, retrieval eval, move)."""
+        return self.kind == "index"
+
     def label(self, version: int | None) -> str:
         """``churn/3`` or ``support/3``: how messages name a version of the target."""
         return self.model if version is None else f"{self.model}/{version}"
 
     def uri(self, version: int) -> str:
-        """``models:/churn/3`` or ``prompts:/support/3``."""
-        return f"{self.kind}s:/{self.model}/{version}"
+        """``models:/churn/3``, ``prompts:/support/3`` or ``rag:/kb/3``."""
+        scheme = "rag" if self.kind == "index" else f"{self.kind}s"
+        return f"{scheme}:/{self.model}/{version}"
 
     @classmethod
     def from_dict(cls, doc: Any) -> Policy:
         doc = _mapping(doc, "policy")
-        kind = "prompt" if "prompt" in doc else "model"
+        kind = "prompt" if "prompt" in doc else "index" if "index" in doc else "model"
         if "prompt" in doc and "model" in doc:
             raise InvalidInput(
                 "policy: name either model (a model it retrains) or prompt (a prompt whose "
                 "versions it tries), not both"
             )
-        common = ("name", kind, "deployment", "alias", "triggers", "cooldown", "gates")
-        _only(
-            doc,
-            (*common, "rollout", "approval") + (("retrain",) if kind == "model" else ()),
-            "policy",
-        )
-        required = ("name", kind, "deployment") + (("retrain",) if kind == "model" else ())
+        if kind == "index" and ("model" in doc or "prompt" in doc):
+            raise InvalidInput(
+                "policy: an index policy names index (the RAG index whose alias it keeps "
+                "fresh), and neither model nor prompt"
+            )
+        if kind == "index":
+            _only(
+                doc, ("name", kind, "alias", "triggers", "cooldown", "gates", "approval"), "policy"
+            )
+        else:
+            common = ("name", kind, "deployment", "alias", "triggers", "cooldown", "gates")
+            _only(
+                doc,
+                (*common, "rollout", "approval") + (("retrain",) if kind == "model" else ()),
+                "policy",
+            )
+        required: tuple[str, ...] = ("name", kind)
+        if kind != "index":
+            required += ("deployment",) + (("retrain",) if kind == "model" else ())
         for field_name in required:
             if field_name not in doc:
                 raise InvalidInput(f"policy: missing {field_name}; see `keel policy apply --help`")
@@ -740,7 +808,7 @@ class Policy:
         return cls(
             name=doc["name"],
             model=doc[kind],
-            deployment=doc["deployment"],
+            deployment=doc.get("deployment", ""),
             alias=_text(doc.get("alias", DEFAULT_ALIAS[kind]), "policy.alias"),
             triggers=tuple(
                 Trigger.from_dict(t, f"policy.triggers[{n}]", kind) for n, t in enumerate(triggers)
@@ -773,6 +841,8 @@ class Policy:
                 "approval": asdict(self.approval),
             }
         )
+        if self.is_index:  # no deployment routes an index, and nothing is canaried
+            del doc["deployment"], doc["rollout"]
         return doc
 
 

@@ -1,15 +1,16 @@
 """Resolving every name a policy uses against the store, before the policy is stored.
 
 Parsing (:mod:`keel.automation.policy`) checks a policy's shape; this checks
-that what it names exists now: the registered model (or prompt), the
-deployment (of the same kind, and for a prompt one that routes it), each
-dataset a trigger watches, the retraining pipeline (its module is imported,
-as a run would, to find the attribute; no step runs), the pipeline's
-parameters and the datasets they name, the evaluation data of the gates
-with its target and slice columns (for a prompt, its eval set), and — for
-``approval: required`` — the alias's protection. Every problem is reported in one error, each with the
-field it came from and, where names exist, the closest ones, so a single
-``keel policy apply --dry-run`` shows all there is to fix.
+that what it names exists now: the registered model (or prompt, or RAG index
+and its alias), the deployment (of the same kind, and for a prompt one that
+routes it), each dataset a trigger watches, the retraining pipeline (its module
+is imported, as a run would, to find the attribute; no step runs), the
+pipeline's parameters and the datasets they name, the evaluation data of the
+gates with its target and slice columns (for a prompt, its eval set; for an
+index, its question set), and — for ``approval: required`` — the alias's
+protection. Every problem is reported in one error, each with the field it came
+from and, where names exist, the closest ones, so a single ``keel policy apply
+--dry-run`` shows all there is to fix.
 
 What only exists once the pipeline has run (its outputs, and
 ``gates.data: pipeline:<output>``) is checked when the cycle reaches it.
@@ -72,11 +73,14 @@ def resolve_references(policy: Policy, client: Client) -> Resolved:
             an unprotected alias under ``approval: required``).
     """
     problems: list[_Problem] = []
-    if policy.is_prompt:
+    if policy.is_index:
+        _index(policy, client, problems)
+    elif policy.is_prompt:
         _prompt(policy, client, problems)
     else:
         _model(policy, client, problems)
-    _deployment(policy, client, problems)
+    if not policy.is_index:  # an index is loaded through its alias: no deployment routes it
+        _deployment(policy, client, problems)
     datasets: dict[str, int] = {}
     for n, trigger in enumerate(policy.triggers):
         if trigger.kind == "dataset" and trigger.dataset is not None:
@@ -90,6 +94,10 @@ def resolve_references(policy: Policy, client: Client) -> Resolved:
         _param_datasets(policy.retrain.params, "policy.retrain.params", client, problems)
     if policy.gates.evals is not None:
         _dataset(policy.gates.evals.dataset, "policy.gates.evals.dataset", client, problems)
+    if policy.gates.retrieval is not None:
+        _dataset(
+            policy.gates.retrieval.questions, "policy.gates.retrieval.questions", client, problems
+        )
     _evaluation_data(policy, client, problems)
     _approval(policy, client, problems)
     if problems:
@@ -139,6 +147,28 @@ def _prompt(policy: Policy, client: Client, problems: list[_Problem]) -> None:
             _Problem(
                 "policy.prompt",
                 f"no prompt {policy.model!r}{_closest(policy.model, names)}",
+            )
+        )
+
+
+def _index(policy: Policy, client: Client, problems: list[_Problem]) -> None:
+    try:
+        client.rag.get_index(policy.model)
+    except NotFound:
+        names = [i.name for i in client.rag.list()]
+        problems.append(
+            _Problem(
+                "policy.index", f"no RAG index {policy.model!r}{_closest(policy.model, names)}"
+            )
+        )
+        return
+    if client.rag.get_alias(policy.model, policy.alias) is None:
+        problems.append(
+            _Problem(
+                "policy.alias",
+                f"index {policy.model!r} has no alias {policy.alias!r}, so there is nothing to "
+                f"keep fresh; set it first: keel rag alias set {policy.model} {policy.alias} "
+                "VERSION",
             )
         )
 

@@ -333,7 +333,7 @@ class PolicyStore:
         return [
             {
                 "name": r.name,
-                "kind": "prompt" if "prompt" in json.loads(r.spec) else "model",
+                "kind": next((k for k in ("prompt", "index") if k in json.loads(r.spec)), "model"),
                 "model": r.model,
                 "deployment": r.deployment,
                 "revision": r.revision,
@@ -594,6 +594,17 @@ class PolicyStore:
         version = current.candidate_version
         if version is None:
             raise InvalidInput(f"policy {policy.name!r} has no candidate to promote")
+        if policy.is_index:  # no deployment routes an index: the alias move is the promotion
+            with self.client.store.write() as conn:
+                self._registry(policy).set_alias(
+                    policy.model,
+                    policy.alias,
+                    version,
+                    expected=expected,
+                    comment=comment,
+                    conn=conn,
+                )
+                return self.transition(current, policy, change, conn)
         deployments = self._deployments()
         deployment = deployments.get(policy.deployment)
         with self.client.store.write() as conn:
@@ -615,9 +626,13 @@ class PolicyStore:
         return Deployments(self.client)
 
     def _registry(self, policy: Policy) -> RegistryClient:
-        """The registry rows the policy's alias lives on: the models', or the prompts'."""
+        """The registry rows the policy's alias lives on: the models', prompts' or indexes'."""
         if policy.is_prompt:
             return PromptRows(transport=self.client.transport)
+        if policy.is_index:
+            from keel.llm.rag.part import RagRows
+
+            return RagRows(transport=self.client.transport)
         return self.client.registry
 
     # -- events ---------------------------------------------------------------------------

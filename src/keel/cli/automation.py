@@ -108,7 +108,8 @@ def disable_command(name: PolicyArg) -> None:
 
 def _print_policy(policy: Any) -> None:
     console.print(f"  {policy.kind:<11}{policy.model} (promotes {policy.alias})")
-    console.print(f"  deployment {policy.deployment}")
+    if not policy.is_index:
+        console.print(f"  deployment {policy.deployment}")
     for trigger in policy.triggers:
         console.print(f"  trigger    {trigger.describe()}")
     if policy.retrain is not None:
@@ -116,12 +117,19 @@ def _print_policy(policy: Any) -> None:
     if policy.gates.evals is not None:
         evals = policy.gates.evals
         console.print(f"  gates      evals on {evals.dataset}: {'; '.join(evals.gates)}")
-    canary = policy.rollout.canary
-    console.print(
-        f"  rollout    canary {canary.weight}% until {canary.min_requests} requests; "
-        f"promote when {policy.rollout.promote_when.to_dict() or 'always'}; "
-        f"roll back when {policy.rollout.rollback_when.to_dict() or 'never'}"
-    )
+    if policy.gates.retrieval is not None:
+        retrieval = policy.gates.retrieval
+        console.print(
+            f"  gates      retrieval@{retrieval.k} on {retrieval.questions}: "
+            f"{'; '.join(retrieval.gates)}"
+        )
+    if not policy.is_index:
+        canary = policy.rollout.canary
+        console.print(
+            f"  rollout    canary {canary.weight}% until {canary.min_requests} requests; "
+            f"promote when {policy.rollout.promote_when.to_dict() or 'always'}; "
+            f"roll back when {policy.rollout.rollback_when.to_dict() or 'never'}"
+        )
     console.print(f"  approval   {policy.approval.mode}")
 
 

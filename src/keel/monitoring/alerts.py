@@ -139,7 +139,7 @@ def evaluate(
     conn: Connection,
     *,
     deployment: str,
-    run_id: int,
+    run_id: int | None,
     window_end: int,
     measurements: Sequence[Measurement],
     fire_after: int,
@@ -147,6 +147,9 @@ def evaluate(
     actor: str,
 ) -> list[Alert]:
     """Move each rule's state for this run (in the caller's write transaction).
+
+    ``run_id`` is ``None`` for a check that stores no monitor run (an index's freshness,
+    :mod:`keel.monitoring.indexes`).
 
     Returns:
         The alerts this run raised or resolved.
