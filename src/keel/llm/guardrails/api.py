@@ -69,8 +69,8 @@ SCANNER_MODULES: dict[str, str] = {
     "json_schema": "keel.llm.guardrails.output",
     "groundedness": "keel.llm.guardrails.output",
     "injection": "keel.llm.guardrails.injection",
-    "injection_heuristics": "keel.llm.guardrails.injection",
-    "injection_classifier": "keel.llm.guardrails.injection",
+    "injection_heuristics": "keel.llm.guardrails.injection_rules",
+    "injection_classifier": "keel.llm.guardrails.injection_model",
 }
 #: The built-in scanners' names.
 SCANNER_NAMES: tuple[str, ...] = tuple(SCANNER_MODULES)
