@@ -33,6 +33,7 @@ local store, or on the host of ``keel server``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -150,7 +151,10 @@ def _check_watch(watch: IndexWatch) -> IndexWatch:
 
 
 def _max_age(value: Any) -> float:
-    if value in (0, "0"):
+    # 0 means "at once"; a window is longer than zero, so zero in any unit is caught first
+    if isinstance(value, str) and re.fullmatch(r"\s*0+\s*[smhdw]?\s*", value):
+        return 0.0
+    if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
         return 0.0
     return parse_window(value) / 1000
 

@@ -209,9 +209,12 @@ def test_watches_are_stored_per_alias_compared_and_set_and_refuse_bad_input(sqli
         watch_index("kb@production", window="1h")
     with pytest.raises(InvalidInput, match=r"window must be like '1h'"):
         watch_index("kb@production", max_age="a week")
+    with pytest.raises(InvalidInput, match=r"window must be like '1h'.*got False"):
+        watch_index("kb@production", max_age=False)
+    assert watch_index("kb@production", max_age="0s").max_age == 0.0  # zero in any unit: at once
     with pytest.raises(InvalidInput, match=r"fire_after must be a whole number >= 1, got 0"):
         watch_index("kb@production", fire_after=0)
-    assert unwatch_index("kb@production").revision == 2
+    assert unwatch_index("kb@production").revision == 3
     with pytest.raises(NotFound, match=r"rag:/kb@production is not watched"):
         unwatch_index("kb@production")
 
