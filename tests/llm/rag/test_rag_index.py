@@ -233,7 +233,9 @@ def test_queries_are_traced_with_their_latency(sqlite_env, tmp_path):
         assert row["status"] == 200 and row["latency_ms"] > 0
 
 
-def test_an_index_on_s3_is_written_and_queried_in_place(tmp_path, s3_bucket, s3_server):
+def test_an_index_on_s3_is_shared_and_each_client_queries_its_own_copy(
+    tmp_path, s3_bucket, s3_server
+):
     import boto3
 
     keel.init(home=tmp_path / ".keel", artifacts_url=f"{s3_bucket}/keel", s3_endpoint_url=s3_server)
@@ -250,9 +252,25 @@ def test_an_index_on_s3_is_written_and_queried_in_place(tmp_path, s3_bucket, s3_
     index = rag.load("rag:/kb@production")
     for question, path in QUESTIONS.items():
         assert index.query(question, k=1)[0].path == path
-    assert not (tmp_path / ".keel" / "cache" / "rag").exists()  # nothing copied locally
+    # the builder kept the table it published as its own copy
+    assert (tmp_path / ".keel" / "cache" / "rag" / f"{built.key}.lance").is_dir()
     again = rag.build("kb", source="docs@1", chunker=CHUNKER, embedder="local-minilm")
     assert (again.version.version, again.embedded) == (1, 0)
+
+    # another client of the same store: its first load downloads the table, once
+    other = tmp_path / "other" / ".keel"
+    copy = other / "cache" / "rag" / f"{built.key}.lance"
+    keel.init(
+        home=other,
+        store_url=f"sqlite:///{tmp_path / '.keel' / 'keel.db'}",
+        artifacts_url=f"{s3_bucket}/keel",
+        s3_endpoint_url=s3_server,
+    )
+    assert not copy.exists()
+    remote = rag.load("rag:/kb@production")
+    for question, path in QUESTIONS.items():
+        assert remote.query(question, k=1)[0].path == path
+    assert copy.is_dir() and not list(copy.parent.glob(".*.part"))
 
 
 def test_a_rebuild_of_a_large_index_embeds_only_the_changed_chunks(sqlite_env, tmp_path):

@@ -37,7 +37,7 @@ from keel.llm.rag.backends import get_backend
 from keel.llm.rag.chunking import parse_chunker
 from keel.llm.rag.documents import DOCUMENT_FORMAT, index_key, read_source
 from keel.llm.rag.embedders import Embedder, get_embedder
-from keel.llm.rag.index import materialize, table_location
+from keel.llm.rag.index import materialize, mirror_location, table_location
 from keel.validation import check_name
 
 if TYPE_CHECKING:
@@ -143,7 +143,8 @@ def build_index(
     existing = client.rag.find_key(name, key)
     if existing is not None:
         location, options = table_location(client.transport, store, key)
-        materialize(artifacts, existing.document, store, location, options)
+        mirror = mirror_location(client.transport, store, key)
+        materialize(artifacts, existing.document, store, location, options, mirror=mirror)
         unique = int(existing.document["vectors"]["rows"])
         return BuildResult(
             existing,
@@ -217,7 +218,8 @@ def build_index(
     if progress is not None:
         progress("indexing", 0, 1)
     location, options = table_location(client.transport, store, key)
-    materialize(artifacts, version.document, store, location, options)
+    mirror = mirror_location(client.transport, store, key)
+    materialize(artifacts, version.document, store, location, options, mirror=mirror)
     if progress is not None:
         progress("indexing", 1, 1)
     reused = len(texts) - len(missing)

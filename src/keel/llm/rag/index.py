@@ -6,7 +6,10 @@ transport can reach, and a table found complete there is used as it is:
 
 - the artifact store is a local folder: ``<artifact root>/rag/<key>.lance``;
 - the artifact store is on S3 and the backend can read S3 (LanceDB):
-  ``s3://bucket/prefix/rag/<key>.lance``, queried in place;
+  ``s3://bucket/prefix/rag/<key>.lance``, shared by every client of the store; the
+  table is built on local disk and published there (:mod:`keel.llm.rag.mirror`),
+  and each client queries its own copy in ``<home>/cache/rag/<key>.lance``,
+  downloaded on first use (the table is immutable, so the copy never goes stale);
 - otherwise (through ``keel server``, or a local-only backend over S3):
   ``<home>/cache/rag/<key>.<suffix>``, filled from the two blobs fetched by digest.
 
@@ -21,11 +24,13 @@ are not traced there.
 from __future__ import annotations
 
 import io
+import shutil
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -50,6 +55,7 @@ __all__ = [
     "check_k",
     "flush_traces",
     "materialize",
+    "mirror_location",
     "table_location",
 ]
 
@@ -134,6 +140,23 @@ def table_location(
     return str(safe_join(cache, leaf, "index table")), None
 
 
+def mirror_location(transport: Transport, backend: IndexBackend, key: str) -> Path | None:
+    """Where this client keeps its copy of a table on a remote store; None for a local one."""
+    from keel.artifacts import check_digest
+    from keel.validation import safe_join
+
+    location, _ = table_location(transport, backend, key)
+    if "://" not in location:
+        return None
+    cache = transport.settings.home / "cache" / "rag"
+    return safe_join(cache, check_digest(key) + backend.suffix, "index table")
+
+
+def _prefix(mirror: Path) -> str:
+    """The key of a remote table's folder in the artifact store (its copy has the same name)."""
+    return f"rag/{mirror.name}"
+
+
 def _parquet(artifacts: ArtifactStore, digest: str) -> pa.Table:
     import pyarrow.parquet as pq
 
@@ -176,14 +199,34 @@ def materialize(
     backend: IndexBackend,
     location: str,
     options: dict[str, str] | None,
+    *,
+    mirror: Path | None = None,
 ) -> bool:
-    """Write the index's table at ``location`` unless a complete one is there; whether it wrote."""
+    """Write the index's table at ``location`` unless a complete one is there; whether it wrote.
+
+    With ``mirror`` (a remote ``location``), the table is built at ``mirror`` on local
+    disk, then published to ``location`` (:func:`keel.llm.rag.mirror.upload`).
+    """
     if backend.exists(location, options):
         return False
     dim = int(document["embedder"]["dimension"])
     chunks = _parquet(artifacts, document["chunks"]["digest"])
     vectors = _parquet(artifacts, document["vectors"]["digest"])
-    backend.write(location, derived_table(chunks, vectors, dim), dim=dim, storage_options=options)
+    table = derived_table(chunks, vectors, dim)
+    if mirror is None:
+        backend.write(location, table, dim=dim, storage_options=options)
+        return True
+    from keel.llm.rag.mirror import upload
+
+    staging = mirror.parent / f".build-{uuid.uuid4().hex}"
+    try:
+        built = staging / mirror.name
+        backend.write(str(built), table, dim=dim)
+        upload(artifacts.backend, _prefix(mirror), built)
+        if not mirror.is_dir():
+            built.rename(mirror)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return True
 
 
@@ -202,6 +245,8 @@ class RagIndex:
             if it is not there yet).
         route: how it was loaded, recorded in traces: ``@<alias>`` or ``version``.
         tracer: called after each query; ``None`` traces nothing.
+        mirror: where this client keeps its copy of a table on a remote store
+            (:func:`mirror_location`); queries read the copy.
     """
 
     def __init__(
@@ -214,8 +259,10 @@ class RagIndex:
         artifacts: ArtifactStore,
         route: str = "version",
         tracer: Tracer | None = None,
+        mirror: Path | None = None,
     ) -> None:
         self.version = version
+        self.mirror = mirror
         self.backend = backend
         self.location = location
         self.options = options
@@ -246,13 +293,31 @@ class RagIndex:
     def _opened(self) -> tuple[SearchTable, Embedder]:
         with self._lock:
             if self._table is None:
-                materialize(
-                    self.artifacts, self.document, self.backend, self.location, self.options
-                )
-                self._table = self.backend.open(self.location, self.options)
+                if self.mirror is None:
+                    materialize(
+                        self.artifacts, self.document, self.backend, self.location, self.options
+                    )
+                    self._table = self.backend.open(self.location, self.options)
+                else:
+                    self._table = self.backend.open(str(self._copied(self.mirror)))
                 self._embedder = get_embedder(self.version.embedder)
             assert self._embedder is not None
             return self._table, self._embedder
+
+    def _copied(self, mirror: Path) -> Path:
+        """The local copy of the remote table, published first if the store lacks it."""
+        from keel.llm.rag.mirror import download
+
+        if not mirror.is_dir():
+            materialize(
+                self.artifacts,
+                self.document,
+                self.backend,
+                self.location,
+                self.options,
+                mirror=mirror,
+            )
+        return download(self.artifacts.backend, _prefix(mirror), mirror)
 
     def query(self, text: str, k: int = 10) -> list[Hit]:
         """The ``k`` chunks closest to ``text``, closest first.

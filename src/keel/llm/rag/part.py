@@ -34,7 +34,14 @@ from keel.llm.rag.documents import (
     check_document,
     read_document,
 )
-from keel.llm.rag.index import Hit, RagIndex, Tracer, log_tracer, table_location
+from keel.llm.rag.index import (
+    Hit,
+    RagIndex,
+    Tracer,
+    log_tracer,
+    mirror_location,
+    table_location,
+)
 from keel.registry.client import UNSET, RegistryClient, Unset
 from keel.registry.entities import AliasChange, Approval
 from keel.store import schema as s
@@ -316,6 +323,7 @@ class RagIndexes:
             artifacts=self.transport.artifacts,
             route="version" if parsed.alias is None else f"@{parsed.alias}",
             tracer=self._tracer(store.name),
+            mirror=mirror_location(self.transport, store, version.key),
         )
 
     def query(self, uri: str, text: str, k: int = 10) -> builtins.list[Hit]:

@@ -10,8 +10,12 @@ Scores are cosine similarities: the vectors are unit length, so LanceDB's ``dot`
 distance (``1 - dot``) gives ``score = 1 - distance``. Tables of fewer than
 :data:`~keel.llm.rag.backends.base.EXACT_SEARCH_ROWS` rows are searched exactly (a
 flat scan is exact and fast at that size); larger ones get an ``IVF_HNSW_SQ``
-index, searched with :data:`NPROBES` partitions and the candidates re-ranked on
-the full vectors (``refine_factor``), which keeps recall@10 high.
+index of few partitions (one per :data:`ROWS_PER_PARTITION` rows), every partition
+is searched, and the candidates are re-ranked on the full vectors
+(:data:`REFINE_FACTOR`). Measured at 100,000 x 384 clustered vectors
+(``bench/rag.py``): recall@10 0.999 against exact search at a p99 near 5 ms. Probing
+a share of many partitions instead loses the neighbours that fall outside them
+(recall 0.95 with 3 of 4 probed, far less with 20 of 316).
 """
 
 from __future__ import annotations
@@ -32,12 +36,14 @@ from keel.llm.rag.backends.base import (
     table_schema,
 )
 
-__all__ = ["NPROBES", "REFINE_FACTOR", "LanceBackend", "LanceTable"]
+__all__ = ["EF_SEARCH", "REFINE_FACTOR", "ROWS_PER_PARTITION", "LanceBackend", "LanceTable"]
 
-#: IVF partitions searched per query on an indexed table.
-NPROBES = 20
+#: Rows per IVF partition of an indexed table; every partition is searched.
+ROWS_PER_PARTITION = 25_000
+#: Candidates the HNSW graph of each partition keeps while it searches.
+EF_SEARCH = 64
 #: Candidates re-ranked on the full vectors, as a multiple of ``k``.
-REFINE_FACTOR = 5
+REFINE_FACTOR = 2
 _INSTALL = "pip install 'keel[rag]' (lancedb)"
 _SELECT = [c for c in RESULT_COLUMNS if c != "score"]
 
@@ -61,6 +67,15 @@ def _connect(folder: str, storage_options: Mapping[str, str] | None) -> Any:
         raise BackendUnavailable(f"cannot open the LanceDB database {folder}: {exc}") from exc
 
 
+def _partitions(rows: int) -> int:
+    return max(1, rows // ROWS_PER_PARTITION)
+
+
+def _dimension(schema: pa.Schema) -> int:
+    kind = schema.field("vector").type
+    return int(kind.list_size) if pa.types.is_fixed_size_list(kind) else -1
+
+
 def _complete(table: Any | None) -> bool:
     """Whether an opened table is whole: a table big enough for an index needs its index."""
     if table is None:
@@ -74,17 +89,24 @@ class LanceTable(SearchTable):
     def __init__(self, table: Any, rows: int) -> None:
         self.table = table
         self.rows = rows
+        self.dim = _dimension(table.schema)
         self._indexed = rows >= EXACT_SEARCH_ROWS
 
     def search(self, vector: np.ndarray, k: int) -> pa.Table:
+        vector = np.asarray(vector, dtype=np.float32)
+        if vector.shape != (self.dim,):
+            raise InvalidInput(
+                f"the query vector has shape {vector.shape}, the index holds {self.dim}-dimension "
+                "vectors; embed the question with the index's own embedder"
+            )
         query = (
-            self.table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector")
+            self.table.search(vector, vector_column_name="vector")
             .distance_type("dot")
             .select([*_SELECT, "_distance"])
             .limit(k)
         )
         if self._indexed:
-            query = query.nprobes(NPROBES).refine_factor(REFINE_FACTOR)
+            query = query.nprobes(_partitions(self.rows)).ef(EF_SEARCH).refine_factor(REFINE_FACTOR)
         found = query.to_arrow()
         score = pa.compute.subtract(
             pa.scalar(1.0, pa.float32()), found["_distance"].cast(pa.float32())
@@ -127,6 +149,12 @@ class LanceBackend(IndexBackend):
         storage_options: Mapping[str, str] | None = None,
     ) -> None:
         folder, name = _split(location)
+        given = _dimension(table.schema)
+        if given != dim:
+            raise InvalidInput(
+                f"the table's vectors have {given} dimensions, the index expects {dim}; every "
+                "chunk must be embedded by the index's embedder"
+            )
         table = table.select(table_schema(dim).names).cast(table_schema(dim))
         with self._locks_lock:
             lock = self._locks.setdefault(location, threading.Lock())
@@ -143,7 +171,10 @@ class LanceBackend(IndexBackend):
                     from lancedb.index import IvfHnswSq
 
                     config = IvfHnswSq(
-                        distance_type="dot", num_partitions=max(1, int(np.sqrt(table.num_rows)))
+                        distance_type="dot",
+                        num_partitions=_partitions(table.num_rows),
+                        m=16,
+                        ef_construction=150,
                     )
                     written.create_index("vector", config=config)  # the column, with a config
             except (OSError, RuntimeError) as exc:
