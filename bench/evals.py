@@ -128,8 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name.startswith("KEEL_"):
             del os.environ[name]
 
-    from keel.llm.evals import Gateway, load_cases, run_eval
     from keel.llm.embedding import embed, load_embedder
+    from keel.llm.evals import Gateway, load_cases, run_eval
 
     with tempfile.TemporaryDirectory(prefix="keel-bench-evals-") as tmp:
         folder = Path(tmp)
