@@ -19,6 +19,7 @@ from keel.cli.progress import progress_bar
 from keel.monitoring.windows import WINDOW_FORMS
 
 if TYPE_CHECKING:
+    from keel.client import Client
     from keel.llm.rag.evaluation import RetrievalEval
     from keel.llm.rag.freshness import Freshness
     from keel.monitoring.indexes import IndexCheck, IndexWatch
@@ -175,7 +176,7 @@ def _print_freshness(freshness: Freshness) -> None:
         console.print(f"  rebuild: {escape(freshness.rebuild_command)}", soft_wrap=True)
 
 
-def _watch_of(client: Any, ref: str) -> IndexWatch | None:
+def _watch_of(client: Client, ref: str) -> IndexWatch | None:
     """The alias's watch, where the store is reachable (a version or a server client: none)."""
     from keel.errors import InvalidInput
     from keel.monitoring.indexes import get_index_watch

@@ -112,9 +112,10 @@ class IndexWatch:
 
     def sinks(self) -> list[Sink]:
         """Where alerts go besides the store (built as a deployment's settings build them)."""
-        return self._settings().sinks()
+        return self.monitor_settings().sinks()
 
-    def _settings(self) -> Any:
+    def monitor_settings(self) -> Any:
+        """The watch as the monitor's settings: its hysteresis and its alert sinks."""
         from keel.monitoring.settings import MonitorSettings
 
         return MonitorSettings(
@@ -146,7 +147,7 @@ _SETTABLE = (
 def _check_watch(watch: IndexWatch) -> IndexWatch:
     from keel.monitoring.settings import check_settings
 
-    check_settings(watch._settings())
+    check_settings(watch.monitor_settings())
     return watch
 
 
