@@ -91,6 +91,8 @@ bench: $(STAMP) bench-venvs
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/evals.py
+	$(BIN)/python bench/guardrails.py
+	$(BIN)/python bench/rag.py
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/data.py
