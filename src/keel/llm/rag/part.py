@@ -42,8 +42,8 @@ from keel.llm.rag.index import (
     mirror_location,
     table_location,
 )
-from keel.registry.client import UNSET, RegistryClient, Unset
-from keel.registry.entities import AliasChange, Approval
+from keel.registry.client import RegistryClient
+from keel.registry.kinds import AliasesOnRows
 from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
 from keel.uris import parse_rag_uri
@@ -65,7 +65,7 @@ def _source(key: str) -> str:
     return f"{KIND}:{key}"
 
 
-class RagIndexes:
+class RagIndexes(AliasesOnRows):
     """Versioned RAG indexes: build, load and query, alias, approve.
 
     Args:
@@ -329,58 +329,6 @@ class RagIndexes:
     def query(self, uri: str, text: str, k: int = 10) -> builtins.list[Hit]:
         """Load ``uri`` and query it once (load it yourself to query it many times)."""
         return self.load(uri).query(text, k)
-
-    # -- aliases and approvals (the registry's, on this index's row) ---------------------------
-
-    def get_alias(self, name: str, alias: str) -> int | None:
-        """The version ``alias`` points at, or ``None``."""
-        return self._rows.get_alias(name, alias)
-
-    def set_alias(
-        self,
-        name: str,
-        alias: str,
-        version: int,
-        *,
-        expected: int | Unset | None = UNSET,
-        comment: str | None = None,
-    ) -> AliasChange:
-        """Point ``alias`` at ``version`` as a compare-and-set (see ``RegistryClient.set_alias``).
-
-        Raises:
-            ApprovalRequired: the alias is protected and ``version`` lacks approvals.
-            Conflict: the alias moved since ``expected``.
-        """
-        return self._rows.set_alias(name, alias, version, expected=expected, comment=comment)
-
-    def delete_alias(
-        self,
-        name: str,
-        alias: str,
-        *,
-        expected: int | Unset | None = UNSET,
-        comment: str | None = None,
-    ) -> AliasChange:
-        """Remove an alias (compare-and-set like :meth:`set_alias`)."""
-        return self._rows.delete_alias(name, alias, expected=expected, comment=comment)
-
-    def alias_history(self, name: str, alias: str | None = None) -> builtins.list[AliasChange]:
-        """Every move of the index's aliases (or of one alias), oldest first."""
-        return self._rows.alias_history(name, alias)
-
-    def approve(self, name: str, version: int, alias: str, comment: str | None = None) -> Approval:
-        """Approve ``version`` for the protected ``alias`` as the current user.
-
-        Raises:
-            InvalidInput: the alias is not protected.
-            PermissionDenied: the user lacks the policy's role, or registered the version.
-            Conflict: the user already approved it.
-        """
-        return self._rows.approve(name, version, alias, comment)
-
-    def list_approvals(self, name: str, version: int | None = None) -> builtins.list[Approval]:
-        """Approvals of the index's versions (or of one version), oldest first."""
-        return self._rows.list_approvals(name, version)
 
 
 def _check_version(version: Any) -> int:
