@@ -26,20 +26,29 @@ Case numbers (``Case.index``) are positions in the set, from 0.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from keel.errors import InvalidInput
 
 if TYPE_CHECKING:
     from keel.client import Client
 
-__all__ = ["CASE_FIELDS", "Case", "EvalSet", "load_cases", "parse_cases"]
+__all__ = [
+    "CASE_FIELDS",
+    "Case",
+    "EvalSet",
+    "load_cases",
+    "parse_cases",
+    "parse_jsonl",
+    "read_jsonl_version",
+]
 
 #: The fields a case may have; ``vars`` is required.
 CASE_FIELDS = ("vars", "expected", "reference", "context", "id", "metadata")
+T = TypeVar("T")
 #: Files of a folder version that hold cases.
 _CASE_SUFFIXES = (".jsonl", ".ndjson")
 
@@ -149,7 +158,18 @@ def parse_cases(lines: Iterable[str], source: str, start: int = 0) -> list[Case]
     Raises:
         InvalidInput: a line is not JSON or not a case; the message names the line.
     """
-    cases: list[Case] = []
+    return parse_jsonl(lines, source, _case, start)
+
+
+def parse_jsonl(
+    lines: Iterable[str], source: str, make: Callable[[Any, int, str], T], start: int = 0
+) -> list[T]:
+    """Records from JSONL text lines: ``make(doc, index, where)`` for each non-blank line.
+
+    Raises:
+        InvalidInput: a line is not JSON (naming it), or whatever ``make`` refuses.
+    """
+    records: list[T] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -158,8 +178,34 @@ def parse_cases(lines: Iterable[str], source: str, start: int = 0) -> list[Case]
             doc = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"{where} is not JSON: {exc.msg}") from None
-        cases.append(_case(doc, start + len(cases), where))
-    return cases
+        records.append(make(doc, start + len(records), where))
+    return records
+
+
+def read_jsonl_version(
+    loaded: Path, uri: str, make: Callable[[Any, int, str], T], *, no_files: str
+) -> list[T]:
+    """The records of a dataset version's ``.jsonl`` files, read in path order.
+
+    Args:
+        loaded: the version's file, or its folder, as checked out.
+        uri: the version's URI, for messages.
+        make: builds one record from a line's object (see :func:`parse_jsonl`).
+        no_files: the message when the version holds no ``.jsonl`` file.
+    """
+    files = (
+        [loaded]
+        if loaded.is_file()
+        else sorted(p for p in loaded.rglob("*") if p.suffix.lower() in _CASE_SUFFIXES)
+    )
+    if not files:
+        raise InvalidInput(no_files)
+    records: list[T] = []
+    for file in files:
+        name = file.name if loaded.is_file() else str(file.relative_to(loaded))
+        with file.open(encoding="utf-8") as handle:
+            records.extend(parse_jsonl(handle, f"{uri} {name}", make, start=len(records)))
+    return records
 
 
 def _from_frame(frame: Any, source: str) -> list[Case]:
@@ -215,21 +261,13 @@ def load_cases(ref: str, *, client: Client) -> EvalSet:
     if not isinstance(loaded, Path):
         cases = _from_frame(loaded, version.uri)
     else:
-        files = (
-            [loaded]
-            if loaded.is_file()
-            else sorted(p for p in loaded.rglob("*") if p.suffix.lower() in _CASE_SUFFIXES)
+        cases = read_jsonl_version(
+            loaded,
+            version.uri,
+            _case,
+            no_files=f"{version.uri} holds no .jsonl file; an eval set is JSONL, one case a line "
+            '({"vars": {...}, "expected": ...}): keel data add cases.jsonl',
         )
-        if not files:
-            raise InvalidInput(
-                f"{version.uri} holds no .jsonl file; an eval set is JSONL, one case a line "
-                '({"vars": {...}, "expected": ...}): keel data add cases.jsonl'
-            )
-        cases = []
-        for file in files:
-            name = file.name if loaded.is_file() else str(file.relative_to(loaded))
-            with file.open(encoding="utf-8") as handle:
-                cases.extend(parse_cases(handle, f"{version.uri} {name}", start=len(cases)))
     if not cases:
         raise InvalidInput(f"{version.uri} holds no cases; add one JSON object per line")
     return EvalSet(uri=version.uri, digest=version.digest, cases=cases)

@@ -53,6 +53,7 @@ import numpy as np
 
 from keel.checks import Gate
 from keel.errors import InvalidInput
+from keel.llm.evals.cases import parse_jsonl, read_jsonl_version
 from keel.llm.evals.gates import Bound, check_bounds, decide, parse_gate
 from keel.uris import parse_rag_uri
 
@@ -82,7 +83,6 @@ __all__ = [
 
 #: The fields a question may have; ``question`` and ``sources`` are required.
 QUESTION_FIELDS = ("question", "sources", "id", "metadata")
-_SUFFIXES = (".jsonl", ".ndjson")
 _EXAMPLE = '{"question": "How do I rotate a token?", "sources": ["guide/tokens.md"]}'
 _GATE_EXAMPLES = "'recall@10 >= 0.8', 'ndcg@10 >= 0.6' or 'diff.recall@10 >= -0.02'"
 #: The per-question scores averaged into the set's metrics, as ``<name>@<k>``.
@@ -177,17 +177,7 @@ def parse_questions(lines: Iterable[str], source: str, start: int = 0) -> list[Q
     Raises:
         InvalidInput: a line is not JSON or not a question; the message names the line.
     """
-    questions: list[Question] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{source} line {number}"
-        try:
-            doc = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"{where} is not JSON: {exc.msg}") from None
-        questions.append(_question(doc, start + len(questions), where))
-    return questions
+    return parse_jsonl(lines, source, _question, start)
 
 
 def _cell(value: Any) -> Any:
@@ -231,23 +221,13 @@ def load_questions(ref: str, *, client: Client) -> QuestionSet:
     if not isinstance(loaded, Path):
         questions = _from_frame(loaded, version.uri)
     else:
-        files = (
-            [loaded]
-            if loaded.is_file()
-            else sorted(p for p in loaded.rglob("*") if p.suffix.lower() in _SUFFIXES)
+        questions = read_jsonl_version(
+            loaded,
+            version.uri,
+            _question,
+            no_files=f"{version.uri} holds no .jsonl file; a question set is JSONL, one question "
+            f"a line ({_EXAMPLE}): keel data add kb-questions.jsonl",
         )
-        if not files:
-            raise InvalidInput(
-                f"{version.uri} holds no .jsonl file; a question set is JSONL, one question a "
-                f"line ({_EXAMPLE}): keel data add kb-questions.jsonl"
-            )
-        questions = []
-        for file in files:
-            name = file.name if loaded.is_file() else str(file.relative_to(loaded))
-            with file.open(encoding="utf-8") as handle:
-                questions.extend(
-                    parse_questions(handle, f"{version.uri} {name}", start=len(questions))
-                )
     if not questions:
         raise InvalidInput(
             f"{version.uri} holds no questions; add one JSON object a line, e.g. {_EXAMPLE}"
