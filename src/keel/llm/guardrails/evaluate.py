@@ -26,7 +26,6 @@ the trade-off the HTML report (:mod:`~keel.llm.guardrails.report`) plots.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,19 +101,10 @@ def parse_labelled(
     Raises:
         InvalidInput: a line is not JSON or not an example; the message names it.
     """
-    examples: list[LabelledText] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{source} line {number}"
-        try:
-            doc = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"{where} is not JSON: {exc.msg}") from None
-        example, its_split = _example(doc, where)
-        if split is None or its_split == split:
-            examples.append(example)
-    return examples
+    from keel.llm.evals.cases import parse_jsonl
+
+    found = parse_jsonl(lines, source, lambda doc, _index, where: _example(doc, where))
+    return [example for example, its_split in found if split is None or its_split == split]
 
 
 def _from_frame(frame: Any, source: str, split: str | None) -> list[LabelledText]:
