@@ -120,6 +120,7 @@ _SUBPACKAGES = {
     "checks",
     "data",
     "errors",
+    "features",
     "governance",
     "llm",
     "models",

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from keel.config import Settings
+    from keel.features.part import Features
     from keel.llm.part import Prompts
     from keel.llm.rag.part import RagIndexes
     from keel.monitoring.part import MonitoringPart
@@ -67,6 +68,7 @@ class Client(TransportBound):
         lineage: the lineage graph (made on first use).
         prompts: versioned prompts, their aliases and approvals (made on first use).
         rag: versioned RAG indexes, their aliases and approvals (made on first use).
+        features: feature definitions, training sets and online features (made on first use).
 
     Example:
         >>> client = keel.Client()
@@ -112,6 +114,13 @@ class Client(TransportBound):
         from keel.llm.rag.part import rag_part
 
         return rag_part(self)
+
+    @cached_property
+    def features(self) -> Features:
+        """Feature views: apply, training sets, materialize, online reads (see :mod:`keel.features`)."""
+        from keel.features.part import features_part
+
+        return features_part(self)
 
     @cached_property
     def lineage(self) -> Lineage:

@@ -86,6 +86,9 @@ class Settings:
             the largest metrics request the API allows (100,000 points with 250-character
             keys and parameters and tags at their limits is about 45 MiB on the wire; the
             client sends at most 50,000 points a request) with room to spare.
+        online_store: where materialized features are read and written:
+            ``sqlite:///path/online.db`` (default: ``<home>/features/online.db``) or
+            ``redis://host:6379/0``.
     """
 
     home: Path
@@ -106,6 +109,7 @@ class Settings:
     token: str | None = None
     max_upload_bytes: int = 5 * 1024**3
     max_request_bytes: int = 64 * 1024**2
+    online_store: str = ""
 
     @property
     def trusted_type_list(self) -> list[str]:
@@ -222,6 +226,7 @@ def load_settings(home: str | os.PathLike[str] | None = None, **overrides: Any) 
 
     values.setdefault("store_url", f"sqlite:///{home_path / 'keel.db'}")
     values.setdefault("artifacts_url", str(home_path / "artifacts"))
+    values.setdefault("online_store", f"sqlite:///{home_path / 'features' / 'online.db'}")
     return Settings(home=home_path, **values)
 
 

@@ -55,6 +55,7 @@ _GROUPS = {
     "evals": ("keel.cli.evals", "evals_app"),
     "guardrails": ("keel.cli.guardrails", "guardrails_app"),
     "rag": ("keel.cli.rag", "rag_app"),
+    "features": ("keel.cli.features", "features_app"),
 }
 #: Single commands by name: (module, function).
 _COMMANDS = {
@@ -89,6 +90,7 @@ _READ_ONLY = frozenset(
         *(("rag", verb) for verb in ("list", "versions", "show", "status", "query")),
         *(("rag", "alias", verb) for verb in ("get", "history")),
         *(("audit", verb) for verb in ("list", "verify")),
+        *(("features", verb) for verb in ("list", "show", "history", "status")),
     }
 )
 

@@ -47,6 +47,8 @@ __all__ = [
     "deployments",
     "environments",
     "experiments",
+    "feature_definitions",
+    "feature_materializations",
     "idempotency_keys",
     "imported_objects",
     "latest_metrics",
@@ -711,4 +713,42 @@ llm_spend = Table(
     Column("updated_at", BigInteger, nullable=False),
     PrimaryKeyConstraint("budget", "subject", "period_start", name="pk_llm_spend"),
     Index("ix_llm_spend_budget_period_updated", "budget", "period_start", "updated_at"),
+)
+
+
+# -- feature store ----------------------------------------------------------------------
+
+#: Versions of feature definitions (``kind``: entity, feature_view, on_demand_feature_view).
+#: A version is immutable: ``spec`` is its JSON and ``digest`` that JSON's SHA-256, so
+#: applying an unchanged definition adds nothing. Numbers come from the unique constraint:
+#: two appliers racing for one number collide, and the loser retries.
+feature_definitions = Table(
+    "feature_definitions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("source_file", Text),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    UniqueConstraint("kind", "name", "version", name="uq_feature_definitions_kind_name_version"),
+)
+
+#: How far each view has been materialized into each online store: the newest event
+#: time and created time written, so the next run reads only rows after them.
+feature_materializations = Table(
+    "feature_materializations",
+    metadata,
+    Column("view", String(128), nullable=False),
+    Column("store", String(512), nullable=False),
+    Column("view_version", Integer, nullable=False),
+    Column("last_event_ms", BigInteger),
+    Column("last_created_ms", BigInteger),
+    Column("rows_written", BigInteger, nullable=False, server_default="0"),
+    Column("runs", Integer, nullable=False, server_default="0"),
+    Column("updated_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("view", "store", name="pk_feature_materializations"),
 )
