@@ -8,8 +8,8 @@ README, independently of the server's code: 2xx when the grant covers every
 permission the action needs, else 403 with ``{"error": ...}`` naming the first
 missing permission.
 
-Matrix size: 64 actions (every mutating route, and the POSTs that only read) x
-4 roles x 4 grant scopes = 1,024 HTTP cases
+Matrix size: 67 actions (every mutating route, and the POSTs that only read) x
+4 roles x 4 grant scopes = 1,072 HTTP cases
 (``test_every_mutating_route_is_in_the_matrix`` fails when the server gains a
 mutating route that the table lacks), plus a sample checked through the CLI.
 """
@@ -700,6 +700,49 @@ ACTIONS += [
 ]  # fmt: skip
 
 
+# feature definitions have no scope kind (like datasets): applying and recording a
+# materialization are global writes; an online read (a POST) needs read anywhere
+def _feature_specs() -> list[dict[str, Any]]:
+    from keel.features.definitions import Entity, FeatureView, Field, FileSource
+
+    driver = Entity("driver", join_keys=["driver_id"])
+    view = FeatureView(
+        "matrix_stats", entities=[driver], source=FileSource("stats"),
+        timestamp_field="ts", features=[Field("rate")],
+    )  # fmt: skip
+    return [driver.spec(), view.spec(["driver_id"])]
+
+
+def _prepare_feature_view(world: World, case: str) -> None:
+    answer = world.admin.post("/features/definitions", json={"specs": _feature_specs()})
+    assert answer.status_code == 200, answer.text
+
+
+def _watermark(case: str) -> dict[str, Any]:
+    return {"view": "matrix_stats", "store": f"sqlite:///{case}.db", "view_version": 1,
+            "last_event_ms": 1, "last_created_ms": None, "rows": 1}  # fmt: skip
+
+
+ACTIONS += [
+    Action(
+        "apply feature definitions", "POST", "/api/v1/features/definitions",
+        lambda w, h, c: h.post("/features/definitions", json={"specs": _feature_specs(), "source_file": f"{c}.py"}),
+        [("write", None, None)],
+    ),
+    Action(
+        "record feature watermark", "POST", "/api/v1/features/watermarks",
+        lambda w, h, c: h.post("/features/watermarks", json=_watermark(c)),
+        [("write", None, None)],
+    ),
+    Action(
+        "read online features (a read)", "POST", "/api/v1/features/online",
+        lambda w, h, c: h.post("/features/online", json={"entity_rows": [{"driver_id": 1}], "features": ["matrix_stats:rate"]}),
+        [("read", ANYWHERE, None)],
+        _prepare_feature_view,
+    ),
+]  # fmt: skip
+
+
 def _user(role: str, scope: str) -> str:
     return f"{role}-{scope}"
 
@@ -801,7 +844,7 @@ def test_every_mutating_route_is_in_the_matrix(world: World):
 
 
 def test_the_matrix_size_is_what_the_docstring_says():
-    assert (len(ACTIONS), len(ROLES), len(SCOPES), len(CASES)) == (64, 4, 4, 1024)
+    assert (len(ACTIONS), len(ROLES), len(SCOPES), len(CASES)) == (67, 4, 4, 1072)
 
 
 # -- a sample through the CLI ------------------------------------------------------------

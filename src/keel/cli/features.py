@@ -416,3 +416,25 @@ def get_command(
     for i in range(len(rows)):
         table.add_row(*(escape(fmt_value(values[i])) for values in data.values()))
     console.print(table)
+
+
+@features_app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 6566,
+    store: Annotated[
+        str | None,
+        typer.Option("--store", help="Online store URL (default: the online_store setting)."),
+    ] = None,
+) -> None:
+    """Serve online features over HTTP (POST /features/online, Feast's /get-online-features)."""
+    from keel.features.server import serve
+
+    serve(
+        host,
+        port,
+        store=store,
+        announce=lambda url: console.print(
+            f"Feature server on {url}: POST /features/online, POST /get-online-features, GET /health"
+        ),
+    )

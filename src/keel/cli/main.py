@@ -90,7 +90,7 @@ _READ_ONLY = frozenset(
         *(("rag", verb) for verb in ("list", "versions", "show", "status", "query")),
         *(("rag", "alias", verb) for verb in ("get", "history")),
         *(("audit", verb) for verb in ("list", "verify")),
-        *(("features", verb) for verb in ("list", "show", "history", "status", "get")),
+        *(("features", verb) for verb in ("list", "show", "history", "status", "get", "serve")),
     }
 )
 
