@@ -460,7 +460,7 @@ def test_a_watermark_never_moves_back_and_counts_add_up(any_env):
     older = features.set_watermark(
         "stats",
         "sqlite:///online.db",
-        view_version=2,
+        view_version=1,
         last_event_ms=500,
         last_created_ms=700,
         rows=3,
@@ -471,7 +471,24 @@ def test_a_watermark_never_moves_back_and_counts_add_up(any_env):
         13,
         2,
     )
-    assert older.view_version == 2
+    # a run of a new view version rebuilt the view: its (older) times stand as given
+    rebuilt = features.set_watermark(
+        "stats",
+        "sqlite:///online.db",
+        view_version=2,
+        last_event_ms=600,
+        last_created_ms=700,
+        rows=0,
+    )
+    assert (rebuilt.view_version, rebuilt.last_event_ms, rebuilt.last_created_ms) == (2, 600, 700)
+    older = features.set_watermark(
+        "stats",
+        "sqlite:///online.db",
+        view_version=2,
+        last_event_ms=1_000,
+        last_created_ms=None,
+        rows=0,
+    )
     empty = features.set_watermark(
         "stats",
         "sqlite:///online.db",
@@ -480,7 +497,7 @@ def test_a_watermark_never_moves_back_and_counts_add_up(any_env):
         last_created_ms=None,
         rows=0,
     )
-    assert (empty.last_event_ms, empty.last_created_ms, empty.runs) == (1_000, 700, 3)
+    assert (empty.last_event_ms, empty.last_created_ms, empty.runs) == (1_000, 700, 5)
     newer = features.set_watermark(
         "stats",
         "sqlite:///online.db",

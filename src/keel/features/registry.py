@@ -154,10 +154,15 @@ def _check_spec(spec: Any) -> dict[str, Any]:
     return spec
 
 
-def _later(column: str, new: Any) -> ColumnElement[Any]:
-    """The greater of the stored and the new value of ``column``; ``NULL`` counts as oldest."""
+def _later(column: str, new: Any, new_version: Any) -> ColumnElement[Any]:
+    """The greater of the stored and the new value of ``column``; ``NULL`` counts as oldest.
+
+    A run for another view version rebuilt the view from scratch, so its value stands
+    as given: keeping the old version's later time would skip the rebuilt source's rows.
+    """
     old = _fm.c[column]
     return case(
+        (_fm.c.view_version != new_version, new),
         (new.is_(None), old),
         (old.is_(None), new),
         (new > old, new),
@@ -466,6 +471,8 @@ class FeatureRegistry:
     ) -> Watermark:
         """Record a materialization run: times move only forward, counters add up.
 
+        A run for another ``view_version`` (a rebuild) sets the times as given.
+
         Raises:
             InvalidInput: a version below 1 or a negative row count.
         """
@@ -491,8 +498,12 @@ class FeatureRegistry:
                     index_elements=[_fm.c.view, _fm.c.store],
                     set_={
                         "view_version": new.view_version,
-                        "last_event_ms": _later("last_event_ms", new.last_event_ms),
-                        "last_created_ms": _later("last_created_ms", new.last_created_ms),
+                        "last_event_ms": _later(
+                            "last_event_ms", new.last_event_ms, new.view_version
+                        ),
+                        "last_created_ms": _later(
+                            "last_created_ms", new.last_created_ms, new.view_version
+                        ),
                         "rows_written": _fm.c.rows_written + new.rows_written,
                         "runs": _fm.c.runs + 1,
                         "updated_at": new.updated_at,
