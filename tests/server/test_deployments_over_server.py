@@ -162,6 +162,31 @@ def test_deployment_reads_and_writes_match_the_local_api(any_env, tmp_path):
         deployments.set_spec("cancer-api", build_spec("cancer/1"), conn=object())  # type: ignore[arg-type]
 
 
+def test_declared_features_and_skew_settings_survive_the_server(any_env, tmp_path):
+    from keel.monitoring import configure_monitor, get_monitor_settings
+
+    _register_two_versions(any_env, tmp_path)
+    defs = tmp_path / "defs.py"
+    defs.write_text(
+        "from keel.features import Entity, FeatureView, Field, FileSource\n"
+        "patient = Entity('patient', join_keys=['patient_id'])\n"
+        "scans = FeatureView('scans', entities=[patient], source=FileSource('scans'),\n"
+        "                    timestamp_field='ts', features=[Field('radius'), Field('area')])\n"
+    )
+    keel.Client().features.apply(defs)
+    deployments = Deployments()
+    with pytest.raises(InvalidInput, match="no feature 'volume'"):
+        deployments.create("cancer-api", build_spec("cancer/1", features="scans:volume"))
+    made = deployments.create(
+        "cancer-api", build_spec("cancer/1", features="scans:radius,scans:area")
+    )
+    assert made.spec.features == ("scans:radius", "scans:area")
+    assert deployments.get("cancer-api").spec.features == ("scans:radius", "scans:area")
+    changed = configure_monitor("cancer-api", skew_rate=0.1, skew_sample=50)
+    assert (changed.skew_rate, changed.skew_sample) == (0.1, 50)
+    assert get_monitor_settings("cancer-api") == changed
+
+
 def test_monitor_settings_results_and_alerts_go_through_the_server(any_env, tmp_path):
     from keel.monitoring import (
         configure_monitor,

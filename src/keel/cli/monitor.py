@@ -239,9 +239,30 @@ def _print_result(result: Any) -> None:
                 f"{fmt_value(s['tokens_per_request'])} tokens/request",
                 soft_wrap=True,
             )
+    _print_skew(result.skew)
     for alert in result.alerts:
         color = "red" if alert.state == "firing" else "green"
         console.print(f"  [{color}]{alert.state}[/{color}] {alert.message}", soft_wrap=True)
+
+
+def _print_skew(skew: dict[str, Any] | None) -> None:
+    """Served feature values against the offline store's (a deployment with features)."""
+    if not skew:
+        return
+    if skew.get("error"):
+        console.print(f"  [yellow]skew not checked[/yellow]: {skew['error']}", soft_wrap=True)
+        return
+    excluded = f", {skew['excluded']:,} rows without join keys left out" if skew["excluded"] else ""
+    console.print(
+        f"  feature skew ({skew['sampled']:,} of {skew['rows']:,} requests compared{excluded}):",
+        soft_wrap=True,
+    )
+    for ref, stats in skew["features"].items():
+        color = "red" if stats["skewed"] else "green"
+        console.print(
+            f"    {ref}: [{color}]{stats['rate']:.1%}[/{color}] ({stats['skewed']:,} rows)",
+            soft_wrap=True,
+        )
 
 
 @monitor_app.command("run")
@@ -407,6 +428,17 @@ def set_command(
             "latency_p99_ms=2000, cost_per_request=0.01, tokens_per_request=800. Repeatable.",
         ),
     ] = None,
+    skew_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of sampled requests served a feature value other than the offline "
+            "store's above which that feature's skew alert fires (default 0.05)."
+        ),
+    ] = None,
+    skew_sample: Annotated[
+        int | None,
+        typer.Option(help="Most served requests a run compares with the offline store."),
+    ] = None,
     fire_after: Annotated[int | None, typer.Option(help="Breaching runs before firing.")] = None,
     resolve_after: Annotated[int | None, typer.Option(help="Clear runs before resolving.")] = None,
     webhook: Annotated[str | None, typer.Option(help="POST alerts to this URL.")] = None,
@@ -429,6 +461,8 @@ def set_command(
         ("window", window),
         ("drift_share", drift_share),
         ("clear_share", clear_share),
+        ("skew_rate", skew_rate),
+        ("skew_sample", skew_sample),
         ("fire_after", fire_after),
         ("resolve_after", resolve_after),
         ("webhook_url", webhook),

@@ -30,6 +30,15 @@ ShadowOption = Annotated[
 BatchingOption = Annotated[
     str | None, typer.Option(help="Micro-batching, e.g. max_size=32,max_latency_ms=5.")
 ]
+FeaturesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--features",
+        help="Features the model's inputs are completed with from the online store, e.g. "
+        "driver_stats:conv_rate,fares:fare_per_km; requests then send only the join keys "
+        "and request data. Comma-separated or repeated.",
+    ),
+]
 
 
 def _print_status(status: dict[str, Any]) -> None:
@@ -44,6 +53,9 @@ def _print_status(status: dict[str, Any]) -> None:
         console.print(
             f"  batching: max_size={batching['max_size']}, max_latency_ms={batching['max_latency_ms']}"
         )
+    features = status["spec"].get("features")
+    if features:
+        console.print(f"  features: {', '.join(features)}", soft_wrap=True)
 
 
 @deploy_app.command("create")
@@ -63,6 +75,7 @@ def create_command(
     canary: CanaryOption = None,
     shadow: ShadowOption = None,
     batching: BatchingOption = None,
+    features: FeaturesOption = None,
     comment: Annotated[str | None, typer.Option(help="Why; kept with the revision.")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -76,7 +89,8 @@ def create_command(
     kind = "model" if prompt is None else "prompt"
     primary = model or prompt
     assert primary is not None
-    deployments.create(name, build_spec(primary, canary, shadow, batching, kind), comment)
+    spec = build_spec(primary, canary, shadow, batching, kind, features)
+    deployments.create(name, spec, comment)
     status = deployments.status(name)
     print_json(status) if as_json else _print_status(status)
 
@@ -93,6 +107,11 @@ def update_command(
     ] = False,
     no_shadow: Annotated[bool, typer.Option("--no-shadow", help="Remove the shadow.")] = False,
     no_batching: Annotated[bool, typer.Option("--no-batching", help="Stop batching.")] = False,
+    features: FeaturesOption = None,
+    no_features: Annotated[
+        bool,
+        typer.Option("--no-features", help="Stop reading features: requests send every input."),
+    ] = False,
     comment: Annotated[str | None, typer.Option(help="Why; kept with the revision.")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -110,6 +129,8 @@ def update_command(
         clear_shadow=no_shadow,
         clear_batching=no_batching,
         comment=comment,
+        features=features,
+        clear_features=no_features,
     )
     status = deployments.status(name)
     print_json(status) if as_json else _print_status(status)

@@ -21,6 +21,11 @@ alert, which names the command that gives it one.
 Settings are per deployment, stored and audited (see
 :mod:`keel.monitoring.settings`); without any, the defaults apply.
 
+A deployment that declares features also has its served feature values
+compared with the offline store's at request time, on a sample of the window
+(:mod:`keel.monitoring.skew`): the skew rate per feature is stored with the run
+and alerts as ``skew:<view>:<feature>``.
+
 A prompt deployment (``kind="prompt"``) has traces, not predictions: its
 monitor runs measure error rate, latency, cost and tokens against its SLOs
 instead (:mod:`keel.monitoring.llm`), stored and alerted the same way.
@@ -57,6 +62,7 @@ from keel.monitoring.names import require_deployment
 from keel.monitoring.quality import PageHinkley, join_labels, window_quality
 from keel.monitoring.reference import get_reference, reference_command
 from keel.monitoring.settings import MonitorSettings, get_monitor_settings, parse_window
+from keel.monitoring.skew import feature_skew, skew_measurements
 
 if TYPE_CHECKING:
     from keel.client import Client
@@ -87,6 +93,8 @@ class MonitorResult:
         llm: of a prompt deployment, the window's trace statistics (``overall``, per
             ``versions``) and the ``slo`` in force (see :mod:`keel.monitoring.llm`);
             ``None`` for a model deployment.
+        skew: of a deployment with features, the served values against the offline
+            store's (:class:`keel.monitoring.skew.SkewReport` as a dict); else ``None``.
     """
 
     id: int
@@ -107,6 +115,7 @@ class MonitorResult:
     versions: dict[str, Any] = field(default_factory=dict)
     alerts: list[Alert] = field(default_factory=list)
     llm: dict[str, Any] | None = None
+    skew: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         def iso(ms: int) -> str:
@@ -131,6 +140,7 @@ class MonitorResult:
             "alerts": [a.to_dict() for a in self.alerts],
             "created_at": iso(self.created_at),
             "llm": self.llm,
+            "skew": self.skew,
         }
 
     def report(
@@ -150,6 +160,7 @@ class MonitorResult:
 def _result(row: Any) -> MonitorResult:
     stored = json.loads(row.quality) if row.quality else {}
     llm = stored.pop("llm", None)  # a prompt deployment's figures share the quality column
+    skew = stored.pop("skew", None)  # and so do a feature deployment's skew rates
     return MonitorResult(
         id=row.id,
         deployment=row.deployment,
@@ -167,6 +178,7 @@ def _result(row: Any) -> MonitorResult:
         report_digest=row.report_digest,
         created_at=row.created_at,
         llm=llm,
+        skew=skew,
     )
 
 
@@ -419,7 +431,10 @@ def local_run_monitor(
         versions.values(), feedback, previous, end_ms
     )
 
-    # 4. Store the run and move the alerts in one transaction; then tell the sinks.
+    # 4. Served features against the offline store at request time (declared features only).
+    skew = feature_skew(client, deployment, start_ms, end_ms, sample=settings.skew_sample)
+
+    # 5. Store the run and move the alerts in one transaction; then tell the sinks.
     window_doc = {"deployment": deployment, "window_start": start_ms, "window_end": end_ms}
     blob = client.artifacts.put_json(
         _finite(
@@ -439,6 +454,7 @@ def local_run_monitor(
                 },
                 "quality": quality,
                 "detections": len(detections),
+                "skew": None if skew is None else skew.to_dict(),
                 "settings": settings.to_dict(),
             }
         )
@@ -462,9 +478,11 @@ def local_run_monitor(
         report_digest=blob.digest,
         created_at=now_ms(),
         versions={e.label: e.summary() for e in versions.values()},
+        skew=None if skew is None else _finite(skew.to_dict()),
     )
     unreferenced = [e for e in versions.values() if e.registered and e.reference is None]
     measurements = _measurements(settings, result, reports, detections)
+    measurements += skew_measurements(skew, settings.skew_rate)
     if versions:  # no traffic says nothing about references: the rule's state stays
         measurements.append(_no_reference(unreferenced))
     raised = store_run(client, settings, result, detector, measurements)
@@ -576,9 +594,13 @@ def store_run(
     """Insert the run and move the alert states, in one transaction; fill in the run's id."""
     from keel.store import schema as s
 
-    # A prompt deployment's trace figures ride in the quality column (no labelled quality
-    # there): one row shape for every monitor run, read back apart by ``_result``.
-    stored = {**(result.quality or {}), **({"llm": result.llm} if result.llm else {})}
+    # A prompt deployment's trace figures and a feature deployment's skew rates ride in the
+    # quality column: one row shape for every monitor run, read back apart by ``_result``.
+    stored = {
+        **(result.quality or {}),
+        **({"llm": result.llm} if result.llm else {}),
+        **({"skew": result.skew} if result.skew else {}),
+    }
     actor = client.user
     with client.store.write() as conn:
         result.id = conn.execute(

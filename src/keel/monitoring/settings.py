@@ -3,7 +3,9 @@
 A deployment without settings is monitored with the defaults of
 :class:`MonitorSettings`: a one-hour window, the ``drift`` alert at half the
 feature columns (clearing below 30%), alerts to the store only; a prompt
-deployment, the error-rate SLO of :data:`keel.monitoring.llm.DEFAULT_SLO`.
+deployment, the error-rate SLO of :data:`keel.monitoring.llm.DEFAULT_SLO`; a
+deployment with features, a ``skew:`` alert per feature above a 5% skew rate on
+a sample of 1,000 requests (see :mod:`keel.monitoring.skew`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from keel.monitoring.alerts import CommandSink, Sink, WebhookSink
 from keel.monitoring.clients import resolve_client
 from keel.monitoring.drift import DRIFT_SHARE
 from keel.monitoring.names import require_deployment
+from keel.monitoring.skew import DEFAULT_SKEW_RATE, DEFAULT_SKEW_SAMPLE
 from keel.monitoring.windows import parse_window, spell_window
 
 if TYPE_CHECKING:
@@ -58,6 +61,10 @@ class MonitorSettings:
             :data:`keel.monitoring.llm.DEFAULT_SLO`: ``error_rate``, ``latency_p99_ms``,
             ``cost_per_request``, ``tokens_per_request`` (``None`` turns one off) and
             ``min_requests``, e.g. ``{"error_rate": 0.02, "latency_p99_ms": 2000}``.
+        skew_rate: of a deployment with features, the share of sampled requests served a
+            feature value other than the offline store's above which that feature's
+            ``skew:`` alert fires (it resolves at or below 0.6 x this).
+        skew_sample: the most served requests a run compares with the offline store.
         fire_after: consecutive breaching runs before an alert fires.
         resolve_after: consecutive clear runs before it resolves.
         webhook_url: POST alerts here; ``webhook_secret_env`` names the variable with the
@@ -73,6 +80,8 @@ class MonitorSettings:
     overrides: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, float] = field(default_factory=dict)
     slo: dict[str, float | None] = field(default_factory=dict)
+    skew_rate: float = DEFAULT_SKEW_RATE
+    skew_sample: int = DEFAULT_SKEW_SAMPLE
     fire_after: int = 1
     resolve_after: int = 2
     webhook_url: str | None = None
@@ -110,7 +119,17 @@ class MonitorSettings:
 _SETTABLE = set(MonitorSettings.__dataclass_fields__) - {"revision"}
 #: The settings that always hold a value: ``null`` clears only the optional ones.
 _REQUIRED = frozenset(
-    {"window", "drift_share", "overrides", "quality", "slo", "fire_after", "resolve_after"}
+    {
+        "window",
+        "drift_share",
+        "overrides",
+        "quality",
+        "slo",
+        "skew_rate",
+        "skew_sample",
+        "fire_after",
+        "resolve_after",
+    }
 )
 
 
@@ -124,7 +143,13 @@ def check_settings(settings: MonitorSettings) -> MonitorSettings:
             f"clear_share must be at least 0 and below drift_share ({settings.drift_share}) so "
             f"the alert cannot flap; got {settings.clear_share!r}"
         )
-    for name in ("fire_after", "resolve_after"):
+    rate = settings.skew_rate
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < 1:
+        raise InvalidInput(
+            f"skew_rate is the share of requests with skew that fires the alert, in [0, 1); "
+            f"got {rate!r}"
+        )
+    for name in ("skew_sample", "fire_after", "resolve_after"):
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidInput(f"{name} must be a whole number >= 1, got {value!r}")

@@ -23,6 +23,11 @@ naming the missing scope. Health, readiness, server metadata, the OpenAPI
 document and metrics stay open; ``metrics_port`` moves ``/metrics`` off the
 serving port to a port of its own.
 
+A deployment that declares features takes requests of join keys and request
+data; the server reads the features from the online store and logs them with
+the request (see :mod:`keel.serving.features`): a request lacking a join key
+is a 400 naming it.
+
 Each 2xx prediction is handed to the prediction logger *before* the
 response is returned, so the rows logged equal the 2xx responses; the
 logger's queue is flushed at shutdown.
@@ -61,6 +66,7 @@ from keel.predictions import INPUT_PREFIX, Block, error_row, request_columns
 from keel.serving import protocols as p
 from keel.serving.auth import FEEDBACK_SCOPE, PREDICT_SCOPE, Authenticator
 from keel.serving.batching import MicroBatcher
+from keel.serving.features import Assembled, MissingFeatures, v2_columns
 from keel.serving.metrics import Metrics
 from keel.serving.openapi import (
     FEEDBACK_BODY,
@@ -132,6 +138,7 @@ class ServingApp:
         )
         self.deployment = runtime.name
         self.metrics = Metrics(self.deployment, logger)
+        self.missing_features = MissingFeatures(self.metrics.registry, self.deployment)
         self.batchers: dict[tuple[str, int], MicroBatcher] = {}
         self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-shadow")
         self._shadow_pending = 0
@@ -375,7 +382,16 @@ class ServingApp:
                 "per request (the max_request_elements setting); split it into smaller requests"
             )
         given = data
-        data, ignored = p.signature_inputs(handle.signature, given)
+        if table.features is None:
+            data, ignored = p.signature_inputs(handle.signature, given)
+            logged = data
+        else:  # keys in: read the features (sub-ms, on the loop); log all that was assembled
+            given = table.features.assemble(data, handle.signature, self.missing_features)
+            data, logged, ignored = (
+                given.model_input(handle.signature),
+                given.columns,
+                given.ignored,
+            )
         headers: dict[str, str] = {}
         if ignored:
             self.metrics.ignored.inc(ignored)
@@ -393,7 +409,7 @@ class ServingApp:
                 handle, route, request_id, data, 500, f"{type(exc).__name__}: {exc}", started
             )
             raise
-        self._record(handle, route, request_id, data, output, started)
+        self._record(handle, route, request_id, logged, output, started)
         if table.shadow is not None:  # all the request sent: its signature may name others
             self._shadow(table.shadow, request_id, given, _input_names(handle, given))
         self.metrics.answered(route, version, protocol, time.perf_counter() - started)
@@ -489,14 +505,17 @@ class ServingApp:
         def run() -> None:
             started = time.perf_counter()
             try:
-                given = data
-                if names is not None:  # ordered for the primary: give the shadow its names
+                given, logged = data, None
+                if isinstance(data, Assembled):  # with features: log all, as the primary
+                    given, logged = data.model_input(shadow.signature), data.columns
+                elif names is not None:  # ordered for the primary: give the shadow its names
                     import pandas as pd
 
                     given = pd.DataFrame(data, columns=list(names))
                 given, _ = p.signature_inputs(shadow.signature, given)
                 output = shadow.model.predict(given)
-                self._record(shadow, "shadow", request_id, given, output, started)
+                logged = given if logged is None else logged
+                self._record(shadow, "shadow", request_id, logged, output, started)
                 self.metrics.shadow.labels(self.deployment, "ok").inc()
             except Exception as exc:  # the shadow never affects the response
                 self.metrics.shadow.labels(self.deployment, "failed").inc()
@@ -564,7 +583,10 @@ class ServingApp:
         if version is None:
             route, handle = table.choose(request_id)
         # Shaped for the version that answers: a canary may order its columns differently.
-        data = p.to_model_input(parsed, handle.signature)
+        if table.features is None:
+            data = p.to_model_input(parsed, handle.signature)
+        else:  # keys and request data, not the signature's columns
+            data = v2_columns(parsed)
         output, notes = await self._predict(table, route, handle, request_id, data, "v2", started)
         payload, headers = p.encode_v2_response(
             name, str(handle.version), request_id, output, parsed.binary_output
@@ -594,8 +616,10 @@ class ServingApp:
         table = self.runtime.table
         route, handle = self._choose(table, self.deployment, request_id)
         body = await _read_body(request)
-        # Parsed for the version that answers: its signature orders the columns.
-        data = p.parse_invocations(body, request.headers.get("content-type"), handle.signature)
+        # Parsed for the version that answers: its signature orders the columns (with
+        # features, the request holds keys, not the signature's columns).
+        signature = handle.signature if table.features is None else None
+        data = p.parse_invocations(body, request.headers.get("content-type"), signature)
         output, headers = await self._predict(
             table, route, handle, request_id, data, "mlflow", started
         )

@@ -14,6 +14,11 @@ deployment whose primary route follows that alias, by weight). Both kinds use
 the same revisions, canaries, promotion and rollback; a prompt deployment has
 no shadow and no batching.
 
+A model deployment may declare the features its model needs (``features``:
+``"view:feature"`` references of applied feature views and on-demand views).
+Its requests then carry only the entities' join keys and request data; the
+server reads the rest from the online store (see :mod:`keel.serving.features`).
+
 Every change writes a new, immutable revision; the deployment's current
 revision moves by compare-and-set. Rollback is one call: it writes a new
 revision whose spec is the one before the current one (or any revision).
@@ -34,6 +39,7 @@ from sqlalchemy import Connection, select, update
 
 from keel.errors import Conflict, InvalidInput, NotFound
 from keel.governance import audit
+from keel.serving.features import check_features, parse_features
 from keel.store import schema as s
 from keel.store.sql import now_ms
 from keel.uris import PROMPTS, parse_model_ref, parse_prompt_uri, scheme_of
@@ -94,12 +100,30 @@ KINDS = ("model", "prompt")
 
 @dataclass(frozen=True)
 class DeploymentSpec:
+    """What a deployment serves.
+
+    Attributes:
+        routes: the primary route first, then canaries; weights add up to 100.
+        shadow: a version that gets a copy of each request, or None.
+        batching: micro-batching, or None.
+        kind: ``model`` or ``prompt``.
+        features: ``"view:feature"`` references the model's inputs are completed with
+            from the feature store, or None (requests carry every input).
+    """
+
     routes: tuple[Route, ...]
     shadow: Route | None = None
     batching: Batching | None = None
     kind: str = "model"
+    features: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.features is not None:
+            object.__setattr__(self, "features", check_features(self.features))
+            if self.kind != "model":
+                raise InvalidInput(
+                    "a prompt deployment takes no --features; features complete a model's inputs"
+                )
         if self.kind not in KINDS:
             raise InvalidInput(
                 f"a deployment's kind must be one of {', '.join(KINDS)}, got {self.kind!r}"
@@ -174,21 +198,28 @@ class DeploymentSpec:
         return replace(base, routes=(primary, *base.routes[1:]))
 
     def to_dict(self) -> dict[str, Any]:
-        doc = {
+        doc: dict[str, Any] = {
             "routes": [r.to_dict() for r in self.routes],
             "shadow": None if self.shadow is None else self.shadow.to_dict(),
             "batching": None if self.batching is None else self.batching.to_dict(),
         }
-        # model specs stored before prompts existed have no kind: keep theirs unchanged
-        return doc if self.kind == "model" else {**doc, "kind": self.kind}
+        # specs stored before prompts (and features) existed have neither key: keep theirs
+        # unchanged, so their digests and audit entries read as before
+        if self.kind != "model":
+            doc["kind"] = self.kind
+        if self.features is not None:
+            doc["features"] = list(self.features)
+        return doc
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> DeploymentSpec:
+        features = doc.get("features")
         return cls(
             routes=tuple(Route(**r) for r in doc["routes"]),
             shadow=None if doc.get("shadow") is None else Route(**doc["shadow"]),
             batching=None if doc.get("batching") is None else Batching(**doc["batching"]),
             kind=doc.get("kind") or "model",
+            features=None if features is None else tuple(features),
         )
 
 
@@ -264,8 +295,12 @@ def build_spec(
     shadow: str | None = None,
     batching: str | None = None,
     kind: str = "model",
+    features: str | list[str] | None = None,
 ) -> DeploymentSpec:
-    """A spec from the command-line spelling of its parts (``kind="prompt"``: routes name prompts)."""
+    """A spec from the command-line spelling of its parts (``kind="prompt"``: routes name prompts).
+
+    ``features``: ``"view:feature"`` references, comma-separated or as a list.
+    """
     canaries = [parse_canary(c) for c in canary or []]
     primary = parse_route(model, 100 - sum(c.weight for c in canaries))
     if primary.weight <= 0:
@@ -277,6 +312,7 @@ def build_spec(
         shadow=None if shadow is None else parse_route(shadow),
         batching=None if batching is None else parse_batching(batching),
         kind=kind,
+        features=parse_features(features),
     )
 
 
@@ -315,6 +351,8 @@ class Deployments:
                 self.client.prompts.load(spec.uri(route))  # NotFound names what is missing
             else:
                 self.client.resolve_model(route.uri)  # NotFound names the missing model or alias
+        if spec.features is not None:
+            self._check_features(spec.features)
         if spec.kind == "prompt":
             # the gateway finds a prompt's split by the alias a request names: one owner each
             for other in self.all():
@@ -328,6 +366,21 @@ class Deployments:
                         f"deployment {other.name!r} already splits {spec.uri(spec.primary)}; "
                         f"change that one with `keel deploy update {other.name}`"
                     )
+
+    def _check_features(self, features: tuple[str, ...]) -> None:
+        """Every referenced view is applied and has the feature (the registry's errors, with
+        what to do)."""
+        from keel.features.definitions import parse_feature_refs
+
+        try:
+            self.client.features.views_for(parse_feature_refs(features))
+        except NotFound as exc:
+            raise NotFound(
+                f"the deployment's features: {exc}; apply the definitions first "
+                "(`keel features apply defs.py`, then `keel features list`)"
+            ) from None
+        except InvalidInput as exc:
+            raise InvalidInput(f"the deployment's features: {exc}") from None
 
     def create(self, name: str, spec: DeploymentSpec, comment: str | None = None) -> Deployment:
         """A new deployment at revision 1; ``Conflict`` if the name is taken."""
@@ -482,8 +535,17 @@ class Deployments:
         clear_batching: bool = False,
         comment: str | None = None,
         expected_revision: int | None = None,
+        features: str | list[str] | None = None,
+        clear_features: bool = False,
     ) -> Deployment:
-        """A new revision changing only what is given."""
+        """A new revision changing only what is given.
+
+        ``features`` replaces the declared features (``"view:feature"`` references,
+        comma-separated or as a list); ``clear_features`` removes them, so requests
+        carry every input again.
+        """
+        if features is not None and clear_features:
+            raise InvalidInput("give --features or --no-features, not both")
         current = self.get(name)
         spec = current.spec
         primary = spec.primary if model is None else parse_route(model)
@@ -504,6 +566,9 @@ class Deployments:
             if clear_batching
             else (parse_batching(batching) if batching else spec.batching),
             kind=spec.kind,
+            features=None
+            if clear_features
+            else (parse_features(features) if features is not None else spec.features),
         )
         if new == spec:
             raise InvalidInput(f"nothing to change: deployment {name!r} already has that spec")

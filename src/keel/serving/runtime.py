@@ -7,6 +7,11 @@ seconds; when anything changed it loads the new versions *first* and then
 swaps the snapshot in one assignment. A request holds the snapshot it
 started with, so in-flight requests finish on the model they began with
 and none is dropped.
+
+A deployment that declares features gets them in its table too: a
+:class:`~keel.serving.features.ServedFeatures` (the definitions resolved, one
+online reader) made when the features change, or when one of their definitions
+gets a new version, and shared by the tables in between.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import blake3
 
 from keel.errors import InvalidInput, KeelError, NotFound
 from keel.serving.deployments import Deployments, DeploymentSpec, Route
+from keel.serving.features import ServedFeatures, feature_layout
 
 if TYPE_CHECKING:
     from keel.client import Client
@@ -51,6 +57,7 @@ class RoutingTable:
     routes: tuple[tuple[str, Route, ModelHandle], ...]  # (role, route, handle); role primary|canary
     shadow: ModelHandle | None
     batching: Any = None
+    features: ServedFeatures | None = None
 
     def choose(self, request_id: str | None) -> tuple[str, ModelHandle]:
         """Pick a route by weight; a request id always maps to the same route."""
@@ -121,6 +128,7 @@ class Runtime:
         self.allow_pickle = allow_pickle
         self._cache: dict[tuple[str, int], ModelHandle] = {}
         self._table: RoutingTable | None = None
+        self._features: ServedFeatures | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -172,7 +180,22 @@ class Runtime:
         shadow = None
         if spec.shadow is not None:
             shadow = self._load(spec.shadow.model, self._resolve(spec.shadow))
-        return RoutingTable(revision, tuple(routes), shadow, spec.batching)
+        features = self._served_features(spec)
+        return RoutingTable(revision, tuple(routes), shadow, spec.batching, features)
+
+    def _served_features(self, spec: DeploymentSpec) -> ServedFeatures | None:
+        """The spec's features: the current ones while their definitions are the latest
+        (one registry query), else resolved and opened anew."""
+        if spec.features is None:
+            return None
+        current = self._features
+        if current is not None and current.features == spec.features:
+            latest = {(d.kind, d.name): d.version for d in self.client.features.list()}
+            if current.layout.current(latest):
+                return current
+        served = ServedFeatures(self.client, feature_layout(self.client, spec.features))
+        self._features = served
+        return served
 
     @property
     def table(self) -> RoutingTable:
@@ -229,6 +252,8 @@ class Runtime:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        if self._features is not None:
+            self._features.close()
 
 
 def _warm_up(loaded: Any, label: str) -> None:
@@ -256,6 +281,7 @@ def _same(a: RoutingTable, b: RoutingTable) -> bool:
         and key_a == key_b
         and shadow_a == shadow_b
         and a.batching == b.batching
+        and a.features is b.features
     )
 
 

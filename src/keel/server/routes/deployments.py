@@ -63,6 +63,9 @@ class SpecBody(BaseModel):
     shadow: RouteBody | None = None
     batching: BatchingBody | None = None
     kind: Literal["model", "prompt"] = "model"
+    features: list[Annotated[str, Field(max_length=512)]] | None = Field(
+        default=None, max_length=1_000
+    )
 
     def spec(self) -> DeploymentSpec:
         """The library's spec (it checks the weights)."""

@@ -88,6 +88,8 @@ class SettingsChange(BaseModel):
     slo: dict[str, float | None] | None = Field(default=None, max_length=20)
     fire_after: int | None = Field(default=None, ge=1, le=10_000)
     resolve_after: int | None = Field(default=None, ge=1, le=10_000)
+    skew_rate: float | None = Field(default=None, ge=0, lt=1)
+    skew_sample: int | None = Field(default=None, ge=1, le=1_000_000)
     webhook_url: str | None = Field(default=None, max_length=2_048)
     webhook_secret_env: str | None = Field(default=None, max_length=256)
     command: str | None = Field(default=None, max_length=10_000)
