@@ -61,10 +61,14 @@ def run_on_demand(spec: Mapping[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
             f"on-demand feature view {view!r} needs request field {name!r} (request source "
             f"{fields[name][1]!r}), which the rows lack; they have columns {list(frame.columns)}"
         )
-    if fields:
-        frame = frame.copy()
-        for name, (dtype, _source) in fields.items():
-            frame[name] = _cast(frame[name], dtype, f"request field {name!r}", view)
+    changed = {}
+    for name, (dtype, _source) in fields.items():
+        given = frame[name]
+        column = _cast(given, dtype, f"request field {name!r}", view)
+        if column is not given:
+            changed[name] = column
+    if changed:  # copy only when a cast changed a column: the caller's frame stays as given
+        frame = frame.assign(**changed)
     fn = load_function(spec)
     try:
         out = fn(frame)
@@ -92,16 +96,30 @@ def run_on_demand(spec: Mapping[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
             f"on-demand feature view {view!r}: its function returned {len(out)} rows for "
             f"{len(frame)}; return one row per input row, in order"
         )
-    result = pd.concat(
-        [_cast(out[name], dtype, f"column {name!r}", view) for name, dtype in schema], axis=1
+    return pd.DataFrame(
+        {name: _cast(out[name], dtype, f"column {name!r}", view) for name, dtype in schema},
+        index=frame.index,
     )
-    result.index = frame.index
-    return result
+
+
+#: The pandas dtype a declared type reads as (see :func:`~keel.features.sources.arrow_to_pandas`).
+_PANDAS_DTYPES = {"float64": "float64", "int64": "Int64", "bool": "boolean"}
 
 
 def _cast(series: pd.Series, dtype: str, what: str, view: str) -> pd.Series:
-    """``series`` as its declared type, through Arrow (the rule training sets use)."""
+    """``series`` as its declared type, as training sets read it.
+
+    A column already of that type, or numbers bound for ``float64``, take pandas'
+    own path (one online request would otherwise spend milliseconds in Arrow);
+    everything else goes through Arrow, the rule training sets use.
+    """
     import pyarrow as pa
+
+    target = _PANDAS_DTYPES.get(dtype)
+    if target is not None and str(series.dtype) == target:
+        return series
+    if dtype == "float64" and series.dtype.kind in "iuf":
+        return series.astype("float64")
 
     try:
         array = pa.array(series, from_pandas=True)

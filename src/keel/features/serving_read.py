@@ -283,40 +283,52 @@ class OnlineReader:
         count: int,
     ) -> dict[tuple[str, str], list[Any]]:
         """Each on-demand view's outputs, from its source views' values and the request fields."""
-        import pyarrow as pa
+        import pandas as pd
 
-        from keel.features.on_demand import run_on_demand
-        from keel.features.sources import arrow_to_pandas, arrow_type
+        from keel.features.on_demand import request_fields, run_on_demand
+        from keel.features.sources import pandas_column
 
         by_view = {v.name: v for v in self._views}
         out: dict[tuple[str, str], list[Any]] = {}
         for od in self._on_demand:
-            data: dict[str, pa.Array] = {}
+            data: dict[str, Any] = {}
             for name in od.views:
                 source = by_view[name]
                 got = found[name]
                 for feature in source.features:
                     column = [None if r is None else r[1][feature] for r in got]
-                    data[feature] = pa.array(column, arrow_type(source.dtypes[feature]))
-            frame = arrow_to_pandas(pa.table(data)) if data else None
-            if frame is None:
-                import pandas as pd
-
-                frame = pd.DataFrame(index=range(count))
-            for name in od.request:
+                    data[feature] = pandas_column(column, source.dtypes[feature])
+            for name, (dtype, _source) in request_fields(od.spec).items():
                 values = _values(frame_columns, rows, name)
                 if values is None:
                     raise InvalidInput(
                         f"on-demand feature view {od.spec['name']!r} needs request field "
                         f"{name!r}; the rows have {sorted(_lacking(frame_columns, rows, name))}"
                     )
-                frame[name] = values
+                data[name] = _request_column(values, dtype)
+            frame = pd.DataFrame(data, index=range(count))
             result = run_on_demand(od.spec, frame)
             for column in result.columns:
-                out[(od.spec["name"], str(column))] = pa.Array.from_pandas(
-                    result[column]
-                ).to_pylist()
+                values = result[column]
+                out[(od.spec["name"], str(column))] = (
+                    values.astype(object).where(values.notna(), None).tolist()
+                )
         return out
+
+
+def _request_column(values: Sequence[Any], dtype: str) -> Any:
+    """Request values typed as declared when they already are numbers, else as sent.
+
+    :func:`~keel.features.on_demand.run_on_demand` casts (and refuses) whatever is
+    not of its type; numbers typed here spare a request that cast's copy.
+    """
+    from keel.features.sources import pandas_column
+
+    if dtype == "float64" and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in values
+    ):
+        return pandas_column(list(values), dtype)
+    return list(values)
 
 
 def _values(

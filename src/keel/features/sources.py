@@ -181,6 +181,27 @@ def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(types_mapper=mapping.get)
 
 
+def pandas_column(values: list[Any], dtype: str) -> Any:
+    """Python values of a declared type as the column :func:`arrow_to_pandas` would give.
+
+    Numbers and booleans take pandas' own constructors (an online request holds a
+    few rows, and Arrow's round trip would cost more than the read); strings and
+    timestamps go through Arrow.
+    """
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    if dtype == "float64":
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    if dtype == "int64":
+        return pd.array(values, dtype="Int64")
+    if dtype == "bool":
+        return pd.array(values, dtype="boolean")
+    table = pa.table({"v": pa.array(values, arrow_type(dtype))})
+    return arrow_to_pandas(table)["v"]
+
+
 def epoch_ms_sql(column: str, source_type: str, what: str) -> str:
     """SQL for the milliseconds since the epoch (UTC) of ``column``, by its DuckDB type.
 
