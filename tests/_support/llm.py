@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests._support.network import free_port
+
+from _support.network import free_port
 
 
 @dataclass
