@@ -13,4 +13,6 @@ folder's modules under their bare names, in one namespace. ``tests/`` is on
 - ``models``: models registered for the check and model-card tests.
 - ``serving``: a registered model and a real uvicorn server on a free port.
 - ``mlflow``: the mlflow client's virtualenv and a script run in it (``run_mlflow``).
+- ``features``: feature-store definitions files, Parquet sources, online store URLs
+  and a registered champion model.
 """

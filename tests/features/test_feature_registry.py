@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import keel
+from _support.features import driver_stats_definitions, write_definitions
 from keel.errors import Conflict, InvalidInput, NotFound
 from keel.features.definitions import (
     Definitions,
@@ -28,38 +29,9 @@ from keel.governance import audit
 
 pytestmark = pytest.mark.parametrize("any_env", ["sqlite", "postgres"], indirect=True)
 
-DEFS = """\
-from datetime import timedelta
-
-import pandas as pd
-
-from keel.features import (
-    Entity, FeatureView, Field, FileSource, RequestSource, on_demand_feature_view,
-)
-
-driver = Entity("driver", join_keys=["driver_id"])
-stats = FeatureView(
-    "driver_stats",
-    entities=[driver],
-    source=FileSource("data/stats"),
-    timestamp_field="event_ts",
-    created_timestamp_field="created_ts",
-    features=[Field("conv_rate"), Field("trips", "int64")],
-    ttl=timedelta(hours=TTL_HOURS),
-)
-trip = RequestSource("trip", schema=[Field("km")])
-
-
-@on_demand_feature_view(sources=[stats, trip], schema=[Field("rate_per_km")])
-def per_km(df):
-    return pd.DataFrame({"rate_per_km": df["conv_rate"] / df["km"]})
-"""
-
 
 def write_defs(folder: Path, ttl_hours: int = 2, name: str = "defs.py") -> Path:
-    path = folder / name
-    path.write_text(DEFS.replace("TTL_HOURS", str(ttl_hours)))
-    return path
+    return write_definitions(folder, driver_stats_definitions(ttl_hours=ttl_hours), name)
 
 
 def entries(kind: str | None = None) -> list[audit.AuditEntry]:

@@ -11,32 +11,7 @@ from pathlib import Path
 import pytest
 
 import keel
-
-DEFS = """\
-from datetime import timedelta
-
-import pandas as pd
-
-from keel.features import (
-    Entity, FeatureView, Field, FileSource, RequestSource, on_demand_feature_view,
-)
-
-driver = Entity("driver", join_keys=["driver_id"])
-stats = FeatureView(
-    "driver_stats",
-    entities=[driver],
-    source=FileSource("data/stats"),
-    timestamp_field="event_ts",
-    features=[Field("conv_rate"), Field("trips", "int64")],
-    ttl=timedelta(hours=TTL_HOURS),
-)
-trip = RequestSource("trip", schema=[Field("km")])
-
-
-@on_demand_feature_view(sources=[stats, trip], schema=[Field("rate_per_km")])
-def per_km(df):
-    return pd.DataFrame({"rate_per_km": df["conv_rate"] / df["km"]})
-"""
+from _support.features import driver_stats_definitions, write_definitions
 
 
 @pytest.fixture
@@ -64,9 +39,9 @@ def _error(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def write_defs(folder: Path, ttl_hours: int = 2) -> Path:
-    path = folder / "defs.py"
-    path.write_text(DEFS.replace("TTL_HOURS", str(ttl_hours)))
-    return path
+    # no created-timestamp column: the source the materialize test writes has none
+    text = driver_stats_definitions(ttl_hours=ttl_hours, created_timestamp=False)
+    return write_definitions(folder, text)
 
 
 @pytest.mark.slow  # about fifteen keel processes

@@ -8,89 +8,43 @@ online store both share. The standalone feature server runs as the installed com
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 import keel
 from _support.cli import keel_command, keel_environ
 from _support.control_plane import ControlPlane, start_control_plane
+from _support.features import (
+    MINUTE_MS,
+    driver_stats_definitions,
+    initial_stats_rows,
+    online_store_url,
+    write_definitions,
+    write_driver_stats,
+)
 from _support.network import free_port
 from keel.config import load_settings
 from keel.errors import InvalidInput, NotFound, PermissionDenied
 from keel.features.remote import RemoteFeatures
 
-MINUTE_MS = 60_000
-REDIS_ENV = "KEEL_TEST_REDIS_URL"
-
-DEFS = """\
-from datetime import timedelta
-
-import pandas as pd
-
-from keel.features import (
-    Entity, FeatureView, Field, FileSource, RequestSource, on_demand_feature_view,
-)
-
-driver = Entity("driver", join_keys=["driver_id"])
-stats = FeatureView(
-    "driver_stats",
-    entities=[driver],
-    source=FileSource("data/stats", format="parquet"),
-    timestamp_field="event_ts",
-    created_timestamp_field="created_ts",
-    features=[Field("conv_rate"), Field("trips", "int64")],
-    ttl=timedelta(hours=2),
-    description="DESCRIPTION",
-)
-trip = RequestSource("trip", schema=[Field("km")])
-
-
-@on_demand_feature_view(sources=[stats, trip], schema=[Field("rate_per_km")])
-def per_km(df):
-    return pd.DataFrame({"rate_per_km": df["conv_rate"] / df["km"]})
-"""
-
 
 def write_defs(folder: Path, description: str = "driver stats") -> Path:
     """The definitions file and its source: drivers 1 and 2 in the TTL, driver 3 past it."""
-    defs = folder / "defs.py"
-    defs.write_text(DEFS.replace("DESCRIPTION", description))
     stats = folder / "data" / "stats"
     if not stats.exists():
         stats.mkdir(parents=True)
         now = (time.time_ns() // 1_000_000 // MINUTE_MS) * MINUTE_MS
-        rows = [
-            (1, now - 50 * MINUTE_MS, 0.1, 1),
-            (1, now - 40 * MINUTE_MS, 0.2, 2),
-            (2, now - 45 * MINUTE_MS, 0.5, 5),
-            (3, now - 180 * MINUTE_MS, 0.9, 9),  # past the 2 h TTL
-        ]
-        stamps = [datetime.fromtimestamp(r[1] / 1000, UTC) for r in rows]
-        table = pa.table(
-            {
-                "driver_id": pa.array([r[0] for r in rows], pa.int64()),
-                "event_ts": pa.array(stamps, pa.timestamp("ms", tz="UTC")),
-                "created_ts": pa.array(stamps, pa.timestamp("ms", tz="UTC")),
-                "conv_rate": [r[2] for r in rows],
-                "trips": pa.array([r[3] for r in rows], pa.int64()),
-            }
-        )
-        pq.write_table(table, stats / "part-1.parquet")
-    return defs
+        write_driver_stats(stats / "part-1.parquet", initial_stats_rows(now))
+    return write_definitions(folder, driver_stats_definitions(description=description))
 
 
 @dataclass
@@ -377,21 +331,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(params=["sqlite", "redis"])
 def online_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An online store URL of each backend (Redis: a key prefix of this test's own, dropped after)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'online.db'}"
-        return
-    url = os.environ.get(REDIS_ENV)
-    if not url:
-        pytest.skip(f"{REDIS_ENV} is not set; the Redis online store needs a Redis server")
-    prefix = f"t{uuid.uuid4().hex[:12]}"
-    yield f"{url}{'&' if '?' in url else '?'}prefix={prefix}"
-    import redis
-
-    server = redis.Redis.from_url(url)
-    keys = list(server.scan_iter(match=f"keel:{prefix}:*", count=10_000))
-    if keys:
-        server.unlink(*keys)
-    server.close()
+    with online_store_url(request.param, tmp_path / "online.db") as url:
+        yield url
 
 
 @pytest.mark.slow

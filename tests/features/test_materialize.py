@@ -3,9 +3,7 @@ corrections, TTL, bounds, rebuilds, failures that lose nothing, and read errors.
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,33 +14,19 @@ import pyarrow.parquet as pq
 import pytest
 
 import keel
+from _support.features import (
+    MINUTE_MS,
+    driver_stats_definitions,
+    initial_stats_rows,
+    online_store_url,
+    write_driver_stats,
+)
 from _support.network import free_port
 from keel.errors import BackendUnavailable, InvalidInput, NotFound, StorageError
 from keel.features.serving_read import OnlineReader, get_online_features
 
-REDIS_ENV = "KEEL_TEST_REDIS_URL"
-MINUTE_MS = 60_000
-
-DEFS = """\
-from datetime import timedelta
-
-import pandas as pd
-
-from keel.features import (
-    Entity, FeatureView, Field, FileSource, RequestSource, on_demand_feature_view,
-)
-
-driver = Entity("driver", join_keys=["driver_id"])
-stats = FeatureView(
-    "driver_stats",
-    entities=[driver],
-    source=FileSource("data/stats", format="parquet"),
-    timestamp_field="event_ts",
-    created_timestamp_field="created_ts",
-    features=[Field("conv_rate"), Field("trips", "int64")FEATURE_EXTRA],
-    ttl=timedelta(hours=2),
-    description="DESCRIPTION",
-)
+#: zones: a view over two entities, appended to the driver_stats definitions
+ZONES = """
 city = Entity("city", join_keys=["city"], dtype="string")
 zones = FeatureView(
     "zones",
@@ -51,12 +35,6 @@ zones = FeatureView(
     timestamp_field="event_ts",
     features=[Field("demand"), Field("trips", "int64")],
 )
-trip = RequestSource("trip", schema=[Field("km")])
-
-
-@on_demand_feature_view(sources=[stats, trip], schema=[Field("rate_per_km")])
-def per_km(df):
-    return pd.DataFrame({"rate_per_km": df["conv_rate"] / df["km"]})
 """
 
 
@@ -71,26 +49,9 @@ class Home:
     t: int  # ms: "now" for the data, a few minutes in the past
 
     def apply(self, *, extra: str = "", description: str = "driver stats") -> None:
-        text = DEFS.replace("FEATURE_EXTRA", extra).replace("DESCRIPTION", description)
-        self.defs.write_text(text)
+        text = driver_stats_definitions(description=description, extra_features=extra)
+        self.defs.write_text(text + ZONES)
         self.client.features.apply(self.defs)
-
-
-def stats_rows(path: Path, rows: list[tuple[int, int, int, float, int]], **extra: list) -> None:
-    """A Parquet file of (driver_id, event ms, created ms, conv_rate, trips) rows."""
-
-    def stamp(ms: int) -> datetime:
-        return datetime.fromtimestamp(ms / 1000, UTC)
-
-    columns = {
-        "driver_id": pa.array([r[0] for r in rows], pa.int64()),
-        "event_ts": pa.array([stamp(r[1]) for r in rows], pa.timestamp("ms", tz="UTC")),
-        "created_ts": pa.array([stamp(r[2]) for r in rows], pa.timestamp("ms", tz="UTC")),
-        "conv_rate": pa.array([r[3] for r in rows], pa.float64()),
-        "trips": pa.array([r[4] for r in rows], pa.int64()),
-        **{k: pa.array(v) for k, v in extra.items()},
-    }
-    pq.write_table(pa.table(columns), path)
 
 
 @pytest.fixture
@@ -101,15 +62,7 @@ def home(sqlite_env, tmp_path: Path) -> Home:
     zones.mkdir(parents=True)
     t = (time.time_ns() // 1_000_000 // MINUTE_MS - 10) * MINUTE_MS
     h = Home(keel.Client(), tmp_path / "defs.py", stats, zones, t)
-    stats_rows(
-        stats / "part-1.parquet",
-        [
-            (1, t - 50 * MINUTE_MS, t - 50 * MINUTE_MS, 0.1, 1),
-            (1, t - 40 * MINUTE_MS, t - 40 * MINUTE_MS, 0.2, 2),
-            (2, t - 45 * MINUTE_MS, t - 45 * MINUTE_MS, 0.5, 5),
-            (3, t - 180 * MINUTE_MS, t - 180 * MINUTE_MS, 0.9, 9),  # past the 2 h TTL
-        ],
-    )
+    write_driver_stats(stats / "part-1.parquet", initial_stats_rows(t))
     pq.write_table(
         pa.table(
             {
@@ -132,21 +85,8 @@ def home(sqlite_env, tmp_path: Path) -> Home:
 @pytest.fixture(params=["sqlite", "redis"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An online store URL of each backend (Redis: a prefix of this test's own, dropped after)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'online' / 'online.db'}"
-        return
-    url = os.environ.get(REDIS_ENV)
-    if not url:
-        pytest.skip(f"{REDIS_ENV} is not set; the Redis online store needs a Redis server")
-    prefix = f"t{uuid.uuid4().hex[:12]}"
-    yield f"{url}{'&' if '?' in url else '?'}prefix={prefix}"
-    import redis
-
-    client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(match=f"keel:{prefix}:*", count=10_000))
-    if keys:
-        client.unlink(*keys)
-    client.close()
+    with online_store_url(request.param, tmp_path / "online" / "online.db") as url:
+        yield url
 
 
 def at(ms: int) -> datetime:
@@ -173,7 +113,7 @@ def test_two_runs_write_only_new_rows_and_a_late_correction_overwrites(home, sto
     assert first[0].rebuilt is False
     assert rates(store_url, [1, 2, 3]) == [0.2, 0.5, None]
 
-    stats_rows(
+    write_driver_stats(
         home.stats / "part-2.parquet",
         [
             (1, t - 30 * MINUTE_MS, t - 30 * MINUTE_MS, 0.3, 3),  # new
@@ -276,7 +216,9 @@ def test_a_failing_source_leaves_the_watermark_so_the_rerun_writes_everything(ho
     t = home.t
     features.materialize(["driver_stats"], end=at(t), store=store)
     before = features.watermark("driver_stats", store)
-    stats_rows(home.stats / "part-2.parquet", [(5, t - 5 * MINUTE_MS, t - 5 * MINUTE_MS, 0.8, 8)])
+    write_driver_stats(
+        home.stats / "part-2.parquet", [(5, t - 5 * MINUTE_MS, t - 5 * MINUTE_MS, 0.8, 8)]
+    )
     broken = home.stats / "part-3.parquet"
     broken.write_bytes(b"PAR1 this is not a parquet file")
 
@@ -311,7 +253,7 @@ def test_a_changed_view_is_rebuilt_and_a_new_description_is_not(home, store_url)
     assert (same[0].view_version, same[0].rebuilt, same[0].rows_read) == (2, False, 0)
 
     home.apply(extra=', Field("rating")', description="stats of drivers")  # version 3
-    stats_rows(
+    write_driver_stats(
         home.stats / "part-1.parquet",
         [(1, home.t - 40 * MINUTE_MS, home.t - 40 * MINUTE_MS, 0.2, 2)],
         rating=[4.5],

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 
 import keel
+from _support.features import ETA_DEFINITIONS, register_champion, write_definitions, write_rates
 from _support.serving import Server
 from keel.errors import InvalidInput
 from keel.monitoring import configure_monitor, list_alerts, monitor_history, run_monitor
@@ -34,52 +33,11 @@ HOUR_MS = 3_600_000
 FEATURES = "driver_stats:conv_rate,driver_stats:acc_rate,fares:fare_per_km"
 INPUTS = ["conv_rate", "acc_rate", "fare_per_km", "km"]
 
-DEFINITIONS = """
-from datetime import timedelta
-
-import pandas as pd
-
-from keel.features import (
-    Entity, FeatureView, Field, FileSource, RequestSource, on_demand_feature_view,
-)
-
-driver = Entity("driver", join_keys=["driver_id"], dtype="int64")
-driver_stats = FeatureView(
-    "driver_stats",
-    entities=[driver],
-    source=FileSource("stats", format="parquet"),
-    timestamp_field="event_ts",
-    features=[Field("conv_rate", "float64"), Field("acc_rate", "float64")],
-    ttl=timedelta(days=2),
-)
-trip = RequestSource("trip", schema=[Field("fare", "float64"), Field("km", "float64")])
-
-
-@on_demand_feature_view(sources=[driver_stats, trip], schema=[Field("fare_per_km", "float64")])
-def fares(df):
-    return pd.DataFrame({"fare_per_km": df["fare"] / df["km"] * (1 + df["conv_rate"])})
-"""
-
 
 def _now_ms() -> int:
     from keel.store.sql import now_ms
 
     return now_ms()
-
-
-def _write_stats(folder: Path, name: str, drivers: list[int], event_ms: int, conv, acc) -> None:
-    (folder / "stats").mkdir(exist_ok=True)
-    table = pa.table(
-        {
-            "driver_id": pa.array(drivers, pa.int64()),
-            "event_ts": pa.array([event_ms] * len(drivers), pa.int64()).cast(
-                pa.timestamp("ms", "UTC")
-            ),
-            "conv_rate": pa.array(conv, pa.float64()),
-            "acc_rate": pa.array(acc, pa.float64()),
-        }
-    )
-    pq.write_table(table, folder / "stats" / f"{name}.parquet")
 
 
 @pytest.fixture
@@ -91,18 +49,14 @@ def eta(tmp_path: Path) -> dict[str, Any]:
     settings = keel.init(home=tmp_path / ".keel")
     rng = np.random.default_rng(0)
     conv, acc = rng.uniform(0, 1, 20).round(6), rng.uniform(0, 1, 20).round(6)
-    _write_stats(tmp_path, "part-0", list(range(1, 21)), _now_ms() - 3 * HOUR_MS, conv, acc)
-    (tmp_path / "defs.py").write_text(textwrap.dedent(DEFINITIONS))
+    write_rates(tmp_path, "part-0", list(range(1, 21)), _now_ms() - 3 * HOUR_MS, conv, acc)
     client = keel.Client()
-    client.features.apply(tmp_path / "defs.py")
+    client.features.apply(write_definitions(tmp_path, ETA_DEFINITIONS))
     client.features.materialize()
     x = pd.DataFrame(rng.uniform(0.1, 3, size=(300, 4)), columns=INPUTS)
     y = 3 * x["conv_rate"] + x["acc_rate"] - 0.5 * x["fare_per_km"] + x["km"]
     model = HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(x, y)
-    with keel.start_run():
-        info = keel.log_model(model, "model", input_example=x.head(3))
-    keel.register_model(info.uri, "eta")
-    client.set_alias("eta", "champion", 1)
+    register_champion(model, x.head(3))
     Deployments().create("eta", build_spec("eta@champion", features=FEATURES))
     return {"settings": settings, "folder": tmp_path, "conv": conv, "acc": acc}
 
@@ -155,7 +109,7 @@ def test_a_skipped_materialization_raises_the_skew_alert_until_materialized(eta,
     # unchanged. The materialization that would bring them online is skipped.
     conv, acc = eta["conv"].copy(), eta["acc"]
     conv[:5] = (conv[:5] + 0.5).round(6)
-    _write_stats(eta["folder"], "part-1", drivers[:5], _now_ms() - HOUR_MS, conv[:5], acc[:5])
+    write_rates(eta["folder"], "part-1", drivers[:5], _now_ms() - HOUR_MS, conv[:5], acc[:5])
     _send(server.url, drivers, seed=2)
     first_end = _window_end(server, root)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import textwrap
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import pandas as pd
 import pytest
 
 import keel
+from _support.features import ETA_DEFINITIONS, register_champion, write_definitions, write_rates
 from keel.errors import InvalidInput, NotFound
 from keel.predictions import read_predictions
 from keel.serving import Deployments, DeploymentSpec, build_spec
@@ -30,32 +30,6 @@ from keel.serving import Deployments, DeploymentSpec, build_spec
 HOUR_MS = 3_600_000
 FEATURES = "driver_stats:conv_rate,driver_stats:acc_rate,fares:fare_per_km"
 INPUTS = ["conv_rate", "acc_rate", "fare_per_km", "km"]  # the model's signature
-
-DEFINITIONS = """
-from datetime import timedelta
-
-import pandas as pd
-
-from keel.features import (
-    Entity, FeatureView, Field, FileSource, RequestSource, on_demand_feature_view,
-)
-
-driver = Entity("driver", join_keys=["driver_id"], dtype="int64")
-driver_stats = FeatureView(
-    "driver_stats",
-    entities=[driver],
-    source=FileSource("stats", format="parquet"),
-    timestamp_field="event_ts",
-    features=[Field("conv_rate", "float64"), Field("acc_rate", "float64")],
-    ttl=timedelta(days=2),
-)
-trip = RequestSource("trip", schema=[Field("fare", "float64"), Field("km", "float64")])
-
-
-@on_demand_feature_view(sources=[driver_stats, trip], schema=[Field("fare_per_km", "float64")])
-def fares(df):
-    return pd.DataFrame({"fare_per_km": df["fare"] / df["km"] * (1 + df["conv_rate"])})
-"""
 
 
 @dataclass
@@ -70,22 +44,6 @@ def now_ms() -> int:
     from keel.store.sql import now_ms as now
 
     return now()
-
-
-def write_stats(folder: Path, name: str, rows: pd.DataFrame) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.table(
-        {
-            "driver_id": pa.array(rows["driver_id"], pa.int64()),
-            "event_ts": pa.array(rows["event_ms"], pa.int64()).cast(pa.timestamp("ms", "UTC")),
-            "conv_rate": pa.array(rows["conv_rate"], pa.float64()),
-            "acc_rate": pa.array(rows["acc_rate"], pa.float64()),
-        }
-    )
-    (folder / "stats").mkdir(exist_ok=True)
-    pq.write_table(table, folder / "stats" / f"{name}.parquet")
 
 
 def stats_rows(drivers: list[int], event_ms: int, seed: int) -> pd.DataFrame:
@@ -122,11 +80,11 @@ def build_world(tmp_path: Path, online_store: str | None = None) -> World:
 
     options = {} if online_store is None else {"online_store": online_store}
     settings = keel.init(home=tmp_path / ".keel", **options)
-    stats = stats_rows(list(range(1, 21)), now_ms() - 3 * HOUR_MS, seed=0)
-    write_stats(tmp_path, "part-0", stats)
-    (tmp_path / "defs.py").write_text(textwrap.dedent(DEFINITIONS))
+    drivers, event_ms = list(range(1, 21)), now_ms() - 3 * HOUR_MS
+    stats = stats_rows(drivers, event_ms, seed=0)
+    write_rates(tmp_path, "part-0", drivers, event_ms, stats["conv_rate"], stats["acc_rate"])
     client = keel.Client()
-    client.features.apply(tmp_path / "defs.py")
+    client.features.apply(write_definitions(tmp_path, ETA_DEFINITIONS))
     client.features.materialize()
 
     rng = np.random.default_rng(1)
@@ -134,10 +92,7 @@ def build_world(tmp_path: Path, online_store: str | None = None) -> World:
     x.iloc[::7, 0] = np.nan  # the model takes gaps: a missing feature is still answered
     y = 3 * x["conv_rate"].fillna(0.5) + x["acc_rate"] - 0.5 * x["fare_per_km"] + x["km"]
     model = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(x, y)
-    with keel.start_run():
-        info = keel.log_model(model, "model", input_example=x.head(3))
-    assert keel.register_model(info.uri, "eta") == 1
-    client.set_alias("eta", "champion", 1)
+    assert register_champion(model, x.head(3)) == 1
     return World(settings, tmp_path, stats, model)
 
 
