@@ -318,3 +318,18 @@ def test_file_source_errors(sqlite_env, tmp_path):
         r"columns: \['driver_id', 'time', 'rate'\]",
     ):
         joined((1, 1))
+
+
+def test_pandas_column_types_values_as_a_training_set_does():
+    from keel.features.sources import pandas_column
+
+    assert str(pd.Series(pandas_column([1, None], "int64")).dtype) == "Int64"
+    assert pd.Series(pandas_column([1, None], "float64")).dtype == "float64"
+    assert str(pd.Series(pandas_column([True, None], "bool")).dtype) == "boolean"
+    as_ms = pandas_column([T0_MS + H, None], "timestamp")  # integers are milliseconds
+    zoneless = pandas_column([datetime(2024, 1, 1, 1), None], "timestamp")  # UTC
+    for stamps in (as_ms, zoneless):
+        assert stamps.tolist()[0] == pd.Timestamp(T0) + pd.Timedelta(hours=1)
+        assert str(stamps.dtype) == "datetime64[us, UTC]"
+    with pytest.raises(InvalidInput, match=r"expected int64 values, got \[1\.5\]"):
+        pandas_column([1.5], "int64")

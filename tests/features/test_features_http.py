@@ -252,6 +252,34 @@ def test_materialize_on_the_client_then_read_online_through_the_server(
     assert full.to_dict() == {"driver_id": ["2"], "driver_stats__conv_rate": [0.5]}
 
 
+def test_a_training_set_through_the_server_records_its_views_as_the_runs_inputs(
+    plane: Plane, applied: tuple[Path, keel.Client], tmp_path: Path
+):
+    _, alice = applied
+    experiment = alice.get_or_create_experiment("training")
+    run_id = alice.create_run(experiment.id, capture=False).id
+    entity = pd.DataFrame(
+        {
+            "driver_id": [1, 2],
+            "event_timestamp": pd.to_datetime(["2026-01-01", "2026-01-02"], utc=True),
+            "km": [2.0, 5.0],
+        }
+    )
+    alice.features.get_historical_features(
+        entity, ["driver_stats:conv_rate", "per_km:rate_per_km"], run_id=run_id
+    )
+    graph = plane.local.lineage.upstream(f"runs:/{run_id}")
+    assert {e.src for e in graph.edges if e.relation == "input"} == {
+        "features:/driver_stats@1",
+        "features:/per_km@1",
+    }
+    view = alice.features.get("driver_stats")
+    with pytest.raises(NotFound, match="no run"):
+        alice.features.record_inputs("0" * 32, [view])
+    with pytest.raises(PermissionDenied):
+        plane.client(tmp_path / ".keel", plane.viewer).features.record_inputs(run_id, [view])
+
+
 def test_bad_online_reads_answer_4xx_and_the_server_keeps_serving(
     plane: Plane, applied: tuple[Path, keel.Client], tmp_path: Path
 ):

@@ -98,7 +98,7 @@ def write_sources(root: Path) -> None:
                     at(3),
                     at(9),  # in the future of most entity rows
                     at(2),
-                    at(2),  # a duplicate of the row above in event and created time
+                    at(2),  # the row above written twice
                     at(2),  # the same event time, no created time: loses to the two above
                 ],
                 pa.timestamp("us", tz="UTC"),
@@ -107,8 +107,8 @@ def write_sources(root: Path) -> None:
                 [at(0), at(1), at(5), at(3), at(9), at(2), at(2), None],
                 pa.timestamp("us", tz="UTC"),
             ),
-            "conv": [0.10, 0.20, 0.25, 0.30, 0.90, 0.40, 0.50, 0.99],
-            "trips": pa.array([1, 2, 3, 4, 9, 4, 5, 99], pa.int64()),
+            "conv": [0.10, 0.20, 0.25, 0.30, 0.90, 0.50, 0.50, 0.99],
+            "trips": pa.array([1, 2, 3, 4, 9, 5, 5, 99], pa.int64()),
         }
     )
     pq.write_table(hourly, data / "hourly.parquet")
@@ -337,11 +337,44 @@ def test_full_feature_names_and_the_clash_they_resolve(defs, tmp_path):
         entity_frame(), ["hourly:conv", "again:conv"], full_feature_names=True
     )
     assert list(result.columns)[-2:] == ["hourly__conv", "again__conv"]
-    # no ttl and no created time: at 01:00 the duplicates' greatest value wins, at 05:00+1ms
-    # the 03:00 row is still valid
-    assert plain(result["again__conv"].iloc[2]) == 0.25
+    # no ttl: at 05:00 + 1 ms the 03:00 row is still valid
     assert plain(result["again__conv"].iloc[5]) == 0.30
     assert plain(result["hourly__conv"].iloc[5]) is None
+
+
+def test_true_duplicates_pick_the_same_row_whatever_the_file_order(defs, tmp_path):
+    # without a created column, the two rows of driver 1 at 01:00 (and the three of
+    # driver 2 at 02:00) tie: one of them wins, the same one however the file holds them
+    extra = tmp_path / "again.py"
+    extra.write_text(
+        textwrap.dedent(
+            """\
+            from keel.features import Entity, FeatureView, Field, FileSource
+
+            driver = Entity("driver", join_keys=["driver_id"])
+            again = FeatureView(
+                "again",
+                entities=[driver],
+                source=FileSource("data/hourly.parquet"),
+                timestamp_field="event_ts",
+                features=[Field("conv", "float64"), Field("trips", "int64")],
+            )
+            """
+        )
+    )
+    keel.Client().features.apply(extra)
+    picked = rows_of(
+        keel.features.get_historical_features(entity_frame(), ["again:conv", "again:trips"]),
+        ["conv", "trips"],
+    )
+    assert picked[2] in [(0.20, 2), (0.25, 3)]
+    assert picked[1] in [(0.50, 5), (0.99, 99)]
+    source = tmp_path / "data" / "hourly.parquet"
+    table = pq.read_table(source)
+    for order in (list(reversed(range(table.num_rows))), [1, 2, 0, 3, 4, 7, 5, 6]):
+        pq.write_table(table.take(order), source, row_group_size=1)
+        again = keel.features.get_historical_features(entity_frame(), ["again:conv", "again:trips"])
+        assert rows_of(again, ["conv", "trips"]) == picked
 
 
 def test_lineage_records_the_view_versions_as_run_inputs(defs):
@@ -431,3 +464,115 @@ def test_a_source_without_its_timestamp_column(defs, tmp_path):
         r"columns: \['driver_id', 'when', 'tier'\]",
     ):
         keel.features.get_historical_features(entity_frame(), ["lifetime:tier"])
+
+
+@pytest.mark.slow
+def test_a_join_larger_than_its_memory_limit_spills_and_stays_exact(sqlite_env, tmp_path):
+    # 50,000 drivers x 40 hourly rows = 2M feature rows (over 100 MB as the join sorts
+    # them) and 400,000 entity rows, under a 40 MB limit: DuckDB must spill to disk
+    import numpy as np
+
+    drivers, hours, n = 50_000, 40, 400_000
+    data = tmp_path / "data"
+    data.mkdir()
+    k = np.repeat(np.arange(drivers, dtype=np.int64), hours)
+    h = np.tile(np.arange(hours, dtype=np.int64), drivers)
+    start = epoch_ms(T0)
+    pq.write_table(
+        pa.table(
+            {
+                "driver_id": k,
+                "event_ts": start + h * 3_600_000,
+                "value": (k * 1000 + h).astype(np.float64),
+            }
+        ),
+        data / "big.parquet",
+        row_group_size=200_000,
+    )
+    (tmp_path / "big.py").write_text(
+        textwrap.dedent(
+            """\
+            from datetime import timedelta
+
+            from keel.features import Entity, FeatureView, Field, FileSource
+
+            driver = Entity("driver", join_keys=["driver_id"])
+            big = FeatureView(
+                "big",
+                entities=[driver],
+                source=FileSource("data/big.parquet"),
+                timestamp_field="event_ts",
+                features=[Field("value", "float64")],
+                ttl=timedelta(hours=2),
+            )
+            """
+        )
+    )
+    keel.Client().features.apply(tmp_path / "big.py")
+    rng = np.random.default_rng(7)
+    who = rng.integers(0, drivers, n)
+    # minutes after T0, up to 3 h past the last row: the tail falls outside the ttl
+    minutes = rng.integers(0, (hours + 3) * 60, n)
+    entity_df = pd.DataFrame(
+        {"driver_id": who, "event_timestamp": pd.Timestamp(T0) + pd.to_timedelta(minutes, "min")}
+    )
+    out = keel.features.get_historical_features(
+        entity_df, ["big:value"], output=tmp_path / "big_out.parquet", memory_limit="40MB"
+    )
+    written = pq.read_table(out).to_pandas()
+
+    # the row at hour floor(minutes / 60), capped at the last hour, unless over 2 h old
+    hour = np.minimum(minutes // 60, hours - 1)
+    fresh = minutes <= hour * 60 + 120
+    expected = np.where(fresh, who * 1000 + hour, np.nan)
+    assert written["driver_id"].tolist() == who.tolist()
+    np.testing.assert_array_equal(written["value"].to_numpy(), expected)
+
+
+def test_run_on_demand_keeps_the_rows_index_and_checks_the_output(defs, tmp_path):
+    from keel.features.on_demand import run_on_demand
+
+    spec = keel.Client().features.get("per_km", kind="on_demand_feature_view").spec
+    frame = pd.DataFrame(
+        {"conv": [0.5, None], "trips": pd.array([4, 1], dtype="Int64"), "km": ["2", "4"]},
+        index=[7, 3],
+    )
+    out = run_on_demand(spec, frame)  # km arrives as text: cast to its declared float64
+    assert list(out.index) == [7, 3]
+    assert rows_of(out, ["conv_per_km", "busy"]) == [(0.25, True), (None, False)]
+
+    with pytest.raises(InvalidInput, match=r"request field 'km' is not float64"):
+        run_on_demand(spec, frame.assign(km=["two", "four"]))
+
+    # a function that breaks its contract, applied from a definitions file of its own
+    broken = tmp_path / "broken.py"
+    broken.write_text(
+        textwrap.dedent(
+            """\
+            import pandas as pd
+
+            from keel.features import Field, RequestSource, on_demand_feature_view
+
+            trip = RequestSource("trip", schema=[Field("km", "float64")])
+
+
+            @on_demand_feature_view(sources=[trip], schema=[Field("half", "float64")])
+            def short(df):
+                return pd.DataFrame({"half": (df["km"] / 2).iloc[:1]})
+
+
+            @on_demand_feature_view(sources=[trip], schema=[Field("half", "float64")])
+            def unnamed(df):
+                return pd.DataFrame({"other": df["km"]})
+            """
+        )
+    )
+    client = keel.Client()
+    client.features.apply(broken)
+    rows = pd.DataFrame({"km": [1.0, 2.0]})
+    with pytest.raises(InvalidInput, match=r"'short': its function returned 1 rows for 2"):
+        run_on_demand(client.features.get("short", kind="on_demand_feature_view").spec, rows)
+    with pytest.raises(
+        InvalidInput, match=r"'unnamed': its function returned no column\(s\) \['half'\]"
+    ):
+        run_on_demand(client.features.get("unnamed", kind="on_demand_feature_view").spec, rows)

@@ -8,8 +8,8 @@ README, independently of the server's code: 2xx when the grant covers every
 permission the action needs, else 403 with ``{"error": ...}`` naming the first
 missing permission.
 
-Matrix size: 67 actions (every mutating route, and the POSTs that only read) x
-4 roles x 4 grant scopes = 1,072 HTTP cases
+Matrix size: 68 actions (every mutating route, and the POSTs that only read) x
+4 roles x 4 grant scopes = 1,088 HTTP cases
 (``test_every_mutating_route_is_in_the_matrix`` fails when the server gains a
 mutating route that the table lacks), plus a sample checked through the CLI.
 """
@@ -735,6 +735,12 @@ ACTIONS += [
         [("write", None, None)],
     ),
     Action(
+        "record feature inputs", "POST", "/api/v1/runs/{run_id}/feature-inputs",
+        lambda w, h, c: h.post(f"/runs/{w.run_id}/feature-inputs", json={"views": [{"kind": "feature_view", "name": "matrix_stats", "version": 1}]}),
+        [("write", None, None)],
+        _prepare_feature_view,
+    ),
+    Action(
         "read online features (a read)", "POST", "/api/v1/features/online",
         lambda w, h, c: h.post("/features/online", json={"entity_rows": [{"driver_id": 1}], "features": ["matrix_stats:rate"]}),
         [("read", ANYWHERE, None)],
@@ -844,7 +850,7 @@ def test_every_mutating_route_is_in_the_matrix(world: World):
 
 
 def test_the_matrix_size_is_what_the_docstring_says():
-    assert (len(ACTIONS), len(ROLES), len(SCOPES), len(CASES)) == (67, 4, 4, 1072)
+    assert (len(ACTIONS), len(ROLES), len(SCOPES), len(CASES)) == (68, 4, 4, 1088)
 
 
 # -- a sample through the CLI ------------------------------------------------------------

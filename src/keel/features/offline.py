@@ -10,17 +10,18 @@ Both bounds are inclusive, as in Feast: a value exactly ``ttl`` old still counts
 value one millisecond older does not, and a value stamped after ``ts`` is never
 used. Of several rows at one event time, the one with the greatest created
 timestamp wins (a late correction replaces the value it corrects); rows without a
-created time lose to rows with one; rows equal in both are true duplicates, of
-which the greatest feature values win, so the choice never depends on file order
-or thread scheduling. Times are compared in milliseconds since the epoch, UTC
-(entity timestamps without a zone are UTC). The created time only breaks ties: a
+created time lose to rows with one; of rows equal in both (true duplicates, usually
+equal in value too) a fixed one is picked by a hash of its values, so the choice
+never depends on file order or thread scheduling. Times are compared in milliseconds
+since the epoch, UTC (entity timestamps without a zone are UTC). The created time only breaks ties: a
 correction created after ``ts`` still replaces the value at its event time, as in
 Feast.
 
-How: every source becomes a DuckDB view (:func:`keel.features.sources.register_source`),
-deduplicated per (keys, event time) with ``QUALIFY row_number()``, and joined with
-``ASOF LEFT JOIN … ON keys = keys AND ts >= event``; values older than the TTL are
-then nulled. DuckDB runs under ``memory_limit`` and spills to
+How: every source becomes a DuckDB view (:func:`keel.features.sources.register_source`)
+joined with ``ASOF LEFT JOIN … ON keys = keys AND probe >= row``, where rows are
+ordered by (event time, created time, content) so that the one row the ASOF join
+picks is the one the rule above names (see ``_ordered_rows``); values older than the
+TTL are then nulled. DuckDB runs under ``memory_limit`` and spills to
 ``<home>/cache/duckdb``, reading only the columns asked for; with ``output`` the
 result is written by DuckDB straight to Parquet (a temporary name renamed into
 place), so a training set larger than memory never passes through Python.
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import os
 import uuid
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from keel.errors import InvalidInput, NotFound
 from keel.features.definitions import FeatureRef, parse_feature_refs
 from keel.features.on_demand import request_fields, run_on_demand
+from keel.features.registry import INPUT_LABEL
 from keel.features.sources import (
     CREATED_MS,
     DEFAULT_MEMORY_LIMIT,
@@ -55,7 +56,6 @@ from keel.features.sources import (
     quote,
     register_source,
 )
-from keel.uris import FeatureURI, RunURI
 
 if TYPE_CHECKING:
     import duckdb
@@ -68,10 +68,13 @@ if TYPE_CHECKING:
 __all__ = ["LINEAGE_LABEL", "get_historical_features", "record_feature_inputs"]
 
 #: The label of the lineage edges a training set records (view version -> run).
-LINEAGE_LABEL = "get_historical_features"
+LINEAGE_LABEL = INPUT_LABEL
 
 _ROW = "__keel_row"
 _TS = "__keel_ts"
+_ORDER = "__keel_order"
+#: the greatest BIGINT: the entity side's created time, after every row's
+_MAX_MS = "CAST(9223372036854775807 AS BIGINT)"
 _ENTITIES = "__keel_entities"
 _VIEW, _ON_DEMAND = "feature_view", "on_demand_feature_view"
 
@@ -155,6 +158,8 @@ def get_historical_features(
             missing, a column name clash, or a source lacking a column.
         NotFound: an unknown view, or an unknown ``run_id``.
     """
+    import duckdb
+
     from keel.data.snapshot import active_run_id
 
     refs = parse_feature_refs(features)
@@ -162,8 +167,6 @@ def get_historical_features(
         raise InvalidInput(f"format must be 'pandas' or 'arrow', got {format!r}")
     plan = _plan(client, refs, full_feature_names)
     run = _resolve_run(client, run_id) if run_id is not None else active_run_id()
-    import duckdb
-
     result: pd.DataFrame | pa.Table | Path
     with connect(client.transport.settings, memory_limit) as con:
         try:
@@ -175,7 +178,11 @@ def get_historical_features(
                 result = _to_parquet(con, plan, entities, timestamp_column, Path(output))
             else:
                 result = _in_memory(con, plan, entities, timestamp_column, format)
-        except (duckdb.ConversionException, duckdb.OutOfMemoryException) as exc:
+        except (
+            duckdb.ConversionException,
+            duckdb.OutOfMemoryException,
+            duckdb.InvalidInputException,  # a CSV row that does not parse, found mid-scan
+        ) as exc:
             raise _explain(exc, memory_limit) from None
     if run is not None:
         record_feature_inputs(client, run, plan.definitions)
@@ -361,6 +368,11 @@ def _join_sql(con: duckdb.DuckDBPyConnection, plan: _Plan, ts: str, carry: list[
     key_columns: dict[str, str] = {}
     entity_select = [*(quote(c) for c in carry), _ROW]
     entity_select.append(f"{epoch_ms_sql(quote(ts), types[ts], repr(ts))} AS {_TS}")
+    # the probe sorts after every row at its own time: see _ordered_rows
+    entity_select.append(
+        f"struct_pack(ev := {_TS}, hc := true, c := {_MAX_MS}, h := CAST(NULL AS UBIGINT)) "
+        f"AS {_ORDER}"
+    )
     ctes: list[str] = []
     joins: list[str] = []
     select = [*(f"e.{quote(c)}" for c in carry), f"e.{_ROW}"]
@@ -373,23 +385,9 @@ def _join_sql(con: duckdb.DuckDBPyConnection, plan: _Plan, ts: str, carry: list[
                     f"CAST({quote(key)} AS {duckdb_type(view.keys[key])}) AS {key_columns[key]}"
                 )
         alias = f"v{view.index}"
-        partition = ", ".join([*(quote(k) for k in keys), EVENT_MS])
-        # ties at one event time: the latest created wins, then (true duplicates) the
-        # greatest values, so the pick is the same whatever order the rows are read in
-        order = ", ".join(
-            [
-                f"{CREATED_MS} DESC NULLS LAST",
-                *(f"{quote(f)} DESC NULLS LAST" for f in view.features),
-            ]
-        )
-        values = ", ".join(f"{quote(f)} AS {view.column(f)}" for f in view.features)
-        ctes.append(
-            f"{alias} AS (SELECT {', '.join(quote(k) for k in keys)}, {EVENT_MS}, {values} "
-            f"FROM {_source_name(view)} WHERE {EVENT_MS} IS NOT NULL "
-            f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {order}) = 1)"
-        )
+        ctes.append(f"{alias} AS ({_ordered_rows(view)})")
         on = [f"e.{key_columns[k]} = {alias}.{quote(k)}" for k in keys]
-        on.append(f"e.{_TS} >= {alias}.{EVENT_MS}")
+        on.append(f"e.{_ORDER} >= {alias}.{_ORDER}")
         joins.append(f"ASOF LEFT JOIN {alias} ON {' AND '.join(on)}")
         ttl = view.spec.get("ttl_seconds")
         for feature in view.features:
@@ -401,6 +399,30 @@ def _join_sql(con: duckdb.DuckDBPyConnection, plan: _Plan, ts: str, carry: list[
             select.append(f"{column} AS {view.column(feature)}")
     entities = f"e AS (SELECT {', '.join(entity_select)} FROM {_ENTITIES})"
     return f"WITH {entities}, {', '.join(ctes)} SELECT {', '.join(select)} FROM e {' '.join(joins)}"
+
+
+def _ordered_rows(view: _View) -> str:
+    """A view's source rows, each with the key the ASOF join orders them by.
+
+    The key is ``(event time, has a created time, created time, hash of the values)``,
+    compared field by field, and the entity row probes with ``(ts, true, max, NULL)``
+    (a NULL sorts last), which no row at or before ``ts`` exceeds. So the ASOF join
+    picks, among the rows at the latest event time not after ``ts``, the latest
+    created (a row without a created time losing), and among true duplicates a fixed
+    one by content; one sorted pass, where deduplicating first (a window or an
+    aggregate over every row) would cost more than the join itself.
+    """
+    keys = ", ".join(quote(k) for k in view.spec["join_keys"])
+    values = ", ".join(f"{quote(f)} AS {view.column(f)}" for f in view.features)
+    content = ", ".join(quote(f) for f in view.features)
+    order = (
+        f"struct_pack(ev := {EVENT_MS}, hc := {CREATED_MS} IS NOT NULL, c := {CREATED_MS}, "
+        f"h := hash({content}))"
+    )
+    return (
+        f"SELECT {keys}, {EVENT_MS}, {values}, {order} AS {_ORDER} "
+        f"FROM {_source_name(view)} WHERE {EVENT_MS} IS NOT NULL"
+    )
 
 
 def _feature_columns(plan: _Plan, joined: pa.Table) -> list[tuple[str, pa.ChunkedArray | pa.Array]]:
@@ -557,6 +579,8 @@ def _explain(exc: Exception, memory_limit: str | None) -> InvalidInput:
             f"{memory_limit or DEFAULT_MEMORY_LIMIT!r} even when spilling to disk ({first}); "
             "pass a larger memory_limit"
         )
+    if isinstance(exc, duckdb.InvalidInputException):
+        return InvalidInput(f"a feature source could not be read ({first}); fix the file")
     return InvalidInput(
         f"a value does not convert to the type its definition declares ({first}); check the "
         "sources' columns and entity_df's against the definitions' types"
@@ -571,22 +595,6 @@ def record_feature_inputs(
 ) -> None:
     """Record ``features:/<view>@<version> -> runs:/<run_id>`` (relation ``input``) for each view.
 
-    Through ``keel server`` there is no route for these edges yet, so none is recorded
-    and a warning says so.
+    Locally the edges go in the store; through ``keel server``, to its feature-inputs route.
     """
-    from keel.pipelines.lineage import Edge, add_edges
-    from keel.transport.http import HttpTransport
-
-    edges = [
-        Edge(str(FeatureURI(d.name, d.version)), str(RunURI(run_id)), "input", LINEAGE_LABEL)
-        for d in definitions
-    ]
-    if isinstance(client.transport, HttpTransport):
-        warnings.warn(
-            f"the feature view versions of this training set were not recorded as inputs of "
-            f"run {run_id}: keel server has no route for them yet",
-            stacklevel=3,
-        )
-        return
-    with client.transport.store.write() as conn:
-        add_edges(conn, edges)
+    client.features.record_inputs(run_id, definitions)

@@ -97,7 +97,8 @@ def run_on_demand(spec: Mapping[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
             f"{len(frame)}; return one row per input row, in order"
         )
     return pd.DataFrame(
-        {name: _cast(out[name], dtype, f"column {name!r}", view) for name, dtype in schema},
+        # by position: the function's own index (often a fresh RangeIndex) is not the rows'
+        {name: _cast(out[name], dtype, f"column {name!r}", view).array for name, dtype in schema},
         index=frame.index,
     )
 

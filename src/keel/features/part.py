@@ -183,6 +183,14 @@ class Features:
         """How far ``view`` is materialized into the online store ``store`` (``None``: never)."""
         return self._registry.watermark(view, store)
 
+    def record_inputs(self, run_id: str, definitions: builtins.list[FeatureDefinition]) -> None:
+        """Record the definitions' versions as inputs of run ``run_id`` (lineage edges).
+
+        Raises:
+            NotFound: no such run, or a version that was never applied.
+        """
+        self._registry.record_inputs(run_id, definitions)
+
     def watermarks(self) -> builtins.list[Watermark]:
         """Every view's watermark in every online store."""
         return self._registry.watermarks()

@@ -47,7 +47,10 @@ from keel.validation import check_name
 if TYPE_CHECKING:
     from keel.transport import Transport
 
-__all__ = ["KINDS", "FeatureRegistry"]
+__all__ = ["INPUT_LABEL", "KINDS", "FeatureRegistry"]
+
+#: The label of the lineage edges a training set records (view version -> run).
+INPUT_LABEL = "get_historical_features"
 
 #: Every kind of definition, in the order listings show them.
 KINDS = (ENTITY, VIEW, ON_DEMAND)
@@ -452,6 +455,43 @@ class FeatureRegistry:
         with self.transport.store.read() as conn:
             row = conn.execute(select(_fm).where(_fm.c.view == view, _fm.c.store == store)).first()
         return None if row is None else _to_watermark(row)
+
+    def record_inputs(self, run_id: str, definitions: Sequence[FeatureDefinition]) -> None:
+        """Record ``features:/<view>@<version> -> runs:/<run_id>`` for each definition.
+
+        The edges are lineage's (relation ``input``, label :data:`INPUT_LABEL`); an edge
+        recorded twice is stored once.
+
+        Raises:
+            NotFound: no run ``run_id``, or a definition's version was never applied.
+        """
+        from keel.pipelines.lineage import Edge, add_edges
+        from keel.uris import FeatureURI, RunURI
+
+        with self.transport.store.write() as conn:
+            if conn.execute(select(s.runs.c.id).where(s.runs.c.id == run_id)).first() is None:
+                raise NotFound(f"no run {run_id!r}; record feature inputs of an existing run")
+            for d in definitions:
+                self._version_exists(conn, d.kind, d.name, d.version)
+            add_edges(
+                conn,
+                [
+                    Edge(
+                        str(FeatureURI(d.name, d.version)),
+                        str(RunURI(run_id)),
+                        "input",
+                        INPUT_LABEL,
+                    )
+                    for d in definitions
+                ],
+            )
+
+    def _version_exists(self, conn: Connection, kind: str, name: str, version: int) -> None:
+        found = conn.execute(
+            select(_fd.c.id).where(_fd.c.kind == kind, _fd.c.name == name, _fd.c.version == version)
+        ).first()
+        if found is None:
+            raise NotFound(f"no {kind.replace('_', ' ')} {name!r} at version {version}")
 
     def watermarks(self) -> builtins.list[Watermark]:
         """Every view's watermark in every store, by view then store."""

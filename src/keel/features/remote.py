@@ -133,6 +133,13 @@ class RemoteFeatures(Features):
         )
         return found[0] if found else None
 
+    def record_inputs(self, run_id: str, definitions: builtins.list[FeatureDefinition]) -> None:
+        body = {
+            "views": [{"kind": d.kind, "name": d.name, "version": d.version} for d in definitions]
+        }
+        path = f"/runs/{quote(run_id, safe='')}/feature-inputs"
+        self.transport.call("POST", path, dict[str, Any], json=body)
+
     def watermarks(self) -> builtins.list[Watermark]:
         return self.transport.call("GET", "/features/watermarks", builtins.list[Watermark])
 

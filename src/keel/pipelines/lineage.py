@@ -6,7 +6,8 @@ Nodes are URIs:
 - ``runs:/<run_id>`` — any run (a pipeline run, one of its steps, a training script),
 - ``artifacts:/<digest>`` — a step output, by content digest,
 - ``code:/<digest>`` — the code a step or pipeline ran (see ``keel.pipelines.code``),
-- ``models:/<name>/<version>`` — a registered model version.
+- ``models:/<name>/<version>`` — a registered model version,
+- ``features:/<view>@<version>`` — a feature view version a training set read.
 
 Every hop is a stored row, read in both directions:
 
@@ -67,6 +68,7 @@ _KINDS = {
     "artifacts": "artifact",
     "code": "code",
     "models": "model",
+    "features": "feature_view",
 }
 _CHUNK = 500
 
@@ -123,7 +125,8 @@ def normalize_uri(uri: str) -> str:
     if not isinstance(uri, str) or ":/" not in uri:
         raise InvalidInput(
             "expected a lineage URI such as datasets:/churn@3, runs:/<run_id>, "
-            f"models:/churn/5, artifacts:/<digest> or code:/<digest>; got {uri!r}"
+            "models:/churn/5, features:/driver_stats@2, artifacts:/<digest> or "
+            f"code:/<digest>; got {uri!r}"
         )
     scheme, _, rest = uri.partition(":/")
     rest = rest.strip("/")

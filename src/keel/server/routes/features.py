@@ -52,6 +52,7 @@ _URL_CHARS = 4_096
 _REF_CHARS = 2 * MAX_NAME_CHARS + 1
 _readers_lock = threading.Lock()
 
+RunId = Annotated[str, Path(max_length=64, description="a run's id")]
 Kind = Annotated[
     str, Path(max_length=64, description="entity, feature_view or on_demand_feature_view")
 ]
@@ -83,6 +84,20 @@ class WatermarkBody(BaseModel):
     last_event_ms: int | None = None
     last_created_ms: int | None = None
     rows: int = Field(ge=0, description="rows the run wrote")
+
+
+class ViewVersionBody(BaseModel):
+    """One applied definition version, by kind, name and number."""
+
+    kind: Kind
+    name: str = Field(max_length=MAX_NAME_CHARS)
+    version: int = Field(ge=1, le=2**31 - 1)
+
+
+class InputsBody(BaseModel):
+    """The definition versions a training set of a run read."""
+
+    views: list[ViewVersionBody] = Field(min_length=1, max_length=MAX_FEATURES)
 
 
 class OnlineBody(BaseModel):
@@ -201,6 +216,19 @@ def set_watermark(body: WatermarkBody, caller: CallerDep) -> Any:
             rows=body.rows,
         )
     )
+
+
+@router.post("/runs/{run_id}/feature-inputs")
+def record_inputs(run_id: RunId, body: InputsBody, caller: CallerDep) -> Any:
+    """Record that run ``run_id`` read these feature view versions (lineage; idempotent).
+
+    404 for an unknown run or a version never applied.
+    """
+    caller.require("write")
+    features = caller.client.features
+    definitions = [features.get(v.name, v.version, kind=v.kind) for v in body.views]
+    features.record_inputs(run_id, definitions)
+    return {"recorded": len(definitions)}
 
 
 def _readers(request: Request, caller: Caller) -> OnlineReaders:
