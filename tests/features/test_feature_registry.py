@@ -229,6 +229,32 @@ def test_a_syntax_error_names_its_line(any_env, tmp_path):
         keel.Client().features.apply(path)
 
 
+def test_a_definitions_file_imports_its_sibling_modules(any_env, tmp_path):
+    # shared constants or transformations beside defs.py import as under `python defs.py`
+    folder = tmp_path / "project_features"
+    folder.mkdir()
+    (folder / "feature_constants_sibling.py").write_text("TTL_HOURS = 5\nFEATURE = 'rate'\n")
+    path = folder / "defs.py"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            from datetime import timedelta
+
+            from feature_constants_sibling import FEATURE, TTL_HOURS
+            from keel.features import Entity, FeatureView, Field, FileSource
+
+            driver = Entity("driver", join_keys=["driver_id"])
+            stats = FeatureView("stats", entities=[driver], source=FileSource("data"),
+                                timestamp_field="ts", features=[Field(FEATURE)],
+                                ttl=timedelta(hours=TTL_HOURS))
+            """
+        )
+    )
+    keel.Client().features.apply(path)
+    spec = keel.Client().features.get("stats").spec
+    assert (spec["ttl_seconds"], [f["name"] for f in spec["features"]]) == (5 * 3600, ["rate"])
+
+
 def test_a_file_that_defines_nothing_is_refused(any_env, tmp_path):
     path = tmp_path / "empty.py"
     path.write_text("from keel.features import Entity\n\ndef make():\n    return Entity('e')\n")

@@ -566,7 +566,14 @@ def collect(namespace: Mapping[str, Any], file: str) -> Definitions:
 
 
 def _import_file(path: Path) -> ModuleType:
-    """Import the definitions file at ``path`` as a module of its own (its own code runs)."""
+    """Import the definitions file at ``path`` as a module of its own (its own code runs).
+
+    Its folder goes on ``sys.path``, as ``python defs.py`` would put it, so the file may
+    import its sibling modules (shared transformations, constants).
+    """
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
     module_name = f"keel_feature_definitions_{digest}"
     spec = importlib.util.spec_from_file_location(module_name, path)
