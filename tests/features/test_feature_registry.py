@@ -15,16 +15,15 @@ import keel
 from _support.features import driver_stats_definitions, write_definitions
 from keel.errors import Conflict, InvalidInput, NotFound
 from keel.features.definitions import (
-    Definitions,
     Entity,
     FeatureView,
     Field,
     FileSource,
     OnDemandFeatureView,
-    load_definitions,
     parse_feature_refs,
     spec_digest,
 )
+from keel.features.loading import Definitions, load_definitions
 from keel.governance import audit
 
 pytestmark = pytest.mark.parametrize("any_env", ["sqlite", "postgres"], indirect=True)

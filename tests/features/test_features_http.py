@@ -149,7 +149,7 @@ def test_apply_through_the_server_versions_and_audits_as_the_token_user(
 def test_a_body_naming_another_user_is_still_applied_as_the_token_user(
     plane: Plane, tmp_path: Path
 ):
-    from keel.features.definitions import load_definitions
+    from keel.features.loading import load_definitions
 
     defs = write_defs(tmp_path)
     defs.write_text(defs.read_text().replace('"driver_stats"', '"claimed_stats"'))

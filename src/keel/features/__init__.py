@@ -39,8 +39,8 @@ from keel.lazy import lazy_exports
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from keel.features.definitions import Definitions
     from keel.features.entities import ApplyResult
+    from keel.features.loading import Definitions
     from keel.features.materialize import MaterializeResult
     from keel.features.part import Features
     from keel.features.serving_read import OnlineFeatures

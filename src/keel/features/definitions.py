@@ -2,7 +2,8 @@
 
 A definitions file is the user's own code, as a pipeline file is: ``keel features
 apply defs.py`` imports it and collects every :class:`Entity`, :class:`FeatureView`
-and :class:`OnDemandFeatureView` it defines at module level. Each object remembers
+and :class:`OnDemandFeatureView` it defines at module level
+(:mod:`keel.features.loading`). Each object remembers
 the file and line that made it, so a check names where to look
 (``defs.py:14: feature view 'driver_stats' names unknown entity 'drivr'``).
 
@@ -11,32 +12,27 @@ unchanged definition is never a new version. The offline and online paths work
 from stored specs (:func:`view_from_spec`), never from the file, except for an
 on-demand view's function: its code is imported from the definitions file it was
 applied from, and refused when its source no longer matches the digest applied
-(:func:`load_function`). A changed function is then an error to re-apply, not a
+(:func:`keel.features.loading.load_function`). A changed function is then an error to re-apply, not a
 silent difference between training and serving.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import inspect
 import json
-import sys
 import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from keel.errors import Conflict, InvalidInput, NotFound
+from keel.errors import InvalidInput
 from keel.validation import check_name
 
 __all__ = [
     "DTYPES",
     "DatasetSource",
-    "Definitions",
     "Entity",
     "FeatureRef",
     "FeatureView",
@@ -46,13 +42,11 @@ __all__ = [
     "RequestSource",
     "Source",
     "SqlSource",
-    "collect",
-    "load_definitions",
-    "load_function",
     "on_demand_feature_view",
     "parse_feature_refs",
     "spec_digest",
     "view_from_spec",
+    "where_prefix",
 ]
 
 #: The types a feature, a join key or a request field may have.
@@ -84,14 +78,15 @@ def _caller_site() -> tuple[str, int] | None:
     return None
 
 
-def _where(site: tuple[str, int] | None) -> str:
+def where_prefix(site: tuple[str, int] | None) -> str:
+    """``file:line: `` for a definition made at ``site`` (empty when unknown)."""
     return "" if site is None else f"{site[0]}:{site[1]}: "
 
 
 def _check_dtype(dtype: str, what: str, site: tuple[str, int] | None) -> str:
     if dtype not in DTYPES:
         raise InvalidInput(
-            f"{_where(site)}{what} has type {dtype!r}; expected one of {', '.join(DTYPES)}"
+            f"{where_prefix(site)}{what} has type {dtype!r}; expected one of {', '.join(DTYPES)}"
         )
     return dtype
 
@@ -118,7 +113,7 @@ def _fields(items: Iterable[Field | Mapping[str, Any]], what: str, site: Any) ->
         f = item if isinstance(item, Field) else Field(**dict(item))
         if not isinstance(f.name, str) or not f.name.isidentifier():
             raise InvalidInput(
-                f"{_where(site)}{what} has a field named {f.name!r}; use a Python identifier "
+                f"{where_prefix(site)}{what} has a field named {f.name!r}; use a Python identifier "
                 "(letters, digits and _)"
             )
         _check_dtype(f.dtype, f"{what}'s field {f.name!r}", site)
@@ -126,7 +121,7 @@ def _fields(items: Iterable[Field | Mapping[str, Any]], what: str, site: Any) ->
     names = [f.name for f in out]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise InvalidInput(f"{_where(site)}{what} names the field(s) {twice} twice")
+        raise InvalidInput(f"{where_prefix(site)}{what} names the field(s) {twice} twice")
     return tuple(out)
 
 
@@ -151,17 +146,17 @@ class Entity:
     site: tuple[str, int] | None = field(default_factory=_caller_site, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        check_name(self.name, f"{_where(self.site)}entity name")
+        check_name(self.name, f"{where_prefix(self.site)}entity name")
         keys = tuple(self.join_keys) if self.join_keys else (self.name,)
         for key in keys:
             if not isinstance(key, str) or not key.isidentifier():
                 raise InvalidInput(
-                    f"{_where(self.site)}entity {self.name!r} has join key {key!r}; "
+                    f"{where_prefix(self.site)}entity {self.name!r} has join key {key!r}; "
                     "use a Python identifier"
                 )
         if self.dtype not in ("int64", "string"):
             raise InvalidInput(
-                f"{_where(self.site)}entity {self.name!r} has key type {self.dtype!r}; "
+                f"{where_prefix(self.site)}entity {self.name!r} has key type {self.dtype!r}; "
                 "expected int64 or string"
             )
         object.__setattr__(self, "join_keys", keys)
@@ -269,7 +264,7 @@ class RequestSource:
     site: tuple[str, int] | None = field(default_factory=_caller_site, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        check_name(self.name, f"{_where(self.site)}request source name")
+        check_name(self.name, f"{where_prefix(self.site)}request source name")
         object.__setattr__(
             self, "schema", _fields(self.schema, f"request source {self.name!r}", self.site)
         )
@@ -287,7 +282,7 @@ def _ttl_seconds(ttl: timedelta | float | int | None, what: str, site: Any) -> i
     seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
         raise InvalidInput(
-            f"{_where(site)}{what}'s ttl must be a positive timedelta or number of seconds "
+            f"{where_prefix(site)}{what}'s ttl must be a positive timedelta or number of seconds "
             f"(or None for no expiry), got {ttl!r}"
         )
     return int(seconds)
@@ -322,7 +317,7 @@ class FeatureView:
     site: tuple[str, int] | None = field(default_factory=_caller_site, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        where = _where(self.site)
+        where = where_prefix(self.site)
         check_name(self.name, f"{where}feature view name")
         what = f"feature view {self.name!r}"
         if not isinstance(self.source, Source):
@@ -395,7 +390,7 @@ class OnDemandFeatureView:
     site: tuple[str, int] | None = field(default_factory=_caller_site, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        where = _where(self.site)
+        where = where_prefix(self.site)
         check_name(self.name, f"{where}on-demand feature view name")
         what = f"on-demand feature view {self.name!r}"
         object.__setattr__(self, "sources", tuple(self.sources))
@@ -421,7 +416,7 @@ class OnDemandFeatureView:
             code = textwrap.dedent(inspect.getsource(fn))
         except (OSError, TypeError):
             raise InvalidInput(
-                f"{_where(self.site)}on-demand feature view {self.name!r}: the source of "
+                f"{where_prefix(self.site)}on-demand feature view {self.name!r}: the source of "
                 f"{fn.__name__!r} cannot be read; define it in the definitions file"
             ) from None
         return {
@@ -466,194 +461,6 @@ def on_demand_feature_view(
         )
 
     return wrap
-
-
-# -- a definitions file -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Definitions:
-    """Every definition of one file, checked together, with their stored specs."""
-
-    file: str
-    entities: tuple[Entity, ...]
-    views: tuple[FeatureView, ...]
-    on_demand: tuple[OnDemandFeatureView, ...]
-
-    def specs(self) -> list[dict[str, Any]]:
-        """Every definition's spec: entities first, then views, then on-demand views."""
-        keys = {e.name: list(e.join_keys) for e in self.entities}
-        base = Path(self.file).parent
-        out = [e.spec() for e in self.entities]
-        for view in self.views:
-            spec = view.spec([k for name in view.entity_names for k in keys[name]])
-            if spec["source"]["type"] == "file":
-                path = Path(spec["source"]["path"]).expanduser()
-                spec["source"]["path"] = str(path if path.is_absolute() else (base / path))
-            out.append(spec)
-        out += [o.spec(self.file) for o in self.on_demand]
-        return out
-
-
-def collect(namespace: Mapping[str, Any], file: str) -> Definitions:
-    """The definitions among ``namespace``'s values, checked as a whole.
-
-    Raises:
-        InvalidInput: two definitions share a name, a view names an entity the file
-            does not define, or an on-demand view reads a view it does not define;
-            each message starts with the file and line of the definition at fault.
-    """
-    entities: dict[str, Entity] = {}
-    views: dict[str, FeatureView] = {}
-    on_demand: dict[str, OnDemandFeatureView] = {}
-    names: dict[str, tuple[str, int] | None] = {}
-    seen: set[int] = set()
-    for value in namespace.values():
-        if id(value) in seen or not isinstance(value, Entity | FeatureView | OnDemandFeatureView):
-            continue
-        seen.add(id(value))
-        if isinstance(value, Entity):
-            # an entity and a view may share a name (a view per entity is common)
-            if value.name in entities and entities[value.name] != value:
-                raise InvalidInput(
-                    f"{_where(value.site)}entity {value.name!r} is defined twice "
-                    f"(also at {_where(entities[value.name].site).rstrip(': ')})"
-                )
-            entities[value.name] = value
-            continue
-        if value.name in names:
-            other = names[value.name]
-            raise InvalidInput(
-                f"{_where(value.site)}the feature view name {value.name!r} is taken "
-                f"(also at {_where(other).rstrip(': ') or 'another definition'}); "
-                "views and on-demand views share one namespace"
-            )
-        names[value.name] = value.site
-        if isinstance(value, FeatureView):
-            views[value.name] = value
-            for entity in value.entities:
-                if isinstance(entity, Entity):
-                    entities.setdefault(entity.name, entity)
-        else:
-            on_demand[value.name] = value
-    for view in views.values():
-        for entity_name in view.entity_names:
-            if entity_name not in entities:
-                raise InvalidInput(
-                    f"{_where(view.site)}feature view {view.name!r} names unknown entity "
-                    f"{entity_name!r}; defined entities: {sorted(entities) or 'none'}"
-                )
-        keys = [k for n in view.entity_names for k in entities[n].join_keys]
-        clash = sorted(set(keys) & set(view.feature_names))
-        if clash:
-            raise InvalidInput(
-                f"{_where(view.site)}feature view {view.name!r} has join key(s) {clash} "
-                "among its features"
-            )
-    for odfv in on_demand.values():
-        for source in odfv.sources:
-            if isinstance(source, FeatureView) and views.get(source.name) is not source:
-                raise InvalidInput(
-                    f"{_where(odfv.site)}on-demand feature view {odfv.name!r} reads feature "
-                    f"view {source.name!r}, which this file does not define at module level"
-                )
-    return Definitions(
-        file,
-        tuple(entities[k] for k in sorted(entities)),
-        tuple(views[k] for k in sorted(views)),
-        tuple(on_demand[k] for k in sorted(on_demand)),
-    )
-
-
-def _import_file(path: Path) -> ModuleType:
-    """Import the definitions file at ``path`` as a module of its own (its own code runs).
-
-    Its folder goes on ``sys.path``, as ``python defs.py`` would put it, so the file may
-    import its sibling modules (shared transformations, constants).
-    """
-    folder = str(path.parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
-    module_name = f"keel_feature_definitions_{digest}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise InvalidInput(f"{path} is not a Python file; pass a definitions file such as defs.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as exc:
-        sys.modules.pop(module_name, None)
-        raise InvalidInput(f"{exc.filename}:{exc.lineno}: {exc.msg}") from None
-    except InvalidInput:
-        sys.modules.pop(module_name, None)
-        raise
-    except Exception as exc:
-        sys.modules.pop(module_name, None)
-        tb = exc.__traceback__
-        line = None
-        while tb is not None:
-            if tb.tb_frame.f_code.co_filename == str(path):
-                line = tb.tb_lineno
-            tb = tb.tb_next
-        where = f"{path}:{line}: " if line else f"{path}: "
-        raise InvalidInput(f"{where}{type(exc).__name__}: {exc}") from None
-    return module
-
-
-def load_definitions(path: str | Path) -> Definitions:
-    """Import a definitions file and collect what it defines.
-
-    Raises:
-        NotFound: no such file.
-        InvalidInput: the file fails to import or a definition is wrong (file:line first).
-    """
-    file = Path(path).expanduser().resolve()
-    if not file.is_file():
-        raise NotFound(f"no definitions file at {path}; pass the .py file that defines the views")
-    module = _import_file(file)
-    return collect(vars(module), str(file))
-
-
-_FUNCTIONS: dict[tuple[str, str, str], Callable[[Any], Any]] = {}
-
-
-def load_function(spec: Mapping[str, Any]) -> Callable[[Any], Any]:
-    """The function of an on-demand view's stored spec, imported from its definitions file.
-
-    Raises:
-        NotFound: the definitions file or the function is gone.
-        Conflict: the function's source differs from the one applied, so what would run
-            is not what was applied (re-apply the definitions).
-    """
-    fn_spec = spec["function"]
-    key = (fn_spec["file"], fn_spec["name"], fn_spec["code_digest"])
-    cached = _FUNCTIONS.get(key)
-    if cached is not None:
-        return cached
-    file = Path(fn_spec["file"])
-    view = spec["name"]
-    if not file.is_file():
-        raise NotFound(
-            f"on-demand feature view {view!r} was applied from {file}, which is gone; "
-            "apply the definitions again from where they now live"
-        )
-    module = _import_file(file)
-    fn = getattr(module, fn_spec["name"], None)
-    if isinstance(fn, OnDemandFeatureView):
-        fn = fn.function
-    if not callable(fn):
-        raise NotFound(f"{file} no longer defines {fn_spec['name']!r} for on-demand view {view!r}")
-    code = textwrap.dedent(inspect.getsource(fn))
-    if hashlib.sha256(code.encode()).hexdigest() != fn_spec["code_digest"]:
-        raise Conflict(
-            f"the function {fn_spec['name']!r} of on-demand feature view {view!r} changed in "
-            f"{file} since it was applied; run `keel features apply {file}` so training and "
-            "serving run the same code"
-        )
-    _FUNCTIONS[key] = fn
-    return fn
 
 
 def view_from_spec(spec: Mapping[str, Any]) -> FeatureView:

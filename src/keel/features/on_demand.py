@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import InvalidInput, KeelError
-from keel.features.definitions import load_function
+from keel.features.loading import load_function
 from keel.features.sources import arrow_to_pandas, arrow_type
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def run_on_demand(spec: Mapping[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
             raised, returned something other than a DataFrame, lacks a schema column,
             returned another number of rows, or a column does not cast to its type.
         Conflict: the function's code changed since it was applied (from
-            :func:`~keel.features.definitions.load_function`).
+            :func:`~keel.features.loading.load_function`).
     """
     import pandas as pd
 

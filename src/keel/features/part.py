@@ -18,14 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from keel.errors import InvalidInput, NotFound
 from keel.features.definitions import (
-    Definitions,
     Entity,
     FeatureRef,
     FeatureView,
     OnDemandFeatureView,
-    load_definitions,
 )
 from keel.features.entities import ApplyResult, FeatureDefinition, Watermark
+from keel.features.loading import Definitions, load_definitions
 from keel.features.registry import FeatureRegistry
 from keel.uris import parse_feature_uri
 
