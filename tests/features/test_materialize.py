@@ -184,7 +184,11 @@ def test_a_reader_reads_data_frames_with_full_names_and_no_rows(home, store_url)
     try:
         rows = pd.DataFrame({"driver_id": [1, 2], "city": ["paris", "paris"]})
         got = reader.read(rows).to_dict()
+        # a server holds columns: the same read from a dict of them
+        columns = reader.read({"driver_id": [1, 2], "city": ["paris", "paris"]}).to_dict()
         empty = reader.read([])
+        with pytest.raises(InvalidInput, match=r"of one length, got lengths \[1, 2\]"):
+            reader.read({"driver_id": [1, 2], "city": ["paris"]})
     finally:
         reader.close()
     assert got == {
@@ -193,6 +197,7 @@ def test_a_reader_reads_data_frames_with_full_names_and_no_rows(home, store_url)
         "driver_stats__conv_rate": [0.2, 0.5],
         "zones__demand": [1.5, 2.5],
     }
+    assert columns == got
     assert len(empty) == 0
     assert empty.to_dict()["driver_stats__conv_rate"] == []
 

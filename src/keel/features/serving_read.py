@@ -116,8 +116,17 @@ def _columns(entity_rows: Any) -> tuple[int, Mapping[str, Sequence[Any]] | None,
         return len(frame), {str(c): frame[c].tolist() for c in frame.columns}, []
     if isinstance(entity_rows, tuple):
         return len(entity_rows), None, list(entity_rows)
+    if isinstance(entity_rows, Mapping):  # columns: {join key: [values], …}
+        columns = {str(k): list(v) for k, v in entity_rows.items()}
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) > 1:
+            raise InvalidInput(
+                f"entity columns must be of one length, got lengths {sorted(lengths)}"
+            )
+        return (lengths.pop() if lengths else 0), columns, []
     raise InvalidInput(
-        "entity_rows must be a list of dicts ({join key: value, …}) or a pandas DataFrame, "
+        "entity_rows must be a list of dicts ({join key: value, …}), a dict of columns "
+        "or a pandas DataFrame, "
         f"got {type(entity_rows).__name__}"
     )
 
@@ -226,12 +235,14 @@ class OnlineReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def read(self, entity_rows: list[dict[str, Any]] | pd.DataFrame) -> OnlineFeatures:
+    def read(
+        self, entity_rows: list[dict[str, Any]] | Mapping[str, Sequence[Any]] | pd.DataFrame
+    ) -> OnlineFeatures:
         """The current values for ``entity_rows``, one output row per entity row.
 
         Args:
             entity_rows: dicts of join key values (and request fields for on-demand
-                views), or a DataFrame with those columns.
+                views), a dict of such columns (what a server holds), or a DataFrame.
 
         Raises:
             InvalidInput: a row lacks a join key or a request field an on-demand view needs,
@@ -399,7 +410,7 @@ def _reader(
 
 def get_online_features(
     client: Client,
-    entity_rows: list[dict[str, Any]] | pd.DataFrame,
+    entity_rows: list[dict[str, Any]] | Mapping[str, Sequence[Any]] | pd.DataFrame,
     features: Sequence[str],
     *,
     store: str | None = None,
@@ -409,7 +420,8 @@ def get_online_features(
 
     Args:
         client: the client whose registry resolves the features.
-        entity_rows: dicts of join key values (and request fields), or a DataFrame.
+        entity_rows: dicts of join key values (and request fields), a dict of such
+            columns, or a DataFrame.
         features: ``["view:feature", …]``, on-demand views' features included.
         store: the online store URL (default: the ``online_store`` setting).
         full_feature_names: name columns ``view__feature``.

@@ -409,11 +409,7 @@ class ServedFeatures:
         for key in layout.join_keys:
             given[key] = _cast_key(given[key], key, layout.key_types.get(key, ""))
         wanted = [*layout.join_keys, *layout.request_fields]
-        # the reader takes rows: one dict per row of the keys and request fields
-        values = [given[n].tolist() for n in wanted]
-        online = self.reader.read(
-            [dict(zip(wanted, row, strict=True)) for row in zip(*values, strict=True)]
-        )
+        online = self.reader.read({n: given[n].tolist() for n in wanted})
         if missing is not None:
             for view in layout.stored_views:
                 count = online.event_ms[view].count(None)
