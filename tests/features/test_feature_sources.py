@@ -333,3 +333,14 @@ def test_pandas_column_types_values_as_a_training_set_does():
         assert str(stamps.dtype) == "datetime64[us, UTC]"
     with pytest.raises(InvalidInput, match=r"expected int64 values, got \[1\.5\]"):
         pandas_column([1.5], "int64")
+
+
+def test_without_duckdb_a_training_set_names_the_extra(sqlite_env, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "duckdb", None)  # as if it were not installed
+    with (
+        pytest.raises(InvalidInput, match=r"needs duckdb, which is not installed: pip install"),
+        connect(keel.Client().transport.settings),
+    ):
+        pass

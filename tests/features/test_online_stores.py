@@ -325,3 +325,19 @@ def test_store_urls_pick_the_backend_and_refuse_others(tmp_path):
         open_online_store("sqlite:///:memory:")
     with pytest.raises(InvalidInput, match=r"online store prefix must be"):
         open_online_store("redis://127.0.0.1:6379/0?prefix=a:b")
+
+
+def test_a_missing_client_library_names_the_extra_that_installs_it(tmp_path, monkeypatch):
+    import sys
+
+    # None in sys.modules makes `import redis` fail as if it were not installed
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(
+        InvalidInput,
+        match=r"the Redis online store needs redis, which is not installed: "
+        r"pip install 'keel\[features\]'",
+    ):
+        open_online_store("redis://127.0.0.1:6379/0")
+    monkeypatch.setitem(sys.modules, "msgpack", None)
+    with pytest.raises(InvalidInput, match=r"SQLite online store needs msgpack"):
+        open_online_store(f"sqlite:///{tmp_path / 'o.db'}")

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import InvalidInput, NotFound
+from keel.features.extra import require
 
 if TYPE_CHECKING:
     import duckdb
@@ -108,8 +109,10 @@ def connect(
     folder of its own under ``<home>/cache/duckdb``: two processes never share spill files.
 
     Raises:
-        InvalidInput: ``memory_limit`` is not a size DuckDB accepts (``"4GB"``, ``"512MB"``).
+        InvalidInput: ``memory_limit`` is not a size DuckDB accepts (``"4GB"``, ``"512MB"``),
+            or DuckDB is not installed (``pip install 'keel[features]'``).
     """
+    require("duckdb", what="reading feature sources (training sets, materialization)")
     import duckdb
 
     spill = settings.home / "cache" / "duckdb" / uuid.uuid4().hex

@@ -16,6 +16,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from keel.errors import InvalidInput
+from keel.features.extra import require
 from keel.features.online.base import OnlineStore, entity_key
 
 __all__ = ["OnlineStore", "entity_key", "open_online_store"]
@@ -28,10 +29,12 @@ def open_online_store(url: str) -> OnlineStore:
     """The online store at ``url`` (its connections open on first use).
 
     Raises:
-        InvalidInput: ``url`` is not a ``sqlite:///`` or ``redis://`` URL.
+        InvalidInput: ``url`` is not a ``sqlite:///`` or ``redis://`` URL, or the
+            store's client library is not installed (``pip install 'keel[features]'``).
     """
     scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
     if scheme == "sqlite":
+        require("msgpack", what="the SQLite online store")
         from keel.features.online.sqlite import SqliteOnlineStore
 
         path = urlsplit(url).path
@@ -44,6 +47,7 @@ def open_online_store(url: str) -> OnlineStore:
             )
         return SqliteOnlineStore(path, url)
     if scheme in ("redis", "rediss"):
+        require("redis", "hiredis", "msgpack", what="the Redis online store")
         from keel.features.online.redis import RedisOnlineStore
 
         return RedisOnlineStore(url)
