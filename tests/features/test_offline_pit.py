@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -215,6 +216,41 @@ def test_training_set_is_point_in_time_correct(defs):
     assert rows_of(result, ["conv", "trips", "rating", "tier"]) == EXPECTED
     assert str(result["trips"].dtype) == "Int64"  # a missing integer stays an integer column
     assert result["conv"].dtype == "float64"
+
+
+def test_the_online_path_serves_the_same_values_on_the_same_timeline(
+    sqlite_env, tmp_path, monkeypatch
+):
+    # materialize up to each entity row's time, in time order (incremental runs), and read
+    # the online store as of that time: every value equals the training set's. The
+    # timeline moves to tomorrow: a materialization purges what has expired by the clock.
+    from keel.features.online import open_online_store
+
+    tomorrow = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
+    shift = tomorrow - T0
+    monkeypatch.setattr(sys.modules[__name__], "T0", tomorrow)  # at() now reads from it
+    write_sources(tmp_path)
+    (tmp_path / "defs.py").write_text(DEFS)
+    keel.Client().features.apply(tmp_path / "defs.py")
+    url = f"sqlite:///{tmp_path / 'online.db'}"
+    views = {"hourly": (["conv", "trips"], 7200), "daily": (["rating"], 86400)}
+    views["lifetime"] = (["tier"], None)
+    store = open_online_store(url)
+    served: dict[int, tuple[Any, ...]] = {}
+    try:
+        for when in sorted({w + shift for _, w, _ in ROWS}):
+            keel.Client().features.materialize(list(views), end=when, store=url)
+            for i, (driver, w, _) in enumerate(ROWS):
+                if w + shift != when:
+                    continue
+                values: dict[str, Any] = {}
+                for view, (names, ttl) in views.items():
+                    [row] = store.read(view, [(driver,)], names, ttl, epoch_ms(when))
+                    values.update({n: None if row is None else row[1][n] for n in names})
+                served[i] = (values["conv"], values["trips"], values["rating"], values["tier"])
+    finally:
+        store.close()
+    assert [served[i] for i in range(len(ROWS))] == EXPECTED
 
 
 def test_zoned_entity_timestamps_are_the_same_instants(defs):
