@@ -1,5 +1,8 @@
 """Running an ASGI app with uvicorn: how ``keel server`` and ``keel serve`` start.
 
+:func:`read_body` is how Keel's own ASGI apps (serving, the gateway, the feature
+server) read a request body under a size limit.
+
 One process serves an app built here. ``workers > 1`` forks uvicorn workers
 instead, and each builds its own app through a factory named by import path,
 from the environment the parent leaves for it: an app (its engines, caches,
@@ -10,12 +13,45 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["LOG_LEVEL", "run_uvicorn", "tune_process"]
+from keel.errors import TooLarge
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+__all__ = ["LOG_LEVEL", "read_body", "run_uvicorn", "tune_process"]
 
 #: uvicorn's own log level: startup banners and per-request lines stay out of the way.
 LOG_LEVEL = "warning"
+
+
+async def read_body(request: Request, limit: int, hint: str = "") -> bytes:
+    """The whole body, refusing one over ``limit`` bytes before reading it all.
+
+    A declared length over the limit is refused before a byte is read; a body sent
+    without one (chunked) is refused as soon as it passes the limit.
+
+    Args:
+        request: the request.
+        limit: the most bytes the body may hold.
+        hint: appended to the message (``"; ask for fewer rows per request"``).
+
+    Raises:
+        TooLarge: the body is over the limit (413).
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdecimal() and int(declared) > limit:
+        raise TooLarge(f"the body is {declared} bytes; the limit is {limit}{hint}")
+    if declared is not None:  # the server holds the body to its declared length
+        return await request.body()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the body is over the limit of {limit} bytes{hint}")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def run_uvicorn(

@@ -52,7 +52,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from keel.errors import InvalidInput, KeelError, TooLarge
+from keel.asgi import read_body
+from keel.errors import InvalidInput, KeelError
 from keel.features.definitions import parse_feature_refs
 from keel.features.serving_read import READER_REFRESH_S, OnlineFeatures, OnlineReader
 
@@ -313,24 +314,9 @@ def create_app(
         return Response(json_bytes(doc), status_code=status, media_type=_JSON)
 
     async def body_of(request: Request) -> dict[str, Any]:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_body_bytes:
-            raise TooLarge(
-                f"request body of {declared} bytes is over the feature server's limit of "
-                f"{max_body_bytes} bytes; ask for fewer rows per request"
-            )
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body_bytes:
-                raise TooLarge(
-                    f"request body of at least {size} bytes is over the feature server's "
-                    f"limit of {max_body_bytes} bytes; ask for fewer rows per request"
-                )
-            chunks.append(chunk)
+        raw = await read_body(request, max_body_bytes, "; ask for fewer rows per request")
         try:
-            doc = orjson.loads(b"".join(chunks))
+            doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"the request body is not JSON: {exc}") from None
         if not isinstance(doc, dict):

@@ -58,8 +58,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from keel.asgi import tune_process
-from keel.errors import InvalidInput, KeelError, NotFound, TooLarge, Unprocessable
+from keel.asgi import read_body, tune_process
+from keel.errors import InvalidInput, KeelError, NotFound, Unprocessable
 from keel.governance.identity import token_from_header
 from keel.models.reference import log_columns
 from keel.predictions import INPUT_PREFIX, Block, error_row, request_columns
@@ -699,18 +699,7 @@ def create_app(
 
 async def _read_body(request: Request) -> bytes:
     """The whole body, refusing one over :data:`MAX_BODY_BYTES` before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdecimal() and int(declared) > MAX_BODY_BYTES:
-        raise TooLarge(f"the body is {declared} bytes; the limit is {MAX_BODY_BYTES}")
-    if declared is not None:
-        return await request.body()
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise TooLarge(f"the body is over the limit of {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_body(request, MAX_BODY_BYTES)
 
 
 def _request_id(request: Request) -> str:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from keel.errors import InvalidInput, TooLarge
+from keel.asgi import read_body
+from keel.errors import InvalidInput
 from keel.llm.gateway.tokens import estimate_messages, estimate_prompt
 from keel.serving.protocols import check_request_id
 
@@ -108,19 +109,7 @@ async def read_json(request: Request) -> dict[str, Any]:
         TooLarge: the body is over the limit.
         InvalidInput: it is not a JSON object.
     """
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdecimal() and int(declared) > MAX_BODY_BYTES:
-        raise TooLarge(f"the body is {declared} bytes; the limit is {MAX_BODY_BYTES}")
-    if declared is not None:  # the server holds the body to its declared length
-        raw = await request.body()
-    else:
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise TooLarge(f"the body is over the limit of {MAX_BODY_BYTES} bytes")
-            chunks.append(chunk)
-        raw = b"".join(chunks)
+    raw = await read_body(request, MAX_BODY_BYTES)
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
