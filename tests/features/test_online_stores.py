@@ -321,6 +321,8 @@ def test_store_urls_pick_the_backend_and_refuse_others(tmp_path):
         open_online_store("postgresql://u:pw@db/features")
     with pytest.raises(InvalidInput, match=r"got 'postgresql://u:\*\*\*@db/features'"):
         open_online_store("postgresql://u:pw@db/features")
+    with pytest.raises(InvalidInput, match=r"got 'memcached://:\*\*\*@cache:11211'"):
+        open_online_store("memcached://:secret@cache:11211")  # a password without a user
     with pytest.raises(InvalidInput, match=r"needs a file"):
         open_online_store("sqlite:///:memory:")
     with pytest.raises(InvalidInput, match=r"online store prefix must be"):

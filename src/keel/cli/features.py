@@ -127,6 +127,7 @@ def show_command(
 ) -> None:
     """Show a definition: its keys, typed features, TTL, source and watermarks per store."""
     from keel.client import Client
+    from keel.store import redact_url
 
     features = Client().features
     if version is not None and version < 1:
@@ -185,15 +186,9 @@ def show_command(
             console.print("  not materialized yet: keel features materialize " + definition.name)
         for w in watermarks:
             console.print(
-                f"  online {escape(_redact(w.store))}: up to {fmt_time(w.last_event_ms)} "
+                f"  online {escape(redact_url(w.store))}: up to {fmt_time(w.last_event_ms)} "
                 f"(version {w.view_version}, {w.rows_written:,} rows in {w.runs} runs)"
             )
-
-
-def _redact(url: str) -> str:
-    from keel.store import redact_url
-
-    return redact_url(url)
 
 
 @features_app.command("history")
@@ -257,6 +252,7 @@ def materialize_command(
     """Write the rows that are new since the last run to the online store, per view."""
     from keel.cli.progress import progress_bar
     from keel.client import Client
+    from keel.store import redact_url
 
     begin, finish = _time(start, "--start"), _time(end, "--end")
     with progress_bar("materializing", "rows") as bar:
@@ -274,7 +270,7 @@ def materialize_command(
         table.add_row(
             r.view,
             str(r.view_version),
-            escape(_redact(r.store)),
+            escape(redact_url(r.store)),
             f"{r.rows_read:,}",
             f"{r.rows_written:,}",
             fmt_time(r.last_event_ms),
@@ -297,6 +293,7 @@ def _lag(ms: int | None, now: int) -> str:
 def status_command(as_json: JsonOption = False) -> None:
     """Show how far each feature view is materialized into each online store, and its lag."""
     from keel.client import Client
+    from keel.store import redact_url
     from keel.store.sql import now_ms
 
     features = Client().features
@@ -340,7 +337,7 @@ def status_command(as_json: JsonOption = False) -> None:
         table.add_row(
             row["view"],
             version,
-            escape(_redact(row["store"])),
+            escape(redact_url(row["store"])),
             fmt_time(row["last_event_ms"]),
             _lag(row["last_event_ms"], now),
             f"{row['rows_written']:,}",

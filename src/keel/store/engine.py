@@ -37,8 +37,8 @@ def normalize_url(url: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, safe to print."""
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+    """The URL with any password replaced, safe to print (``redis://:pw@h`` too)."""
+    return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
 
 
 _AFTER_COMMIT = "keel.after_commit"

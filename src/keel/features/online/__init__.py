@@ -51,9 +51,9 @@ def open_online_store(url: str) -> OnlineStore:
         from keel.features.online.redis import RedisOnlineStore
 
         return RedisOnlineStore(url)
-    shown = url
-    if isinstance(url, str) and urlsplit(url).password:
-        shown = url.replace(f":{urlsplit(url).password}@", ":***@")
+    from keel.store import redact_url
+
+    shown = redact_url(url) if isinstance(url, str) else url
     raise InvalidInput(
         "the online store URL must be sqlite:///path/online.db or redis://host:6379/0 "
         f"(rediss:// for TLS); got {shown!r}. Set it with KEEL_ONLINE_STORE or online_store "
