@@ -46,6 +46,7 @@ __all__ = [
     "check_alias",
     "check_name",
     "check_relative_path",
+    "check_version",
     "safe_join",
     "safe_joins",
 ]
@@ -92,6 +93,18 @@ def check_alias(value: object, what: str = "alias") -> str:
             f"(up to {MAX_NAME_CHARS}, and not 'latest'); got {value!r}"
         )
     return value
+
+
+def check_version(value: object, expected: str = "a positive integer") -> int:
+    """A version number (``3`` or ``"3"``) as an int; a bool, zero or text is refused.
+
+    Raises:
+        InvalidInput: ``value`` is not a positive whole number (``expected`` says what is).
+    """
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+        raise InvalidInput(f"version must be {expected}, got {value!r}")
+    return int(text)
 
 
 def check_relative_path(path: object, what: str = "path") -> RelativePath:

@@ -42,7 +42,7 @@ from keel.governance import audit
 from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
 from keel.suggest import hint
-from keel.validation import check_name
+from keel.validation import check_name, check_version
 
 if TYPE_CHECKING:
     from keel.transport import Transport
@@ -359,7 +359,7 @@ class FeatureRegistry:
         """
         check_kind(kind)
         check_name(name, f"{_LABEL[kind]} name")
-        number = None if version is None else _check_version(version)
+        number = None if version is None else check_version(version)
         with self.transport.store.read() as conn:
             return self._get(conn, name, number, [kind])
 
@@ -516,7 +516,7 @@ class FeatureRegistry:
         Raises:
             InvalidInput: a version below 1 or a negative row count.
         """
-        version = _check_version(view_version)
+        version = check_version(view_version)
         if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
             raise InvalidInput(f"rows must be a non-negative integer, got {rows!r}")
         event = None if last_event_ms is None else int(last_event_ms)
@@ -552,10 +552,3 @@ class FeatureRegistry:
             )
             row = conn.execute(select(_fm).where(_fm.c.view == view, _fm.c.store == store)).one()
         return _to_watermark(row)
-
-
-def _check_version(version: Any) -> int:
-    text = str(version).strip()
-    if isinstance(version, bool) or not text.isdigit() or int(text) < 1:
-        raise InvalidInput(f"version must be a positive integer, got {version!r}")
-    return int(text)

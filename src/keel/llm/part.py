@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from sqlalchemy import Connection, select, update
 
 import keel.registry.aliases as _aliases
-from keel.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from keel.errors import Conflict, IntegrityError, NotFound
 from keel.governance import audit
 from keel.llm.entities import (
     DOCUMENT_FORMAT,
@@ -34,7 +34,7 @@ from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
 from keel.transport import Transport
 from keel.uris import parse_prompt_uri
-from keel.validation import check_alias, check_name
+from keel.validation import check_alias, check_name, check_version
 
 __all__ = ["Prompts", "prompts_part"]
 
@@ -223,7 +223,7 @@ class Prompts(AliasesOnRows):
         Raises:
             NotFound: no such prompt or version (with the closest names).
         """
-        number = _check_version(version)
+        number = check_version(version, "a positive integer or @alias")
         with self.transport.store.read() as conn:
             return self._to_version(conn, self._rows.version_row(conn, name, number))
 
@@ -297,14 +297,7 @@ class Prompts(AliasesOnRows):
     def _find(self, name: str, ref: int | str) -> PromptVersion:
         if isinstance(ref, str) and ref.startswith("@"):
             return self.get_by_alias(name, ref[1:])
-        return self.get(name, _check_version(ref))
-
-
-def _check_version(version: Any) -> int:
-    text = str(version).strip()
-    if isinstance(version, bool) or not text.isdigit() or int(text) < 1:
-        raise InvalidInput(f"version must be a positive integer or @alias, got {version!r}")
-    return int(text)
+        return self.get(name, check_version(ref, "a positive integer or @alias"))
 
 
 def prompts_part(transport: Transport) -> Prompts:

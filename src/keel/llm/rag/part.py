@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from sqlalchemy import Connection, select, update
 
 import keel.registry.aliases as _aliases
-from keel.errors import Conflict, InvalidInput, NotFound
+from keel.errors import Conflict, NotFound
 from keel.governance import audit
 from keel.llm.rag.backends import get_backend
 from keel.llm.rag.build import BuildResult, Progress, build_index
@@ -47,7 +47,7 @@ from keel.registry.kinds import AliasesOnRows
 from keel.store import schema as s
 from keel.store.sql import insert_on_conflict, now_ms
 from keel.uris import parse_rag_uri
-from keel.validation import check_alias, check_name
+from keel.validation import check_alias, check_name, check_version
 
 if TYPE_CHECKING:
     from keel.client import Client
@@ -240,7 +240,7 @@ class RagIndexes(AliasesOnRows):
         Raises:
             NotFound: no such index or version (with the closest names).
         """
-        number = _check_version(version)
+        number = check_version(version)
         with self.transport.store.read() as conn:
             return self._to_version(conn, self._rows.version_row(conn, name, number))
 
@@ -329,13 +329,6 @@ class RagIndexes(AliasesOnRows):
     def query(self, uri: str, text: str, k: int = 10) -> builtins.list[Hit]:
         """Load ``uri`` and query it once (load it yourself to query it many times)."""
         return self.load(uri).query(text, k)
-
-
-def _check_version(version: Any) -> int:
-    text = str(version).strip()
-    if isinstance(version, bool) or not text.isdigit() or int(text) < 1:
-        raise InvalidInput(f"version must be a positive integer, got {version!r}")
-    return int(text)
 
 
 def rag_part(client: Client) -> RagIndexes:
