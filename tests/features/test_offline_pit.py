@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import keel
-from keel.errors import InvalidInput, NotFound
+from keel.errors import Conflict, InvalidInput, NotFound
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 MS = timedelta(milliseconds=1)
@@ -612,3 +612,20 @@ def test_run_on_demand_keeps_the_rows_index_and_checks_the_output(defs, tmp_path
         InvalidInput, match=r"'unnamed': its function returned no column\(s\) \['half'\]"
     ):
         run_on_demand(client.features.get("unnamed", kind="on_demand_feature_view").spec, rows)
+
+
+def test_an_on_demand_function_changed_since_apply_is_refused_offline_and_online(defs):
+    # the loader runs only the code that was applied: an edit without `keel features apply`
+    # would make training and serving compute different features
+    defs.write_text(DEFS.replace('df["trips"] >= 3', 'df["trips"] >= 30'))
+    with pytest.raises(
+        Conflict, match=r"the function 'per_km' of on-demand feature view 'per_km' changed"
+    ):
+        keel.features.get_historical_features(entity_frame(), ["per_km:busy"])
+    with pytest.raises(
+        Conflict, match=r"run `keel features apply .*defs\.py` so training and serving"
+    ):
+        keel.features.get_online_features([{"driver_id": 1, "km": 2.0}], ["per_km:busy"])
+    keel.Client().features.apply(defs)  # applied again, the new code runs
+    result = keel.features.get_historical_features(entity_frame(), ["per_km:busy"])
+    assert not result["busy"].fillna(False).any()  # no row has 30 trips
