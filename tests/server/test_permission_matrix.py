@@ -8,8 +8,8 @@ README, independently of the server's code: 2xx when the grant covers every
 permission the action needs, else 403 with ``{"error": ...}`` naming the first
 missing permission.
 
-Matrix size: 68 actions (every mutating route, and the POSTs that only read) x
-4 roles x 4 grant scopes = 1,088 HTTP cases
+Matrix size: 69 actions (every mutating route, and the POSTs that only read) x
+4 roles x 4 grant scopes = 1,104 HTTP cases
 (``test_every_mutating_route_is_in_the_matrix`` fails when the server gains a
 mutating route that the table lacks), plus a sample checked through the CLI.
 """
@@ -561,6 +561,30 @@ ACTIONS += [
 ]  # fmt: skip
 
 
+# compilations: a refused compilation's parity report is uploaded first, then named
+def _prepare_compilation_report(world: World, case: str) -> None:
+    import json
+
+    import blake3
+
+    report = {"model": "fraud", "version": 1, "target": "onnx", "passed": False, "case": case}
+    data = json.dumps(report).encode()
+    digest = blake3.blake3(data).hexdigest()
+    answer = world.admin.put(f"/blobs/objects/{digest[:2]}/{digest[2:]}", content=data)
+    assert answer.status_code == 201, answer.text
+    world.made[case] = {"target": "onnx", "passed": False, "report_digest": digest}
+
+
+ACTIONS += [
+    Action(
+        "record compilation", "POST", "/api/v1/models/{name}/versions/{version}/compilations",
+        lambda w, h, c: h.post("/models/fraud/versions/1/compilations", json=w.made[c]),
+        [("write", "model", "fraud")],
+        _prepare_compilation_report,
+    ),
+]  # fmt: skip
+
+
 #: a prompt: its permissions are a model's, on the prompt's name (no grant scope names it)
 _PROMPT = {"template": "Answer {{ question }}", "model": "gpt-4o-mini"}
 
@@ -850,7 +874,7 @@ def test_every_mutating_route_is_in_the_matrix(world: World):
 
 
 def test_the_matrix_size_is_what_the_docstring_says():
-    assert (len(ACTIONS), len(ROLES), len(SCOPES), len(CASES)) == (68, 4, 4, 1088)
+    assert (len(ACTIONS), len(ROLES), len(SCOPES), len(CASES)) == (69, 4, 4, 1104)
 
 
 # -- a sample through the CLI ------------------------------------------------------------

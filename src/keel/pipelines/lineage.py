@@ -4,7 +4,7 @@ Nodes are URIs:
 
 - ``datasets:/<name>@<version>`` — a dataset version,
 - ``runs:/<run_id>`` — any run (a pipeline run, one of its steps, a training script),
-- ``artifacts:/<digest>`` — a step output, by content digest,
+- ``artifacts:/<digest>`` — a step output, or a version's compiled package, by content digest,
 - ``code:/<digest>`` — the code a step or pipeline ran (see ``keel.pipelines.code``),
 - ``models:/<name>/<version>`` — a registered model version,
 - ``features:/<view>@<version>`` — a feature view version a training set read.
@@ -14,7 +14,8 @@ Every hop is a stored row, read in both directions:
 - ``lineage_edges``: input → step run, step run → output, code → run, and the run that
   made a cached output → the cached step run that reused it (pipelines write them),
 - ``run_inputs``: dataset version → run (``keel.load_dataset``/``log_dataset`` in a run),
-- ``model_versions``: run → the model version registered from it (the registry).
+- ``model_versions``: run → the model version registered from it (the registry),
+- ``lineage_edges`` again: model version → its compiled packages (``keel models compile``).
 
 So a prediction's model version walks back to the step run that trained it,
 that run's inputs and code digest, the steps that made those inputs, and the

@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 import keel.registry.aliases as _aliases
 import keel.registry.approvals as _approvals
 import keel.registry.checks as _checks
+import keel.registry.compilations as _compilations
 from keel.artifacts import ArtifactStore, ManifestEntry
 from keel.config import Settings
 from keel.errors import Conflict, InvalidInput, NotFound
@@ -42,6 +43,7 @@ from keel.registry.entities import (
     AliasPolicy,
     Approval,
     ModelCheck,
+    ModelCompilation,
     ModelVersion,
     RegisteredModel,
     ResolvedModel,
@@ -587,6 +589,60 @@ class RegistryClient(TransportBound):
         with self.store.read() as conn:
             row = self.version_row(conn, name, version)
             return _checks.of_version(conn, name, row.model_id, version)
+
+    # -- compilations (keel.models.compile records them) -----------------------------------
+
+    def record_compilation(
+        self,
+        name: str,
+        version: int,
+        *,
+        target: str,
+        passed: bool,
+        package_digest: str | None,
+        report_digest: str,
+    ) -> ModelCompilation:
+        """Record a compilation of ``version`` whose report (and package) are stored already.
+
+        Also records the lineage edge from the version to the compiled package, and an
+        audit entry.
+
+        Raises:
+            NotFound: no such version, or the store lacks the report or the package.
+            InvalidInput: an unknown target, a malformed digest, or a report that is
+                not this compilation's.
+        """
+        version = _check_version(version)
+        compilation = ModelCompilation(
+            name,
+            version,
+            _compilations.check_target(target),
+            bool(passed),
+            package_digest,
+            report_digest,
+            now_ms(),
+            self._actor,
+        )
+        report = _compilations.stored_report(self.artifacts, compilation)
+        with self.store.write() as conn:
+            row = self.version_row(conn, name, version)
+            _compilations.insert(conn, row.model_id, compilation, report)
+        return compilation
+
+    def list_compilations(self, name: str, version: int) -> list[ModelCompilation]:
+        """The recorded compilations of a version, oldest first."""
+        version = _check_version(version)
+        with self.store.read() as conn:
+            row = self.version_row(conn, name, version)
+            return _compilations.of_version(conn, name, row.model_id, version)
+
+    def compiled(self, name: str, version: int, target: str) -> ModelCompilation | None:
+        """The newest compilation of ``version`` to ``target`` that passed parity, or ``None``."""
+        target = _compilations.check_target(target)
+        for compilation in reversed(self.list_compilations(name, version)):
+            if compilation.target == target and compilation.passed:
+                return compilation
+        return None
 
     # -- aliases (keel.registry.aliases) -------------------------------------------------
 

@@ -11,6 +11,7 @@ __all__ = [
     "AliasPolicy",
     "Approval",
     "ModelCheck",
+    "ModelCompilation",
     "ModelVersion",
     "RegisteredModel",
     "ResolvedModel",
@@ -162,6 +163,26 @@ class ModelCheck:
     against_version: int | None
     passed: bool
     data_digest: str
+    report_digest: str
+    created_at: int
+    created_by: str
+
+
+@dataclass(frozen=True)
+class ModelCompilation:
+    """One ``keel models compile`` of a version: the target, the parity verdict, and where
+    the compiled package and its parity report are.
+
+    ``package_digest`` is the folder manifest of the compiled package in the artifact
+    store (``None`` when the conversion itself was refused); ``report_digest`` the parity
+    report, a JSON object.
+    """
+
+    name: str
+    version: int
+    target: str
+    passed: bool
+    package_digest: str | None
     report_digest: str
     created_at: int
     created_by: str

@@ -26,6 +26,7 @@ from keel.registry.entities import (
     AliasPolicy,
     Approval,
     ModelCheck,
+    ModelCompilation,
     ModelVersion,
     RegisteredModel,
     ResolvedModel,
@@ -204,6 +205,35 @@ class RemoteRegistry(RegistryClient):
     def list_checks(self, name: str, version: int) -> list[ModelCheck]:
         return self.transport.call(
             "GET", f"{self._version(name, version)}/checks", list[ModelCheck]
+        )
+
+    # -- compilations ----------------------------------------------------------------------
+
+    def record_compilation(
+        self,
+        name: str,
+        version: int,
+        *,
+        target: str,
+        passed: bool,
+        package_digest: str | None,
+        report_digest: str,
+    ) -> ModelCompilation:
+        # the report and the package crossed already, through the blob routes
+        from keel.registry.compilations import check_target
+
+        body = {
+            "target": check_target(target),  # the same message as locally
+            "passed": passed,
+            "package_digest": package_digest,
+            "report_digest": report_digest,
+        }
+        path = f"{self._version(name, version)}/compilations"
+        return self.transport.call("POST", path, ModelCompilation, json=body)
+
+    def list_compilations(self, name: str, version: int) -> list[ModelCompilation]:
+        return self.transport.call(
+            "GET", f"{self._version(name, version)}/compilations", list[ModelCompilation]
         )
 
     # -- aliases -------------------------------------------------------------------------

@@ -59,6 +59,7 @@ __all__ = [
     "metadata",
     "metrics",
     "model_checks",
+    "model_compilations",
     "model_version_tags",
     "model_versions",
     "monitor_runs",
@@ -362,6 +363,21 @@ model_checks = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("created_by", String(256), nullable=False),
     Index("ix_model_checks_model_version", "model_id", "version", "id"),
+)
+
+model_compilations = Table(
+    "model_compilations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("registered_models.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("target", String(32), nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("package_digest", String(64)),
+    Column("report_digest", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Index("ix_model_compilations_model_version", "model_id", "version", "target", "id"),
 )
 
 # -- serving ----------------------------------------------------------------------

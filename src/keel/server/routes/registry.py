@@ -25,7 +25,7 @@ names the acting user.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field, StringConstraints
@@ -75,6 +75,17 @@ class VersionTag(BaseModel):
 
     key: TagKey
     value: TagValue
+
+
+class NewCompilation(BaseModel):
+    """A compilation whose parity report (and compiled package) the server holds already."""
+
+    target: Literal["onnx", "treelite"]
+    passed: bool
+    package_digest: Digest | None = Field(
+        default=None, description="the compiled package's folder manifest"
+    )
+    report_digest: Digest = Field(description="the stored JSON parity report")
 
 
 class NewCheck(BaseModel):
@@ -217,6 +228,31 @@ def list_checks(name: ModelName, version: Version, caller: CallerDep) -> Any:
     """The recorded checks of the version, oldest first."""
     caller.require("read", "model", name)
     return to_wire(caller.client.registry.list_checks(name, version))
+
+
+@router.post("/models/{name}/versions/{version}/compilations", status_code=201)
+def record_compilation(
+    name: ModelName, version: Version, body: NewCompilation, caller: CallerDep
+) -> Any:
+    """Record a compilation of the version; 404 when the server lacks its report or package."""
+    caller.require("write", "model", name)
+    return to_wire(
+        caller.client.registry.record_compilation(
+            name,
+            version,
+            target=body.target,
+            passed=body.passed,
+            package_digest=body.package_digest,
+            report_digest=body.report_digest,
+        )
+    )
+
+
+@router.get("/models/{name}/versions/{version}/compilations")
+def list_compilations(name: ModelName, version: Version, caller: CallerDep) -> Any:
+    """The recorded compilations of the version, oldest first."""
+    caller.require("read", "model", name)
+    return to_wire(caller.client.registry.list_compilations(name, version))
 
 
 # -- aliases ---------------------------------------------------------------------------------
