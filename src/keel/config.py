@@ -89,6 +89,9 @@ class Settings:
         online_store: where materialized features are read and written:
             ``sqlite:///path/online.db`` (default: ``<home>/features/online.db``) or
             ``redis://host:6379/0``.
+        compile_on_register: ``onnx`` or ``treelite`` compiles every model version the
+            registry registers to that target (``keel models compile``); a failure only
+            warns. Unset (the default) compiles nothing.
     """
 
     home: Path
@@ -110,6 +113,7 @@ class Settings:
     max_upload_bytes: int = 5 * 1024**3
     max_request_bytes: int = 64 * 1024**2
     online_store: str = ""
+    compile_on_register: str | None = None
 
     @property
     def trusted_type_list(self) -> list[str]:
@@ -224,10 +228,23 @@ def load_settings(home: str | os.PathLike[str] | None = None, **overrides: Any) 
         elif name in file_values:
             values[name] = _coerce(name, file_values[name], str(config_file))
 
+    _check_compile_target(values.get("compile_on_register"))
     values.setdefault("store_url", f"sqlite:///{home_path / 'keel.db'}")
     values.setdefault("artifacts_url", str(home_path / "artifacts"))
     values.setdefault("online_store", f"sqlite:///{home_path / 'features' / 'online.db'}")
     return Settings(home=home_path, **values)
+
+
+#: What ``compile_on_register`` takes (``keel.registry.compilations.TARGETS``, which sits above).
+_COMPILE_TARGETS = ("onnx", "treelite")
+
+
+def _check_compile_target(value: Any) -> None:
+    if value is not None and value not in _COMPILE_TARGETS:
+        raise InvalidInput(
+            f"setting 'compile_on_register' must be one of {', '.join(_COMPILE_TARGETS)}, "
+            f"got {value!r}; unset it to compile nothing on registration"
+        )
 
 
 _lock = threading.Lock()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -122,8 +123,15 @@ def show_command(
         return
     mv = client.find_model_version(name, version)
     approvals = client.list_approvals(mv.name, mv.version)
+    compilations = client.registry.list_compilations(mv.name, mv.version)
     if as_json:
-        print_json({**mv.to_dict(), "approvals": [a.to_dict() for a in approvals]})
+        print_json(
+            {
+                **mv.to_dict(),
+                "approvals": [a.to_dict() for a in approvals],
+                "compilations": [asdict(c) for c in compilations],
+            }
+        )
         return
     console.print(f"[bold]{mv.name} version {mv.version}[/bold]  {mv.uri}")
     console.print(f"  source   {mv.source}")
@@ -135,6 +143,13 @@ def show_command(
         console.print(f"  about    {mv.description}")
     for a in approvals:
         console.print(f"  approved for {a.alias} by {a.approver}: {a.comment or ''}")
+    for c in compilations:
+        verdict = "passed parity" if c.passed else "FAILED"
+        console.print(
+            f"  compiled {c.target}: {verdict} by {c.created_by} at {fmt_time(c.created_at)}"
+            f"  (report {c.report_digest[:12]})",
+            soft_wrap=True,
+        )
 
 
 @alias_app.command("set")
@@ -332,6 +347,76 @@ def card_command(
         console.print(Markdown(render_markdown(card)))
 
 
+@app.command("compile")
+def compile_command(
+    name: NameArg,
+    version: VersionArg = None,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", help="onnx (scikit-learn, XGBoost, LightGBM) or treelite (tree ensembles)."
+        ),
+    ] = "onnx",
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="Rows to check parity on besides the input example: .csv, .parquet or datasets:/… "
+            "(default: the reference's dataset, else the run's training table)."
+        ),
+    ] = None,
+    trust: Annotated[
+        list[str] | None,
+        typer.Option("--trust", help="A type or function the model needs, trusted for this load."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Compile a version to ONNX or treelite, check parity, and record it with the version.
+
+    The compiled form must give the same classes on 99.9% of the rows (the input
+    example and the holdout or reference data) and probabilities within 1e-5;
+    then `keel serve --runtime auto` serves it. A failed or refused compilation is
+    recorded too, with its reason, and exits 1.
+    """
+    from keel.client import Client
+    from keel.models.compile import compile_version
+
+    client = Client()
+    mv = client.find_model_version(name, version)
+    done = compile_version(mv.name, mv.version, to=to, data=data, trust=trust, client=client)
+    if as_json:
+        print_json(done.to_dict())
+        return
+    _print_parity(done.report, done.package_digest)
+
+
+def _print_parity(report: dict[str, Any], package_digest: str | None) -> None:
+    from keel.cli.output import fmt_value
+
+    def share(value: Any) -> str:
+        return "—" if value is None else f"{value:.2%}"
+
+    native, compiled = report.get("native_ms_per_row"), report.get("compiled_ms_per_row")
+    speed = f"  ({native / compiled:.1f}x)" if native and compiled else ""
+    console.print(
+        f"[bold]{report['model']} version {report['version']}[/bold] → {report['target']}: "
+        "[bold green]passed parity[/bold green]"
+    )
+    table = Table("measure", "value")
+    table.add_row("rows", str(report["rows"]))
+    table.add_row("class agreement", share(report.get("class_agreement")))
+    delta = "max |Δp|" if report.get("class_agreement") is not None else "max |Δ|"
+    table.add_row(delta, fmt_value(report.get("max_abs_diff")))
+    table.add_row(f"within {report['tolerance']:g}", share(report.get("within_tolerance")))
+    table.add_row("size", f"{report['size_bytes'] / 1024:.1f} KiB")
+    table.add_row("ms/row native → compiled", f"{native:.3g} → {compiled:.3g}{speed}")
+    console.print(table)
+    console.print(f"Rows from {'; '.join(report.get('data') or [])}", soft_wrap=True)
+    console.print(
+        f"Stored as artifacts:/{package_digest}; keel serve --runtime auto serves it",
+        soft_wrap=True,
+    )
+
+
 @app.command("convert")
 def convert_command(
     name: NameArg,
@@ -376,3 +461,71 @@ def convert_command(
         f"same on {done.rows_checked} example rows (run {done.run_id})",
         soft_wrap=True,
     )
+
+
+@app.command("export")
+def export_command(
+    name: NameArg,
+    edge: Annotated[
+        Path,
+        typer.Option(
+            "--edge",
+            help="A new or empty folder for the model, predict.py and the browser bundle.",
+        ),
+    ],
+    version: VersionArg = None,
+    no_compile: Annotated[
+        bool,
+        typer.Option(
+            "--no-compile", help="Refuse a version with no passed compilation instead of compiling."
+        ),
+    ] = False,
+    no_web: Annotated[
+        bool, typer.Option("--no-web", help="Leave out the browser bundle (web/).")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Export a version's compiled ONNX form as a self-contained folder for devices and browsers.
+
+    The folder holds model.onnx, signature.json, a predict.py that needs only
+    onnxruntime and numpy, a manifest.json of SHA-256 digests that predict.py checks,
+    and web/: a page running the model with onnxruntime-web from its own files.
+    A version with no compilation that passed parity is compiled first.
+    """
+    from keel.client import Client
+    from keel.models.edge import export_edge
+
+    mv = Client().find_model_version(name, version)
+    bundle = export_edge(
+        f"models:/{mv.name}/{mv.version}",
+        edge,
+        compile_if_needed=not no_compile,
+        web=not no_web,
+    )
+    if as_json:
+        print_json(bundle.to_dict())
+        return
+    compiled = " (compiled to ONNX first)" if bundle.compiled else ""
+    console.print(
+        f"Exported {bundle.name} version {bundle.version}{compiled} to {bundle.path}",
+        soft_wrap=True,
+    )
+    table = Table("part", "size", "one-row latency")
+    latency = "—" if bundle.predict_ms_p50 is None else f"{bundle.predict_ms_p50:.3f} ms (p50)"
+    table.add_row("model.onnx", _megabytes(bundle.model_bytes), "")
+    table.add_row("predict.py (onnxruntime)", "", latency)
+    if bundle.onnxruntime_web is not None:
+        table.add_row(
+            f"web/ runtime (onnxruntime-web {bundle.onnxruntime_web})",
+            _megabytes(bundle.web_runtime_bytes),
+            "",
+        )
+    table.add_row("total", _megabytes(bundle.total_bytes), "")
+    console.print(table)
+    console.print(f"  python {bundle.path / 'predict.py'} --example", soft_wrap=True)
+    if bundle.onnxruntime_web is not None:
+        console.print(f"  python -m http.server -d {bundle.path / 'web'}", soft_wrap=True)
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.2f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"

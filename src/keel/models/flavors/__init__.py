@@ -11,13 +11,14 @@ from keel.models.flavors.mlflow import MlflowFlavor
 from keel.models.flavors.onnx import OnnxFlavor
 from keel.models.flavors.python import PythonFlavor
 from keel.models.flavors.sklearn import SklearnFlavor
+from keel.models.flavors.treelite import TreeliteFlavor
 from keel.models.flavors.xgboost import XGBoostFlavor
 
 __all__ = ["FLAVORS", "Flavor", "detect_flavor", "get_flavor"]
 
 # Detection order matters: XGBoost and LightGBM models are scikit-learn estimators too,
 # and everything with a predict method would match the python flavor. MLflow's format
-# matches nothing: Keel loads it, never saves it.
+# and treelite checkpoints match nothing: Keel loads them, never logs them.
 FLAVORS: dict[str, Flavor] = {
     f.name: f
     for f in (
@@ -27,6 +28,7 @@ FLAVORS: dict[str, Flavor] = {
         SklearnFlavor(),
         PythonFlavor(),
         MlflowFlavor(),
+        TreeliteFlavor(),
     )
 }
 
