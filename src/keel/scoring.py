@@ -14,7 +14,11 @@ suffix). Only the columns the model needs and the ``keep_columns`` are read.
 
 The output holds the ``keep_columns`` (an id, say), then ``prediction`` — or
 ``prediction_0`` … ``prediction_<k-1>`` when the model returns ``k`` values per
-row. It is written under a temporary name in the output's folder and renamed
+row.
+
+``runtime`` is :func:`keel.load_model`'s: by default (``"auto"``) a registered
+version that has a compiled form which passed parity (``keel models compile``) is
+scored with it, else with its native package; the result says which and why. It is written under a temporary name in the output's folder and renamed
 at the end: a failure (a column the signature needs, a value that does not
 convert, Ctrl-C) leaves no output file, and an existing one untouched.
 
@@ -83,6 +87,7 @@ def predict_file(
     columns: Sequence[str] | None = None,
     keep_columns: Sequence[str] | None = None,
     progress: Progress | None = None,
+    runtime: str = "auto",
 ) -> dict[str, Any]:
     """Score every row of a Parquet or CSV file with a model and write the predictions.
 
@@ -106,11 +111,14 @@ def predict_file(
         progress: called as ``progress(rows_done, rows_total)`` as rows are
             scored, ending with ``rows_done == rows_total`` (see the module
             docstring); ``keel predict`` draws it as a progress bar.
+        runtime: what runs a registered version: ``"auto"`` (its compiled form if
+            one passed parity, else the native package), ``"native"``, ``"onnx"``
+            or ``"treelite"`` (see :func:`keel.load_model`).
 
     Returns:
-        ``{"rows", "chunks", "seconds", "rows_per_s", "output"}``: rows scored,
-        ``predict`` calls made, wall time including loading the model, and the
-        output's path.
+        ``{"rows", "chunks", "seconds", "rows_per_s", "output", "runtime",
+        "runtime_reason"}``: rows scored, ``predict`` calls made, wall time
+        including loading the model, the output's path, and what ran the model and why.
 
     Raises:
         InvalidInput: a bad argument, an unreadable or unsupported file, a missing
@@ -142,14 +150,16 @@ def predict_file(
     from keel.models import load_model
 
     uri = _pin(model_uri) if ray is not None else model_uri
-    model = load_model(uri)
+    model = load_model(uri, runtime=runtime)
     plan = _plan(model, source, wanted, keep)
     counter = _Counter(progress, source.rows)
     counter.start()
     if ray is None:
         rows, chunks = _run_local(model, source, plan, output, chunk_rows, counter)
     else:
-        rows, chunks = _run_ray(ray, str(uri), source, plan, output, chunk_rows, counter)
+        # the workers run what the driver chose, not a choice of their own
+        task = _Task(str(uri), model.runtime)
+        rows, chunks = _run_ray(ray, task, source, plan, output, chunk_rows, counter)
     counter.finish()
     seconds = time.perf_counter() - start
     return {
@@ -158,6 +168,8 @@ def predict_file(
         "seconds": seconds,
         "rows_per_s": rows / seconds if seconds > 0 else 0.0,
         "output": str(output),
+        "runtime": model.runtime,
+        "runtime_reason": model.runtime_reason,
     }
 
 
@@ -653,7 +665,15 @@ def _settings_for_workers() -> dict[str, str | None]:
 _worker_state: dict[str, Any] = {}
 
 
-def _worker_model(uri: str, conf: dict[str, str | None]) -> Any:
+@dataclass(frozen=True)
+class _Task:
+    """What a Ray task scores with: a pinned model URI and the runtime the driver chose."""
+
+    uri: str
+    runtime: str
+
+
+def _worker_model(task: _Task, conf: dict[str, str | None]) -> Any:
     """The model, loaded once per worker process and settings (the URI is pinned)."""
     if _worker_state.get("conf") != conf:
         from keel.tracking.fluent import init
@@ -666,16 +686,16 @@ def _worker_model(uri: str, conf: dict[str, str | None]) -> Any:
         )
         _worker_state.clear()
         _worker_state.update(conf=conf, models={})
-    models: dict[str, Any] = _worker_state["models"]
-    if uri not in models:
+    models: dict[_Task, Any] = _worker_state["models"]
+    if task not in models:
         from keel.models import load_model
 
-        models[uri] = load_model(uri)
-    return models[uri]
+        models[task] = load_model(task.uri, runtime=task.runtime)
+    return models[task]
 
 
 def _score_part(
-    uri: str,
+    task: _Task,
     conf: dict[str, str | None],
     part: Part,
     plan: _Plan,
@@ -683,14 +703,14 @@ def _score_part(
     out: str,
 ) -> tuple[int, int]:
     """A Ray task: score one part (consecutive row groups of a file) into the Parquet file ``out``."""
-    model = _worker_model(uri, conf)
+    model = _worker_model(task, conf)
     batches = _parquet_batches([Path(part.file)], plan.read, chunk_rows, part.row_groups)
     return _write_scored(model, _rechunk(batches, chunk_rows), plan, Path(out), "parquet", None)
 
 
 def _run_ray(
     ray: Any,
-    uri: str,
+    model: _Task,
     source: Source,
     plan: _Plan,
     output: Path,
@@ -707,7 +727,7 @@ def _run_ray(
     folder.mkdir()
     files = [folder / f"part-{i:06d}.parquet" for i in range(len(parts))]
     refs = [
-        task.remote(uri, conf, part, plan, chunk_rows, str(file))
+        task.remote(model, conf, part, plan, chunk_rows, str(file))
         for part, file in zip(parts, files, strict=True)
     ]
     chunks = 0

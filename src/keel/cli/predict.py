@@ -53,13 +53,22 @@ def predict_command(
             show_default=False,
         ),
     ] = None,
+    runtime: Annotated[
+        str,
+        typer.Option(
+            help="What runs a registered version: auto (its compiled form if one passed "
+            "parity in `keel models compile`, else the native package), native, onnx or "
+            "treelite.",
+        ),
+    ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Score every row of a file with a model and write the predictions to a new file.
 
     The output holds the --keep columns, then `prediction` (or `prediction_0` …
     for several values per row). It is written under a temporary name and
-    renamed at the end, so a failure leaves no output file.
+    renamed at the end, so a failure leaves no output file. A registered version
+    is scored with its compiled form when one passed parity (--runtime auto).
     """
     from keel.scoring import predict_file
 
@@ -72,12 +81,13 @@ def predict_command(
             executor=executor,
             keep_columns=keep or None,
             progress=bar,
+            runtime=runtime,
         )
     if as_json:
         print_json(stats)
         return
     console.print(
         f"Scored {stats['rows']:,} rows in {stats['seconds']:.2f} s "
-        f"({stats['rows_per_s']:,.0f} rows/s) → {stats['output']}",
+        f"({stats['rows_per_s']:,.0f} rows/s, {stats['runtime']} runtime) → {stats['output']}",
         soft_wrap=True,  # one line, however long the path
     )

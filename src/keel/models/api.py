@@ -47,6 +47,13 @@ from keel.models.package import (
     verify_folder,
     write_manifest,
 )
+from keel.models.runtimes import (
+    COMPILED,
+    NATIVE_REQUESTED,
+    RuntimeChoice,
+    check_runtime,
+    choose_runtime,
+)
 from keel.models.signature import Signature, enforce, infer_schema
 from keel.models.trust import loader_trust
 from keel.models.warning import warn
@@ -242,11 +249,23 @@ class LoadedModel:
         metadata: the package's ``keel-model.json`` as a dict.
         signature: the recorded signature, or ``None``.
         path: the local folder holding the verified package.
-        uri: the URI it was loaded from.
+        uri: the URI it was loaded from; for a compiled form, the version and the
+            runtime (``models:/cancer/3 (onnx)``).
+        runtime: ``"native"`` (the package as logged), ``"onnx"`` or ``"treelite"``
+            (a compiled form that passed parity; see :mod:`keel.models.runtimes`).
+        runtime_reason: why that runtime, in one short line.
     """
 
     def __init__(
-        self, native: Any, flavor: Flavor, metadata: dict[str, Any], path: Path, uri: str
+        self,
+        native: Any,
+        flavor: Flavor,
+        metadata: dict[str, Any],
+        path: Path,
+        uri: str,
+        *,
+        runtime: str = "native",
+        runtime_reason: str = NATIVE_REQUESTED,
     ) -> None:
         self._native = native
         self._flavor = flavor
@@ -254,6 +273,8 @@ class LoadedModel:
         self.metadata = metadata
         self.path = path
         self.uri = uri
+        self.runtime = runtime
+        self.runtime_reason = runtime_reason
         sig = metadata.get("signature")
         self.signature = None if sig is None else Signature.from_dict(sig)
         self._matrix: bool | None = None  # decided on the first predict
@@ -344,7 +365,7 @@ class LoadedModel:
         return self._native
 
     def __repr__(self) -> str:
-        return f"<LoadedModel {self.uri} flavor={self.flavor}>"
+        return f"<LoadedModel {self.uri} flavor={self.flavor} runtime={self.runtime}>"
 
 
 def _same_on_example(model: LoadedModel, signature: Signature) -> bool:
@@ -372,6 +393,7 @@ def load_model(
     allow_pickle: bool = False,
     trust: Sequence[str] | None = None,
     dst: str | os.PathLike[str] | None = None,
+    runtime: str = "native",
 ) -> LoadedModel:
     """Load a model package after verifying every file against its recorded digest.
 
@@ -390,10 +412,18 @@ def load_model(
             know: a trusted name may be imported and called when the model loads.
         dst: download the package into this (new or empty) folder instead of
             the cache under ``<home>/cache/models``.
+        runtime: for a ``models:/`` URI, ``"native"`` loads the version's package as
+            logged; ``"onnx"`` or ``"treelite"`` its newest compiled form of that
+            target that passed parity (``keel models compile``); ``"auto"`` onnx,
+            else treelite, else native. Other URIs load as logged under
+            ``"native"`` and ``"auto"``. The model's :attr:`~LoadedModel.runtime`
+            and :attr:`~LoadedModel.runtime_reason` say what was chosen and why.
 
     Raises:
-        InvalidInput: a malformed URI.
-        NotFound: no run, or no package at that path.
+        InvalidInput: a malformed URI, an unknown ``runtime``, or a compiled runtime
+            asked for a URI that is not a registered version.
+        NotFound: no run, or no package at that path; or no compilation to the
+            ``runtime`` asked for passed parity (the message names the command).
         PermissionDenied: a pickled package without ``allow_pickle=True``, or a
             package that needs a type or function nothing trusts (the message
             names them and the ``trust=``, ``--trust`` or setting that trusts them).
@@ -405,22 +435,44 @@ def load_model(
     if text is None:
         raise InvalidInput(f"expected a model URI string, got {type(uri).__name__}")
     trusted = loader_trust(trust)
+    runtime = check_runtime(runtime)
     scheme = scheme_of(text)
+    choice = RuntimeChoice("native", NATIVE_REQUESTED)
+    if scheme != MODELS and runtime in COMPILED:
+        raise InvalidInput(
+            f"runtime={runtime!r} loads the compiled form of a registered version "
+            f"(models:/<name>/<version>), got {text!r}; register the model, then run "
+            f"`keel models compile NAME VERSION --to {runtime}`"
+        )
+    if scheme != MODELS and runtime == "auto":
+        choice = RuntimeChoice("native", "not a registered version: loaded as logged")
     if scheme == MODELS:
-        from keel.registry import resolve_model
+        from keel.client import Client
 
         # A registered version pins its files; load those, not whatever the run holds now.
-        resolved = resolve_model(text)
-        where = f"{text} ({resolved.runs_uri})"
+        client = Client()
+        resolved = client.resolve_model(text)
+        where, pinned = f"{text} ({resolved.runs_uri})", resolved.manifest_digest
+        if runtime != "native" and resolved.name is not None and resolved.version is not None:
+            choice = choose_runtime(client.registry, resolved.name, resolved.version, runtime)
+        if choice.package_digest is not None:  # the compiled form lives in the same store
+            text = f"models:/{resolved.name}/{resolved.version} ({choice.runtime})"
+            where, pinned = text, choice.package_digest
         package, flavor = _fetch_package(
             where,
             resolved.run_id,
             resolved.artifact_path,
-            resolved.manifest_digest,
+            pinned,
             allow_pickle,
             trusted,
             dst,
         )
+        if choice.package_digest is not None and flavor.name != choice.runtime:
+            raise IntegrityError(
+                f"{where}: the compiled package is of flavor {flavor.name!r}, not "
+                f"{choice.runtime!r} as its compilation recorded; nothing was loaded. "
+                "Compile the version again"
+            )
     elif scheme == RUNS:
         run = parse_run_uri(text, path=True)
         path = _check_artifact_path(run.path)
@@ -441,7 +493,15 @@ def load_model(
         )
     with _naming(text):
         native = flavor.load(package, allow_pickle=allow_pickle, trust=trusted)
-    return LoadedModel(native, flavor, package.metadata, package.folder, text)
+    return LoadedModel(
+        native,
+        flavor,
+        package.metadata,
+        package.folder,
+        text,
+        runtime=choice.runtime,
+        runtime_reason=choice.reason,
+    )
 
 
 @contextlib.contextmanager

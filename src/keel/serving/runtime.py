@@ -33,9 +33,11 @@ if TYPE_CHECKING:
     from keel.client import Client
 
 
-__all__ = ["ModelHandle", "RoutingTable", "Runtime"]
+__all__ = ["ModelHandle", "RoutingTable", "Runtime", "served_by"]
 
 log = logging.getLogger("keel.serving")
+#: The v2 ``platform`` of a compiled runtime (``onnxruntime_onnx`` is Triton's own name).
+_PLATFORMS = {"onnx": "onnxruntime_onnx", "treelite": "treelite"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,26 @@ class ModelHandle:
     @property
     def signature(self) -> Any:
         return getattr(self.model, "signature", None)
+
+    @property
+    def runtime(self) -> str:
+        """What runs the version: ``native``, ``onnx`` or ``treelite``."""
+        return str(getattr(self.model, "runtime", "native"))
+
+    @property
+    def runtime_reason(self) -> str:
+        """Why that runtime (``compiled onnx passed parity (max |Δp| 3.1e-07)``)."""
+        return str(getattr(self.model, "runtime_reason", "native runtime requested"))
+
+    @property
+    def platform(self) -> str:
+        """The v2 metadata ``platform``: Triton's name for ONNX, else ``keel-<flavor>``."""
+        compiled = _PLATFORMS.get(self.runtime)
+        return compiled or f"keel-{getattr(self.model, 'flavor', 'python')}"
+
+    def served_by(self) -> str:
+        """One line for logs and ``keel serve``: the version, its runtime and why."""
+        return f"{self.model_name}/{self.version} served by {self.runtime}: {self.runtime_reason}"
 
 
 @dataclass(frozen=True)
@@ -103,6 +125,10 @@ class Runtime:
             ``trusted_types`` setting (``keel serve --trust``).
         allow_pickle: let the default loader unpickle models stored as pickles
             (``keel serve --allow-pickle``).
+        runtime: what the default loader runs each version with (``keel serve
+            --runtime``): ``auto`` (a compiled form that passed parity, else the
+            native package), ``native``, ``onnx`` or ``treelite`` (see
+            :mod:`keel.models.runtimes`).
     """
 
     def __init__(
@@ -115,8 +141,10 @@ class Runtime:
         loader: Callable[[str], Any] | None = None,
         trust: Sequence[str] = (),
         allow_pickle: bool = False,
+        runtime: str = "auto",
     ) -> None:
         from keel.client import Client
+        from keel.models.runtimes import check_runtime
 
         self.name = name
         self.implicit_spec = spec
@@ -126,6 +154,7 @@ class Runtime:
         self._loader = loader
         self.trust = tuple(trust)
         self.allow_pickle = allow_pickle
+        self.runtime = check_runtime(runtime)
         self._cache: dict[tuple[str, int], ModelHandle] = {}
         self._table: RoutingTable | None = None
         self._features: ServedFeatures | None = None
@@ -147,10 +176,14 @@ class Runtime:
                 from keel.models import load_model
 
                 loaded = load_model(
-                    f"models:/{model}/{version}", trust=self.trust, allow_pickle=self.allow_pickle
+                    f"models:/{model}/{version}",
+                    trust=self.trust,
+                    allow_pickle=self.allow_pickle,
+                    runtime=self.runtime,
                 )
             _warm_up(loaded, f"{model}/{version}")
             handle = self._cache[key] = ModelHandle(model, version, loaded)
+            log.info("keel: %s", handle.served_by())
         return handle
 
     def _spec(self) -> tuple[int, DeploymentSpec]:
@@ -286,7 +319,25 @@ def _same(a: RoutingTable, b: RoutingTable) -> bool:
 
 
 def describe(table: RoutingTable) -> str:
-    parts = [f"{h.model_name}/{h.version} ({route.weight}%)" for _, route, h in table.routes]
+    parts = [
+        f"{h.model_name}/{h.version} ({route.weight}%, {h.runtime})" for _, route, h in table.routes
+    ]
     if table.shadow is not None:
-        parts.append(f"shadow {table.shadow.model_name}/{table.shadow.version}")
+        parts.append(
+            f"shadow {table.shadow.model_name}/{table.shadow.version} ({table.shadow.runtime})"
+        )
     return ", ".join(parts)
+
+
+def served_by(table: RoutingTable) -> list[str]:
+    """One line per version the table serves (routes, then the shadow): its runtime and why."""
+    handles = [h for _, _, h in table.routes]
+    if table.shadow is not None:
+        handles.append(table.shadow)
+    seen: set[tuple[str, int]] = set()
+    lines = []
+    for handle in handles:
+        if (handle.model_name, handle.version) not in seen:
+            seen.add((handle.model_name, handle.version))
+            lines.append(handle.served_by())
+    return lines
