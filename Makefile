@@ -31,8 +31,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(DEMO_STAMP)
 	$(BIN)/keel demo
 
-test: $(STAMP) .venv-kserve/.installed .venv-mlflow/.installed browser
-	$(BIN)/ruff check src tests bench examples
+test: $(STAMP) .venv-kserve/.installed .venv-mlflow/.installed browser web-runtime
+	$(BIN)/ruff check src tests bench examples scripts
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
@@ -44,6 +44,16 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is not installed: the browser tests will skip (apt-get install chromium)"; fi; }
 
+# onnxruntime-web for the browser bundle of `keel models export --edge`, from the npm registry
+# at build time (checked against its pinned integrity); the page never loads it from a CDN.
+# Without npm, the export refuses only the browser part and its tests skip, saying why.
+WEB_RUNTIME := src/keel/models/edge/web_runtime/onnxruntime-web.json
+.PHONY: web-runtime
+web-runtime: $(STAMP)
+	@test -f $(WEB_RUNTIME) || { \
+	  if command -v npm >/dev/null 2>&1; then $(BIN)/python scripts/fetch_onnxruntime_web.py; \
+	  else echo "npm is not installed: the edge browser bundle and its tests will skip"; fi; }
+
 # KServe's own Python client, to test Keel's server with it: its pins (pandas<3) clash with ours.
 .venv-kserve/.installed:
 	$(PYTHON) -m venv .venv-kserve
@@ -54,8 +64,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples scripts
+	$(BIN)/ruff format --check src tests bench examples scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -103,6 +113,7 @@ bench: $(STAMP) bench-venvs
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/data.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/edge.py
 
 # The feature store against Feast: Redis at 127.0.0.1:6379, about 10 minutes. Feast's join at
 # full scale needs more than the 14 GB the bench allows it (--max-rss-gb); `--scale 0.5` compares it.
