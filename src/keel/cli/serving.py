@@ -254,14 +254,38 @@ def serve_command(
             "makes them safe instead.",
         ),
     ] = False,
+    runtime: Annotated[
+        str,
+        typer.Option(
+            help="What runs each version: auto (its compiled form if one passed parity in "
+            "`keel models compile`, else the native package), native, onnx or treelite.",
+        ),
+    ] = "auto",
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Also serve the Open Inference Protocol v2 over gRPC on this port (KServe's "
+            "grpc_predict_v2.proto, as tritonclient's gRPC client speaks it), from the same "
+            "models, logs and metrics; one worker.",
+        ),
+    ] = None,
 ) -> None:
     """Serve a deployment over HTTP: Open Inference Protocol v2, /invocations, KServe v1, /metrics."""
     from keel.errors import InvalidInput
+    from keel.models.runtimes import RUNTIMES
     from keel.models.trust import check_names
+    from keel.serving.runtime import Runtime, served_by
     from keel.serving.server import serve
 
     if workers < 1:
         raise InvalidInput(f"--workers must be at least 1, got {workers}")
+    if runtime not in RUNTIMES:
+        raise InvalidInput(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+
+    def announce(loaded: Runtime) -> None:
+        for line in served_by(loaded.table):
+            console.print(line, soft_wrap=True, highlight=False)
+
     console.print(
         f"Serving {target} on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})"
     )
@@ -273,6 +297,8 @@ def serve_command(
         console.print(f"Tokens required (predict, feedback scopes), checked by {checker}")
     if metrics_port is not None:
         console.print(f"Metrics on http://{host}:{metrics_port}/metrics")
+    if grpc_port is not None:
+        console.print(f"v2 gRPC on {host}:{grpc_port}")
     serve(
         target,
         host=host,
@@ -283,6 +309,9 @@ def serve_command(
         auth=auth,
         metrics_port=metrics_port,
         allow_pickle=allow_pickle,
+        runtime=runtime,
+        announce=announce,
+        grpc_port=grpc_port,
     )
 
 

@@ -78,7 +78,7 @@ from keel.serving.openapi import (
 )
 from keel.serving.runtime import ModelHandle, RoutingTable, Runtime
 
-__all__ = ["MAX_BODY_BYTES", "Unprocessable", "create_app"]
+__all__ = ["MAX_BODY_BYTES", "Unprocessable", "create_app", "logged_io"]
 
 log = logging.getLogger("keel.serving")
 _SHADOW_MAX_PENDING = 64
@@ -120,6 +120,8 @@ class ServingApp:
         authenticator: Authenticator | None = None,
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
+        grpc_port: int | None = None,
+        grpc_host: str = "127.0.0.1",
     ) -> None:
         from keel.config import get_settings
 
@@ -131,6 +133,9 @@ class ServingApp:
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
         self._metrics_server: Any = None
+        self.grpc_port = grpc_port
+        self.grpc_host = grpc_host
+        self._grpc_server: Any = None
         self.max_elements = (
             get_settings().max_request_elements
             if max_request_elements is None
@@ -274,8 +279,16 @@ class ServingApp:
             )
         self.runtime.start()
         try:
+            if self.grpc_port is not None:  # on this event loop, beside HTTP
+                from keel.serving.grpc import start_grpc_server
+
+                self._grpc_server = await start_grpc_server(self, self.grpc_host, self.grpc_port)
             yield
         finally:
+            if self._grpc_server is not None:  # first: its calls in flight still log
+                from keel.serving.grpc import STOP_GRACE_SECONDS
+
+                await self._grpc_server.stop(STOP_GRACE_SECONDS)
             self.runtime.stop()
             if self._metrics_server is not None:
                 self._metrics_server.shutdown()
@@ -451,13 +464,7 @@ class ServingApp:
             latency_ms=latency,
             n=n,
         )
-        block = None
-        names = _input_names(handle, data)
-        if names is not None:
-            block = Block(_prefixed(names), data)
-        else:
-            columns.update(log_columns("input", data, n))
-        columns.update(log_columns("output", output, n))
+        block = logged_io(handle, data, output, n, columns)
         logger.log(self.deployment, columns, n, block)
 
     def _record_error(
@@ -547,17 +554,23 @@ class ServingApp:
 
     async def model_metadata(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
+        return _json(200, self.v2_metadata(name, version))
+
+    def v2_metadata(self, name: str, version: str | None) -> dict[str, Any]:
+        """A model's v2 metadata, for HTTP and gRPC (NotFound for a model not served)."""
         _, handle = self.handle_for(name, version)
         versions = sorted({str(h.version) for _, _, h in self.runtime.table.routes})
-        return _json(
-            200,
-            {
-                "name": self.deployment if name == self.deployment else name,
-                "versions": versions,
-                "platform": f"keel-{handle.model.flavor}",
-                **_v2_tensors(handle.signature),
+        return {
+            "name": self.deployment if name == self.deployment else name,
+            "versions": versions,
+            "platform": handle.platform,
+            **_v2_tensors(handle.signature),
+            # not in the v2 schema, whose clients ignore what they do not know
+            "parameters": {
+                "keel_runtime": handle.runtime,
+                "keel_runtime_reason": handle.runtime_reason,
             },
-        )
+        }
 
     async def model_ready(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
@@ -569,10 +582,11 @@ class ServingApp:
         started = time.perf_counter()
         name, version = request.path_params["name"], request.path_params.get("version")
         table = self.runtime.table
+        pinned = None
         if version is None:
             self._check_name(table, name)  # 404 before reading a byte of the body
         else:
-            route, handle = self.handle_for(name, version)
+            pinned = self.handle_for(name, version)
         body = await _read_body(request)
         parsed = p.parse_v2(
             body,
@@ -580,14 +594,9 @@ class ServingApp:
             max_elements=self.max_elements,
         )
         request_id = parsed.id or _request_id(request)
-        if version is None:
-            route, handle = table.choose(request_id)
-        # Shaped for the version that answers: a canary may order its columns differently.
-        if table.features is None:
-            data = p.to_model_input(parsed, handle.signature)
-        else:  # keys and request data, not the signature's columns
-            data = v2_columns(parsed)
-        output, notes = await self._predict(table, route, handle, request_id, data, "v2", started)
+        handle, output, notes = await self.predict_v2(
+            table, pinned, parsed, request_id, "v2", started
+        )
         payload, headers = p.encode_v2_response(
             name, str(handle.version), request_id, output, parsed.binary_output
         )
@@ -597,6 +606,41 @@ class ServingApp:
         return Response(
             payload, media_type="application/octet-stream" if binary else _JSON, headers=headers
         )
+
+    async def predict_v2(
+        self,
+        table: RoutingTable,
+        pinned: tuple[str, ModelHandle] | None,
+        parsed: p.V2Request,
+        request_id: str,
+        protocol: str,
+        started: float,
+    ) -> tuple[ModelHandle, Any, dict[str, str]]:
+        """Route a parsed v2 request, predict, log and shadow: HTTP's infer and gRPC's ModelInfer.
+
+        Args:
+            table: the routing table the request started with.
+            pinned: ``(route, handle)`` when the request named a version; None routes it
+                by weight (sticky per ``request_id``).
+            parsed: the request's tensors.
+            request_id: the id its prediction rows are logged under.
+            protocol: the ``protocol`` label of its metrics (``v2``, ``grpc``).
+            started: ``time.perf_counter()`` when it arrived.
+
+        Returns:
+            the handle that answered, its output, and the notes to send back (the
+            ``x-keel-ignored-inputs`` count).
+        """
+        route, handle = pinned or table.choose(request_id)
+        # Shaped for the version that answers: a canary may order its columns differently.
+        if table.features is None:
+            data = p.to_model_input(parsed, handle.signature)
+        else:  # keys and request data, not the signature's columns
+            data = v2_columns(parsed)
+        output, notes = await self._predict(
+            table, route, handle, request_id, data, protocol, started
+        )
+        return handle, output, notes
 
     async def feedback(self, request: Request) -> Response:
         self.handle_for(request.path_params["name"], None)
@@ -665,6 +709,8 @@ def create_app(
     authenticator: Authenticator | None = None,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    grpc_port: int | None = None,
+    grpc_host: str = "127.0.0.1",
 ) -> Starlette:
     """The app serving ``runtime``'s deployment.
 
@@ -681,6 +727,9 @@ def create_app(
             (``keel serve --auth``); None leaves every route open.
         metrics_port: serve ``/metrics`` on this port (of ``metrics_host``) instead of
             next to the models.
+        grpc_port: also serve the v2 protocol over gRPC on this port (of ``grpc_host``),
+            in this process and on the same models, logs and metrics
+            (see :mod:`keel.serving.grpc`).
     """
     return ServingApp(
         runtime,
@@ -691,6 +740,8 @@ def create_app(
         authenticator=authenticator,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
+        grpc_port=grpc_port,
+        grpc_host=grpc_host,
     ).build()
 
 
@@ -704,6 +755,29 @@ async def _read_body(request: Request) -> bytes:
 
 def _request_id(request: Request) -> str:
     return p.check_request_id(request.headers.get("x-request-id") or uuid.uuid4().hex)
+
+
+def logged_io(
+    handle: ModelHandle, data: Any, output: Any, n: int, columns: dict[str, Any]
+) -> Block | None:
+    """Add the inputs and outputs of ``n`` answered rows to their prediction-log ``columns``.
+
+    The one rule for what a prediction row holds of a request, shared by every path that
+    serves a deployment (HTTP here, ``keel stream``): inputs that are a 2-D array in
+    ``handle``'s signature order come back as a block (no copy per column), any other
+    inputs and the outputs are added to ``columns``.
+
+    Returns:
+        the block to pass to ``PredictionLogger.log``, or None.
+    """
+    names = _input_names(handle, data)
+    block = None
+    if names is not None:
+        block = Block(_prefixed(names), data)
+    else:
+        columns.update(log_columns("input", data, n))
+    columns.update(log_columns("output", output, n))
+    return block
 
 
 def _input_names(handle: ModelHandle, data: Any) -> tuple[str, ...] | None:

@@ -33,6 +33,7 @@ from keel.errors import InvalidInput
 __all__ = [
     "V2_DATATYPES",
     "V2Request",
+    "check_v2_input",
     "encode_v2_response",
     "parse_feedback",
     "parse_invocations",
@@ -40,7 +41,10 @@ __all__ = [
     "parse_v2",
     "to_jsonable",
     "to_model_input",
+    "v2_array",
     "v2_datatype",
+    "v2_output",
+    "v2_raw",
 ]
 
 #: v2 datatype → NumPy dtype.
@@ -145,7 +149,7 @@ def _decode_bytes_tensor(raw: bytes, count: int, name: str) -> np.ndarray:
     if count * 4 > len(raw):  # before allocating: the shape must fit the bytes sent
         raise InvalidInput(
             f"input {name!r}: its shape declares {count} BYTES elements, which take at least "
-            f"{count * 4} bytes (a 4-byte length each), but binary_data_size is {len(raw)}"
+            f"{count * 4} bytes (a 4-byte length each), but its binary data has {len(raw)} bytes"
         )
     out = np.empty(count, dtype=object)
     pos = 0
@@ -256,64 +260,116 @@ def parse_v2(
     for n, item in enumerate(raw_inputs):
         if not isinstance(item, Mapping):
             raise InvalidInput(f"inputs[{n}] must be an object with name, shape, datatype and data")
-        name, shape, datatype = item.get("name"), item.get("shape"), item.get("datatype")
-        if not isinstance(name, str) or not name:
-            raise InvalidInput(f"inputs[{n}] needs a string name")
-        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-            raise InvalidInput(f"input {name!r} needs a shape: a list of non-negative integers")
-        if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
-            raise InvalidInput(
-                f"input {name!r} has datatype {datatype!r}; expected one of {', '.join(V2_DATATYPES)}"
-            )
-        count = math.prod(shape)  # exact: np.prod wraps around on large shapes
+        name, shape, datatype, count = check_v2_input(
+            n, item.get("name"), item.get("shape"), item.get("datatype"), declared, max_elements
+        )
         declared += count
-        if max_elements is not None and declared > max_elements:
-            raise InvalidInput(
-                f"input {name!r} has shape {shape}: the request declares {declared} elements "
-                f"or more, over the limit of {max_elements} per request "
-                "(the max_request_elements setting); split it into smaller requests"
-            )
-        dtype = V2_DATATYPES[datatype]
         params = item.get("parameters") or {}
         size = params.get("binary_data_size") if isinstance(params, Mapping) else None
+        raw = None
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
                 raise InvalidInput(f"input {name!r}: binary_data_size does not fit the binary body")
             raw = binary[offset : offset + size]
             offset += size
-            if datatype == "BYTES":
-                array = _decode_bytes_tensor(raw, count, name)
-            else:
-                if size != count * dtype.itemsize:
-                    raise InvalidInput(
-                        f"input {name!r}: shape {shape} of {datatype} needs {count * dtype.itemsize} bytes, got {size}"
-                    )
-                array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
-        else:
-            data = item.get("data")
-            if data is None:
-                raise InvalidInput(f"input {name!r} has no data")
-            try:
-                array = np.asarray(data, dtype=dtype if datatype != "BYTES" else object)
-            except (ValueError, TypeError, OverflowError):
-                raise InvalidInput(
-                    f"input {name!r}: data does not fit datatype {datatype}"
-                ) from None
-            if datatype == "BYTES":  # a null stays missing, not the string "None"
-                array = np.array(
-                    [v if v is None or isinstance(v, str) else str(v) for v in array.ravel()],
-                    dtype=object,
-                )
-            if array.size != count:
-                raise InvalidInput(
-                    f"input {name!r}: shape {shape} holds {count} values but data has {array.size}"
-                )
-        inputs[name] = array.reshape(shape) if shape else array.reshape(())
+        inputs[name] = v2_array(name, shape, datatype, count, raw=raw, data=item.get("data"))
     if len({i.get("name") for i in raw_inputs}) != len(raw_inputs):
         raise InvalidInput("v2 input names must be unique")
     request = V2Request(None, inputs, None, False)
     _v2_options(doc, request)
     return request
+
+
+def check_v2_input(
+    n: int, name: Any, shape: Any, datatype: Any, declared: int, max_elements: int | None
+) -> tuple[str, list[int], str, int]:
+    """Check one v2 input's name, shape and datatype, and count the elements it declares.
+
+    Shared by every v2 wire format (JSON, binary tensors, gRPC), so each says the same
+    about the same mistake.
+
+    Args:
+        n: the input's position in the request.
+        name: its name.
+        shape: its shape, a list of non-negative integers.
+        datatype: its v2 datatype.
+        declared: the elements the inputs before it declare.
+        max_elements: the most elements the request may declare in all (None: no cap).
+
+    Returns:
+        the name, shape and datatype, checked, and the number of elements.
+
+    Raises:
+        InvalidInput: what is wrong, before anything is allocated for the input.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(f"inputs[{n}] needs a string name")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise InvalidInput(f"input {name!r} needs a shape: a list of non-negative integers")
+    if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
+        raise InvalidInput(
+            f"input {name!r} has datatype {datatype!r}; expected one of {', '.join(V2_DATATYPES)}"
+        )
+    count = math.prod(shape)  # exact: np.prod wraps around on large shapes
+    if max_elements is not None and declared + count > max_elements:
+        raise InvalidInput(
+            f"input {name!r} has shape {shape}: the request declares {declared + count} elements "
+            f"or more, over the limit of {max_elements} per request "
+            "(the max_request_elements setting); split it into smaller requests"
+        )
+    return name, shape, datatype, count
+
+
+def v2_array(
+    name: str,
+    shape: list[int],
+    datatype: str,
+    count: int,
+    *,
+    raw: bytes | None = None,
+    data: Any = None,
+) -> np.ndarray:
+    """One checked v2 input as an array of its shape.
+
+    Args:
+        name: the input's name (for messages).
+        shape: its shape, checked by :func:`check_v2_input`.
+        datatype: its v2 datatype, checked likewise.
+        count: the elements its shape declares.
+        raw: its raw little-endian bytes (binary tensor data, gRPC raw contents); a
+            ``BYTES`` element is a 4-byte length and then its bytes.
+        data: its values otherwise (a JSON list, nested or flat; strings for ``BYTES``).
+
+    Raises:
+        InvalidInput: the values do not fit the shape or the datatype.
+    """
+    dtype = V2_DATATYPES[datatype]
+    if raw is not None:
+        if datatype == "BYTES":
+            array = _decode_bytes_tensor(raw, count, name)
+        else:
+            if len(raw) != count * dtype.itemsize:
+                raise InvalidInput(
+                    f"input {name!r}: shape {shape} of {datatype} needs {count * dtype.itemsize} bytes, got {len(raw)}"
+                )
+            array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
+    else:
+        if data is None:
+            raise InvalidInput(f"input {name!r} has no data")
+        try:
+            array = np.asarray(data, dtype=dtype if datatype != "BYTES" else object)
+        except (ValueError, TypeError, OverflowError):
+            raise InvalidInput(f"input {name!r}: data does not fit datatype {datatype}") from None
+        if datatype == "BYTES":  # a null stays missing, not the string "None"
+            array = np.array(
+                [v if v is None or isinstance(v, str) else str(v) for v in array.ravel()],
+                dtype=object,
+            )
+        if array.size != count:
+            raise InvalidInput(
+                f"input {name!r}: shape {shape} holds {count} values but data has {array.size}"
+            )
+    return array.reshape(shape) if shape else array.reshape(())
 
 
 def _v2_options(doc: Mapping[str, Any], request: V2Request) -> None:
@@ -368,7 +424,8 @@ def to_model_input(request: V2Request, signature: Any) -> Any:
     single 2-D input whose width matches the number of columns (by position).
     Tensor signature: arrays by name (or the only one). A request parsed as one
     matrix whose names are exactly the signature's columns stays one 2-D array
-    (columns in signature order), which the model's own checks accept as is.
+    (columns in signature order), which the model's own checks accept as is; so
+    does a single numeric ``[N, k]`` input whose dtype the signature takes unchanged.
     """
     import pandas as pd
 
@@ -394,6 +451,12 @@ def to_model_input(request: V2Request, signature: Any) -> Any:
                     f"input {name!r} has shape {list(only.shape)}; expected one input per column "
                     f"({', '.join(columns[:8])}{'…' if len(columns) > 8 else ''}) or one [N, {len(columns)}] input"
                 )
+            from keel.models.signature import matrix_fits
+
+            if matrix_fits(signature.inputs, only.dtype):
+                # by position, as the frame below would be; without building a frame per
+                # request (a model predicts a frame of one row several times slower)
+                return only
             return pd.DataFrame(only, columns=columns)
     frame: dict[str, Any] = {}
     lengths = set()
@@ -465,6 +528,19 @@ def to_jsonable(predictions: Any) -> list[Any]:
     return list(array.tolist()) if array.ndim else [array.item()]
 
 
+def v2_output(predictions: Any) -> tuple[np.ndarray, str]:
+    """A model's output as a v2 tensor: its array and datatype (strings and objects: BYTES)."""
+    array = np.asarray(predictions)
+    return array, "BYTES" if array.dtype.kind in "OUS" else v2_datatype(array.dtype)
+
+
+def v2_raw(array: np.ndarray, datatype: str) -> bytes:
+    """A v2 tensor's raw bytes: little-endian values, or for BYTES a 4-byte length before each."""
+    if datatype == "BYTES":
+        return b"".join(len(b := str(v).encode()).to_bytes(4, "little") + b for v in array.ravel())
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
 def encode_v2_response(
     model_name: str,
     version: str,
@@ -474,19 +550,13 @@ def encode_v2_response(
     output_name: str = "predict",
 ) -> tuple[bytes, dict[str, str]]:
     """A v2 response body (JSON, or JSON plus binary) and the extra headers it needs."""
-    array = np.asarray(predictions)
-    datatype = "BYTES" if array.dtype.kind in "OUS" else v2_datatype(array.dtype)
+    array, datatype = v2_output(predictions)
     output: dict[str, Any] = {"name": output_name, "shape": list(array.shape), "datatype": datatype}
     head: dict[str, Any] = {"model_name": model_name, "model_version": version, "outputs": [output]}
     if request_id is not None:
         head["id"] = request_id
     if binary:
-        if datatype == "BYTES":
-            raw = b"".join(
-                len(b := str(v).encode()).to_bytes(4, "little") + b for v in array.ravel()
-            )
-        else:
-            raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        raw = v2_raw(array, datatype)
         output["parameters"] = {"binary_data_size": len(raw)}
         header = orjson.dumps(head)
         return header + raw, {"Inference-Header-Content-Length": str(len(header))}
