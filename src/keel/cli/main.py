@@ -63,6 +63,7 @@ _COMMANDS = {
     "predict": ("keel.cli.predict", "predict_command"),
     "drift": ("keel.cli.monitor", "drift_command"),
     "ui": ("keel.cli.ui", "ui_command"),
+    "stream": ("keel.cli.stream", "stream_command"),
 }
 _ROOT_OPTIONS_WITH_VALUES = ("--home", "--server")
 #: Commands that only read. Run where no home exists they fail, saying where they looked,
