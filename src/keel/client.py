@@ -17,7 +17,7 @@ from keel.data.client import data_part
 from keel.registry.client import UNSET
 from keel.registry.remote import registry_for
 from keel.tracking.remote import tracking_for
-from keel.transport import Transport, TransportBound, local_or
+from keel.transport import LocalTransport, Transport, TransportBound, local_or
 
 if TYPE_CHECKING:
     import os
@@ -400,9 +400,21 @@ class Client(TransportBound):
     ) -> ModelVersion:
         """Register the model package at ``source`` (``runs:/<run_id>/<path>``) as a new version.
 
-        See :meth:`RegistryClient.create_model_version`.
+        See :meth:`RegistryClient.create_model_version`. With the ``compile_on_register``
+        setting, the version is then compiled to that target
+        (:func:`keel.models.compile.compile_on_register`); a failure warns and leaves the
+        version registered. Through ``keel server`` the server's setting decides.
         """
-        return self.registry.create_model_version(name, source, description=description, tags=tags)
+        version = self.registry.create_model_version(
+            name, source, description=description, tags=tags
+        )
+        if self.transport.settings.compile_on_register and isinstance(
+            self.transport, LocalTransport
+        ):
+            from keel.models.compile import compile_on_register
+
+            compile_on_register(self, version)  # after the commit; a failure only warns
+        return version
 
     def get_model_version(self, name: str, version: int) -> ModelVersion:
         """See :meth:`RegistryClient.get_model_version`."""

@@ -297,10 +297,6 @@ class RegistryClient(TransportBound):
         Registering the same bytes from the same source again returns the
         version that holds them, so a retried call never makes a twin.
 
-        With the ``compile_on_register`` setting, a new version is then compiled to
-        that target (:func:`keel.models.compile.compile_version`); a failure warns
-        and leaves the version registered.
-
         Raises:
             Conflict: that version exists but ``description`` or ``tags`` differ from it.
         """
@@ -406,10 +402,6 @@ class RegistryClient(TransportBound):
             self._actor,
             tag_values,
         )
-        if self.kind == "model" and self.settings.compile_on_register:
-            from keel.models.compile import compile_on_register
-
-            compile_on_register(self, registered)  # after the commit; a failure only warns
         return registered
 
     def _same_version(

@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
     from keel.client import Client
     from keel.models.api import LoadedModel
-    from keel.registry.client import RegistryClient
     from keel.registry.entities import ModelCompilation, ModelVersion
 
 __all__ = ["CompileResult", "compile_on_register", "compile_version"]
@@ -176,21 +175,23 @@ def compile_version(
     return CompileResult(compilation, report, package.digest)
 
 
-def compile_on_register(registry: RegistryClient, version: ModelVersion) -> None:
+def compile_on_register(client: Client, version: ModelVersion) -> None:
     """Compile a just-registered version when the ``compile_on_register`` setting asks.
 
-    A failure only warns: the version is registered, and serves natively.
+    A version that already has a compilation to the target (the same package registered
+    again answers the version that holds it) is left alone. A failure only warns: the
+    version is registered, and serves natively.
     """
-    target = registry.settings.compile_on_register
+    target = client.transport.settings.compile_on_register
     if not target:
         return
-    from keel.client import Client
     from keel.models.warning import warn
 
+    done = client.registry.list_compilations(version.name, version.version)
+    if any(c.target == target for c in done):
+        return
     try:
-        compile_version(
-            version.name, version.version, to=target, client=Client(transport=registry.transport)
-        )
+        compile_version(version.name, version.version, to=target, client=client)
     except Exception as exc:  # registration stands whatever the compiler does
         warn(
             f"{version.uri} is registered, but compiling it to {target} on registration "

@@ -167,7 +167,7 @@ def create_model_version(name: ModelName, body: NewVersion, caller: CallerDep) -
     if isinstance(parsed, RunURI):
         _require_run_read(caller, parsed.run_id)
     return to_wire(
-        caller.client.registry.create_model_version(
+        caller.client.create_model_version(  # the client's, which may also compile it
             name, body.source, description=body.description, tags=body.tags
         )
     )
