@@ -1,46 +1,79 @@
-"""Serving one-row requests: Keel vs a bare Starlette floor vs ``mlflow models serve``.
+"""Serving one-row requests: Keel (native, ONNX, gRPC) vs a Starlette floor vs MLflow.
 
 What is measured
 ----------------
 One model, one worker process per server, one-row requests from ``C``
 concurrent keep-alive connections (default 8) for ``D`` seconds (default 10)
 after a 2-second warm-up: requests per second, and the median (p50) and p99
-latency seen by the load generator. The model is a scikit-learn
+latency seen by the load generator; and, from the server's side, its CPU
+time per request ("CPU ms/req": the CPU time of all the server's processes
+and threads from the start of the warm-up until it is idle again, divided by
+the requests it answered), which other work on the machine disturbs far less
+than requests per second. The model is a scikit-learn
 ``HistGradientBoostingClassifier(random_state=0)`` fitted on the
 breast_cancer data (569 rows, 30 float features); every request carries the
-same known row, and every answer must be a 2xx (non-2xx answers and socket
-errors are counted and printed, and make the run exit 1).
+same known row, and every answer must be a 2xx (non-2xx answers, gRPC errors
+and socket errors are counted and printed, and make the run exit 1).
 
-The servers, one at a time, each started, warmed up, measured and stopped:
+Preparing: the model is logged with ``keel.log_model(model, "model",
+input_example=X.head())`` in a fresh ``KEEL_HOME`` in a temporary folder,
+registered as ``bench`` and aliased ``champion``; then ``keel models compile
+bench <version> --to onnx --data rows.parquet`` converts it (skl2onnx) and
+checks parity on the input example and on the 569 rows of the data set. If
+the compilation fails or does not pass parity, the benchmark stops with the
+reason and nothing is timed; the parity figures are printed with the results.
 
-* **keel**: ``keel serve models:/bench@champion --port P`` with its defaults
-  (one worker, signature validation and prediction logging ON) on a fresh
-  ``KEEL_HOME`` in a temporary folder, where the model was logged with
-  ``keel.log_model(model, "model", input_example=X.head())``, registered as
-  ``bench`` and aliased ``champion``. Measured twice on the same server:
-  ``POST /v2/models/bench/infer`` with an Open Inference Protocol v2 JSON body
-  (one input per column, FP64, shape [1]): the main line; and
-  ``POST /invocations`` with ``dataframe_split``, for reference. After the
-  server stops, the rows it wrote to the prediction log are counted.
+The servers, all started before timing and measured in alternating rounds:
+
+* **keel native**: ``keel serve models:/bench@champion --runtime native --port
+  P`` with its other defaults (one worker, signature validation and
+  prediction logging ON): the package as logged, scikit-learn's ``predict``.
+  Measured twice on the same server: ``POST /v2/models/bench/infer`` with an
+  Open Inference Protocol v2 JSON body (one input per column, FP64, shape
+  [1]): its main line; and ``POST /invocations`` with ``dataframe_split``, for
+  reference.
+* **keel onnx**: ``keel serve models:/bench@champion --runtime onnx --port P
+  --grpc-port G`` on the same home: the compiled form, run by onnxruntime,
+  with the same validation and logging. The same two HTTP lines as native,
+  same bodies, plus the gRPC comparison below. Both Keel servers must say in
+  ``GET /v2/models/bench`` that they serve the runtime asked for, else the
+  benchmark stops. After both stop, the rows they wrote to the prediction log
+  are counted.
 * **floor**: what a careful engineer writes by hand for this one model: a bare
   Starlette app on uvicorn with the same settings ``keel serve`` uses (one
   worker, ``log_level="warning"``, no access log, uvicorn's default loop and
   HTTP parser, which are uvloop and httptools where installed, as here). It
-  gets the same v2 request bytes as Keel's main line, parses them with
+  gets the same v2 request bytes as Keel's main lines, parses them with
   ``orjson`` (a fast JSON parser, and the one Keel itself uses, so the
   comparison is of everything else), builds a one-row float64 array from the
-  inputs' data and answers ``{"predictions": [...]}`` from ``model.predict``.
-  No validation, no logging, no metrics. The model object is Keel's own,
-  pickled into the temporary folder for the floor process.
+  inputs' data and answers ``{"predictions": [...]}`` from scikit-learn's
+  ``model.predict``. No validation, no logging, no metrics. The model object
+  is Keel's own, pickled into the temporary folder for the floor process.
 * **mlflow**: ``mlflow models serve -m runs:/<run>/model --env-manager local
   --workers 1`` from the MLflow virtualenv (``.venv-mlflow``, because its pins
   clash with Keel's), the same pickled model logged with
   ``mlflow.sklearn.log_model`` into a temporary SQLite tracking store, sent
   ``POST /invocations`` with the same ``dataframe_split`` body as Keel's
-  reference line. It runs as MLflow ships it (uvicorn with its access log; no
+  reference lines. It runs as MLflow ships it (uvicorn with its access log; no
   uvloop or httptools unless that virtualenv has them). Skipped, saying why,
   when the interpreter is missing, cannot ``import mlflow``, or the server is
   not up within 120 s; ``--skip-mlflow`` skips it on purpose.
+
+gRPC against HTTP, on the keel onnx server: two more lines, both from a
+Python asyncio load generator in a process of its own with ``C`` calls in
+flight, so neither protocol gets a faster client than the other, and both
+sending the row as one FP64 tensor of shape [1, 30] named ``x``:
+
+* **grpc**: ``ModelInfer`` from tritonclient's asyncio gRPC client
+  (``tritonclient.grpc.aio``, the load generator of ``bench/serving_grpc.py``),
+  the tensor in ``raw_input_contents``, on one HTTP/2 channel;
+* **http (asyncio)**: ``POST /v2/models/bench/infer`` from an aiohttp session
+  with ``C`` keep-alive connections, the same tensor as v2 JSON.
+
+Their ratio grpc/http is the protocol's difference. The HTTP lines of the
+table above come from another generator (wrk), so compare the gRPC line with
+the asyncio HTTP line, not with them. ``--skip-grpc`` leaves both out; they
+are skipped, saying why, when grpcio, tritonclient or aiohttp is missing.
 
 Every server runs with ``OMP_NUM_THREADS=1`` (``--omp-threads``; 0 leaves the
 library default). scikit-learn walks a HistGradientBoosting model's trees
@@ -48,46 +81,56 @@ with OpenMP; for one row the threads gain nothing and spin against each other
 and against the load generator: on a 2-core machine with other work on it, a
 one-row ``predict`` took 0.9 ms with one thread and 6 ms with two (idle, the
 servers lost about 10% of their throughput with the default). The same
-setting goes to every server, so it favours none.
+setting goes to every server, so it favours none. (onnxruntime keeps a thread
+pool of its own, which that variable does not reach; Keel's ONNX flavor sets
+it not to spin.)
 
 Before timing, each server/endpoint is asked once for two known rows (one of
 each class) and must answer exactly ``model.predict`` of them; otherwise the
 benchmark stops.
 
 Ratios printed, with the targets we hold Keel to (informational: nothing
-here asserts on timing): keel/floor req/s >= 0.8, keel p99 / floor p99 <= 1.5,
-keel/mlflow req/s >= 10 (Keel's v2 line, and its /invocations line against
-MLflow's, which is the same request body).
+here asserts on timing): keel onnx/floor req/s >= 1.5 and keel onnx/mlflow
+req/s >= 10 (its v2 line, and its /invocations line against MLflow's, the
+same request body); keel native/floor req/s >= 0.8, keel native p99 / floor
+p99 <= 1.5, keel native/mlflow req/s >= 10; and, without a target, keel
+onnx/keel native and grpc/http req/s, and the same comparisons in requests
+per server CPU-second.
 
 The load generator
 ------------------
-``wrk`` when it is on PATH (``apt-get install wrk``): one thread, ``C``
-connections, a Lua script that POSTs the body, ``--latency`` for the
-percentiles; its ``Requests/sec`` and latency distribution lines are parsed.
-Without wrk, a Python fallback in its own process: ``C`` threads, each with
-one keep-alive ``http.client`` connection, timing every request with
-``perf_counter``. The fallback is itself Python under the GIL and shares the
-machine's cores with the server, so it reports lower throughput and higher
-latencies than wrk would; compare ratios within one run, not across
-generators. Either way the load generator and the server share the machine:
-on 2 cores, one for the server's worker and one for the load.
+For the HTTP lines of the main table: ``wrk`` when it is on PATH
+(``apt-get install wrk``): one thread, ``C`` connections, a Lua script that
+POSTs the body, ``--latency`` for the percentiles; its ``Requests/sec`` and
+latency distribution lines are parsed. Without wrk, a Python fallback in its
+own process: ``C`` threads, each with one keep-alive ``http.client``
+connection, timing every request with ``perf_counter``. The fallback is
+itself Python under the GIL and shares the machine's cores with the server,
+so it reports lower throughput and higher latencies than wrk would; compare
+ratios within one run, not across generators. The table says which
+generator made each line. Either way the load generator and the server share
+the machine: on 2 cores, one for the server's worker and one for the load.
 
 How it runs
 -----------
-Each server and the Python load generator run in their own process; this
+Each server and each Python load generator run in their own process; this
 file re-invokes itself with ``--worker`` to prepare the model, to run the
 floor app, to log the model into MLflow (under the MLflow interpreter) and to
-generate load. Everything lives in one temporary folder, removed at the end
-(``--keep`` keeps it and prints where). ``KEEL_*`` and ``MLFLOW_*`` variables
-are not passed on. The 1-minute load average is printed with the results: on
-a busy machine the figures mean little.
+generate load; ``keel models compile`` and ``keel serve`` run as commands.
+All servers stay up while every line is measured once per round, in the same
+order each round (``--rounds``, default 3); each line ends when its server
+has finished the work its load left it. Medians of the rounds are printed.
+Everything lives in one temporary folder, removed at the end (``--keep``
+keeps it and prints where). ``KEEL_*`` and ``MLFLOW_*`` variables are not
+passed on. The 1-minute load average is printed with the results: on a busy
+machine the figures mean little.
 
 Usage::
 
     python bench/serving.py                        # from the dev venv: .venv/bin/python bench/serving.py
     python bench/serving.py --duration 5 --connections 4 --skip-mlflow --json
 
-The default run takes about a minute.
+The default run takes about six minutes.
 """
 
 from __future__ import annotations
@@ -114,7 +157,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from _common import Server, clean_env, peer_python, peer_unavailable
+from _common import Server, clean_env, dig, peer_python, peer_unavailable
 
 RESULT_MARKER = "KEEL_BENCH_RESULT "
 MODEL_NAME = "bench"
@@ -126,18 +169,39 @@ INVOCATIONS_PATH = "/invocations"
 FLOOR_PATH = "/predict"
 #: ratio -> (comparison, bound) we hold Keel to; informational, nothing asserts on timing.
 TARGETS: dict[str, tuple[str, float]] = {
+    "onnx_over_floor_rps": (">=", 1.5),
+    "onnx_over_mlflow_rps": (">=", 10.0),
+    "onnx_invocations_over_mlflow_rps": (">=", 10.0),
     "keel_over_floor_rps": (">=", 0.8),
     "keel_over_floor_p99": ("<=", 1.5),
     "keel_over_mlflow_rps": (">=", 10.0),
     "keel_invocations_over_mlflow_rps": (">=", 10.0),
 }
 RATIO_LINES = (
-    ("keel/floor req/s (v2)", "keel_over_floor_rps"),
-    ("keel p99 / floor p99 (v2)", "keel_over_floor_p99"),
-    ("keel/mlflow req/s (keel v2)", "keel_over_mlflow_rps"),
-    ("keel/mlflow req/s (both /invocations)", "keel_invocations_over_mlflow_rps"),
-    ("keel /invocations / floor req/s (reference)", "keel_invocations_over_floor_rps"),
+    ("keel onnx/floor req/s (v2)", "onnx_over_floor_rps"),
+    ("keel onnx/mlflow req/s (keel v2)", "onnx_over_mlflow_rps"),
+    ("keel onnx/mlflow req/s (both /invocations)", "onnx_invocations_over_mlflow_rps"),
+    ("keel onnx p99 / floor p99 (v2)", "onnx_over_floor_p99"),
+    ("keel onnx/keel native req/s (v2)", "onnx_over_native_rps"),
+    ("keel native/floor req/s (v2)", "keel_over_floor_rps"),
+    ("keel native p99 / floor p99 (v2)", "keel_over_floor_p99"),
+    ("keel native/mlflow req/s (keel v2)", "keel_over_mlflow_rps"),
+    ("keel native/mlflow req/s (both /invocations)", "keel_invocations_over_mlflow_rps"),
+    ("keel native /invocations / floor req/s", "keel_invocations_over_floor_rps"),
+    ("grpc/http req/s (keel onnx, asyncio load)", "grpc_over_http_rps"),
+    ("keel onnx/floor req per server CPU-s (v2)", "onnx_over_floor_cpu"),
+    ("keel onnx/mlflow req per server CPU-s (keel v2)", "onnx_over_mlflow_cpu"),
+    ("keel native/floor req per server CPU-s (v2)", "keel_over_floor_cpu"),
+    ("keel native/mlflow req per server CPU-s (keel v2)", "keel_over_mlflow_cpu"),
+    ("grpc/http req per server CPU-s (keel onnx)", "grpc_over_http_cpu"),
 )
+#: Who generated a line's load, as the table names it.
+LOADS = {
+    "wrk": "wrk",
+    "python": "http.client threads",
+    "grpc": "tritonclient grpc.aio",
+    "aiohttp": "aiohttp",
+}
 
 Result = dict[str, Any]
 
@@ -170,6 +234,24 @@ def v2_body(columns: Sequence[str], row: Sequence[float]) -> bytes:
     return json.dumps({"inputs": inputs}).encode()
 
 
+def tensor_body(row: Sequence[float]) -> bytes:
+    """Open Inference Protocol v2: the row as one FP64 tensor ``x`` of shape [1, k].
+
+    The same tensor tritonclient's gRPC client sends in the gRPC line, as JSON.
+    """
+    doc = {
+        "inputs": [
+            {
+                "name": "x",
+                "shape": [1, len(row)],
+                "datatype": "FP64",
+                "data": [float(v) for v in row],
+            }
+        ]
+    }
+    return json.dumps(doc).encode()
+
+
 def split_body(columns: Sequence[str], row: Sequence[float]) -> bytes:
     """MLflow scoring: ``dataframe_split`` with one row."""
     doc = {"dataframe_split": {"columns": list(columns), "data": [[float(v) for v in row]]}}
@@ -192,6 +274,8 @@ def prepare_worker(tmp: Path) -> Result:
     model = HistGradientBoostingClassifier(random_state=0).fit(x, y)
     with (tmp / "model.pkl").open("wb") as fh:
         pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    # The rows `keel models compile --data` checks parity on, besides the input example.
+    x.to_parquet(tmp / "rows.parquet", index=False)
 
     keel.init(home=tmp / "keel-home")
     keel.set_experiment("bench-serving")
@@ -210,10 +294,12 @@ def prepare_worker(tmp: Path) -> Result:
             "expected": predictions[i].item(),
             "v2": v2_body(columns, x.iloc[i].tolist()).decode(),
             "split": split_body(columns, x.iloc[i].tolist()).decode(),
+            "tensor": tensor_body(x.iloc[i].tolist()).decode(),
         }
         for i in check_rows
     ]
     (tmp / "v2.json").write_bytes(v2_body(columns, x.iloc[0].tolist()))
+    (tmp / "tensor.json").write_bytes(tensor_body(x.iloc[0].tolist()))
     (tmp / "split.json").write_bytes(split_body(columns, x.iloc[0].tolist()))
     (tmp / "checks.json").write_text(json.dumps(checks))
     return {
@@ -314,6 +400,7 @@ def load_worker(port: int, path: str, body: bytes, connections: int, duration: f
     stop_at = measure_from + duration
     latencies: list[list[float]] = [[] for _ in range(connections)]
     errors = [0] * connections
+    calls = [0] * connections
 
     def client(k: int) -> None:
         conn = http.client.HTTPConnection(HOST, port, timeout=30)
@@ -332,6 +419,7 @@ def load_worker(port: int, path: str, body: bytes, connections: int, duration: f
                 conn.close()
                 conn = http.client.HTTPConnection(HOST, port, timeout=30)
             ended = time.perf_counter()
+            calls[k] += 1
             if began >= measure_from and ended <= stop_at:
                 mine.append(ended - began)
                 if not ok:
@@ -351,7 +439,58 @@ def load_worker(port: int, path: str, body: bytes, connections: int, duration: f
         "p50_ms": percentile(ordered, 50) * 1000,
         "p99_ms": percentile(ordered, 99) * 1000,
         "errors": sum(errors),
+        "calls": sum(calls),  # warm-up included: what the server's CPU time is divided by
     }
+
+
+# -- worker: the asyncio load generators of the gRPC comparison -----------------------------------
+
+
+def async_load_worker(tmp: Path, kind: str, port: int, in_flight: int, duration: float) -> Result:
+    """The gRPC line (``bench/serving_grpc.py``'s tritonclient generator) or its HTTP twin."""
+    import asyncio
+
+    from serving_grpc import grpc_load
+
+    if kind == "grpc":
+        return asyncio.run(grpc_load(tmp, port, in_flight, duration))
+    return asyncio.run(aiohttp_load(tmp, port, in_flight, duration))
+
+
+async def aiohttp_load(tmp: Path, port: int, in_flight: int, duration: float) -> Result:
+    """``POST`` the v2 tensor body from one aiohttp session, ``in_flight`` requests at a time.
+
+    The same driver as the gRPC line (``serving_grpc.drive``): only the protocol differs.
+    """
+    import aiohttp
+
+    from serving_grpc import drive
+
+    checks = json.loads((tmp / "checks.json").read_text())
+    body = (tmp / "tensor.json").read_bytes()
+    url = f"http://{HOST}:{port}{V2_PATH}"
+    headers = {"Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=in_flight)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        for check in checks:
+            async with http.post(url, data=check["tensor"].encode(), headers=headers) as answer:
+                status, doc = answer.status, await answer.read()
+            got = read_v2(json.loads(doc)) if status == 200 else None
+            if got != check["expected"]:
+                raise SystemExit(
+                    f"http (aiohttp): row {check['row']} answered {status} {doc[:300]!r}; "
+                    f"model.predict gives {check['expected']!r}. Nothing was timed."
+                )
+
+        async def call() -> bool:
+            try:
+                async with http.post(url, data=body, headers=headers) as answer:
+                    await answer.read()
+                    return answer.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        return await drive(call, in_flight, duration)
 
 
 # -- the driver: starting and stopping servers --------------------------------------------------
@@ -506,10 +645,12 @@ def run_wrk(
             raise SystemExit(f"wrk failed on {url}: {done.stderr or done.stdout}")
         return done.stdout
 
-    once(WARMUP_SECONDS)
+    warmup = parse_wrk(once(WARMUP_SECONDS), WARMUP_SECONDS)
     output = once(args.duration)
     (tmp / f"{name}-wrk.txt").write_text(output)  # kept with --keep
-    return parse_wrk(output, args.duration)
+    result = parse_wrk(output, args.duration)
+    result["calls"] = warmup["requests"] + result["requests"]
+    return result
 
 
 def run_python_load(
@@ -536,30 +677,141 @@ def run_python_load(
     return run_worker_process(sys.executable, worker_args, child_env(), "the load generator")
 
 
-def measure(
-    tmp: Path, name: str, port: int, path: str, body: bytes, args: argparse.Namespace
-) -> Result:
+def run_async_load(tmp: Path, kind: str, port: int, args: argparse.Namespace) -> Result:
+    worker_args = [
+        "--worker",
+        f"load-{kind}",
+        "--dir",
+        str(tmp),
+        "--port",
+        str(port),
+        "--connections",
+        str(args.connections),
+        "--duration",
+        str(args.duration),
+    ]
+    return run_worker_process(
+        sys.executable, worker_args, child_env(), f"the {kind} load generator"
+    )
+
+
+def measure(tmp: Path, name: str, line: Line, args: argparse.Namespace) -> Result:
+    """One line's figures, from the load generator the line names (``http``: wrk or Python).
+
+    Besides the client's view, the server's CPU time (all its processes) from the
+    start of the warm-up until it is idle again, per request answered: what a
+    request costs the server, which other work on the machine disturbs far less
+    than it disturbs requests per second.
+    """
     progress(f"  {name}: {WARMUP_SECONDS:g} s warm-up, {args.duration:g} s measured")
-    wrk = None if args.python_load else shutil.which("wrk")
-    if wrk:
-        result = run_wrk(wrk, tmp, name, port, path, body, args)
+    cpu_before = line.server.cpu_seconds()
+    if line.load != "http":
+        result = run_async_load(tmp, line.load, line.port, args)
+        result["load"] = line.load
     else:
-        result = run_python_load(tmp, name, port, path, body, args)
-    result["path"] = path
+        wrk = None if args.python_load else shutil.which("wrk")
+        if wrk:
+            result = run_wrk(wrk, tmp, name, line.port, line.path, line.body, args)
+        else:
+            result = run_python_load(tmp, name, line.port, line.path, line.body, args)
+        result["load"] = "wrk" if wrk else "python"
+    line.server.settle()  # the work its load left it counts too
+    cpu_after = line.server.cpu_seconds()
+    calls = result.get("calls")
+    result["cpu_ms"] = (
+        (cpu_after - cpu_before) * 1000 / calls
+        if cpu_before is not None and cpu_after is not None and calls
+        else None
+    )
+    result["path"] = line.path
     return result
 
 
 # -- the driver: the three servers ----------------------------------------------------------------
 
 
-def keel_command(port: int) -> list[str]:
+def keel_base() -> list[str]:
+    """How to run the ``keel`` command of this interpreter's environment."""
     script = Path(sys.executable).with_name("keel")
-    base = (
-        [str(script)]
-        if script.exists()
-        else [sys.executable, "-c", "import sys; from keel.cli.main import main; sys.exit(main())"]
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from keel.cli.main import main; sys.exit(main())"]
+
+
+def keel_command(port: int, runtime: str, grpc_port: int | None = None) -> list[str]:
+    command = [
+        *keel_base(),
+        "serve",
+        f"models:/{MODEL_NAME}@champion",
+        "--port",
+        str(port),
+        "--runtime",
+        runtime,
+    ]
+    if grpc_port is not None:
+        command += ["--grpc-port", str(grpc_port)]
+    return command
+
+
+def compile_onnx(tmp: Path, version: int) -> Result:
+    """``keel models compile bench <version> --to onnx``: its parity report, or stop saying why."""
+    progress(f"compiling: keel models compile {MODEL_NAME} {version} --to onnx")
+    command = [
+        *keel_base(),
+        "models",
+        "compile",
+        MODEL_NAME,
+        str(version),
+        "--to",
+        "onnx",
+        "--data",
+        str(tmp / "rows.parquet"),
+        "--json",
+    ]
+    started = time.perf_counter()
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=child_env(KEEL_HOME=str(tmp / "keel-home")),
+        check=False,
     )
-    return [*base, "serve", f"models:/{MODEL_NAME}@champion", "--port", str(port)]
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        said = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+        raise SystemExit(
+            f"keel models compile {MODEL_NAME} {version} --to onnx failed "
+            f"(exit code {done.returncode}): {said}. Nothing was timed."
+        )
+    try:
+        recorded = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        raise SystemExit(
+            f"keel models compile --json printed no JSON: {done.stdout[-300:]!r}"
+        ) from None
+    report = recorded.get("report") or {}
+    if not recorded.get("passed") or not report.get("passed"):
+        raise SystemExit(
+            f"the ONNX compilation of {MODEL_NAME} {version} did not pass parity: "
+            f"{report.get('reason') or 'no reason given'}. Nothing was timed."
+        )
+    return {
+        "seconds": seconds,
+        "package_digest": recorded.get("package_digest"),
+        **{
+            key: report.get(key)
+            for key in (
+                "rows",
+                "class_agreement",
+                "max_abs_diff",
+                "within_tolerance",
+                "size_bytes",
+                "converter",
+                "native_ms_per_row",
+                "compiled_ms_per_row",
+            )
+        },
+    }
 
 
 def prediction_rows_logged(home: Path) -> int:
@@ -572,13 +824,15 @@ def prediction_rows_logged(home: Path) -> int:
 
 
 class Line(NamedTuple):
-    """One measured line: a server's endpoint and the body it is sent."""
+    """One measured line: a server's endpoint, the body it is sent and who sends it."""
 
     key: tuple[str, str]  # (server, endpoint) in the results
     label: str
+    server: Server  # whose CPU time the line measures
     port: int
     path: str
     body: bytes
+    load: str = "http"  # "http" (wrk, else Python threads), "grpc" or "aiohttp"
 
 
 def start_floor(tmp: Path, checks: list[Result], args: argparse.Namespace) -> Server:
@@ -603,17 +857,43 @@ def start_floor(tmp: Path, checks: list[Result], args: argparse.Namespace) -> Se
     return server
 
 
-def start_keel(tmp: Path, checks: list[Result], args: argparse.Namespace) -> Server:
-    progress("keel: keel serve models:/bench@champion (validation and prediction logging on)")
+def get_json(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=30) as response:
+        return json.loads(response.read())
+
+
+def start_keel(
+    tmp: Path,
+    checks: list[Result],
+    args: argparse.Namespace,
+    runtime: str,
+    grpc_port: int | None = None,
+) -> Server:
+    """``keel serve --runtime <runtime>``, checked to serve that runtime and to answer right."""
+    grpc = f" --grpc-port {grpc_port}" if grpc_port is not None else ""
+    progress(
+        f"keel {runtime}: keel serve models:/{MODEL_NAME}@champion --runtime {runtime}{grpc} "
+        "(validation and prediction logging on)"
+    )
     port = free_port()
     home = tmp / "keel-home"
-    server = Server("keel", keel_command(port), server_env(args, KEEL_HOME=str(home)), tmp, port)
+    name = f"keel-{runtime}"
+    command = keel_command(port, runtime, grpc_port)
+    server = Server(name, command, server_env(args, KEEL_HOME=str(home)), tmp, port)
     problem = server.wait_ready(READY_TIMEOUT["keel"])
     if problem:
         server.stop()
         raise SystemExit(problem)
-    check_answers("keel v2", port, V2_PATH, "v2", checks, read_v2)
-    check_answers("keel /invocations", port, INVOCATIONS_PATH, "split", checks, read_predictions)
+    metadata = get_json(port, f"/v2/models/{MODEL_NAME}")
+    served = (metadata.get("parameters") or {}).get("keel_runtime")
+    if served != runtime:
+        server.stop()
+        raise SystemExit(
+            f"keel serve --runtime {runtime} says it serves {served!r} "
+            f"(GET /v2/models/{MODEL_NAME}: {metadata!r}). Nothing was timed."
+        )
+    check_answers(f"{name} v2", port, V2_PATH, "v2", checks, read_v2)
+    check_answers(f"{name} /invocations", port, INVOCATIONS_PATH, "split", checks, read_predictions)
     return server
 
 
@@ -664,13 +944,20 @@ def start_mlflow(
 
 def median_result(rounds: list[Result]) -> Result:
     """The per-round figures and their medians (rps, p50, p99); errors are summed."""
+
+    def med(key: str) -> float | None:
+        values = [r[key] for r in rounds if r[key] is not None]  # None: nothing answered
+        return statistics.median(values) if values else None
+
     return {
-        "rps": statistics.median(r["rps"] for r in rounds),
-        "p50_ms": statistics.median(r["p50_ms"] for r in rounds),
-        "p99_ms": statistics.median(r["p99_ms"] for r in rounds),
+        "rps": med("rps"),
+        "p50_ms": med("p50_ms"),
+        "p99_ms": med("p99_ms"),
+        "cpu_ms": med("cpu_ms"),
         "errors": sum(r["errors"] for r in rounds),
         "requests": sum(r["requests"] for r in rounds),
         "path": rounds[0]["path"],
+        "load": rounds[0]["load"],
         "rounds": rounds,
     }
 
@@ -679,14 +966,16 @@ def measure_rounds(tmp: Path, lines: list[Line], args: argparse.Namespace) -> Re
     """Every line once per round, the servers all up, in the same order each round.
 
     Alternating spreads the machine's slow spells over every server instead of
-    letting one of them take a bad minute whole.
+    letting one of them take a bad minute whole. Each line ends when its server has
+    finished what its load left it (a server that fell behind would otherwise
+    charge its backlog to the next line).
     """
     measured: dict[tuple[str, str], list[Result]] = {line.key: [] for line in lines}
     for n in range(args.rounds):
         progress(f"round {n + 1} of {args.rounds}")
         for line in lines:
             name = f"{line.label}-{n + 1}"
-            measured[line.key].append(measure(tmp, name, line.port, line.path, line.body, args))
+            measured[line.key].append(measure(tmp, name, line, args))
     results: Result = {}
     for (server, endpoint), rounds in measured.items():
         results.setdefault(server, {})[endpoint] = median_result(rounds)
@@ -703,14 +992,28 @@ def ratio(a: float | None, b: float | None) -> float | None:
 def ratios(results: Result) -> Result:
     floor = results["floor"]["v2"]
     keel = results["keel"]
+    onnx = results["keel_onnx"]
     mlflow = (results.get("mlflow") or {}).get("invocations")
+    mlflow_rps = mlflow and mlflow["rps"]
     return {
+        "onnx_over_floor_rps": ratio(onnx["v2"]["rps"], floor["rps"]),
+        "onnx_over_floor_p99": ratio(onnx["v2"]["p99_ms"], floor["p99_ms"]),
+        "onnx_over_mlflow_rps": ratio(onnx["v2"]["rps"], mlflow_rps),
+        "onnx_invocations_over_mlflow_rps": ratio(onnx["invocations"]["rps"], mlflow_rps),
+        "onnx_over_native_rps": ratio(onnx["v2"]["rps"], keel["v2"]["rps"]),
         "keel_over_floor_rps": ratio(keel["v2"]["rps"], floor["rps"]),
         "keel_over_floor_p99": ratio(keel["v2"]["p99_ms"], floor["p99_ms"]),
         "keel_invocations_over_floor_rps": ratio(keel["invocations"]["rps"], floor["rps"]),
-        "keel_over_mlflow_rps": ratio(keel["v2"]["rps"], mlflow and mlflow["rps"]),
-        "keel_invocations_over_mlflow_rps": ratio(
-            keel["invocations"]["rps"], mlflow and mlflow["rps"]
+        "keel_over_mlflow_rps": ratio(keel["v2"]["rps"], mlflow_rps),
+        "keel_invocations_over_mlflow_rps": ratio(keel["invocations"]["rps"], mlflow_rps),
+        "grpc_over_http_rps": ratio(dig(onnx, "grpc", "rps"), dig(onnx, "http_asyncio", "rps")),
+        # CPU per request: the cheaper server's figure is the smaller, hence other / keel
+        "onnx_over_floor_cpu": ratio(floor["cpu_ms"], onnx["v2"]["cpu_ms"]),
+        "onnx_over_mlflow_cpu": ratio(mlflow and mlflow["cpu_ms"], onnx["v2"]["cpu_ms"]),
+        "keel_over_floor_cpu": ratio(floor["cpu_ms"], keel["v2"]["cpu_ms"]),
+        "keel_over_mlflow_cpu": ratio(mlflow and mlflow["cpu_ms"], keel["v2"]["cpu_ms"]),
+        "grpc_over_http_cpu": ratio(
+            dig(onnx, "http_asyncio", "cpu_ms"), dig(onnx, "grpc", "cpu_ms")
         ),
     }
 
@@ -719,58 +1022,69 @@ def fmt(value: float | None, digits: int = 0) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
 
 
-def print_table(results: Result, config: Result, skipped: str | None) -> None:
+def print_table(results: Result, config: Result, skipped: dict[str, str | None]) -> None:
     prep = results["prepare"]
     keel_version = prep["keel_version"]
-    lines: list[tuple[str, Result | None]] = [
-        (f"floor: Starlette + orjson, POST {FLOOR_PATH} (v2 body)", results["floor"]["v2"]),
-        (f"keel {keel_version}: POST {V2_PATH}", results["keel"]["v2"]),
-        (
-            f"keel {keel_version}: POST /invocations (dataframe_split)",
-            results["keel"]["invocations"],
-        ),
-    ]
+    native, onnx = results["keel"], results["keel_onnx"]
     mlflow = results.get("mlflow")
     mlflow_label = f"mlflow {mlflow['version']}" if mlflow else "mlflow"
-    lines.append(
+    lines: list[tuple[str, Result | None]] = [
+        (f"floor: Starlette + orjson, POST {FLOOR_PATH} (v2 body)", results["floor"]["v2"]),
+        (f"keel {keel_version} native: POST {V2_PATH}", native["v2"]),
+        (f"keel {keel_version} native: POST /invocations (dataframe_split)", native["invocations"]),
+        (f"keel {keel_version} onnx: POST {V2_PATH}", onnx["v2"]),
+        (f"keel {keel_version} onnx: POST /invocations (dataframe_split)", onnx["invocations"]),
         (
             f"{mlflow_label}: POST /invocations (dataframe_split)",
             mlflow["invocations"] if mlflow else None,
-        )
-    )
+        ),
+        ("keel onnx: gRPC ModelInfer, one [1,30] FP64 tensor", onnx.get("grpc")),
+        (f"keel onnx: POST {V2_PATH}, the same tensor", onnx.get("http_asyncio")),
+    ]
+    compiled = results["compile"]
     print(
         f"Serving one-row requests: HistGradientBoostingClassifier ({prep['n_trees']} trees, "
         f"{prep['n_features']} features, scikit-learn {prep['sklearn_version']}), "
         "one worker per server"
     )
     print(
-        f"{config['connections']} keep-alive connections, {config['duration']:g} s measured "
-        f"after {WARMUP_SECONDS:g} s warm-up, medians of {config['rounds']} alternating rounds; "
-        f"load: {config['load_generator']}; "
-        f"{config['cpus']} CPUs, Python {prep['python']}, "
+        f"{config['connections']} connections or calls in flight, {config['duration']:g} s "
+        f"measured after {WARMUP_SECONDS:g} s warm-up, medians of {config['rounds']} "
+        f"alternating rounds; {config['cpus']} CPUs, Python {prep['python']}, "
         f"OMP_NUM_THREADS={config['omp_threads'] or 'unset'}, "
         f"load average {config['loadavg_before']:.2f} before, {config['loadavg_after']:.2f} after"
     )
+    converter = compiled.get("converter") or {}
+    print(
+        f"onnx: keel models compile --to onnx ({converter.get('name', '?')} "
+        f"{converter.get('version', '?')}, {compiled['seconds']:.1f} s) passed parity on "
+        f"{compiled['rows']} rows: classes agree on {100 * (compiled['class_agreement'] or 0):.2f}%, "
+        f"max |Δp| {compiled['max_abs_diff']:.1e}, {compiled['size_bytes'] / 1024:,.0f} KiB"
+    )
     print()
-    header = ("server: endpoint", "req/s", "p50 ms", "p99 ms", "errors")
-    rows = [
-        (
+    header = ("server: endpoint", "load", "req/s", "p50 ms", "p99 ms", "CPU ms/req", "errors")
+    rows: list[tuple[str, ...]] = [
+        (label, "-", "-", "-", "-", "-", "-")
+        if r is None
+        else (
             label,
-            fmt(r and r["rps"]),
-            fmt(r and r["p50_ms"], 2),
-            fmt(r and r["p99_ms"], 2),
-            fmt(r and r["errors"]),
+            LOADS.get(r["load"], str(r["load"])),
+            fmt(r["rps"]),
+            fmt(r["p50_ms"], 2),
+            fmt(r["p99_ms"], 2),
+            fmt(r["cpu_ms"], 3),
+            fmt(r["errors"]),
         )
         for label, r in lines
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for n, row in enumerate([header, *rows]):
         print(
-            f"{row[0]:<{widths[0]}}  "
-            + "  ".join(f"{row[i]:>{widths[i]}}" for i in range(1, 5)).rstrip()
+            f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  "
+            + "  ".join(f"{row[i]:>{widths[i]}}" for i in range(2, len(header))).rstrip()
         )
         if n == 0:
-            print("-" * (sum(widths) + 8))
+            print("-" * (sum(widths) + 2 * (len(header) - 1)))
     print()
     label_width = max(len(label) for label, _ in RATIO_LINES)
     print(f"{'ratio':<{label_width}}  {'value':>6}  target")
@@ -785,15 +1099,24 @@ def print_table(results: Result, config: Result, skipped: str | None) -> None:
         met = value is not None and (value >= bound if op == ">=" else value <= bound)
         status = "-" if value is None else "met" if met else "MISSED"
         print(f"{label:<{label_width}}  {fmt(value, 2):>6}  {op} {bound:<4g} {status}")
-    print()
-    keel = results["keel"]
-    served = keel["v2"]["requests"] + keel["invocations"]["requests"]
     print(
-        f"Keel logged {keel['rows_logged']:,} prediction rows (warm-ups and checks included; "
-        f"{served:,} requests were timed)."
+        "CPU ms/req: the server's CPU time (all its processes, its threads included) from the "
+        "start of the warm-up until it is idle again, per request it answered."
     )
-    if skipped:
-        print(f"MLflow was skipped: {skipped}.")
+    print()
+    served = sum(
+        line["requests"]
+        for server in (native, onnx)
+        for line in server.values()
+        if isinstance(line, dict) and "requests" in line
+    )
+    print(
+        f"The two keel servers logged {results['rows_logged']:,} prediction rows (warm-ups and "
+        f"checks included; {served:,} requests were timed)."
+    )
+    for what, why in skipped.items():
+        if why:
+            print(f"{what} was skipped: {why}.")
     busy = config["loadavg_before"] > 0.5 * (config["cpus"] or 1)
     if busy:
         print(
@@ -816,7 +1139,23 @@ def run_worker(args: argparse.Namespace) -> int:
     elif args.worker == "load":
         body = Path(args.body_file).read_bytes()
         emit(load_worker(args.port, args.path, body, args.connections, args.duration))
+    elif args.worker in ("load-grpc", "load-aiohttp"):
+        kind = args.worker.removeprefix("load-")
+        emit(async_load_worker(tmp, kind, args.port, args.connections, args.duration))
     return 0
+
+
+def load_generator_name(args: argparse.Namespace) -> str:
+    """The generator of the HTTP lines, as the table's first lines say it."""
+    wrk = None if args.python_load else shutil.which("wrk")
+    if wrk:
+        version = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
+        first = (version.stdout or version.stderr).strip().splitlines()
+        return " ".join(first[0].split()[:2]) if first else "wrk"
+    if not args.python_load:
+        progress("wrk is not on PATH: using the Python load generator (apt-get install wrk)")
+        return "Python threads + http.client (wrk not found)"
+    return "Python threads + http.client"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -825,10 +1164,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--duration", type=float, default=10.0, help="seconds measured per line (default 10)"
     )
     parser.add_argument(
-        "--connections", type=int, default=8, help="concurrent connections (default 8)"
+        "--connections",
+        type=int,
+        default=8,
+        help="concurrent connections, or gRPC calls in flight (default 8)",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--skip-mlflow", action="store_true", help="do not run MLflow")
+    parser.add_argument(
+        "--skip-grpc", action="store_true", help="do not measure gRPC against HTTP (asyncio)"
+    )
     parser.add_argument(
         "--mlflow-python",
         type=Path,
@@ -854,7 +1199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument(
-        "--worker", choices=("prepare", "floor", "mlflow-log", "load"), help=argparse.SUPPRESS
+        "--worker",
+        choices=("prepare", "floor", "mlflow-log", "load", "load-grpc", "load-aiohttp"),
+        help=argparse.SUPPRESS,
     )
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -866,22 +1213,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.duration <= 0 or args.connections < 1 or args.rounds < 1:
         parser.error("--duration must be positive, --connections and --rounds at least 1")
 
-    wrk = None if args.python_load else shutil.which("wrk")
-    if wrk:
-        version = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
-        first = (version.stdout or version.stderr).strip().splitlines()
-        load_generator = " ".join(first[0].split()[:2]) if first else "wrk"
-    else:
-        load_generator = "Python threads + http.client"
-        if not args.python_load:
-            load_generator += " (wrk not found)"
-            progress("wrk is not on PATH: using the Python load generator (apt-get install wrk)")
     config: Result = {
         "connections": args.connections,
         "duration": args.duration,
         "rounds": args.rounds,
         "warmup": WARMUP_SECONDS,
-        "load_generator": load_generator,
+        "load_generator": load_generator_name(args),
         "cpus": os.cpu_count(),
         "omp_threads": args.omp_threads or None,
         "loadavg_before": os.getloadavg()[0],
@@ -890,32 +1227,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     results: Result = {}
     servers: list[Server] = []
-    skipped: str | None = "--skip-mlflow" if args.skip_mlflow else None
+    skipped: dict[str, str | None] = {
+        "MLflow": "--skip-mlflow" if args.skip_mlflow else None,
+        "gRPC": "--skip-grpc" if args.skip_grpc else None,
+    }
+    if not args.skip_grpc:
+        skipped["gRPC"] = peer_unavailable(
+            Path(sys.executable), "the dev virtualenv", "grpc, tritonclient.grpc.aio, aiohttp"
+        )
+        if skipped["gRPC"]:
+            progress(f"gRPC skipped: {skipped['gRPC']}")
     try:
         progress("preparing: fitting the model, logging and registering it in a fresh Keel home")
         results["prepare"] = run_worker_process(
             sys.executable, ["--worker", "prepare", "--dir", str(tmp)], child_env(), "prepare"
         )
+        results["compile"] = compile_onnx(tmp, results["prepare"]["registered_version"])
         checks: list[Result] = json.loads((tmp / "checks.json").read_text())
         v2, split = (tmp / "v2.json").read_bytes(), (tmp / "split.json").read_bytes()
         floor = start_floor(tmp, checks, args)
         servers.append(floor)
-        keel = start_keel(tmp, checks, args)
-        servers.append(keel)
+        native = start_keel(tmp, checks, args, "native")
+        servers.append(native)
+        grpc_port = None if skipped["gRPC"] else free_port()
+        onnx = start_keel(tmp, checks, args, "onnx", grpc_port)
+        servers.append(onnx)
         lines = [
-            Line(("floor", "v2"), "floor", floor.port, FLOOR_PATH, v2),
-            Line(("keel", "v2"), "keel-v2", keel.port, V2_PATH, v2),
-            Line(("keel", "invocations"), "keel-invocations", keel.port, INVOCATIONS_PATH, split),
+            Line(("floor", "v2"), "floor", floor, floor.port, FLOOR_PATH, v2),
+            Line(("keel", "v2"), "keel-native-v2", native, native.port, V2_PATH, v2),
+            Line(
+                ("keel", "invocations"),
+                "keel-native-invocations",
+                native,
+                native.port,
+                INVOCATIONS_PATH,
+                split,
+            ),
+            Line(("keel_onnx", "v2"), "keel-onnx-v2", onnx, onnx.port, V2_PATH, v2),
+            Line(
+                ("keel_onnx", "invocations"),
+                "keel-onnx-invocations",
+                onnx,
+                onnx.port,
+                INVOCATIONS_PATH,
+                split,
+            ),
         ]
         mlflow_version = None
         if not args.skip_mlflow:
             python = peer_python(".venv-mlflow", args.mlflow_python)
-            skipped = peer_unavailable(python, ".venv-mlflow", "mlflow, sklearn")
-            if skipped is None:
+            skipped["MLflow"] = peer_unavailable(python, ".venv-mlflow", "mlflow, sklearn")
+            if skipped["MLflow"] is None:
                 assert python is not None
                 mlflow, started = start_mlflow(tmp, python, checks, args)
                 if mlflow is None:
-                    skipped = started
+                    skipped["MLflow"] = started
                 else:
                     servers.append(mlflow)
                     mlflow_version = started
@@ -923,18 +1289,43 @@ def main(argv: Sequence[str] | None = None) -> int:
                         Line(
                             ("mlflow", "invocations"),
                             "mlflow",
+                            mlflow,
                             mlflow.port,
                             INVOCATIONS_PATH,
                             split,
                         )
                     )
-            if skipped:
-                progress(f"MLflow skipped: {skipped}")
+            if skipped["MLflow"]:
+                progress(f"MLflow skipped: {skipped['MLflow']}")
+        if grpc_port is not None:
+            tensor = (tmp / "tensor.json").read_bytes()
+            lines += [
+                Line(
+                    ("keel_onnx", "grpc"),
+                    "keel-onnx-grpc",
+                    onnx,
+                    grpc_port,
+                    "ModelInfer",
+                    b"",
+                    "grpc",
+                ),
+                Line(
+                    ("keel_onnx", "http_asyncio"),
+                    "keel-onnx-aiohttp",
+                    onnx,
+                    onnx.port,
+                    V2_PATH,
+                    tensor,
+                    "aiohttp",
+                ),
+            ]
         results.update(measure_rounds(tmp, lines, args))
         if mlflow_version is not None:
             results["mlflow"]["version"] = mlflow_version
-        keel.stop()  # SIGTERM: the prediction log is flushed on the way out
-        results["keel"]["rows_logged"] = prediction_rows_logged(tmp / "keel-home")
+        # SIGTERM: each flushes its prediction log on the way out
+        native.stop()
+        onnx.stop()
+        results["rows_logged"] = prediction_rows_logged(tmp / "keel-home")
     finally:
         for server in servers:
             server.stop()
@@ -945,17 +1336,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     config["loadavg_after"] = os.getloadavg()[0]
     results["ratios"] = ratios(results)
     if args.json:
-        print(
-            json.dumps(
-                {"config": config, **results, "mlflow_skipped": skipped}, indent=2, default=str
-            )
-        )
+        print(json.dumps({"config": config, **results, "skipped": skipped}, indent=2, default=str))
     else:
         print_table(results, config, skipped)
-    lines = [results["floor"]["v2"], results["keel"]["v2"], results["keel"]["invocations"]]
-    if results.get("mlflow"):
-        lines.append(results["mlflow"]["invocations"])
-    failed = sum(line["errors"] for line in lines)
+    failed = sum(
+        line["errors"]
+        for server in ("floor", "keel", "keel_onnx", "mlflow")
+        for line in (results.get(server) or {}).values()
+        if isinstance(line, dict)
+    )
     if failed:
         print(
             f"{failed} requests failed during timing; the figures are not comparable.",

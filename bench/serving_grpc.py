@@ -429,10 +429,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         header = f"{'line':<20} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'server CPU ms/req':>18}"
         print(f"{header} {'errors':>7}")
         for name, r in results.items():
-            cpu = "-" if r["server_cpu_ms"] is None else f"{r['server_cpu_ms']:.2f}"
+            cpu_text = "-" if r["server_cpu_ms"] is None else f"{r['server_cpu_ms']:.2f}"
             print(
                 f"{name:<20} {r['rps']:>9,.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-                f"{cpu:>18} {r['errors']:>7}"
+                f"{cpu_text:>18} {r['errors']:>7}"
             )
         print()
         for name, value in ratios.items():
