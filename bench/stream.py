@@ -8,6 +8,10 @@ fitted on breast_cancer's 569 rows x 30 features, stored with
 (default 100,000) are the data set's rows over and over, each one JSON
 object of the 30 inputs, as producers write them.
 
+The version is compiled with ``--runtime`` (default ``onnx``; parity must
+pass) and every side predicts with that form, as ``keel stream`` serves a
+version whose compilation passed; ``--runtime native`` measures scikit-learn.
+
 * **ceiling**: the loaded model's ``predict`` on the same rows already in
   memory as one NumPy array, in slices of ``--batch`` rows: no JSON, no
   broker, no log. Streaming cannot beat it.
@@ -59,8 +63,12 @@ def progress(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def setup(folder: Path, events: int) -> tuple[Any, Any, list[bytes], Any]:
-    """A registered model, its events as JSON, the rows as a matrix, and Keel's settings."""
+def setup(folder: Path, events: int, runtime: str) -> tuple[Any, Any, list[bytes], Any]:
+    """A registered model, its events as JSON, the rows as a matrix, and Keel's settings.
+
+    For a compiled ``runtime`` the version is compiled first (parity must pass), and the
+    ceiling predicts with that compiled form too: the same model the consumer serves.
+    """
     import numpy as np
     import orjson
     from sklearn.datasets import load_breast_cancer
@@ -74,10 +82,15 @@ def setup(folder: Path, events: int) -> tuple[Any, Any, list[bytes], Any]:
     with keel.start_run():
         info = keel.log_model(model, "model", input_example=x.head(3))
     keel.register_model(info.uri, "bench-cancer")
+    if runtime != "native":
+        from keel.models.compile import compile_version
+
+        compile_version("bench-cancer", 1, to=runtime, data=x)
     records = x.to_dict(orient="records")
     payloads = [orjson.dumps(records[n % len(records)]) for n in range(events)]
     matrix = np.take(x.to_numpy(), np.arange(events) % len(records), axis=0)
-    return settings, keel.load_model("models:/bench-cancer/1"), payloads, matrix
+    model = keel.load_model("models:/bench-cancer/1", runtime=runtime)
+    return settings, model, payloads, matrix
 
 
 def ceiling(model: Any, matrix: Any, batch: int) -> tuple[float, Any]:
@@ -89,17 +102,19 @@ def ceiling(model: Any, matrix: Any, batch: int) -> tuple[float, Any]:
     return len(matrix) / seconds, np.concatenate(parts)
 
 
-def consume(settings: Any, source: Any, sink: Any, dead: Any, events: int, batch: int) -> float:
+def consume(
+    settings: Any, source: Any, sink: Any, dead: Any, events: int, batch: int, runtime: str
+) -> float:
     """Run Keel's consumer until ``events`` are acknowledged; events/s."""
     from keel.predictions import PredictionLogger, PredictionReader
     from keel.serving.server import runtime_for_target
     from keel.serving.streams import StreamConsumer
 
-    runtime = runtime_for_target("models:/bench-cancer/1", runtime="native")
-    runtime.table  # noqa: B018 - loaded (and warmed up) before the clock
+    served = runtime_for_target("models:/bench-cancer/1", runtime=runtime)
+    served.table  # noqa: B018 - loaded (and warmed up) before the clock
     logger = PredictionLogger(settings.artifacts_url, flush_interval=60)
     consumer = StreamConsumer(
-        runtime,
+        served,
         source,
         sink,
         dead,
@@ -136,11 +151,13 @@ def check(outputs: list[bytes], expected: Any, order: dict[str, int]) -> None:
         raise SystemExit(f"{len(order) - len(seen)} events have no output")
 
 
-def memory_run(settings: Any, payloads: list[bytes], expected: Any, batch: int) -> float:
+def memory_run(
+    settings: Any, payloads: list[bytes], expected: Any, batch: int, runtime: str
+) -> float:
     from keel.serving.streams import MemorySink, MemorySource
 
     source, sink = MemorySource(payloads, f"m{uuid.uuid4().hex[:8]}"), MemorySink()
-    rate = consume(settings, source, sink, MemorySink(), len(payloads), batch)
+    rate = consume(settings, source, sink, MemorySink(), len(payloads), batch, runtime)
     check(
         list(sink.outputs.values()),
         expected,
@@ -149,7 +166,9 @@ def memory_run(settings: Any, payloads: list[bytes], expected: Any, batch: int) 
     return rate
 
 
-def redis_run(settings: Any, url: str, payloads: list[bytes], expected: Any, batch: int) -> float:
+def redis_run(
+    settings: Any, url: str, payloads: list[bytes], expected: Any, batch: int, runtime: str
+) -> float:
     import redis
 
     from keel.serving.streams.redis import RedisSink, RedisSource
@@ -169,7 +188,7 @@ def redis_run(settings: Any, url: str, payloads: list[bytes], expected: Any, bat
         sink = RedisSink(f"{url}?stream={out}")
         dead = RedisSink(f"{url}?stream={out}-dead", "--dead-letter")
         try:
-            rate = consume(settings, source, sink, dead, len(payloads), batch)
+            rate = consume(settings, source, sink, dead, len(payloads), batch, runtime)
         finally:
             for end in (source, sink, dead):
                 end.close()
@@ -199,12 +218,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each side")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis server URL")
     parser.add_argument("--target", type=float, default=20_000, help="events/s Redis should reach")
+    parser.add_argument(
+        "--runtime",
+        default="onnx",
+        choices=["native", "onnx", "treelite"],
+        help="compile the version to this first and serve it so, as `keel stream` does by "
+        "default once a compilation passed (native: the scikit-learn model)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="keel-bench-stream-") as tmp:
         progress(f"fitting and registering the model; {args.events:,} events")
-        settings, model, payloads, matrix = setup(Path(tmp), args.events)
+        settings, model, payloads, matrix = setup(Path(tmp), args.events, args.runtime)
         model.predict(matrix[: args.batch])  # warm-up
         rates: dict[str, list[float]] = {"ceiling": [], "memory": [], "redis": []}
         expected: Any = None
@@ -212,9 +238,10 @@ def main(argv: list[str] | None = None) -> int:
             progress(f"run {n + 1}/{args.repeat}")
             rate, expected = ceiling(model, matrix, args.batch)
             rates["ceiling"].append(rate)
-            rates["memory"].append(memory_run(settings, payloads, expected.tolist(), args.batch))
+            rows = expected.tolist()
+            rates["memory"].append(memory_run(settings, payloads, rows, args.batch, args.runtime))
             rates["redis"].append(
-                redis_run(settings, args.redis, payloads, expected.tolist(), args.batch)
+                redis_run(settings, args.redis, payloads, rows, args.batch, args.runtime)
             )
 
     figures = {side: summary(values) for side, values in rates.items()}
@@ -223,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "events": args.events,
         "batch": args.batch,
+        "runtime": args.runtime,
         "events_per_second": figures,
         "ratio_to_ceiling": {
             side: {k: figures[side][k] / top[k] for k in ("median", "best")}
@@ -234,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{args.events:,} events, batches of {args.batch}, {os.cpu_count()} CPUs")
+    print(
+        f"{args.events:,} events, batches of {args.batch}, {args.runtime} runtime, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'':10} {'median ev/s':>12} {'best ev/s':>12} {'x ceiling':>10}")
     for side in ("ceiling", "memory", "redis"):
         f = figures[side]
