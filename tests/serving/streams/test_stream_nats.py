@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,13 +22,17 @@ class JetStream:
 
     def __init__(self, url: str) -> None:
         nats = pytest.importorskip("nats")
+        # Its own thread, as keel's consumer does: the test's thread may hold another
+        # test's loop as running (a server in a thread of this worker, say).
         self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
         self.nc = self.run(nats.connect(url))
         self.js = self.nc.jetstream()
         self.streams: list[str] = []
 
     def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(120)
 
     def add_stream(self, name: str, subject: str) -> None:
         self.run(self.js.add_stream(name=name, subjects=[subject]))
@@ -80,6 +85,8 @@ class JetStream:
             except Exception:
                 pass
         self.run(self.nc.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
         self.loop.close()
 
 
