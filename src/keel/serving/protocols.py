@@ -429,7 +429,6 @@ def to_model_input(request: V2Request, signature: Any) -> Any:
     """
     import pandas as pd
 
-    inputs = request.inputs
     if request.matrix is not None and signature is not None and not signature.inputs.is_tensor:
         columns = signature.inputs.names
         if request.names == columns:
@@ -437,6 +436,8 @@ def to_model_input(request: V2Request, signature: Any) -> Any:
         if len(request.names) == len(columns) and set(request.names) == set(columns):
             order = {name: j for j, name in enumerate(request.names)}
             return request.matrix[:, [order[c] for c in columns]]
+    # only now: for a matrix request this builds a column view per input
+    inputs = request.inputs
     if signature is None or signature.inputs.is_tensor:
         if len(inputs) == 1:
             return next(iter(inputs.values()))
