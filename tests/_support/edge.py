@@ -20,7 +20,14 @@ from typing import Any
 import keel
 from _support.network import free_port
 
-__all__ = ["StaticSite", "json_records", "register_cancer", "register_sized", "sized_frame"]
+__all__ = [
+    "StaticSite",
+    "json_records",
+    "register_cancer",
+    "register_kind",
+    "register_sized",
+    "sized_frame",
+]
 
 #: The numeric columns the pipeline keeps beside its category, by their names in it
 #: (plain identifiers: the ONNX converter names the graph's inputs after them).
@@ -81,6 +88,15 @@ def register_sized(x: Any, y: Any, name: str = "sized") -> str:
     version = keel.register_model(info.uri, name)
     keel.Client().set_alias(name, "champion", version)
     return name
+
+
+def register_kind(kind: str, x: Any, y: Any) -> tuple[str, Any]:
+    """The model the edge tests export for ``kind`` and the rows it takes: the breast_cancer
+    HistGradientBoosting (``"hist_gradient_boosting"``, a matrix feed) or the pipeline with a
+    text category (``"column_transformer"``, a feed by column)."""
+    if kind == "hist_gradient_boosting":
+        return register_cancer(x, y), x
+    return register_sized(x, y), sized_frame(x)
 
 
 def json_records(frame: Any) -> list[dict[str, Any]]:

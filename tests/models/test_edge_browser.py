@@ -16,7 +16,12 @@ import pytest
 
 import keel
 from _support.browser import CHROMIUM, open_page
-from _support.edge import StaticSite, json_records, register_cancer, register_sized, sized_frame
+from _support.edge import (
+    StaticSite,
+    json_records,
+    register_cancer,
+    register_kind,
+)
 from _support.serving import Server
 from keel.errors import NotFound
 from keel.models.edge import export_edge
@@ -66,10 +71,7 @@ def test_the_browser_bundle_gives_the_servers_classes_for_100_rows(
     kind, sqlite_env, breast_cancer, browser, tmp_path
 ):
     x, y = breast_cancer
-    if kind == "hist_gradient_boosting":
-        name, rows = register_cancer(x, y), x
-    else:
-        name, rows = register_sized(x, y), sized_frame(x)
+    name, rows = register_kind(kind, x, y)
     sample = rows.sample(ROWS, random_state=11)
     records = json_records(sample)
     bundle = export_edge(f"{name}@champion", tmp_path / "edge")

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import keel
-from _support.edge import json_records, register_cancer, register_sized, sized_frame
+from _support.edge import json_records, register_cancer, register_kind, register_sized, sized_frame
 from _support.serving import Server
 from keel.errors import IntegrityError, InvalidInput, NotFound
 from keel.models.edge import EDGE_FORMAT, EdgeBundle, export_edge
@@ -95,10 +95,7 @@ def test_predict_py_in_a_fresh_virtualenv_matches_the_server(
     kind, sqlite_env, breast_cancer, edge_python, tmp_path
 ):
     x, y = breast_cancer
-    if kind == "hist_gradient_boosting":
-        name, rows = register_cancer(x, y), x
-    else:
-        name, rows = register_sized(x, y), sized_frame(x)
+    name, rows = register_kind(kind, x, y)
     sample = rows.sample(ROWS, random_state=7)
     records = json_records(sample)
 
