@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from keel.config import Settings
     from keel.features.part import Features
+    from keel.jobs.store import JobStore
     from keel.llm.part import Prompts
     from keel.llm.rag.part import RagIndexes
     from keel.monitoring.part import MonitoringPart
@@ -69,6 +70,7 @@ class Client(TransportBound):
         prompts: versioned prompts, their aliases and approvals (made on first use).
         rag: versioned RAG indexes, their aliases and approvals (made on first use).
         features: feature definitions, training sets and online features (made on first use).
+        jobs: queued jobs, queues and pools (made on first use).
 
     Example:
         >>> client = keel.Client()
@@ -121,6 +123,13 @@ class Client(TransportBound):
         from keel.features.part import features_part
 
         return features_part(self)
+
+    @cached_property
+    def jobs(self) -> JobStore:
+        """Jobs, queues and pools: submit, list, cancel (see :mod:`keel.jobs`)."""
+        from keel.jobs.store import jobs_for
+
+        return jobs_for(self)
 
     @cached_property
     def lineage(self) -> Lineage:

@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import os
-import socket
-import uuid
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +37,7 @@ from keel.governance import audit
 from keel.llm.part import PromptRows
 from keel.registry.client import RegistryClient
 from keel.store import schema as s
+from keel.store.lease import holder_is_dead, new_owner
 from keel.store.sql import insert_on_conflict, now_ms
 
 if TYPE_CHECKING:
@@ -62,28 +60,6 @@ GATING = "gating"
 CANARY = "canary"
 AWAITING_APPROVAL = "awaiting_approval"
 STATES = (IDLE, RETRAINING, GATING, CANARY, AWAITING_APPROVAL)
-
-
-def new_owner() -> str:
-    """A lease owner id: ``host:pid:random`` (the pid lets a successor see the holder died)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _holder_is_dead(owner: str | None) -> bool:
-    """True when ``owner`` is a process of this host that no longer runs."""
-    if not owner:
-        return True
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 @dataclass(frozen=True)
@@ -683,7 +659,7 @@ class PolicyStore:
                 and not conn.execute(select(table.c.policy).where(table.c.policy == name)).first()
             ):
                 raise NotFound(f"no automation policy {name!r}")
-            if not _holder_is_dead(holder):
+            if not holder_is_dead(holder):
                 return False
             taken = conn.execute(  # its holder died on this host: take it over now
                 update(table)

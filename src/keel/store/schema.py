@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 __all__ = [
@@ -51,6 +52,12 @@ __all__ = [
     "feature_materializations",
     "idempotency_keys",
     "imported_objects",
+    "job_events",
+    "job_pools",
+    "job_prices",
+    "job_queues",
+    "job_scheduler",
+    "jobs",
     "latest_metrics",
     "lineage_edges",
     "llm_prices",
@@ -767,4 +774,130 @@ feature_materializations = Table(
     Column("runs", Integer, nullable=False, server_default="0"),
     Column("updated_at", BigInteger, nullable=False),
     PrimaryKeyConstraint("view", "store", name="pk_feature_materializations"),
+)
+
+# -- jobs -------------------------------------------------------------------------
+
+#: A job queue: nominal quota per resource (``cpus``, ``memory`` bytes, ``gpu:<type>``),
+#: an optional cohort whose idle quota it may borrow (up to ``borrowing_limit``), and a
+#: GPU-hour budget per trailing day. ``revision`` moves by compare-and-set.
+job_queues = Table(
+    "job_queues",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("team", String(128)),
+    Column("cohort", String(128)),
+    Column("quotas", Text, nullable=False),
+    Column("borrowing_limit", Text),
+    Column("gpu_hours_per_day", Float),
+    Column("revision", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("updated_by", String(256), nullable=False),
+)
+
+#: One job per row; ``state`` and everything that moves with it change by
+#: compare-and-set on ``epoch`` (see ``keel.jobs.store``). ``requests`` is the resource
+#: vector the job asked for; ``assigned`` what admission gave it (a GPU type chosen,
+#: the pool and its device indices).
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(256), nullable=False),
+    Column("queue", String(128), ForeignKey("job_queues.name"), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("params", Text, nullable=False),
+    Column("gpus", Integer, nullable=False),
+    Column("gpu_type", String(64)),
+    Column("cpus", Float, nullable=False),
+    Column("memory", BigInteger, nullable=False),
+    Column("timeout_s", Float),
+    Column("max_retries", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("reason", Text),
+    Column("submitted_at", BigInteger, nullable=False),
+    Column("submitted_by", String(256), nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("admitted_at", BigInteger),
+    Column("started_at", BigInteger),
+    Column("ended_at", BigInteger),
+    Column("assigned_gpu_type", String(64)),
+    Column("pool", String(256)),
+    Column("devices", Text),
+    Column("borrowed", Boolean, nullable=False, server_default=false()),
+    Column("preempt_requested_at", BigInteger),
+    Column("cancel_requested_at", BigInteger),
+    Column("pid", Integer),
+    Column("exit_code", Integer),
+    Column("policy", String(128)),
+    Column("run_id", String(64)),
+    Column("model_name", String(256)),
+    Column("model_version", Integer),
+    Column("usage", Text),
+    Column("cost", Float),
+    Column("cost_detail", Text),
+    Column("logs_digest", String(64)),
+    Column("seconds_run", Float, nullable=False, server_default="0"),
+    # The queue's heads: by priority (highest first), then arrival.
+    Index("ix_jobs_queue_state_priority", "queue", "state", "priority", "id"),
+    Index("ix_jobs_state_pool", "state", "pool"),
+    Index("ix_jobs_model", "model_name", "model_version"),
+)
+
+#: Every transition of a job, with its reason, in order.
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("from_state", String(16)),
+    Column("to_state", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("detail", Text),
+    Index("ix_job_events_job", "job_id", "id"),
+)
+
+#: Where admitted jobs run: a worker's inventory (``keel jobs worker``), live while its
+#: heartbeat is recent.
+job_pools = Table(
+    "job_pools",
+    metadata,
+    Column("name", String(256), primary_key=True),
+    Column("executor", String(16), nullable=False),
+    Column("inventory", Text, nullable=False),
+    Column("owner", String(256), nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("heartbeat_at", BigInteger, nullable=False),
+)
+
+#: The scheduler's lease: one row per scheduler name. Every admission bumps ``epoch``
+#: in its own transaction, under the lease, which fences out a scheduler that lost it.
+job_scheduler = Table(
+    "job_scheduler",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("lease_owner", String(256)),
+    Column("lease_until", BigInteger),
+    Column("epoch", BigInteger, nullable=False),
+)
+
+#: What a resource costs per hour (``gpu:a100`` per GPU, ``cpu`` per CPU, ``memory`` per
+#: GiB) from ``starts_at`` on; rows are only added, never changed.
+job_prices = Table(
+    "job_prices",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("resource", String(128), nullable=False),
+    Column("per_hour", Float, nullable=False),
+    Column("starts_at", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    UniqueConstraint("resource", "starts_at", name="uq_job_prices_resource_start"),
 )
