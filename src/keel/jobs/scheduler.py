@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, and_, func, or_, select, update
 
 from keel.errors import Conflict
-from keel.jobs.admission import Placement, Snapshot, load_snapshot, never_fits
+from keel.jobs.admission import Placement, Snapshot, load_snapshot
 from keel.jobs.entities import ACTIVE, ADMITTED, PREEMPTED, QUEUED, RUNNING, Job
 from keel.jobs.store import POOL_TIMEOUT_MS, JobStore, Step, move, request_stop
 from keel.store import schema as s
@@ -59,7 +59,7 @@ from keel.store.sql import insert_on_conflict, now_ms
 if TYPE_CHECKING:
     from keel.client import Client
 
-__all__ = ["Decision", "Explanation", "LeaseLost", "Scheduler", "never_fits"]
+__all__ = ["Decision", "Explanation", "LeaseLost", "Scheduler"]
 
 log = logging.getLogger(__name__)
 
@@ -493,8 +493,12 @@ class Scheduler:
             found = snapshot.victims(head)
             if found is not None:
                 new, pending = found
-                ids = ", ".join(f"#{j.id}" for j in [*new, *pending])
-                reasons.append(f"{subject} can make room by preempting borrowed job(s) {ids}")
+                if new:
+                    ids = ", ".join(f"#{j.id}" for j in [*new, *pending])
+                    reasons.append(f"{subject} can make room by preempting borrowed job(s) {ids}")
+                else:
+                    ids = ", ".join(f"#{j.id}" for j in pending)
+                    reasons.append(f"{subject} waits for preempted job(s) {ids} to stop")
         summary = f"job {job.id} is queued in {job.queue}, " + (
             "at the head" if head.id == job.id else f"behind {ahead} job(s)"
         )
