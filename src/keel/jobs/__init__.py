@@ -17,7 +17,10 @@ Example:
     'job 1 is queued in team-a, at the head'
 """
 
+from keel.jobs.costing import job_cost, record_cost, version_cost
 from keel.jobs.entities import STATES, Job, JobEvent, Pool, Queue
+from keel.jobs.prices import JobPrice, JobPrices, JobPriceTable
+from keel.jobs.report import Report, jobs_report
 from keel.jobs.resources import PRIORITIES, Inventory, Request
 from keel.jobs.scheduler import Decision, Explanation, LeaseLost, Scheduler
 from keel.jobs.store import JobStore, Step, jobs_for, load_queue
@@ -30,13 +33,21 @@ __all__ = [
     "Inventory",
     "Job",
     "JobEvent",
+    "JobPrice",
+    "JobPriceTable",
+    "JobPrices",
     "JobStore",
     "LeaseLost",
     "Pool",
     "Queue",
+    "Report",
     "Request",
     "Scheduler",
     "Step",
+    "job_cost",
     "jobs_for",
+    "jobs_report",
     "load_queue",
+    "record_cost",
+    "version_cost",
 ]

@@ -339,7 +339,12 @@ class Scheduler:
             try:
                 with self.client.store.write() as conn:
                     self._fence(conn)
-                    moved = move(conn, job, [Step(ADMITTED, reason, changes)], self.owner)
+                    detail = {
+                        "gpu_type": placed.gpu_type,
+                        "pool": placed.pool,
+                        "devices": list(placed.devices),
+                    }
+                    moved = move(conn, job, [Step(ADMITTED, reason, changes, detail)], self.owner)
             except LeaseLost:
                 raise
             except Conflict:  # cancelled (or moved) since it was read: not ours to admit

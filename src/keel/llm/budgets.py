@@ -44,9 +44,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import InvalidInput, NotFound, OverBudget
-from keel.llm.prices import iso_ms
 from keel.llm.spend import Spend, SpendDelta, SpendRow, check_subject
-from keel.store.sql import now_ms
+from keel.store.sql import iso_ms, now_ms
 from keel.validation import check_name
 
 if TYPE_CHECKING:

@@ -40,7 +40,7 @@ from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from keel.errors import Conflict, InvalidInput
 from keel.governance import audit
 from keel.store import schema as s
-from keel.store.sql import now_ms
+from keel.store.sql import iso_ms, now_ms
 from keel.transport import Transport
 from keel.transport.base import ClientPart
 
@@ -90,15 +90,6 @@ def _check_start(value: Any) -> int | None:
     if start < 0:
         raise InvalidInput(f"starts_at must be at or after 1970-01-01, got {value!r}")
     return start
-
-
-def iso_ms(ms: int) -> str:
-    """Epoch milliseconds as ISO-8601 UTC text (``2026-01-02T00:00:00Z``)."""
-    import datetime as dt
-
-    moment = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
-    text = moment.isoformat(timespec="milliseconds" if ms % 1000 else "seconds")
-    return text.replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
