@@ -24,6 +24,7 @@ from keel.jobs.report import Report, jobs_report
 from keel.jobs.resources import PRIORITIES, Inventory, Request
 from keel.jobs.scheduler import Decision, Explanation, LeaseLost, Scheduler
 from keel.jobs.store import JobStore, Step, jobs_for, load_queue
+from keel.jobs.worker import Worker, job_log
 
 __all__ = [
     "PRIORITIES",
@@ -44,7 +45,9 @@ __all__ = [
     "Request",
     "Scheduler",
     "Step",
+    "Worker",
     "job_cost",
+    "job_log",
     "jobs_for",
     "jobs_report",
     "load_queue",

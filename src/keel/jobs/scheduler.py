@@ -50,7 +50,7 @@ from sqlalchemy import Connection, and_, func, or_, select, update
 
 from keel.errors import Conflict
 from keel.jobs.admission import Placement, Snapshot, load_snapshot
-from keel.jobs.entities import ACTIVE, ADMITTED, PREEMPTED, QUEUED, RUNNING, Job
+from keel.jobs.entities import ACTIVE, ADMITTED, CANCELLED, PREEMPTED, QUEUED, RUNNING, Job
 from keel.jobs.store import POOL_TIMEOUT_MS, JobStore, Step, move, request_stop
 from keel.store import schema as s
 from keel.store.lease import holder_is_dead, new_owner
@@ -408,7 +408,11 @@ class Scheduler:
             "cancel_requested_at": None,
             "pid": None,
         }
-        if job.state == RUNNING:
+        if job.cancel_requested_at is not None:  # it was being cancelled: it stays cancelled
+            steps = [
+                Step(CANCELLED, f"cancelled; its pool {job.pool} was lost", {"ended_at": now_ms()})
+            ]
+        elif job.state == RUNNING:
             steps = [
                 Step(
                     PREEMPTED,

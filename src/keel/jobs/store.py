@@ -49,6 +49,7 @@ from keel.jobs.entities import (
 )
 from keel.jobs.resources import Inventory, Request, check_priority, check_vector
 from keel.store import schema as s
+from keel.store.lease import holder_is_dead
 from keel.store.sql import insert_on_conflict, now_ms
 from keel.transport.base import ClientPart
 from keel.validation import check_name
@@ -446,9 +447,14 @@ class JobStore(ClientPart):
         states: Sequence[str] | None = None,
         policy: str | None = None,
         pool: str | None = None,
+        model: tuple[str, int] | None = None,
         limit: int | None = 100,
     ) -> builtins.list[Job]:
-        """Jobs, newest first, filtered by queue, states, policy or pool."""
+        """Jobs, newest first, filtered by queue, states, policy, pool or registered version.
+
+        Args:
+            model: ``(name, version)``: only the jobs that registered that model version.
+        """
         for state in states or ():
             if state not in STATES:
                 raise InvalidInput(f"unknown job state {state!r}; expected {', '.join(STATES)}")
@@ -461,6 +467,10 @@ class JobStore(ClientPart):
             query = query.where(s.jobs.c.policy == policy)
         if pool is not None:
             query = query.where(s.jobs.c.pool == pool)
+        if model is not None:
+            query = query.where(
+                s.jobs.c.model_name == model[0], s.jobs.c.model_version == int(model[1])
+            )
         if limit is not None:
             query = query.limit(limit)
         with self.transport.store.read() as conn:
@@ -547,7 +557,11 @@ class JobStore(ClientPart):
                     name=name, started_at=at, **values
                 )
                 conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
-            elif row.owner != owner and row.heartbeat_at >= at - POOL_TIMEOUT_MS:
+            elif (
+                row.owner != owner
+                and row.heartbeat_at >= at - POOL_TIMEOUT_MS
+                and not holder_is_dead(row.owner)
+            ):
                 raise Conflict(
                     f"pool {name!r} is held by a live worker ({row.owner}); give this worker "
                     "another --pool name or stop the other one"
@@ -625,5 +639,10 @@ def _check_target(target: object) -> tuple[str, str]:
 
 
 def jobs_for(client: Client | Transport) -> JobStore:
-    """The jobs part of ``client``, on its transport."""
-    return JobStore(client)
+    """The jobs part of ``client``: SQL locally, REST calls through ``keel server``."""
+    part = JobStore(client)
+    if part.remote is not None:
+        from keel.jobs.remote import RemoteJobStore
+
+        return RemoteJobStore(client)
+    return part
