@@ -8,6 +8,8 @@ acts on it::
                   (a prompt: a candidate exists too)      → gating      (triggered)
     retraining    the pipeline runs and registers a version → gating   (retrain_started,
                                                                        retrain_finished)
+                  (with retrain.queue: submitted once as a job of that queue (retrain_started),
+                  waited for across ticks → gating, or → idle (retrain_failed))
     gating        the gates pass: the canary route is added → canary   (gate_passed,
                                                                        canary_started)
     canary        live metrics breach the rollback bounds → idle        (rolled_back)
@@ -55,6 +57,13 @@ from keel.automation.events import Event
 from keel.automation.gates import run_gates
 from keel.automation.live import LiveMetrics, measure_canary
 from keel.automation.policy import Policy, human_duration
+from keel.automation.retrain_jobs import (
+    QueuedRetrain,
+    describe_params,
+    finished,
+    jsonable_outputs,
+    registered_version,
+)
 from keel.automation.state import (
     AWAITING_APPROVAL,
     CANARY,
@@ -70,7 +79,7 @@ from keel.automation.triggers import Fired, check_triggers, latest_dataset_versi
 from keel.automation.verdict import judge_canary
 from keel.errors import ApprovalRequired, Conflict, InvalidInput, KeelError
 from keel.store.sql import now_ms
-from keel.uris import DatasetURI, ModelURI, is_dataset_uri, parse_dataset_uri, parse_model_uri
+from keel.uris import DatasetURI, is_dataset_uri, parse_dataset_uri
 
 if TYPE_CHECKING:
     from keel.client import Client
@@ -98,6 +107,9 @@ class TickResult:
     after: str
     events: list[Event] = field(default_factory=list)
     skipped: str | None = None
+    #: What the cycle waits for, when it waits on something outside this controller
+    #: (a retrain job of a queue).
+    waiting: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -112,6 +124,7 @@ class TickResult:
             "failed": self.failed,
             "events": [e.to_dict() for e in self.events],
             "skipped": self.skipped,
+            "waiting": self.waiting,
         }
 
 
@@ -148,6 +161,7 @@ class Controller:
         self.monitor = monitor or self._run_monitor
         self.clock = clock
         self._mine: set[tuple[str, int]] = set()  # (policy, epoch) this process moved into
+        self._waiting: dict[str, str] = {}  # policy → what its cycle waits for, this step
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -186,6 +200,7 @@ class Controller:
             return TickResult(
                 name, before.state, before.state, skipped="another controller holds it"
             )
+        self._waiting.pop(name, None)
         try:
             with self._renewing(name):
                 policy = self.store.get(name)
@@ -202,7 +217,11 @@ class Controller:
             self.store.release(name, self.owner)
         after = self.store.state(name)
         return TickResult(
-            name, before.state, after.state, self.store.events_after(name, first_event)
+            name,
+            before.state,
+            after.state,
+            self.store.events_after(name, first_event),
+            waiting=self._waiting.pop(name, None),
         )
 
     @contextlib.contextmanager
@@ -238,7 +257,13 @@ class Controller:
                 CANARY: self._canary,
                 AWAITING_APPROVAL: self._awaiting_approval,
             }[state.state]
-        if state.state in (RETRAINING, GATING) and (policy.name, state.epoch) not in self._mine:
+        # A retrain job runs on by itself: following it is waiting, not resuming half-run work.
+        following = state.state == RETRAINING and state.detail.get("job") is not None
+        if (
+            state.state in (RETRAINING, GATING)
+            and (policy.name, state.epoch) not in self._mine
+            and not following
+        ):
             self.store.note(
                 policy,
                 "resumed",
@@ -453,41 +478,39 @@ class Controller:
     # -- retraining -----------------------------------------------------------------------------
 
     def _retraining(self, policy: Policy, state: CycleState) -> bool:
+        assert policy.retrain is not None  # only a model policy's cycle retrains
+        if policy.retrain.queue is not None or state.detail.get("job") is not None:
+            # A job of the queue runs it; a job recorded before the policy lost its queue
+            # is still this cycle's retrain.
+            queued = QueuedRetrain(self.client, self.store, self.clock, self._moved)
+            progress = queued.advance(policy, state)
+            if progress.waiting is not None:
+                self._waiting[policy.name] = progress.waiting
+            return progress.moved
         from keel.pipelines import run_pipeline
 
-        assert policy.retrain is not None  # only a model policy's cycle retrains
         params = dict(state.detail.get("params") or {})
         self.store.note(
             policy,
             "retrain_started",
-            f"running {policy.retrain.pipeline} with {_describe_params(params)}",
+            f"running {policy.retrain.pipeline} with {describe_params(params)}",
             details={"params": params},
         )
         try:
             run = run_pipeline(policy.retrain.pipeline, params=params, executor=self.executor)
-            version = _registered_version(policy, run)
+            version = registered_version(policy, getattr(run, "outputs", None))
         except Exception as exc:  # the pipeline's failure ends the cycle, with its reason
             log.warning("keel: retraining for %s failed: %s", policy.name, exc)
             return self._end(policy, state, "retrain_failed", f"{type(exc).__name__}: {exc}")
-        outputs = _jsonable_outputs(getattr(run, "outputs", None))
-        moved = self.store.transition(
-            state,
+        change = finished(
             policy,
-            Transition(
-                GATING,
-                "retrain_finished",
-                f"pipeline run {run.run_id} registered {policy.model}/{version}",
-                version=version,
-                details={"run_id": run.run_id, "outputs": outputs},
-                changes={
-                    "candidate_version": version,
-                    "pipeline_run_id": run.run_id,
-                    "phase_started_at": self.clock(),
-                    "detail": {**state.detail, "outputs": outputs},
-                },
-            ),
+            state,
+            run_id=run.run_id,
+            version=version,
+            outputs=jsonable_outputs(getattr(run, "outputs", None)),
+            now=self.clock(),
         )
-        self._moved(policy, moved)
+        self._moved(policy, self.store.transition(state, policy, change))
         return True
 
     # -- gating ---------------------------------------------------------------------------------
@@ -699,38 +722,3 @@ def _consume_dataset_news(fired: Fired, seen: dict[str, int]) -> None:
     if "dataset" in fired.details:
         name = str(fired.details["dataset"])
         seen[name] = max(seen.get(name, 0), int(fired.details["version"]))
-
-
-def _describe_params(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in params.items()) or "no parameters"
-
-
-def _registered_version(policy: Policy, run: Any) -> int:
-    outputs = getattr(run, "outputs", None)
-    assert policy.retrain is not None
-    key = policy.retrain.output
-    if not isinstance(outputs, dict) or key not in outputs:
-        raise InvalidInput(
-            f"the pipeline must return a dict with {key!r}: the registered model "
-            f"(models:/{policy.model}/N); it returned {type(outputs).__name__}"
-        )
-    uri = str(outputs[key])
-    try:
-        parsed = parse_model_uri(uri)
-    except InvalidInput:
-        parsed = None
-    if not isinstance(parsed, ModelURI) or parsed.version is None or parsed.name != policy.model:
-        raise InvalidInput(
-            f"the pipeline's {key!r} output must be models:/{policy.model}/<version>, got {uri!r}"
-        )
-    return parsed.version
-
-
-def _jsonable_outputs(outputs: Any) -> dict[str, Any]:
-    if not isinstance(outputs, dict):
-        return {}
-    out = {}
-    for key, value in outputs.items():
-        if isinstance(value, str | int | float | bool) or value is None:
-            out[str(key)] = value
-    return out

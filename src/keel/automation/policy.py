@@ -18,6 +18,9 @@ A policy is a YAML (or JSON) document, or the same as Python objects. A
       pipeline: churn_pipeline:train               # module:attr or path/file.py:attr
       params: {data: "datasets:/churn-train@latest", seed: 7}
       output: model                                # the returned key holding models:/churn/N
+      queue: gpu-train                             # optional: submit it as a job of this queue
+      resources: {gpus: 1, gpu_type: a100, cpus: 8, memory: 32Gi, priority: high,
+                  timeout: 2h, retries: 1}         # what the job asks for (with a queue only)
     gates:
       data: datasets:/churn-holdout@latest         # fresh evaluation data (or a file)
       target: churned
@@ -95,6 +98,7 @@ from keel.uris import is_dataset_uri, parse_dataset_uri
 from keel.validation import check_name
 
 if TYPE_CHECKING:
+    from keel.automation.retrain_jobs import RetrainResources
     from keel.automation.retrieval import RetrievalGates
 
 __all__ = [
@@ -374,16 +378,26 @@ def human_duration(seconds: float | None) -> str:
 
 @dataclass(frozen=True)
 class Retrain:
-    """The pipeline that trains a challenger, its parameters, and which output is the model."""
+    """The pipeline that trains a challenger, its parameters, and which output is the model.
+
+    With ``queue`` the retrain is not run by the controller: it is submitted as a
+    pipeline job to that job queue (``keel jobs``), asking for ``resources``
+    (:class:`~keel.automation.retrain_jobs.RetrainResources`), and the controller
+    follows the job across ticks. Without it, the controller runs the pipeline itself.
+    """
 
     pipeline: str
     params: Mapping[str, Any] = field(default_factory=dict)
     output: str = "model"
+    queue: str | None = None
+    resources: RetrainResources | None = None
 
     @classmethod
     def from_dict(cls, doc: Any, where: str) -> Retrain:
+        from keel.automation.retrain_jobs import RetrainResources, check_job_target
+
         doc = _mapping(doc, where)
-        _only(doc, ("pipeline", "params", "output"), where)
+        _only(doc, ("pipeline", "params", "output", "queue", "resources"), where)
         pipeline = _text(doc.get("pipeline"), f"{where}.pipeline")
         if ":" not in pipeline:
             raise InvalidInput(
@@ -395,10 +409,39 @@ class Retrain:
             json.dumps(params)
         except (TypeError, ValueError):
             raise InvalidInput(f"{where}.params: parameters must be JSON values") from None
-        return cls(pipeline, params, _text(doc.get("output", "model"), f"{where}.output"))
+        queue = doc.get("queue")
+        if queue is not None:
+            queue = check_name(queue, f"{where}.queue: a job queue name")
+            check_job_target(pipeline, f"{where}.pipeline")
+        elif doc.get("resources") is not None:
+            # Without a queue the controller runs the pipeline itself: nothing would honour them.
+            raise InvalidInput(
+                f"{where}.resources: resources are what a queued retrain asks its job queue for; "
+                "add queue: <a job queue> (see `keel jobs queues list`), or remove resources"
+            )
+        return cls(
+            pipeline,
+            params,
+            _text(doc.get("output", "model"), f"{where}.output"),
+            queue=queue,
+            resources=(  # None: the defaults (RetrainResources())
+                None
+                if doc.get("resources") is None
+                else RetrainResources.from_dict(doc["resources"], f"{where}.resources")
+            ),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pipeline": self.pipeline, "params": dict(self.params), "output": self.output}
+        doc: dict[str, Any] = {
+            "pipeline": self.pipeline,
+            "params": dict(self.params),
+            "output": self.output,
+        }
+        if self.queue is not None:  # absent otherwise, so older specs stay byte for byte
+            doc["queue"] = self.queue
+            if self.resources is not None:
+                doc["resources"] = self.resources.to_dict()
+        return doc
 
 
 @dataclass(frozen=True)

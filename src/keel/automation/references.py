@@ -5,7 +5,8 @@ that what it names exists now: the registered model (or prompt, or RAG index
 and its alias), the deployment (of the same kind, and for a prompt one that
 routes it), each dataset a trigger watches, the retraining pipeline (its module
 is imported, as a run would, to find the attribute; no step runs), the
-pipeline's parameters and the datasets they name, the evaluation data of the
+pipeline's parameters and the datasets they name, the retrain's job queue (and
+that its resources could ever fit there), the evaluation data of the
 gates with its target and slice columns (for a prompt, its eval set; for an
 index, its question set), and — for ``approval: required`` — the alias's
 protection. Every problem is reported in one error, each with the field it came
@@ -92,6 +93,7 @@ def resolve_references(policy: Policy, client: Client) -> Resolved:
     if policy.retrain is not None:
         _pipeline(policy.retrain, problems)
         _param_datasets(policy.retrain.params, "policy.retrain.params", client, problems)
+        _queue(policy.retrain, client, problems)
     if policy.gates.evals is not None:
         _dataset(policy.gates.evals.dataset, "policy.gates.evals.dataset", client, problems)
     if policy.gates.retrieval is not None:
@@ -252,6 +254,16 @@ def _dataset(ref: str, where: str, client: Client, problems: list[_Problem]) -> 
         else:  # the dataset exists, the version or digest does not: its message says which
             problems.append(_Problem(where, str(exc)))
         return None
+
+
+def _queue(retrain: Retrain, client: Client, problems: list[_Problem]) -> None:
+    """The retrain's job queue must exist, and its resources must be able to fit there."""
+    from keel.automation.retrain_jobs import queue_problem
+
+    found = queue_problem(retrain, client)
+    if found is not None:
+        text, missing = found
+        problems.append(_Problem("policy.retrain.queue", text, missing))
 
 
 def _param_datasets(value: Any, where: str, client: Client, problems: list[_Problem]) -> None:

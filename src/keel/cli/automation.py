@@ -196,7 +196,7 @@ def _print_results(results: list[Any]) -> None:
                 soft_wrap=True,
             )
         if not result.events:
-            console.print(f"{result.policy}: {result.after}, nothing to do")
+            console.print(f"{result.policy}: {result.after}, {result.waiting or 'nothing to do'}")
 
 
 @automation_app.command("status")

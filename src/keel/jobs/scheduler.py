@@ -5,7 +5,8 @@ One pass of :meth:`Scheduler.schedule`:
 1. **Lost pools.** A job admitted to (or running on) a pool whose worker stopped
    sending heartbeats is requeued; that is a preemption, not a failed attempt.
 2. **Heads.** Each queue offers its head: the queued job of highest priority, then
-   earliest arrival. Heads are taken across queues by priority, then arrival. A
+   earliest arrival. Heads are taken across queues by priority, then those that fit
+   their own queue's quota before those that would borrow, then arrival. A
    head that cannot be admitted blocks its queue for this pass (strict FIFO): a
    later, smaller job of the same queue never jumps it.
 3. **Fit.** A job is admitted only when *all* it asks for fits at once:
@@ -284,7 +285,10 @@ class Scheduler:
                 ]
                 if not offers:
                     break
-                job = min(offers, key=lambda j: (-j.priority, j.id))
+                # At one priority, a head within its own queue's quota goes before one
+                # that must borrow: otherwise a requeued borrower, older than the lender's
+                # head, is admitted again and preempted again, and the lender never runs.
+                job = min(offers, key=lambda j: (-j.priority, not snapshot.within_nominal(j), j.id))
                 decision = self._decide(job, snapshot, started)
                 decisions.append(decision)
                 if decision.action == "admit":
