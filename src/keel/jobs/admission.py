@@ -237,10 +237,21 @@ class Snapshot:
                 self.release(other)
                 taken.append(other)
                 if isinstance(self.fit(job), Placement):
-                    pending = [j for j in taken if j.preempt_requested_at is not None]
-                    new = [j for j in taken if j.preempt_requested_at is None]
-                    return new, pending
-            return None
+                    break
+            else:
+                return None
+            # The last one taken made the fit; an earlier one may have freed room the head
+            # does not use (on another pool): keep back each the fit does without, trying
+            # the most valuable (taken last) first.
+            for other in reversed(taken[:-1]):
+                self.hold(other)
+                if isinstance(self.fit(job), Placement):
+                    taken.remove(other)
+                else:
+                    self.release(other)
+            pending = [j for j in taken if j.preempt_requested_at is not None]
+            new = [j for j in taken if j.preempt_requested_at is None]
+            return new, pending
         finally:
             for other in taken:
                 self.hold(other)

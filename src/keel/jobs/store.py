@@ -381,7 +381,10 @@ class JobStore(ClientPart):
         at = now_ms()
         actor = self.actor
         with self.transport.store.write() as conn:
-            queues = [Queue.from_row(r) for r in conn.execute(select(s.job_queues))]
+            queues = [
+                Queue.from_row(r)
+                for r in conn.execute(select(s.job_queues).order_by(s.job_queues.c.name))
+            ]
             found = next((q for q in queues if q.name == queue), None)
             if found is None:
                 raise NotFound(
