@@ -228,7 +228,7 @@ class Worker:
         poll_seconds: between two turns of :meth:`run`.
         sample_seconds: between two samples of a running attempt.
         gpu_reader: reads the jobs' GPUs (:class:`~keel.jobs.sampling.NvmlReader`, or a
-            recorded file); ``None`` samples no GPU.
+            recorded file); ``None`` samples no GPU, and neither does a Ray executor.
         schedule: also run scheduler passes (only the lease holder's do anything).
         scheduler: the scheduler to run (default: ``Scheduler(client)``).
         owner: this worker's id on its pool (default ``host:pid:random``).
@@ -258,7 +258,9 @@ class Worker:
         self.grace_seconds = grace_seconds
         self.poll_seconds = poll_seconds
         self.sample_seconds = sample_seconds
-        self.gpu_reader = gpu_reader
+        # A Ray pool's device indices are not the GPUs Ray assigns a task, so reading
+        # them would sample the wrong devices: Ray jobs get no GPU samples.
+        self.gpu_reader = None if executor.name == "ray" else gpu_reader
         self.schedule = schedule
         self.scheduler = scheduler
         self.owner = owner or new_owner()
