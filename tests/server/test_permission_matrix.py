@@ -8,8 +8,8 @@ README, independently of the server's code: 2xx when the grant covers every
 permission the action needs, else 403 with ``{"error": ...}`` naming the first
 missing permission.
 
-Matrix size: 69 actions (every mutating route, and the POSTs that only read) x
-4 roles x 4 grant scopes = 1,104 HTTP cases
+Matrix size: 73 actions (every mutating route, and the POSTs that only read) x
+4 roles x 4 grant scopes = 1,168 HTTP cases
 (``test_every_mutating_route_is_in_the_matrix`` fails when the server gains a
 mutating route that the table lacks), plus a sample checked through the CLI.
 """
@@ -773,6 +773,43 @@ ACTIONS += [
 ]  # fmt: skip
 
 
+# jobs, queues and job prices have no scope kind: submitting and cancelling one's own job
+# are global writes, cancelling another's job, applying a queue and pricing are admin's
+def _prepare_job_queue(world: World, case: str) -> None:
+    world.local.jobs.apply_queue({"name": "matrix", "quotas": {"cpus": 1_000_000}})
+
+
+def _prepare_job(world: World, case: str) -> None:
+    _prepare_job_queue(world, case)
+    world.made[case] = world.local.jobs.submit(["true"], queue="matrix").id  # the operator's
+
+
+ACTIONS += [
+    Action(
+        "submit job", "POST", "/api/v1/jobs",
+        lambda w, h, c: h.post("/jobs", json={"target": ["true"], "queue": "matrix", "name": c}),
+        [("write", None, None)],
+        _prepare_job_queue,
+    ),
+    Action(
+        "cancel another's job", "POST", "/api/v1/jobs/{job_id}/cancel",
+        lambda w, h, c: h.post(f"/jobs/{w.made[c]}/cancel", json={"reason": c}),
+        [("write", None, None), ("admin", None, None)],
+        _prepare_job,
+    ),
+    Action(
+        "apply job queue", "PUT", "/api/v1/jobs/queues/{name}",
+        lambda w, h, c: h.put(f"/jobs/queues/q-{c}", json={"queue": {"name": f"q-{c}", "quotas": {"cpus": 1}}}),
+        [("admin", None, None)],
+    ),
+    Action(
+        "add job price", "POST", "/api/v1/jobs/prices",
+        lambda w, h, c: h.post("/jobs/prices", json={"resource": f"gpu:{c}", "per_hour": 1.5}),
+        [("admin", None, None)],
+    ),
+]  # fmt: skip
+
+
 def _user(role: str, scope: str) -> str:
     return f"{role}-{scope}"
 
@@ -874,7 +911,7 @@ def test_every_mutating_route_is_in_the_matrix(world: World):
 
 
 def test_the_matrix_size_is_what_the_docstring_says():
-    assert (len(ACTIONS), len(ROLES), len(SCOPES), len(CASES)) == (69, 4, 4, 1104)
+    assert (len(ACTIONS), len(ROLES), len(SCOPES), len(CASES)) == (73, 4, 4, 1168)
 
 
 # -- a sample through the CLI ------------------------------------------------------------

@@ -56,6 +56,7 @@ _GROUPS = {
     "guardrails": ("keel.cli.guardrails", "guardrails_app"),
     "rag": ("keel.cli.rag", "rag_app"),
     "features": ("keel.cli.features", "features_app"),
+    "jobs": ("keel.cli.jobs", "jobs_app"),
 }
 #: Single commands by name: (module, function).
 _COMMANDS = {
@@ -92,6 +93,9 @@ _READ_ONLY = frozenset(
         *(("rag", "alias", verb) for verb in ("get", "history")),
         *(("audit", verb) for verb in ("list", "verify")),
         *(("features", verb) for verb in ("list", "show", "history", "status", "get", "serve")),
+        *(("jobs", verb) for verb in ("list", "show", "logs", "why", "report")),
+        *(("jobs", noun, "list") for noun in ("queues", "prices")),
+        ("jobs", "queues", "show"),
     }
 )
 

@@ -297,8 +297,4 @@ def version_cost(client: Client, name: str, version: int) -> float:
     Includes automation's retrains (they are jobs like any other). Jobs not costed yet
     count as 0.
     """
-    return sum(
-        job.cost or 0.0
-        for job in client.jobs.list(limit=None)
-        if job.model_name == name and job.model_version == int(version)
-    )
+    return sum(job.cost or 0.0 for job in client.jobs.list(model=(name, version), limit=None))
