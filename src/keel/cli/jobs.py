@@ -345,7 +345,7 @@ def report_command(
         return
     table = Table(
         found.by, "jobs", "GPU-h asked", "GPU-h used", "idle", "peak util", "peak GPU mem",
-        "right-sizing", "cost",
+        "fits on", "cost",
     )  # fmt: skip
     for row in [*found.rows, found.total]:
         table.add_row(
@@ -359,10 +359,20 @@ def report_command(
             "—" if row.idle_share is None else f"{row.idle_share:.0%}",
             "—" if row.gpu_util_peak is None else f"{row.gpu_util_peak:.0f}%",
             "—" if row.gpu_memory_peak is None else format_memory(row.gpu_memory_peak),
-            row.suggestion,
+            _fits(row.fits_gpu_type, row.share),
             f"${row.cost_usd:.2f}",
         )
     console.print(table)
+    for row in found.rows:
+        if row.fits_gpu_type is not None or row.share is not None:
+            console.print(f"{row.group}: {row.suggestion}", soft_wrap=True)
+
+
+def _fits(gpu_type: str | None, share: float | None) -> str:
+    """The right-sizing column: ``l4``, ``a100, 0.25 of one`` or a dash."""
+    if gpu_type is None:
+        return "—"
+    return gpu_type + ("" if share is None or share >= 1 else f", {share:g} of one")
 
 
 @jobs_app.command("cancel")
