@@ -25,10 +25,7 @@ snapshot whose lookups are one bisection each.
 
 from __future__ import annotations
 
-import bisect
 import builtins
-import itertools
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -40,6 +37,7 @@ from keel.errors import Conflict, InvalidInput
 from keel.governance import audit
 from keel.jobs.resources import CPUS, MEMORY, check_gpu_type
 from keel.store import schema as s
+from keel.store.dated import DatedRows, check_rate, check_start
 from keel.store.sql import iso_ms, now_ms
 from keel.transport.base import ClientPart
 
@@ -79,33 +77,6 @@ def unit(resource: str) -> str:
     return UNITS[_GPU_PREFIX] if resource.startswith(_GPU_PREFIX) else UNITS[resource]
 
 
-def _check_rate(value: object, resource: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidInput(
-            f"per_hour must be a finite number of USD per {unit(resource)}, got {value!r}"
-        )
-    if value < 0:
-        raise InvalidInput(f"per_hour must be 0 or more USD per {unit(resource)}, got {value!r}")
-    return float(value)
-
-
-def _check_start(value: Any) -> int | None:
-    """``starts_at`` as epoch ms: ``None`` (now), epoch ms, a datetime or ISO-8601 text."""
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        start = value
-    else:
-        from keel.predictions import to_ms
-
-        converted = to_ms(value, "starts_at")
-        assert converted is not None  # not None in, not None out
-        start = converted
-    if start < 0:
-        raise InvalidInput(f"starts_at must be at or after 1970-01-01, got {value!r}")
-    return start
-
-
 @dataclass(frozen=True)
 class JobPrice:
     """What one resource costs per hour from ``starts_at`` on, in USD.
@@ -134,7 +105,7 @@ class JobPrice:
         }
 
 
-class JobPriceTable:
+class JobPriceTable(DatedRows[JobPrice]):
     """An immutable snapshot of the job price rows: which row is in force for a resource when.
 
     Args:
@@ -148,68 +119,32 @@ class JobPriceTable:
         [(start, change, <JobPrice 2.5>), (change, end, <JobPrice 3.0>)]
     """
 
-    __slots__ = ("_rows", "_starts")
+    __slots__ = ()
 
     def __init__(self, prices: Iterable[JobPrice] = ()) -> None:
-        by_resource: dict[str, list[JobPrice]] = {}
-        for price in prices:
-            by_resource.setdefault(price.resource, []).append(price)
-        rows: dict[str, tuple[JobPrice, ...]] = {}
-        starts: dict[str, tuple[int, ...]] = {}
-        for resource, found in by_resource.items():
-            found.sort(key=lambda p: p.starts_at)
-            rows[resource] = tuple(found)
-            starts[resource] = tuple(p.starts_at for p in found)
-        self._rows = rows
-        self._starts = starts
+        super().__init__(prices, key=lambda p: p.resource, start=lambda p: p.starts_at)
 
     def price(self, resource: str, at_ms: int) -> JobPrice | None:
         """The row in force for ``resource`` at ``at_ms``; None when none had started yet."""
-        starts = self._starts.get(resource)
-        if starts is None:
-            return None
-        index = bisect.bisect_right(starts, at_ms) - 1
-        return self._rows[resource][index] if index >= 0 else None
+        return self.at(resource, at_ms)
 
     def rate(self, resource: str, at_ms: int) -> float | None:
         """USD per hour of ``resource`` at ``at_ms``; None when no price was in force then."""
-        price = self.price(resource, at_ms)
+        price = self.at(resource, at_ms)
         return None if price is None else price.per_hour
-
-    def segments(
-        self, resource: str, start_ms: int, end_ms: int
-    ) -> builtins.list[tuple[int, int, JobPrice | None]]:
-        """``[start_ms, end_ms)`` cut at every start time of ``resource`` inside it.
-
-        Each piece comes with the row in force over all of it (None where no row had
-        started yet), so a change in the middle of a run charges each side at its own
-        rate. An empty interval gives no pieces.
-        """
-        if end_ms <= start_ms:
-            return []
-        starts = self._starts.get(resource, ())
-        first = bisect.bisect_right(starts, start_ms)
-        last = bisect.bisect_left(starts, end_ms)
-        cuts = [start_ms, *starts[first:last], end_ms]
-        return [
-            (begin, stop, self.price(resource, begin)) for begin, stop in itertools.pairwise(cuts)
-        ]
 
     @property
     def resources(self) -> builtins.list[str]:
         """The resources with at least one price row, sorted."""
-        return sorted(self._rows)
+        return self.keys
 
     @property
     def prices(self) -> builtins.list[JobPrice]:
         """Every row, by resource and start."""
-        return [p for resource in self.resources for p in self._rows[resource]]
-
-    def __len__(self) -> int:
-        return sum(len(rows) for rows in self._rows.values())
+        return self.rows
 
     def __repr__(self) -> str:
-        return f"JobPriceTable({len(self)} rows, {len(self._rows)} resources)"
+        return f"JobPriceTable({len(self)} rows, {len(self.keys)} resources)"
 
 
 class JobPrices(ClientPart):
@@ -246,8 +181,8 @@ class JobPrices(ClientPart):
             PermissionDenied: through ``keel server``, the caller may not set prices.
         """
         check_resource(resource)
-        rate = _check_rate(per_hour, resource)
-        start = _check_start(starts_at)
+        rate = check_rate(per_hour, "per_hour", unit(resource))
+        start = check_start(starts_at)
         remote = self.remote
         if remote is not None:
             body = {"resource": resource, "per_hour": rate, "starts_at": start}

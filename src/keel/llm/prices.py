@@ -26,9 +26,7 @@ per call, cheap enough for every request.
 
 from __future__ import annotations
 
-import bisect
 import builtins
-import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from keel.errors import Conflict, InvalidInput
 from keel.governance import audit
 from keel.store import schema as s
+from keel.store.dated import DatedRows, check_rate, check_start
 from keel.store.sql import iso_ms, now_ms
 from keel.transport import Transport
 from keel.transport.base import ClientPart
@@ -63,33 +62,6 @@ def check_model(model: object) -> str:
             f"characters (the upstream's own name, e.g. 'gpt-4o-mini'); got {model!r}"
         )
     return model
-
-
-def _check_rate(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidInput(
-            f"{what} must be a finite number of USD per million tokens, got {value!r}"
-        )
-    if value < 0:
-        raise InvalidInput(f"{what} must be 0 or more USD per million tokens, got {value!r}")
-    return float(value)
-
-
-def _check_start(value: Any) -> int | None:
-    """``starts_at`` as epoch ms: ``None`` (now), epoch ms, a datetime or ISO-8601 text."""
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        start = value
-    else:
-        from keel.predictions import to_ms
-
-        converted = to_ms(value, "starts_at")
-        assert converted is not None  # not None in, not None out
-        start = converted
-    if start < 0:
-        raise InvalidInput(f"starts_at must be at or after 1970-01-01, got {value!r}")
-    return start
 
 
 @dataclass(frozen=True)
@@ -129,7 +101,7 @@ class Price:
         }
 
 
-class PriceTable:
+class PriceTable(DatedRows[Price]):
     """An immutable snapshot of the price rows: which row is in force for a model at a time.
 
     Args:
@@ -141,28 +113,14 @@ class PriceTable:
         0.00036
     """
 
-    __slots__ = ("_rows", "_starts")
+    __slots__ = ()
 
     def __init__(self, prices: Iterable[Price] = ()) -> None:
-        by_model: dict[str, list[Price]] = {}
-        for price in prices:
-            by_model.setdefault(price.model, []).append(price)
-        rows: dict[str, tuple[Price, ...]] = {}
-        starts: dict[str, tuple[int, ...]] = {}
-        for model, found in by_model.items():
-            found.sort(key=lambda p: p.starts_at)
-            rows[model] = tuple(found)
-            starts[model] = tuple(p.starts_at for p in found)
-        self._rows = rows
-        self._starts = starts
+        super().__init__(prices, key=lambda p: p.model, start=lambda p: p.starts_at)
 
     def price(self, model: str, at_ms: int) -> Price | None:
         """The row in force for ``model`` at ``at_ms``; None when none had started yet."""
-        starts = self._starts.get(model)
-        if starts is None:
-            return None
-        index = bisect.bisect_right(starts, at_ms) - 1
-        return self._rows[model][index] if index >= 0 else None
+        return self.at(model, at_ms)
 
     def cost(self, model: str, input_tokens: int, output_tokens: int, at_ms: int) -> float | None:
         """USD for a request to ``model`` at ``at_ms``; None when no price was in force then.
@@ -179,18 +137,15 @@ class PriceTable:
     @property
     def models(self) -> builtins.list[str]:
         """The models with at least one price row, sorted."""
-        return sorted(self._rows)
+        return self.keys
 
     @property
     def prices(self) -> builtins.list[Price]:
         """Every row, by model and start."""
-        return [p for model in self.models for p in self._rows[model]]
-
-    def __len__(self) -> int:
-        return sum(len(rows) for rows in self._rows.values())
+        return self.rows
 
     def __repr__(self) -> str:
-        return f"PriceTable({len(self)} rows, {len(self._rows)} models)"
+        return f"PriceTable({len(self)} rows, {len(self.keys)} models)"
 
 
 class Prices(ClientPart):
@@ -233,10 +188,10 @@ class Prices(ClientPart):
         """
         check_model(model)
         rates = (
-            _check_rate(input_per_million, "input_per_million"),
-            _check_rate(output_per_million, "output_per_million"),
+            check_rate(input_per_million, "input_per_million", "million tokens"),
+            check_rate(output_per_million, "output_per_million", "million tokens"),
         )
-        start = _check_start(starts_at)
+        start = check_start(starts_at)
         remote = self.remote
         if remote is not None:
             body = {
