@@ -115,6 +115,7 @@ bench: $(STAMP) bench-venvs
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/edge.py
 	$(BIN)/python bench/stream.py
+	$(BIN)/python bench/jobs.py
 
 # The feature store against Feast: Redis at 127.0.0.1:6379, about 10 minutes. Feast's join at
 # full scale needs more than the 14 GB the bench allows it (--max-rss-gb); `--scale 0.5` compares it.

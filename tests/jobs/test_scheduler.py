@@ -345,8 +345,8 @@ def test_borrowing_takes_only_the_cohort_idle_quota(jobs):
 
     assert admitted(decisions) == [busy.id, own.id]
     assert only(decisions, extra).reason == (
-        "queue borrower needs to borrow 1 of gpu:a100, but cohort research has 0 idle "
-        "(2 of 2 in use)"
+        "queue borrower needs to borrow 1 of gpu:a100, but cohort research has 2 of its "
+        "2 in use, 0 idle"
     )
     run_to_end(jobs, busy)  # the lender goes idle: its quota can be lent
     decisions = scheduler().schedule()
@@ -522,6 +522,24 @@ def test_a_lender_takes_its_quota_back_from_borrowers_at_its_own_priority(jobs):
     assert only(decisions, reclaim).victims == (borrowed[1].id,)
 
 
+def test_a_lender_within_its_quota_never_takes_the_cohort_past_its_total(jobs):
+    # The pool has 8 a100s, the cohort's quotas only 4: the lender's job fits its own
+    # quota and the pool, but its quota is lent out, so it reclaims it instead of
+    # running beside the borrowers on a fifth GPU.
+    _, borrowed = borrowers(jobs, ("normal", "normal"))
+    add_pool(jobs, "p2", {"cpus": 32, "memory": "256Gi", "gpus": {"a100": 4}})
+    reclaim = submit(jobs, "owner", priority="normal")
+
+    decisions = scheduler().schedule()
+
+    assert [(d.job_id, d.action) for d in decisions] == [(reclaim.id, "preempt")]
+    assert jobs.get(reclaim.id).state == QUEUED
+    assert Scheduler().why(reclaim.id).reasons[0] == (
+        "it: queue owner is within its quota of gpu:a100 (0 of 2 in use), but cohort shared "
+        "has lent it out: 4 of its 4 in use, 0 idle"
+    )
+
+
 def test_a_borrower_does_not_preempt_another_borrower_of_its_priority(jobs):
     add_pool(jobs)
     add_queue(jobs, "owner", {"a100": 2}, cohort="shared")
@@ -567,7 +585,7 @@ def test_preempted_victims_are_requeued_and_the_high_job_is_admitted_in_their_pl
     requeued = jobs.get(victim.id)
     assert (requeued.state, requeued.attempt, requeued.pool) == (QUEUED, 1, None)
     assert only(third, victim).reason == (
-        "queue guest needs to borrow 2 of gpu:a100, but cohort shared has 0 idle (4 of 4 in use)"
+        "queue guest needs to borrow 2 of gpu:a100, but cohort shared has 4 of its 4 in use, 0 idle"
     )
     assert [(e.from_state, e.to_state) for e in jobs.events(victim.id)] == [
         (None, QUEUED),
@@ -668,8 +686,8 @@ def test_why_at_the_head_names_the_quota_and_the_cohort_that_hold_it(jobs):
     assert why.summary == f"job {blocked.id} is queued in borrower, at the head"
     assert why.head is None
     assert why.reasons == [
-        "it: queue borrower needs to borrow 1 of gpu:a100, but cohort research has 0 idle "
-        "(2 of 2 in use)"
+        "it: queue borrower needs to borrow 1 of gpu:a100, but cohort research has 2 of its "
+        "2 in use, 0 idle"
     ]
 
 

@@ -52,6 +52,9 @@ class Snapshot:
         self.devices_used: dict[str, set[int]] = defaultdict(set)
         self.gpu_seconds = gpu_seconds
         self.cohorts: dict[str, list[Queue]] = defaultdict(list)
+        #: Victims asked to stop in this pass, by the head their room is for: another
+        #: head of the cohort chooses its own victims instead of counting on that room.
+        self.promised: dict[int, int] = {}
         for queue in queues.values():
             if queue.cohort is not None:
                 self.cohorts[queue.cohort].append(queue)
@@ -87,9 +90,19 @@ class Snapshot:
                 continue
             nominal = float(queue.quotas.get(resource, 0.0))
             after = used[resource] + amount
-            if after <= nominal + _EPS:
-                continue
             show = _show(resource)
+            if after <= nominal + _EPS:
+                # Within its own quota, but that quota may be lent out: the cohort's total
+                # holds, and the lender takes its quota back by preempting the borrowers.
+                lent = self._cohort_short(queue, resource, amount)
+                if lent is not None:
+                    return (
+                        f"queue {queue.name} is within its quota of {resource} "
+                        f"({show(used[resource])} of {show(nominal)} in use), but cohort "
+                        f"{queue.cohort} has lent it out: {lent}",
+                        False,
+                    )
+                continue
             if queue.cohort is None:
                 return (
                     f"queue {queue.name} has {show(nominal)} of {resource} as quota, "
@@ -104,18 +117,27 @@ class Snapshot:
                     f"{show(used[resource])} in use)",
                     False,
                 )
-            members = self.cohorts[queue.cohort]
-            cohort_nominal = sum(float(q.quotas.get(resource, 0.0)) for q in members)
-            cohort_used = sum(self.usage[q.name][resource] for q in members)
-            if cohort_used + amount > cohort_nominal + _EPS:
+            short = self._cohort_short(queue, resource, amount)
+            if short is not None:
                 return (
                     f"queue {queue.name} needs to borrow {show(after - nominal)} of {resource}, "
-                    f"but cohort {queue.cohort} has {show(max(0.0, cohort_nominal - cohort_used))} "
-                    f"idle ({show(cohort_used)} of {show(cohort_nominal)} in use)",
+                    f"but cohort {queue.cohort} has {short}",
                     False,
                 )
             borrowed = True
         return None, borrowed
+
+    def _cohort_short(self, queue: Queue, resource: str, amount: float) -> str | None:
+        """Why ``queue``'s cohort cannot hold ``amount`` more of ``resource``, or None."""
+        if queue.cohort is None:
+            return None
+        members = self.cohorts[queue.cohort]
+        total = sum(float(q.quotas.get(resource, 0.0)) for q in members)
+        in_use = sum(self.usage[q.name][resource] for q in members)
+        if in_use + amount <= total + _EPS:
+            return None
+        show = _show(resource)
+        return f"{show(in_use)} of its {show(total)} in use, {show(max(0.0, total - in_use))} idle"
 
     def gpu_hours_problem(self, queue: Queue, job: Job) -> str | None:
         if queue.gpu_hours_per_day is None or not job.request.gpus:
@@ -221,6 +243,7 @@ class Snapshot:
             for other in self.active.values()
             if other.borrowed
             and other.queue in cohort
+            and self.promised.get(other.id, job.id) == job.id
             and (
                 other.priority < job.priority
                 or (reclaim and other.queue != job.queue and other.priority <= job.priority)

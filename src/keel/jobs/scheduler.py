@@ -66,7 +66,9 @@ log = logging.getLogger(__name__)
 
 _EPS = 1e-9
 _DAY_MS = 24 * 3600 * 1000
-#: Queued jobs read per queue at a time (a pass refills when they run out).
+#: Queued jobs read per queue before a pass's first decision, and then at a time for a
+#: queue that admits (a pass refills when they run out).
+_FIRST = 2
 _HEADS_BATCH = 16
 
 
@@ -261,16 +263,17 @@ class Scheduler:
         with self.client.store.read() as conn:
             snapshot, lost = load_snapshot(conn, now_ms(), self.pool_timeout_ms)
         decisions = [d for d in (self._requeue_lost(job) for job in lost) if d is not None]
-        heads: dict[str, deque[Job]] = {}
-        exhausted: set[str] = set()
+        # Every queue's first heads are read before the first decision, as part of the
+        # pass's setup; only a queue that admits reads on, a batch at a time.
+        heads = {q: deque(jobs) for q, jobs in self._heads(list(snapshot.queues), _FIRST).items()}
+        exhausted = {q for q, jobs in heads.items() if len(jobs) < _FIRST}
         blocked: set[str] = set()
         admitted = 0
 
         def head(queue: str) -> Job | None:
-            waiting = heads.get(queue)
+            waiting = heads[queue]
             if not waiting and queue not in exhausted:
-                waiting = deque(self._heads(queue))
-                heads[queue] = waiting
+                waiting.extend(self._heads([queue], _HEADS_BATCH)[queue])
                 if len(waiting) < _HEADS_BATCH:
                     exhausted.add(queue)
             return waiting[0] if waiting else None
@@ -302,15 +305,19 @@ class Scheduler:
             log.warning("keel: %s; this pass stops", exc)
         return [d for d in decisions if d.action != "skip"]
 
-    def _heads(self, queue: str) -> list[Job]:
-        query = (
-            select(s.jobs)
-            .where(s.jobs.c.queue == queue, s.jobs.c.state == QUEUED)
-            .order_by(s.jobs.c.priority.desc(), s.jobs.c.id)
-            .limit(_HEADS_BATCH)
-        )
+    def _heads(self, queues: list[str], limit: int) -> dict[str, list[Job]]:
+        """The first ``limit`` queued jobs of each queue, in admission order, in one read."""
+        found: dict[str, list[Job]] = {}
         with self.client.store.read() as conn:
-            return [Job.from_row(r) for r in conn.execute(query)]
+            for queue in queues:
+                query = (
+                    select(s.jobs)
+                    .where(s.jobs.c.queue == queue, s.jobs.c.state == QUEUED)
+                    .order_by(s.jobs.c.priority.desc(), s.jobs.c.id)
+                    .limit(limit)
+                )
+                found[queue] = [Job.from_row(r) for r in conn.execute(query)]
+        return found
 
     def _decide(self, job: Job, snapshot: Snapshot, started: float) -> Decision:
         def elapsed() -> float:
@@ -391,6 +398,7 @@ class Scheduler:
         for victim in asked:
             snapshot.release(victim)
             snapshot.hold(victim)  # still holds its resources until its worker stops it
+            snapshot.promised[victim.id] = job.id
         ids = ", ".join(f"#{j.id}" for j in asked)
         return Decision(
             job.id,

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, or_, select, update
 
 from keel.errors import Conflict, InvalidInput, NotFound
 from keel.governance import audit
@@ -165,6 +165,26 @@ def _check_step(step: Step) -> None:
         raise InvalidInput(f"a job transition cannot change {', '.join(unknown)}")
 
 
+def _event(
+    job_id: int,
+    from_state: str | None,
+    to_state: str,
+    reason: str,
+    actor: str,
+    detail: Mapping[str, Any] | None,
+    at: int,
+) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "at": at,
+        "from_state": from_state,
+        "to_state": to_state,
+        "reason": reason,
+        "actor": actor,
+        "detail": json.dumps(dict(detail)) if detail else None,
+    }
+
+
 def write_event(
     conn: Connection,
     job_id: int,
@@ -176,17 +196,8 @@ def write_event(
     at: int | None = None,
 ) -> None:
     """Append one event to ``job_id``'s history in the caller's transaction."""
-    conn.execute(
-        s.job_events.insert().values(
-            job_id=job_id,
-            at=at or now_ms(),
-            from_state=from_state,
-            to_state=to_state,
-            reason=reason,
-            actor=actor,
-            detail=json.dumps(dict(detail)) if detail else None,
-        )
-    )
+    row = _event(job_id, from_state, to_state, reason, actor, detail, at or now_ms())
+    conn.execute(s.job_events.insert().values(**row))
 
 
 def move(conn: Connection, job: Job, steps: Sequence[Step], actor: str) -> Job:
@@ -199,6 +210,7 @@ def move(conn: Connection, job: Job, steps: Sequence[Step], actor: str) -> Job:
     state, epoch = job.state, job.epoch
     at = now_ms()
     values: dict[str, Any] = {}
+    events = []
     for step in steps:
         _check_step(step)
         if step.state not in TRANSITIONS[state]:
@@ -206,18 +218,21 @@ def move(conn: Connection, job: Job, steps: Sequence[Step], actor: str) -> Job:
                 f"job {job.id} cannot go from {state} to {step.state}; from {state} it may go "
                 f"to {', '.join(TRANSITIONS[state]) or 'nothing (it has ended)'}"
             )
-        write_event(conn, job.id, state, step.state, step.reason, actor, step.detail, at)
+        events.append(_event(job.id, state, step.state, step.reason, actor, step.detail, at))
         values.update(_values(step.changes or {}))
         values.update(state=step.state, reason=step.reason)
         state = step.state
-    done = conn.execute(
+    # One round trip moves the row and hands it back; the events follow in the same
+    # transaction only once the compare-and-set has held.
+    row = conn.execute(
         update(s.jobs)
         .where(s.jobs.c.id == job.id, s.jobs.c.epoch == epoch, s.jobs.c.state == job.state)
         .values(epoch=epoch + 1, updated_at=at, **values)
-    )
-    if done.rowcount != 1:
+        .returning(*s.jobs.c)
+    ).first()
+    if row is None:
         raise Conflict(f"job {job.id} changed while it was being moved to {state}; read it again")
-    row = conn.execute(select(s.jobs).where(s.jobs.c.id == job.id)).one()
+    conn.execute(s.job_events.insert(), events)
     return Job.from_row(row)
 
 
@@ -380,49 +395,56 @@ class JobStore(ClientPart):
         label = label[:256]
         at = now_ms()
         actor = self.actor
-        with self.transport.store.write() as conn:
+        # The checks read (the queue, its cohort, the pools) outside the write, which then
+        # holds the store's write lock only for the insert and its event.
+        with self.transport.store.read() as conn:
+            cohort = select(s.job_queues.c.cohort).where(s.job_queues.c.name == queue)
             queues = [
                 Queue.from_row(r)
-                for r in conn.execute(select(s.job_queues).order_by(s.job_queues.c.name))
+                for r in conn.execute(
+                    select(s.job_queues).where(
+                        or_(s.job_queues.c.name == queue, s.job_queues.c.cohort.in_(cohort))
+                    )
+                )
             ]
             found = next((q for q in queues if q.name == queue), None)
             if found is None:
+                names = conn.execute(select(s.job_queues.c.name).order_by(s.job_queues.c.name))
                 raise NotFound(
-                    f"no job queue {queue!r}; queues: {', '.join(q.name for q in queues) or 'none'}; "
+                    f"no job queue {queue!r}; queues: {', '.join(r.name for r in names) or 'none'}; "
                     "create one with `keel jobs queues apply FILE`"
                 )
             pools = [Pool.from_row(r) for r in conn.execute(select(s.job_pools))]
-            why_not = never_fits(request, found, queues, [p.inventory for p in pools])
-            if why_not:
-                raise InvalidInput(f"this job can never run: {why_not}")
-            key = conn.execute(
-                s.jobs.insert().values(
-                    name=label,
-                    queue=queue,
-                    priority=rank,
-                    kind=kind,
-                    target=text,
-                    params=json.dumps(dict(params or {}), sort_keys=True, default=str),
-                    gpus=request.gpus,
-                    gpu_type=request.gpu_type,
-                    cpus=request.cpus,
-                    memory=request.memory,
-                    timeout_s=None if timeout is None else float(timeout),
-                    max_retries=retries,
-                    attempt=1,
-                    state=QUEUED,
-                    epoch=0,
-                    reason=f"submitted to queue {queue}",
-                    submitted_at=at,
-                    submitted_by=actor,
-                    updated_at=at,
-                    policy=policy,
-                    borrowed=False,
-                    seconds_run=0.0,
-                )
-            ).inserted_primary_key
-            assert key is not None
-            job_id = int(key[0])
+        why_not = never_fits(request, found, queues, [p.inventory for p in pools])
+        if why_not:
+            raise InvalidInput(f"this job can never run: {why_not}")
+        values = {
+            "name": label,
+            "queue": queue,
+            "priority": rank,
+            "kind": kind,
+            "target": text,
+            "params": json.dumps(dict(params or {}), sort_keys=True, default=str),
+            "gpus": request.gpus,
+            "gpu_type": request.gpu_type,
+            "cpus": request.cpus,
+            "memory": request.memory,
+            "timeout_s": None if timeout is None else float(timeout),
+            "max_retries": retries,
+            "attempt": 1,
+            "state": QUEUED,
+            "epoch": 0,
+            "reason": f"submitted to queue {queue}",
+            "submitted_at": at,
+            "submitted_by": actor,
+            "updated_at": at,
+            "policy": policy,
+            "borrowed": False,
+            "seconds_run": 0.0,
+        }
+        with self.transport.store.write() as conn:
+            row = conn.execute(s.jobs.insert().returning(*s.jobs.c), values).one()
+            job_id = int(row.id)
             write_event(
                 conn,
                 job_id,
@@ -432,7 +454,6 @@ class JobStore(ClientPart):
                 actor,
                 at=at,
             )
-            row = conn.execute(select(s.jobs).where(s.jobs.c.id == job_id)).one()
         return Job.from_row(row)
 
     def get(self, job_id: int) -> Job:
@@ -596,15 +617,16 @@ POOL_TIMEOUT_MS = 30_000
 def _request(conn: Connection, job: Job, column: str, reason: str, actor: str) -> Job:
     """Set a request column (cancel or preempt) on a held job by compare-and-set, with an event."""
     at = now_ms()
-    done = conn.execute(
+    row = conn.execute(
         update(s.jobs)
         .where(s.jobs.c.id == job.id, s.jobs.c.epoch == job.epoch, s.jobs.c.state == job.state)
         .values(**{column: at}, epoch=job.epoch + 1, updated_at=at)
-    )
-    if done.rowcount != 1:
+        .returning(*s.jobs.c)
+    ).first()
+    if row is None:
         raise Conflict(f"job {job.id} changed while it was being asked to stop; read it again")
     write_event(conn, job.id, job.state, job.state, reason, actor, at=at)
-    return Job.from_row(conn.execute(select(s.jobs).where(s.jobs.c.id == job.id)).one())
+    return Job.from_row(row)
 
 
 def request_stop(conn: Connection, job: Job, column: str, reason: str, actor: str) -> Job:
