@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
 import keel
 from keel.automation import Controller, Policy, PolicyStore, history
-from keel.automation.retrain_jobs import RetrainResources, queue_problem
+from keel.automation.resources import RetrainResources, queue_problem
 from keel.errors import InvalidInput
 from keel.jobs import Inventory, Job, Scheduler, Step
 from keel.jobs.entities import CANCELLED, FAILED, PREEMPTED, QUEUED, RUNNING, SUCCEEDED
@@ -249,24 +249,24 @@ def test_a_missing_queue_is_named_with_the_closest_and_a_job_that_can_never_fit_
     jobs = keel.Client().jobs
     missing = Policy.from_dict(_policy(queue="trian")).retrain
     assert missing is not None
-    assert queue_problem(missing, keel.Client()) == (
+    assert queue_problem(missing.queue, missing.resources, keel.Client()) == (
         "no job queue 'trian' (there are no job queues yet); create it with "
         "`keel jobs queues apply FILE`",
         True,
     )
     jobs.apply_queue({"name": "train", "quotas": {"gpu:a100": 2, "cpus": 8, "memory": "32Gi"}})
-    assert queue_problem(missing, keel.Client()) == (
+    assert queue_problem(missing.queue, missing.resources, keel.Client()) == (
         "no job queue 'trian' (closest: train); create it with `keel jobs queues apply FILE`",
         True,
     )
     greedy = Policy.from_dict(_policy(resources={"gpus": 4, "gpu_type": "a100"})).retrain
     assert greedy is not None
-    problem = queue_problem(greedy, keel.Client())
+    problem = queue_problem(greedy.queue, greedy.resources, keel.Client())
     assert problem is not None and problem[1] is False
     assert problem[0].startswith("the retrain's job could never run in queue train: ")
     assert "gpu:a100 4 > 2" in problem[0]
     fits = Policy.from_dict(_policy()).retrain
-    assert fits is not None and queue_problem(fits, keel.Client()) is None
+    assert fits is not None and queue_problem(fits.queue, fits.resources, keel.Client()) is None
 
 
 # -- the controller -----------------------------------------------------------------------------

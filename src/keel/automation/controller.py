@@ -53,10 +53,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from keel.automation.durations import human_duration
 from keel.automation.events import Event
 from keel.automation.gates import run_gates
 from keel.automation.live import LiveMetrics, measure_canary
-from keel.automation.policy import Policy, human_duration
+from keel.automation.policy import Policy
 from keel.automation.retrain_jobs import (
     QueuedRetrain,
     describe_params,

@@ -87,18 +87,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from keel.automation.durations import human_duration, parse_duration
+from keel.automation.resources import RetrainResources, check_job_target
 from keel.errors import InvalidInput
 from keel.uris import is_dataset_uri, parse_dataset_uri
 from keel.validation import check_name
 
 if TYPE_CHECKING:
-    from keel.automation.retrain_jobs import RetrainResources
     from keel.automation.retrieval import RetrievalGates
 
 __all__ = [
@@ -117,8 +117,6 @@ __all__ = [
     "parse_duration",
 ]
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 #: What a policy targets: a registered model (retrained), a registered prompt (its
 #: versions) or a RAG index (rebuilt on its source; see :mod:`keel.automation.indexes`).
 KINDS = ("model", "prompt", "index")
@@ -161,24 +159,6 @@ KIND_LIVE_METRICS = {
 }
 #: The alias a policy promotes to when it names none.
 DEFAULT_ALIAS = {"model": "champion", "prompt": "production", "index": "production"}
-
-
-def parse_duration(value: Any, where: str) -> float:
-    """Seconds from ``90``, ``"90s"``, ``"30m"``, ``"1h"``, ``"1d"``, ``"250ms"``."""
-    if isinstance(value, bool):
-        raise InvalidInput(f"{where}: expected a duration like 30m or 1h, got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION_RE.match(str(value))
-        if not match:
-            raise InvalidInput(
-                f"{where}: expected a duration like 90s, 30m, 1h or 1d, got {value!r}"
-            )
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds <= 0:
-        raise InvalidInput(f"{where}: a duration must be positive, got {value!r}")
-    return seconds
 
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
@@ -367,22 +347,13 @@ def _check_cron(expression: str, where: str) -> None:
         )
 
 
-def human_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
-
 @dataclass(frozen=True)
 class Retrain:
     """The pipeline that trains a challenger, its parameters, and which output is the model.
 
     With ``queue`` the retrain is not run by the controller: it is submitted as a
     pipeline job to that job queue (``keel jobs``), asking for ``resources``
-    (:class:`~keel.automation.retrain_jobs.RetrainResources`), and the controller
+    (:class:`~keel.automation.resources.RetrainResources`), and the controller
     follows the job across ticks. Without it, the controller runs the pipeline itself.
     """
 
@@ -394,8 +365,6 @@ class Retrain:
 
     @classmethod
     def from_dict(cls, doc: Any, where: str) -> Retrain:
-        from keel.automation.retrain_jobs import RetrainResources, check_job_target
-
         doc = _mapping(doc, where)
         _only(doc, ("pipeline", "params", "output", "queue", "resources"), where)
         pipeline = _text(doc.get("pipeline"), f"{where}.pipeline")

@@ -258,9 +258,9 @@ def _dataset(ref: str, where: str, client: Client, problems: list[_Problem]) -> 
 
 def _queue(retrain: Retrain, client: Client, problems: list[_Problem]) -> None:
     """The retrain's job queue must exist, and its resources must be able to fit there."""
-    from keel.automation.retrain_jobs import queue_problem
+    from keel.automation.resources import queue_problem
 
-    found = queue_problem(retrain, client)
+    found = queue_problem(retrain.queue, retrain.resources, client)
     if found is not None:
         text, missing = found
         problems.append(_Problem("policy.retrain.queue", text, missing))

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from keel.automation.policy import Policy, Trigger, human_duration
+from keel.automation.durations import human_duration
+from keel.automation.policy import Policy, Trigger
 
 if TYPE_CHECKING:
     from keel.client import Client

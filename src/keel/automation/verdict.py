@@ -20,8 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from keel.automation.durations import human_duration
 from keel.automation.live import LiveMetrics
-from keel.automation.policy import Rollout, human_duration
+from keel.automation.policy import Rollout
 
 __all__ = ["MIN_JUDGED_REQUESTS", "Verdict", "judge_canary"]
 

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse
 
 from keel.automation import CycleState, Event, Policy, PolicyStore
-from keel.automation.policy import human_duration
+from keel.automation.durations import human_duration
 from keel.errors import KeelError, NotFound
 from keel.server.context import Caller, SessionCallerDep
 from keel.server.ui.render import PageCaller, failed, render, templates
