@@ -532,7 +532,9 @@ def test_a_lender_within_its_quota_never_takes_the_cohort_past_its_total(jobs):
 
     decisions = scheduler().schedule()
 
-    assert [(d.job_id, d.action) for d in decisions] == [(reclaim.id, "preempt")]
+    assert [(d.job_id, d.action, d.victims) for d in decisions] == [
+        (reclaim.id, "preempt", (borrowed[1].id,))
+    ]
     assert jobs.get(reclaim.id).state == QUEUED
     assert Scheduler().why(reclaim.id).reasons[0] == (
         "it: queue owner is within its quota of gpu:a100 (0 of 2 in use), but cohort shared "
