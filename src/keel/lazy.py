@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Collection, Mapping
-from typing import Any
+
+# Not ``typing.TYPE_CHECKING``: ``import keel`` loads this module, and typing would be its
+# largest import. Type checkers read any constant of this name as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Mapping
+    from typing import Any
 
 __all__ = ["lazy_exports"]
 

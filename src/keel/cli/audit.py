@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from keel.cli.output import console, err, fmt_time, print_json
 
@@ -29,6 +28,8 @@ def list_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """List audit entries, newest first."""
+    from rich.table import Table
+
     from keel.config import get_settings
     from keel.governance import audit
     from keel.store import get_store

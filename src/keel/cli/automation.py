@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from keel.cli.governance import policy_app
 from keel.cli.output import console, err, fmt_time, print_json
@@ -202,6 +201,8 @@ def _print_results(results: list[Any]) -> None:
 @automation_app.command("status")
 def status_command(as_json: JsonOption = False) -> None:
     """Every policy with its state and candidate."""
+    from rich.table import Table
+
     from keel.automation import PolicyStore
 
     rows = PolicyStore().list()
@@ -240,6 +241,8 @@ def history_command(
     gate_passed, gate_failed, canary_started, approval_requested, promoted,
     rolled_back, resumed.
     """
+    from rich.table import Table
+
     from keel.automation import history
 
     events = history(policy, kinds=tuple(kind) if kind else None, limit=limit)

@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from keel.cli.output import console, err, fmt_value, print_json
 from keel.cli.progress import progress_bar
@@ -32,6 +30,8 @@ USAGE_ERROR = 2
 
 
 def _usage_error(exc: Exception) -> typer.Exit:
+    from rich.markup import escape
+
     err.print(f"[bold red]error:[/bold red] {escape(' '.join(str(exc).split()))}", highlight=False)
     return typer.Exit(USAGE_ERROR)
 
@@ -118,6 +118,8 @@ def run_command(
     (header x-keel-prompt: NAME/VERSION). The run holds the metrics, the
     per-case results (eval/cases.parquet) and the HTML report (eval/report.html).
     """
+    from rich.markup import escape
+
     from keel.errors import UserError
     from keel.llm.evals import run_eval
 
@@ -153,6 +155,9 @@ def run_command(
 
 
 def _print_result(result: EvalResult, html: Path | None) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     m = result.metrics
     compared = result.against is not None
     title = f"Eval of [bold]{escape(result.prompt)}[/bold]"
@@ -236,6 +241,8 @@ def judge_prompt_command(
 @evals_app.command("scorers")
 def scorers_command(as_json: JsonOption = False) -> None:
     """List the built-in scorers, their options and when a case passes each."""
+    from rich.table import Table
+
     from keel.llm.evals.factory import scorer_catalog
 
     catalog = scorer_catalog()

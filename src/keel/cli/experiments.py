@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from keel.cli.output import console, fmt_time, print_json
 
@@ -17,6 +16,8 @@ def list_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """List experiments with their run counts."""
+    from rich.table import Table
+
     from keel.client import Client
 
     client = Client()

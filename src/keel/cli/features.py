@@ -8,8 +8,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from keel.cli.output import console, fmt_time, fmt_value, print_json
 from keel.errors import InvalidInput
@@ -42,6 +40,8 @@ def apply_command(
     as_json: JsonOption = False,
 ) -> None:
     """Check a definitions file, then version and audit each definition that changed."""
+    from rich.markup import escape
+
     from keel.client import Client
 
     started = time.perf_counter()
@@ -67,6 +67,9 @@ def _kind_label(kind: str) -> str:
 @features_app.command("list")
 def list_command(kind: KindOption = None, as_json: JsonOption = False) -> None:
     """List the latest version of every entity, feature view and on-demand view."""
+    from rich.markup import escape
+    from rich.table import Table
+
     from keel.client import Client
 
     items = Client().features.list(kind)
@@ -126,6 +129,9 @@ def show_command(
     as_json: JsonOption = False,
 ) -> None:
     """Show a definition: its keys, typed features, TTL, source and watermarks per store."""
+    from rich.markup import escape
+    from rich.table import Table
+
     from keel.client import Client
     from keel.store import redact_url
 
@@ -200,6 +206,9 @@ def history_command(
     as_json: JsonOption = False,
 ) -> None:
     """List every version of a definition: when, by whom, from which file."""
+    from rich.markup import escape
+    from rich.table import Table
+
     from keel.client import Client
 
     versions = Client().features.history(name, kind=kind)
@@ -250,6 +259,9 @@ def materialize_command(
     as_json: JsonOption = False,
 ) -> None:
     """Write the rows that are new since the last run to the online store, per view."""
+    from rich.markup import escape
+    from rich.table import Table
+
     from keel.cli.progress import progress_bar
     from keel.client import Client
     from keel.store import redact_url
@@ -292,6 +304,9 @@ def _lag(ms: int | None, now: int) -> str:
 @features_app.command("status")
 def status_command(as_json: JsonOption = False) -> None:
     """Show how far each feature view is materialized into each online store, and its lag."""
+    from rich.markup import escape
+    from rich.table import Table
+
     from keel.client import Client
     from keel.store import redact_url
     from keel.store.sql import now_ms
@@ -401,6 +416,9 @@ def get_command(
     as_json: JsonOption = False,
 ) -> None:
     """Read the online values of features for entity keys."""
+    from rich.markup import escape
+    from rich.table import Table
+
     from keel.client import Client
 
     rows = entity_rows(entity)

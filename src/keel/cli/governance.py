@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from keel.cli.output import console, print_json
 
@@ -65,6 +64,8 @@ def unprotect_command(alias: Annotated[str, typer.Argument(help="Alias to unprot
 @policy_app.command("list")
 def policy_list_command(as_json: JsonOption = False) -> None:
     """List protected aliases and automation policies."""
+    from rich.table import Table
+
     from keel.automation import PolicyStore
     from keel.client import Client
 
@@ -181,6 +182,8 @@ def revoke_command(
 @roles_app.command("list")
 def roles_list_command(as_json: JsonOption = False) -> None:
     """List users and their roles (scoped ones as 'editor on model fraud')."""
+    from rich.table import Table
+
     from keel.governance.client import IdentityClient
 
     roles = IdentityClient().list_roles()

@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from keel.cli.output import console, err, fmt_value, print_json
 from keel.cli.progress import progress_bar
@@ -52,6 +50,8 @@ USAGE_ERROR = 2
 
 
 def _usage_error(exc: Exception) -> typer.Exit:
+    from rich.markup import escape
+
     err.print(f"[bold red]error:[/bold red] {escape(' '.join(str(exc).split()))}", highlight=False)
     return typer.Exit(USAGE_ERROR)
 
@@ -88,6 +88,8 @@ def scan_command(
     as_json: JsonOption = False,
 ) -> None:
     """Scan one text and print every scanner's verdict (default scanners: injection, pii)."""
+    from rich.markup import escape
+
     from keel.errors import KeelError
     from keel.llm.guardrails.api import scan
 
@@ -174,6 +176,9 @@ def eval_command(
 
 
 def _print_eval(result: GuardrailEval, report: Path | None) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     split = f" (split {escape(result.split)})" if result.split else ""
     thresholds = ", ".join(
         f"{escape(score.scanner)} at {fmt_value(score.threshold)}" for score in result.scanners
@@ -235,6 +240,8 @@ def train_command(
     contextual encoder runs the transformer over every example (a minute or so
     on a CPU). Writes JSON numbers only.
     """
+    from rich.markup import escape
+
     from keel.errors import KeelError
     from keel.llm.guardrails.injection_model import ENCODERS, WEIGHTS_PATH, train, write_weights
 

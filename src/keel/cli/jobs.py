@@ -14,7 +14,6 @@ import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from keel.cli.output import console, err, fmt_time, print_json
 
@@ -167,6 +166,8 @@ def list_command(
     as_json: JsonOption = False,
 ) -> None:
     """Jobs, newest first, with their state and what they asked for."""
+    from rich.table import Table
+
     from keel.errors import InvalidInput
 
     if limit < 1:
@@ -196,6 +197,8 @@ def list_command(
 @jobs_app.command("show")
 def show_command(job_id: JobArg, as_json: JsonOption = False) -> None:
     """A job: what it runs and asks for, where it stands, what it used and cost, its events."""
+    from rich.table import Table
+
     jobs = _client().jobs
     job = jobs.get(job_id)
     events = jobs.events(job_id)
@@ -332,6 +335,8 @@ def report_command(
     smallest GPU type (or share of one) that would have held the measured peak.
     Cost comes from the job price table (`keel jobs prices`).
     """
+    from rich.table import Table
+
     from keel.cli.jobs_ops import time_arg
     from keel.jobs.remote import report
     from keel.jobs.resources import format_memory

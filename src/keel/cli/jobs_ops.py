@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from keel.cli.output import console, err, fmt_time, print_json
 
@@ -293,6 +292,8 @@ def queues_apply_command(
 @queues_app.command("list")
 def queues_list_command(as_json: JsonOption = False) -> None:
     """Every queue with its quotas and cohort."""
+    from rich.table import Table
+
     queues = _client().jobs.list_queues()
     if as_json:
         print_json([q.to_dict() for q in queues])
@@ -363,6 +364,8 @@ def prices_list_command(
     as_json: JsonOption = False,
 ) -> None:
     """Every price row, by resource and start time."""
+    from rich.table import Table
+
     from keel.jobs.prices import JobPrices
     from keel.store.sql import iso_ms
 

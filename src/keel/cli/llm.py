@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from keel.cli.output import console, fmt_time, print_json
 
@@ -72,6 +71,8 @@ def list_prices_command(
     as_json: JsonOption = False,
 ) -> None:
     """Every price row, by model and start time."""
+    from rich.table import Table
+
     from keel.client import Client
     from keel.llm.prices import Prices
 
@@ -103,6 +104,8 @@ def budgets_status_command(
     as_json: JsonOption = False,
 ) -> None:
     """Each budget's spend in its current period against its limits, as stored."""
+    from rich.table import Table
+
     from keel.client import Client
     from keel.llm.budgets import budget_status, read_budgets
     from keel.llm.spend import Spend

@@ -3,34 +3,27 @@
 Commands parse, call the library and print; no logic lives only here.
 Errors print one line on stderr and exit non-zero — never a traceback
 (``KEEL_DEBUG=1`` shows it).
+
+This module is the entry point and stays light: ``keel --version`` is answered
+here without Typer or Rich; every other run builds the command tree in
+:mod:`keel.cli.root`, from only the group it names (see :func:`register`).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import threading
-import warnings
-from enum import StrEnum
-from pathlib import Path
-from typing import Annotated, Any
 
-import typer
+# Not ``typing.TYPE_CHECKING``: ``keel --version`` imports neither typing nor Typer.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Collection
 
-from keel.cli.output import console, err, print_json
-
-app = typer.Typer(
-    name="keel",
-    help="Keel: track, version, register, serve and monitor models — and close the loop.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    rich_markup_mode="rich",
-)
+    import typer
 
 #: Command groups by name: (module, Typer app). Building a Typer command costs time per
-#: option, so a run registers only the group its arguments name; ``keel --help`` (or an
-#: unknown name, to get Typer's error) registers them all.
+#: option, so a run registers only the group its arguments name (see :func:`register`);
+#: ``keel --help`` (or an unknown name, to get Typer's error) registers them all, in outline.
 _GROUPS = {
     "experiments": ("keel.cli.experiments", "app"),
     "runs": ("keel.cli.runs", "app"),
@@ -134,203 +127,162 @@ def reads_only(argv: list[str]) -> bool:
     return any(words[: len(command)] == command for command in _READ_ONLY)
 
 
-def register(argv: list[str]) -> None:
-    """Add the command groups ``argv`` needs to :data:`app` (all of them when unsure)."""
+def _asks_version(argv: list[str]) -> bool:
+    """Whether ``argv`` is ``keel [--home H] [--server S] --version …``, which Typer answers
+    with the version alone: the same root options, in any order, before the first word.
+
+    Anything else before that word (``--help``, an unknown option, ``--home`` with no
+    value) leaves the answer to Typer, which may print help or an error instead.
+    """
+    args = iter(argv)
+    asked = False
+    for arg in args:
+        if arg == "--version":
+            asked = True
+        elif arg in _ROOT_OPTIONS_WITH_VALUES:
+            if next(args, None) is None:
+                return False
+        elif arg.startswith("-"):
+            if not arg.startswith(tuple(f"{option}=" for option in _ROOT_OPTIONS_WITH_VALUES)):
+                return False
+        else:
+            break
+    return asked
+
+
+def _lists_commands(argv: list[str], known: Collection[str]) -> bool:
+    """Whether ``argv`` shows the root's list of commands (``keel``, ``keel --help …``) or
+    names none of ``known`` (Typer's error then suggests the near names)."""
+    args = iter(argv)
+    for arg in args:
+        if arg in _ROOT_OPTIONS_WITH_VALUES:
+            next(args, None)
+        elif arg == "--help":
+            return True
+        elif not arg.startswith("-"):
+            return arg not in known
+    return True
+
+
+def register(app: typer.Typer, argv: list[str]) -> None:
+    """Add the command groups ``argv`` needs to ``app``, the root.
+
+    Typer converts every command it is given, at a cost per option, so a run gets
+    only what it can show or invoke: the group it names, cut to the command it runs
+    (``keel data status`` converts no other ``data`` command); or, when it lists the
+    root's commands, every group and command in outline (its name and help only).
+    """
     import importlib
+    import inspect
 
     name = _named(argv)
-    known = name in _GROUPS or name in _COMMANDS
+    own = {info.name for info in app.registered_commands if info.name}
+    listing = _lists_commands(argv, {*_GROUPS, *_COMMANDS, *own})
+    words = _words(argv)
     for group, (module, attr) in _GROUPS.items():
-        if not known or group == name:
-            app.add_typer(getattr(importlib.import_module(module), attr), name=group)
+        if listing or group == name:
+            sub = getattr(importlib.import_module(module), attr)
+            if listing:
+                sub = _outline(sub)
+            elif len(words) > 1:
+                sub = _narrowed(sub, words[1])
+            app.add_typer(sub, name=group)
     for command, (module, attr) in _COMMANDS.items():
-        if not known or command == name:
-            app.command(command)(getattr(importlib.import_module(module), attr))
+        if listing or command == name:
+            function = getattr(importlib.import_module(module), attr)
+            if listing:
+                app.command(command, help=inspect.getdoc(function))(_listed)
+            else:
+                app.command(command)(function)
 
 
-def _version(value: bool) -> None:
-    if value:
-        from keel import __version__
+def _narrowed(group: typer.Typer, word: str) -> typer.Typer:
+    """``group`` with only its command or sub-group named ``word``, the one this run
+    invokes (or whole, when ``word`` names none: Typer's error then lists the others)."""
+    import copy
 
-        console.print(f"keel {__version__}")
-        raise typer.Exit()
+    from typer.main import get_command_name
 
-
-@app.callback()
-def _root(
-    home: Annotated[
-        Path | None,
-        typer.Option(
-            "--home",
-            help="Keel home folder (default: KEEL_HOME, else the nearest .keel folder upwards).",
-            show_default=False,
-        ),
-    ] = None,
-    server: Annotated[
-        str | None,
-        typer.Option(
-            "--server",
-            help="A keel server to work through (default: KEEL_SERVER_URL); KEEL_TOKEN "
-            "authenticates.",
-            show_default=False,
-        ),
-    ] = None,
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
-    ] = False,
-) -> None:
-    if home is not None:
-        os.environ["KEEL_HOME"] = str(home)
-    if server is not None:
-        os.environ["KEEL_SERVER_URL"] = server
-    # through a server there is no local home to read: the server holds the state
-    if reads_only(sys.argv[1:]) and not os.environ.get("KEEL_SERVER_URL"):
-        from keel.home import require_home
-
-        require_home()
+    commands = [
+        info
+        for info in group.registered_commands
+        if (info.name or get_command_name(getattr(info.callback, "__name__", ""))) == word
+    ]
+    groups = [info for info in group.registered_groups if info.name == word]
+    if not commands and not groups:
+        return group
+    narrowed = copy.copy(group)
+    narrowed.registered_commands = commands
+    narrowed.registered_groups = groups
+    return narrowed
 
 
-@app.command("init")
-def init_command(
-    path: Annotated[
-        Path | None,
-        typer.Argument(
-            help="Folder to create .keel in (default: the home KEEL_HOME or --home names, "
-            "else the current folder).",
-            show_default=False,
-        ),
-    ] = None,
-    store_url: Annotated[
-        str | None, typer.Option(help="Metadata store URL to save in config.toml.")
-    ] = None,
-    artifacts_url: Annotated[
-        str | None, typer.Option(help="Artifact store URL (folder or s3://bucket/prefix) to save.")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
-) -> None:
-    """Create a Keel home (.keel/) with its database, artifact folder and config.toml."""
-    from keel.home import init_home
+def _listed() -> None:
+    """Stands for a command in the root's list, which shows its name and help only.
 
-    result = init_home(path, store_url=store_url, artifacts_url=artifacts_url)
-    if as_json:
-        print_json(result)
-        return
-    verb = "Created" if result["created"] else "Found"
-    console.print(f"{verb} Keel home [bold]{result['home']}[/bold]")
-    console.print(f"  metadata   {result['store_url']}")
-    console.print(f"  artifacts  {result['artifacts_url']}")
+    A list is all such a run shows: it either prints the root's help or fails on an
+    unknown name, and never invokes a command.
+    """
 
 
-class DemoScenario(StrEnum):
-    """What ``keel demo`` shows."""
+def _outline(group: typer.Typer) -> typer.Typer:
+    """``group`` without its commands: the same name, help and callback, for a list."""
+    import copy
 
-    loop = "loop"
-    llm = "llm"
-
-
-@app.command("demo")
-def demo_command(
-    scenario: Annotated[
-        DemoScenario,
-        typer.Argument(
-            help="loop: a model's whole loop, on a dataset scikit-learn ships; llm: a "
-            "prompt's loop on the LLM gateway, with a stand-in upstream (not a language model)."
-        ),
-    ] = DemoScenario.loop,
-    home: Annotated[
-        Path | None,
-        typer.Option(help="Home for the demo (default: KEEL_HOME, else a new temporary folder)."),
-    ] = None,
-) -> None:
-    """Run a small end-to-end example, narrated step by step (`keel demo llm`: the LLM loop)."""
-    if scenario is DemoScenario.llm:
-        from keel.demo.llm import run_llm_demo
-
-        run_llm_demo(home)
-        return
-    from keel.demo import run_demo
-
-    run_demo(home)
+    outline = copy.copy(group)
+    outline.registered_commands = []
+    outline.registered_groups = []
+    return outline
 
 
 def main() -> None:
     """Entry point of the ``keel`` console script."""
-    from rich.markup import escape
+    argv = sys.argv[1:]
+    if _asks_version(argv):
+        # The hottest answer needs neither Typer nor Rich: print it and leave.
+        from keel import __version__
 
+        print(f"keel {__version__}")
+        return
     from keel.errors import KeelError
 
-    argv = sys.argv[1:]
     try:
-        register(argv)
-        command = typer.main.get_command(app)
-        _hide_flag_types(command)
+        import warnings
+
+        from keel.cli.root import build, show_warning
+
+        command = build(argv)
         if not os.environ.get("KEEL_DEBUG"):
-            warnings.showwarning = _show_warning
+            warnings.showwarning = show_warning
         command(args=argv, prog_name="keel")
     except KeelError as exc:
-        err.print(f"[bold red]error:[/bold red] {escape(_one_line(str(exc)))}", highlight=False)
-        sys.exit(1)
+        _fail(str(exc))
     except KeyboardInterrupt:
+        from keel.cli.output import err
+
         err.print("[bold red]interrupted[/bold red]")
         sys.exit(130)
     except Exception as exc:  # a bug: say so in one line; KEEL_DEBUG=1 for details
         if os.environ.get("KEEL_DEBUG"):
             raise
-        err.print(
-            f"[bold red]error:[/bold red] internal error ({type(exc).__name__}: "
-            f"{escape(_one_line(str(exc)))}); rerun with KEEL_DEBUG=1 for the traceback",
-            highlight=False,
+        _fail(
+            f"internal error ({type(exc).__name__}: {_one_line(str(exc))}); "
+            "rerun with KEEL_DEBUG=1 for the traceback"
         )
-        sys.exit(1)
+
+
+def _fail(message: str) -> None:
+    """Print ``error: message`` on one line of stderr and exit 1."""
+    from rich.markup import escape
+
+    from keel.cli.output import err
+
+    err.print(f"[bold red]error:[/bold red] {escape(_one_line(message))}", highlight=False)
+    sys.exit(1)
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-def _hide_flag_types(command: Any) -> None:
-    """Show no value type after a flag (Typer 0.29 prints ``--help <bool>``, ``--json <bool>``).
-
-    A flag takes no value, so its help row must not suggest one; an empty metavar
-    leaves the type column blank and changes nothing else.
-    """
-    params = [*command.params, command.get_help_option(command.context_class(command))]
-    for param in params:
-        if param is not None and getattr(param, "is_flag", False) and param.metavar is None:
-            param.metavar = ""
-    for sub in getattr(command, "commands", {}).values():
-        _hide_flag_types(sub)
-
-
-_warned: set[tuple[type[Warning], str]] = set()
-_warned_lock = threading.Lock()
-
-
-def _show_warning(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    file: Any = None,
-    line: str | None = None,
-) -> None:
-    """Print a warning once per process, as one line without Keel's source path.
-
-    Python's own display repeats a warning whenever the warnings filters change
-    (model loading changes them) and points at a line inside Keel, which tells a
-    user of the command nothing. ``KEEL_DEBUG=1`` keeps Python's display.
-    """
-    from rich.markup import escape
-
-    from keel.models import KeelWarning
-
-    text = _one_line(str(message))
-    with _warned_lock:
-        if (category, text) in _warned:
-            return
-        _warned.add((category, text))
-    label = "warning" if issubclass(category, KeelWarning) else f"warning ({category.__name__})"
-    err.print(f"[yellow]{label}:[/yellow] {escape(text)}", highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from keel.cli.output import (
     console,
@@ -81,6 +80,8 @@ def versions_command(
     as_json: JsonOption = False,
 ) -> None:
     """List a model's versions."""
+    from rich.table import Table
+
     from keel.client import Client
 
     versions = Client().list_model_versions(name)
@@ -279,6 +280,8 @@ def check_command(
 
 
 def _print_report(report: Any) -> None:
+    from rich.table import Table
+
     from keel.cli.output import fmt_value
 
     versus = (
@@ -390,6 +393,8 @@ def compile_command(
 
 
 def _print_parity(report: dict[str, Any], package_digest: str | None) -> None:
+    from rich.table import Table
+
     from keel.cli.output import fmt_value
 
     def share(value: Any) -> str:
@@ -492,6 +497,8 @@ def export_command(
     and web/: a page running the model with onnxruntime-web from its own files.
     A version with no compilation that passed parity is compiled first.
     """
+    from rich.table import Table
+
     from keel.client import Client
     from keel.models.edge import export_edge
 

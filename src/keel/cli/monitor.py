@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from keel.cli.output import console, fmt_time, fmt_value, print_json
 from keel.cli.progress import progress_bar
@@ -55,6 +54,8 @@ def _parse_overrides(values: list[str] | None) -> dict[str, dict[str, Any]]:
 
 def print_report(report: Any) -> None:
     """A drift report as a verdict line, a column table and the data-quality findings."""
+    from rich.table import Table
+
     features = report.features
     failed = len(report.failed_checks)
     if report.dataset_drift:
@@ -303,6 +304,8 @@ def history_command(
     as_json: JsonOption = False,
 ) -> None:
     """Past monitor runs, newest window first: the time series."""
+    from rich.table import Table
+
     from keel.monitoring import monitor_history
 
     history = monitor_history(deployment, limit)
@@ -336,6 +339,8 @@ def alerts_command(
     as_json: JsonOption = False,
 ) -> None:
     """Alert events (fired and resolved), newest first, with how each sink took them."""
+    from rich.table import Table
+
     from keel.monitoring import list_alerts
 
     alerts = list_alerts(deployment, limit=limit)
@@ -524,6 +529,8 @@ def reference_show_command(
     as_json: JsonOption = False,
 ) -> None:
     """The reference profile a version's traffic is compared with."""
+    from rich.table import Table
+
     from keel.monitoring import get_reference, reference_info
 
     info = reference_info(model, version)

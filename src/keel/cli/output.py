@@ -6,17 +6,41 @@ import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = [
     "console", "err", "fmt_time", "fmt_value", "print_alias_history", "print_alias_move",
     "print_json", "print_registered",
 ]  # fmt: skip
 
-console = Console(highlight=False, soft_wrap=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _LazyConsole:
+    """A Rich console made on first use.
+
+    Every command module imports :data:`console`, but a command that prints JSON
+    (or nothing) never draws with it, and importing Rich costs more than the
+    command's own module. The console reads its settings (terminal, width,
+    colours) when it is made, as Rich's does, and is the same console from then on.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        console = self._console
+        if console is None:
+            from rich.console import Console
+
+            console = self._console = Console(**self._options)
+        return getattr(console, name)
+
+
+console = cast("Console", _LazyConsole(highlight=False, soft_wrap=False))
+err = cast("Console", _LazyConsole(stderr=True, highlight=False, soft_wrap=True))
 
 
 def _default(obj: Any) -> Any:

@@ -20,8 +20,6 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from rich.console import Console
-
 __all__ = ["ProgressBar", "progress_bar"]
 
 
@@ -39,6 +37,9 @@ class ProgressBar:
         self.label = label
         self.unit = unit
         self.enabled = enabled
+        # Rich loads with the first bar, not with every command module that can show one.
+        from rich.console import Console
+
         # Lines printed through this console while the bar runs appear above it.
         self.console = Console(
             stderr=True, highlight=False, soft_wrap=True, force_terminal=True if enabled else None

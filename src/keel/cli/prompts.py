@@ -6,8 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from keel.cli.output import (
     console,
@@ -80,6 +78,8 @@ def list_command(as_json: JsonOption = False) -> None:
 @app.command("versions")
 def versions_command(name: NameArg, as_json: JsonOption = False) -> None:
     """List a prompt's versions."""
+    from rich.table import Table
+
     from keel.client import Client
 
     versions = Client().prompts.versions(name)
@@ -103,6 +103,8 @@ def versions_command(name: NameArg, as_json: JsonOption = False) -> None:
 def show_command(uri: UriArg, as_json: JsonOption = False) -> None:
     """Show one version: its template, model, parameters, tools and response schema."""
     import json
+
+    from rich.markup import escape
 
     from keel.client import Client
 
@@ -137,6 +139,8 @@ def render_command(
     as_json: JsonOption = False,
 ) -> None:
     """Fill in a prompt's variables and print the messages (--json: the request body)."""
+    from rich.markup import escape
+
     from keel.client import Client
     from keel.errors import InvalidInput
 
@@ -165,6 +169,8 @@ def diff_command(
     b: Annotated[str, typer.Argument(help="Another version number or @alias.")],
 ) -> None:
     """Show a unified diff of two versions: the templates, then model and parameters."""
+    from rich.markup import escape
+
     from keel.client import Client
 
     text = Client().prompts.diff(name, a, b)

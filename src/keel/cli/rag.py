@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from keel.cli.output import (
     console,
@@ -88,6 +86,9 @@ def query_command(
     as_json: JsonOption = False,
 ) -> None:
     """Print the chunks of an index closest to a question, closest first."""
+    from rich.markup import escape
+    from rich.table import Table
+
     from keel.client import Client
 
     hits = Client().rag.load(uri, backend=backend).query(text, k)
@@ -121,6 +122,8 @@ def list_command(as_json: JsonOption = False) -> None:
 @rag_app.command("versions")
 def versions_command(name: NameArg, as_json: JsonOption = False) -> None:
     """List an index's versions: source, chunker, embedder, chunks."""
+    from rich.table import Table
+
     from keel.client import Client
 
     versions = Client().rag.versions(name)
@@ -144,6 +147,8 @@ def versions_command(name: NameArg, as_json: JsonOption = False) -> None:
 @rag_app.command("show")
 def show_command(uri: UriArg, as_json: JsonOption = False) -> None:
     """Show one index version: its source, chunker, embedder, counts and key."""
+    from rich.markup import escape
+
     from keel.client import Client
 
     version = Client().rag.resolve(uri)

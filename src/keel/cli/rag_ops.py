@@ -11,8 +11,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from keel.cli.output import console, err, fmt_value, print_json
 from keel.cli.progress import progress_bar
@@ -32,6 +30,8 @@ USAGE_ERROR = 2
 
 
 def _usage_error(exc: Exception) -> typer.Exit:
+    from rich.markup import escape
+
     err.print(f"[bold red]error:[/bold red] {escape(' '.join(str(exc).split()))}", highlight=False)
     return typer.Exit(USAGE_ERROR)
 
@@ -89,6 +89,8 @@ def eval_command(
     sources; each document counts once, at the rank of its first chunk. Exits 1 if a
     gate fails.
     """
+    from rich.markup import escape
+
     from keel.client import Client
     from keel.errors import UserError
     from keel.llm.rag.evaluation import evaluate_retrieval
@@ -119,6 +121,9 @@ def eval_command(
 
 
 def _print_eval(result: RetrievalEval) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     from keel.llm.rag.evaluation import retrieval_metrics
 
     m = result.metrics
@@ -160,6 +165,8 @@ def _print_eval(result: RetrievalEval) -> None:
 
 
 def _print_freshness(freshness: Freshness) -> None:
+    from rich.markup import escape
+
     colour = "red" if freshness.overdue else "yellow" if freshness.stale else "green"
     console.print(
         f"[{colour}]{freshness.state}[/{colour}]  {escape(freshness.summary())}", soft_wrap=True
@@ -226,6 +233,8 @@ def status_command(
 
 
 def _print_watch(watch: IndexWatch) -> None:
+    from rich.markup import escape
+
     from keel.llm.rag.freshness import human_age
 
     state = f"revision {watch.revision}" if watch.watched else "not watched: the defaults"
@@ -271,6 +280,8 @@ def watch_command(
 
     With no option, show how the alias is watched; with no alias, list the watched ones.
     """
+    from rich.markup import escape
+
     from keel.client import Client
     from keel.monitoring.indexes import (
         get_index_watch,
@@ -317,6 +328,8 @@ def watch_command(
 
 
 def _print_check(check: IndexCheck) -> None:
+    from rich.markup import escape
+
     if check.freshness is None:
         console.print(f"[red]error[/red]  {escape(check.index)}: {escape(str(check.error))}")
         return

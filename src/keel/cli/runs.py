@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from keel.cli.output import console, fmt_time, fmt_value, print_json
 
@@ -26,6 +25,8 @@ def _experiment_ids(client: Client, names: list[str] | None) -> list[int] | None
 
 
 def _print_runs(runs: list[Any], metric_columns: int = 4) -> None:
+    from rich.table import Table
+
     if not runs:
         console.print("No runs match.")
         return
@@ -114,6 +115,8 @@ def show_command(
     as_json: JsonOption = False,
 ) -> None:
     """Show a run: status, params, latest metrics, tags, environment and artifacts."""
+    from rich.table import Table
+
     from keel.client import Client
 
     client = Client()
@@ -175,6 +178,8 @@ def compare_command(
     as_json: JsonOption = False,
 ) -> None:
     """Compare runs side by side: params and latest metrics, differences highlighted."""
+    from rich.table import Table
+
     from keel.client import Client
     from keel.tracking import compare_runs
 

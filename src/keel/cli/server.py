@@ -13,7 +13,6 @@ import os
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from keel.cli.output import console, print_json
 
@@ -136,6 +135,8 @@ def users_create_command(
 @users_app.command("list")
 def users_list_command(as_json: JsonOption = False) -> None:
     """List users and their roles."""
+    from rich.table import Table
+
     users = _identity().list_users()
     if as_json:
         print_json(users)
@@ -180,6 +181,8 @@ def tokens_list_command(
     as_json: JsonOption = False,
 ) -> None:
     """List tokens (never their secrets)."""
+    from rich.table import Table
+
     tokens = _identity().list_tokens(user)
     if as_json:
         print_json(tokens)

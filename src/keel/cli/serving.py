@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from keel.cli.output import console, fmt_time, print_json
 
@@ -42,6 +41,8 @@ FeaturesOption = Annotated[
 
 
 def _print_status(status: dict[str, Any]) -> None:
+    from rich.table import Table
+
     console.print(f"[bold]{status['name']}[/bold]  revision {status['revision']}")
     table = Table("role", "route", "weight", "serves version", "problem")
     for r in status["routes"]:
@@ -174,6 +175,8 @@ def history_command(
     name: Annotated[str, typer.Argument(help="Deployment name.")], as_json: JsonOption = False
 ) -> None:
     """Every revision, oldest first."""
+    from rich.table import Table
+
     from keel.serving.deployments import Deployments
 
     history = Deployments().history(name)
@@ -202,6 +205,8 @@ def history_command(
 @deploy_app.command("list")
 def list_command(as_json: JsonOption = False) -> None:
     """List deployments."""
+    from rich.table import Table
+
     from keel.serving.deployments import Deployments
 
     deployments = Deployments().all()
