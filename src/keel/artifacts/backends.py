@@ -6,7 +6,13 @@ on top. Every ``put_*`` is atomic: a reader sees the whole object under its
 key or nothing, even if the writer is killed midway.
 
 - :class:`LocalBackend` writes to a temporary file in the same folder tree,
-  flushes it to disk, then renames it into place.
+  flushes it to disk (``fsync``), then renames it into place: a name under
+  ``objects/`` always has its bytes on disk. The rename itself is made durable
+  by fsyncing the folder that holds it; :meth:`LocalBackend.sync_folders` does
+  that for a whole batch of keys at once (on a thread pool: ``os.fsync``
+  releases the GIL, and concurrent syncs share the filesystem's journal
+  commits), so a writer that records names elsewhere (a dataset version) calls
+  it once before recording them.
 - :class:`FsspecBackend` serves any fsspec filesystem (``s3://`` through
   s3fs). An S3 PUT or completed multipart upload is atomic by itself; other
   filesystems get the temporary-name-then-move treatment.
@@ -25,7 +31,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
@@ -101,13 +107,38 @@ def _check_key(key: str) -> str:
     return key
 
 
-class LocalBackend:
-    """A folder on this machine (or a mounted share)."""
+#: How many folders :meth:`LocalBackend.sync_folders` fsyncs at once.
+_SYNC_WORKERS = 8
 
-    def __init__(self, root: str | os.PathLike[str], durable: bool = True) -> None:
+
+def _drop_cached(fd: int) -> None:
+    """Let the kernel drop a flushed file's pages (clean now, so nothing is written)."""
+    fadvise = getattr(os, "posix_fadvise", None)  # not on macOS or Windows
+    if fadvise is not None:
+        with contextlib.suppress(OSError):  # advice only
+            fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+class LocalBackend:
+    """A folder on this machine (or a mounted share).
+
+    Args:
+        root: the folder.
+        durable: fsync what is written (off only for scratch stores).
+        fsync: the call that flushes one open file or folder to disk; ``os.fsync``
+            unless a test stands in a failing one.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        durable: bool = True,
+        fsync: Callable[[int], None] = os.fsync,
+    ) -> None:
         self.root = Path(root).expanduser().resolve()
         self.url = str(self.root)
         self.durable = durable
+        self.fsync = fsync
         self._tmp = self.root / "tmp"
         self._swept = False
 
@@ -129,12 +160,7 @@ class LocalBackend:
         tmp = self._tmp / f"{tag}{uuid.uuid4().hex}.part"
         try:
             yield tmp
-            if self.durable:
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            self.sync_file(tmp)
             os.replace(tmp, final)
         except OSError as exc:
             raise from_os_error(exc, f"a write of {final}", named=False) from exc
@@ -146,9 +172,121 @@ class LocalBackend:
         with self._staged(key) as tmp:
             shutil.copyfile(src, tmp)
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        with self._staged(key) as tmp:
-            tmp.write_bytes(data)
+    def put_bytes(self, key: str, data: bytes, *, cached: bool = True) -> None:
+        """Store ``data`` at ``key``: written, fsynced, then renamed into place.
+
+        Args:
+            cached: keep the written pages in the page cache. A writer that stores
+                copies for later (``keel data add``) passes False: once the bytes are on
+                disk their pages are dropped, so hundreds of megabytes of snapshot do not
+                evict what is in use, and the next writes reuse those pages.
+        """
+        final = self._path(key)
+        tmp = os.path.join(self._tmp, f"{uuid.uuid4().hex}.part")
+        try:
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            except FileNotFoundError:  # the first write into this root: make its folders
+                self._tmp.mkdir(parents=True, exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self.durable:
+                    self.fsync(fd)  # the bytes reach the disk before the name does
+                    if not cached:
+                        _drop_cached(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.replace(tmp, final)
+            except FileNotFoundError:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, final)
+        except OSError as exc:
+            raise from_os_error(exc, f"a write of {final}", named=False) from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def adopt(self, key: str, tmp: str | os.PathLike[str], *, cached: bool = True) -> None:
+        """Move a finished temporary file of this filesystem to ``key``, fsynced first.
+
+        For a writer that staged the bytes itself (copied, reflinked or hard-linked them
+        into the root's ``tmp`` folder) and checked them: the same last steps as every
+        ``put_*``. ``tmp`` is removed if the move fails. ``cached`` as for :meth:`put_bytes`
+        (a hard link shares its pages with the file it links: keep those cached).
+        """
+        final = self._path(key)
+        try:
+            self.sync_file(tmp, cached=cached)
+            try:
+                os.replace(tmp, final)
+            except FileNotFoundError:
+                if not os.path.exists(tmp):
+                    raise
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, final)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise from_os_error(exc, f"a write of {final}", named=False) from exc
+
+    def sync_file(self, path: str | os.PathLike[str], *, cached: bool = True) -> None:
+        """Flush one file (or folder) under the root to disk; nothing when not durable.
+
+        Raises:
+            OSError: the file cannot be opened or flushed (the caller translates it).
+        """
+        if not self.durable:
+            return
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.fsync(fd)
+            if not cached:
+                _drop_cached(fd)
+        finally:
+            os.close(fd)
+
+    def sync_folders(self, keys: Iterable[str]) -> None:
+        """Make the names of ``keys`` durable: fsync the folders holding them, and their parents.
+
+        Call it after the objects are in place and before anything that names them is
+        recorded. Each folder is flushed once, several at a time; nothing when not durable.
+
+        Raises:
+            StorageError: a folder could not be flushed; the caller must not record the keys.
+        """
+        if not self.durable:
+            return
+        folders: set[str] = set()
+        for key in keys:
+            parts = _check_key(key).split("/")[:-1]
+            while parts:
+                folders.add("/".join(parts))
+                parts.pop()
+        # Parents too: a folder made by this writer is itself an entry of its parent. The
+        # order does not matter, since nothing names the keys until every flush returned.
+        paths = [str(self.root / f) for f in sorted(folders)] + [str(self.root)]
+
+        def sync(path: str) -> None:
+            try:
+                self.sync_file(path)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot flush folder {path} to disk ({exc}); nothing that names its "
+                    "objects was recorded. Check the disk, then run the command again"
+                ) from exc
+
+        if len(paths) <= 2:
+            for path in paths:
+                sync(path)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(_SYNC_WORKERS, len(paths))) as pool:
+            list(pool.map(sync, paths))
 
     def open(self, key: str) -> BinaryIO:
         try:

@@ -21,7 +21,6 @@ from keel.artifacts import LocalBackend
 from keel.data import catalog
 from keel.data.catalog import DatasetVersion
 from keel.errors import NotFound
-from keel.tracking.remote import tracking_for
 from keel.transport import Transport, TransportBound
 from keel.uris import DatasetURI
 
@@ -151,8 +150,11 @@ class DataClient(TransportBound):
         """The full id of the run ``run_id`` names (an unambiguous prefix will do).
 
         Asked of the tracking part, so an unknown run is the tracking part's ``NotFound``
-        here as on a server, never a foreign-key error of the store.
+        here as on a server, never a foreign-key error of the store. (Imported here: the
+        tracking part pulls in numpy, which an ``add`` outside a run never needs.)
         """
+        from keel.tracking.remote import tracking_for
+
         tracking = tracking_for(self.transport)
         return tracking.get_run_info(tracking.resolve_run_id(run_id)).id
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from keel.errors import InvalidInput, StorageError
 
-__all__ = ["LINK_METHODS", "Placer", "parse_link_methods", "sync_folder"]
+__all__ = ["LINK_METHODS", "Placer", "parse_link_methods"]
 
 LINK_METHODS = ("reflink", "hardlink", "copy")
 _FICLONE = 0x40049409  # Linux ioctl: clone the whole source file into the destination
@@ -94,12 +94,35 @@ class Placer:
         return self.tmp_dir / f"{uuid.uuid4().hex}.part"
 
     def probe(self, src: Path, src_dev: int, dst_dev: int) -> str:
-        """Find (and remember) the method that works between two filesystems; return it."""
-        known = self._working.get((src_dev, dst_dev))
-        if known is None:
-            self.stage(src, src_dev, dst_dev).unlink(missing_ok=True)
-            known = self._working[(src_dev, dst_dev)]
-        return known
+        """Find (and remember) the method that works between two filesystems; return it.
+
+        Links cost nothing to try; ``copy`` always works, so it is never tried here (a
+        probe must not copy a large file only to throw the copy away).
+        """
+        pair = (src_dev, dst_dev)
+        known = self._working.get(pair)
+        if known is not None:
+            return known
+        for method in self.methods:
+            if method == "copy":
+                break
+            tmp = self._tmp()
+            try:
+                self._stage(method, src, tmp)
+            except OSError as exc:
+                if exc.errno in _UNSUPPORTED:
+                    continue
+                raise StorageError(f"cannot {method} {src} to {self.tmp_dir}: {exc}") from exc
+            finally:
+                tmp.unlink(missing_ok=True)
+            break
+        else:
+            raise StorageError(
+                f"none of the data_link methods {', '.join(self.methods)} works from {src} to "
+                f"{self.tmp_dir}; add 'copy' to KEEL_DATA_LINK"
+            )
+        with self._lock:
+            return self._working.setdefault(pair, method)
 
     def copies(self, src_dev: int, dst_dev: int) -> bool:
         """Whether files between these filesystems are copied (so reading them once is best)."""
@@ -157,26 +180,3 @@ class Placer:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         self.wrote = True
-
-
-def sync_folder(folder: Path) -> None:
-    """Flush the filesystem holding ``folder`` to disk (``syncfs``, else a global ``sync``).
-
-    Objects are written without one ``fsync`` each (that costs milliseconds a
-    file); this one call before the version is recorded makes them durable
-    together.
-    """
-    if sys.platform == "linux":
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(folder, os.O_RDONLY)
-            try:
-                if libc.syncfs(fd) == 0:
-                    return
-            finally:
-                os.close(fd)
-        except (OSError, AttributeError):
-            pass
-    os.sync()

@@ -23,17 +23,17 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from keel.artifacts import (
-    ArtifactStore,
-    ManifestEntry,
-    canonical_json,
-    check_manifest_entry,
-    hash_bytes,
-)
-from keel.artifacts.store import MANIFEST_FORMAT
+import blake3
+
 from keel.errors import IntegrityError, InvalidInput
+
+if TYPE_CHECKING:
+    from keel.artifacts import ArtifactStore, ManifestEntry
+
+# The artifact store is imported where manifests are encoded or read, not here: `keel data
+# status` on an unchanged tree needs only :class:`Diff`, and should not pay for the store.
 
 __all__ = ["Diff", "Manifest", "diff_manifests", "read_manifest"]
 
@@ -50,10 +50,15 @@ class Manifest:
         return cls({e.path: (e.digest, e.size) for e in entries})
 
     def entries(self) -> list[ManifestEntry]:
+        from keel.artifacts import ManifestEntry
+
         return [ManifestEntry(p, d, s) for p, (d, s) in sorted(self.files.items())]
 
     def to_bytes(self) -> bytes:
         """The exact bytes :meth:`ArtifactStore.put_manifest` stores for these entries."""
+        from keel.artifacts import canonical_json
+        from keel.artifacts.store import MANIFEST_FORMAT
+
         if self._bytes is None:  # computed once: large trees have tens of thousands of entries
             ordered = sorted(self.files.items())
             self._bytes = canonical_json(
@@ -63,7 +68,7 @@ class Manifest:
 
     @property
     def digest(self) -> str:
-        return hash_bytes(self.to_bytes())
+        return blake3.blake3(self.to_bytes()).hexdigest()  # as the store names its objects
 
     @property
     def total_bytes(self) -> int:
@@ -108,7 +113,7 @@ def read_manifest(store: ArtifactStore, digest: str, cache_dir: Path | None) -> 
             data = cached.read_bytes()
         except OSError:
             data = b""
-        if data and hash_bytes(data) == digest:
+        if data and blake3.blake3(data).hexdigest() == digest:
             return _parse(data, digest)
     data = store.get_bytes(digest)  # verified by the store
     manifest = _parse(data, digest)
@@ -122,6 +127,9 @@ def read_manifest(store: ArtifactStore, digest: str, cache_dir: Path | None) -> 
 
 
 def _parse(data: bytes, digest: str) -> Manifest:
+    from keel.artifacts import check_manifest_entry
+    from keel.artifacts.store import MANIFEST_FORMAT
+
     try:
         doc = json.loads(data)
     except ValueError:

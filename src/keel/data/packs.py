@@ -42,7 +42,7 @@ PACKABLE = 256 << 10
 PACK_TARGET = 16 << 20
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PackedAt:
     """Where a packed file's bytes are: ``size`` bytes at ``offset`` in object ``pack``."""
 

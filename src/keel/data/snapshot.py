@@ -1,54 +1,46 @@
 """Snapshots of files and folders: ``add``, ``status`` and ``diff``.
 
 ``add`` scans a path, reuses the digests the state record still vouches
-for, and puts every file's bytes into the content store: reflinked or
-hardlinked when the ``data_link`` setting allows and the filesystem can,
-otherwise copied — small files into packs (``keel.data.packs``), larger
-ones one object each. Loose objects are written under temporary names,
-hashed *as stored* (a file edited during the add cannot end up under a
-wrong digest), renamed into place, and flushed to disk with one ``syncfs``
-before the version is recorded.
+for, and puts every file's bytes into the content store
+(:mod:`keel.data.ingest`): reflinked or hardlinked when the ``data_link``
+setting allows and the filesystem can, otherwise copied — small files into
+packs (:mod:`keel.data.packs`), larger ones one object each. Every object is
+fsynced before it is renamed into place and the folders holding the
+version's objects are fsynced after, all before the version is recorded:
+no version names bytes that a power loss could take back.
 
 ``status`` compares a path with the version it was last added or checked
 out as. When the state record matches the scan, that is one comparison of
 tree digests; only otherwise are changed files hashed and the stored
-manifest read to list what changed. Neither needs the metadata store.
+manifest read to list what changed. Neither needs the metadata store, so
+this module imports neither it nor the artifact store until ``add`` or a
+changed tree asks for them: ``keel data status`` on an unchanged tree costs
+the interpreter, a ``stat`` per file and little else.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keel.artifacts import ArtifactStore, LocalBackend, hash_bytes
 from keel.config import Settings, get_settings
-from keel.data.links import Placer, parse_link_methods, sync_folder
-from keel.data.manifest import Diff, Manifest, diff_manifests, read_manifest
-from keel.data.packs import PACKABLE, PackedAt, PackIndex, PackWriter, read_pack_index
-from keel.data.scan import (
-    Observation,
-    Scan,
-    default_workers,
-    hash_path,
-    known_digests,
-    make_record,
-    map_batches,
-    observe,
-    scan,
-)
+from keel.data.scan import Observation, known_digests, make_record, observe, paused_gc, scan
 from keel.data.state import StateCache, TrackedPath
-from keel.errors import InvalidInput, NotFound, StorageError
-from keel.transport import Transport, local_or
-from keel.uris import is_dataset_uri
-from keel.validation import check_relative_path
+from keel.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
+    from keel.artifacts import ArtifactStore
     from keel.data.catalog import DatasetVersion
     from keel.data.client import DataClient
+    from keel.data.links import Placer
+    from keel.data.manifest import Diff, Manifest
+    from keel.data.packs import PackIndex
     from keel.store import Store
+    from keel.transport import Transport
 
 __all__ = [
     "DataContext",
@@ -62,7 +54,6 @@ __all__ = [
 
 #: Called with (items done, items in all) as work progresses.
 Progress = Callable[[int, int], None]
-_SMALL = 1 << 20  # below this, copying means reading the bytes once and writing them
 
 
 class DataContext:
@@ -75,17 +66,20 @@ class DataContext:
 
     Args:
         settings: defaults to the process's settings.
+        transport: where the catalog and the bytes are; default the one ``settings`` choose.
     """
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, transport: Transport | None = None):
         self.settings = settings or get_settings()
-        self._transport: Transport | None = None
+        self._transport = transport
         self._catalog: DataClient | None = None
         self.state = StateCache(self.settings.home / "cache" / "state")
 
     @property
     def transport(self) -> Transport:
         if self._transport is None:
+            from keel.transport import local_or
+
             self._transport = local_or(None, self.settings)
         return self._transport
 
@@ -113,188 +107,53 @@ class DataContext:
     @property
     def local_root(self) -> Path | None:
         """The artifact store's folder when it is local (objects can be linked there)."""
+        from keel.artifacts import LocalBackend
+
         backend = self.artifacts.backend
         return backend.root if isinstance(backend, LocalBackend) else None
 
     def object_path(self, digest: str) -> Path:
+        from keel.artifacts import ArtifactStore
+
         root = self.local_root
         assert root is not None
         return root / ArtifactStore.key(digest)
 
     def placer(self, tmp_dir: Path, link: str | None = None) -> Placer:
+        from keel.data.links import Placer, parse_link_methods
+
         tmp_dir.mkdir(parents=True, exist_ok=True)
         return Placer(parse_link_methods(link or self.settings.data_link), tmp_dir)
 
     def manifest(self, digest: str) -> Manifest:
+        from keel.data.manifest import read_manifest
+
         return read_manifest(self.artifacts, digest, self.manifest_cache)
 
     def packs(self, digest: str | None) -> PackIndex:
+        from keel.data.packs import read_pack_index
+
         return read_pack_index(self.artifacts, digest)
 
     def tracked_packs(self, tracked: TrackedPath | None) -> PackIndex:
         """The pack index of the version a path tracks (unchanged small files stay packed)."""
         if tracked is None:
+            from keel.data.packs import PackIndex
+
             return PackIndex()
         return self.packs(self.catalog.tracked_packs_digest(tracked.digest))
 
 
 def active_run_id() -> str | None:
     """The fluent API's active run, if any (datasets read or logged in it become its inputs)."""
-    from keel.tracking.fluent import active_run
-
-    run = active_run()
-    return None if run is None else run.id
+    fluent = sys.modules.get("keel.tracking.fluent")
+    if fluent is None:  # never imported, so no run was started: spare ``add`` its imports
+        return None
+    run = fluent.active_run()
+    return None if run is None else str(run.id)
 
 
 # -- add ---------------------------------------------------------------------------
-
-
-class _Packs:
-    """Packed locations for one add: reused from the tracked version, or newly written."""
-
-    def __init__(self, ctx: DataContext, previous: PackIndex) -> None:
-        self.ctx = ctx
-        self.previous = previous
-        self.writer = PackWriter(lambda data: ctx.artifacts.put_bytes(data).digest)
-        self._packs_present: dict[str, bool] = {}
-
-    def holds(self, digest: str) -> bool:
-        at = self.previous.get(digest)
-        if at is None:
-            return False
-        present = self._packs_present.get(at.pack)
-        if present is None:
-            present = self._packs_present[at.pack] = self.ctx.artifacts.exists(at.pack)
-        return present
-
-    def index_for(self, digests: set[str]) -> PackIndex:
-        written = self.writer.close()
-        entries: dict[str, PackedAt] = {}
-        for digest in digests:
-            at = written.get(digest) or (self.previous.get(digest) if self.holds(digest) else None)
-            if at is not None:
-                entries[digest] = at
-        return PackIndex(entries)
-
-
-def _store_local(
-    ctx: DataContext,
-    found: Scan,
-    known: Sequence[str | None],
-    packs: _Packs,
-    link: str | None,
-    progress: Progress | None,
-) -> list[str]:
-    """Put every scanned file into the local store; return the digests of what was stored."""
-    root = ctx.local_root
-    assert root is not None
-    placer = ctx.placer(root / "tmp", link)
-    store_dev = os.stat(root).st_dev
-    for prefix in {d[:2] for d in known if d}:
-        (root / "objects" / prefix).mkdir(parents=True, exist_ok=True)
-    large = next((i for i, size in enumerate(found.sizes) if size >= PACKABLE), None)
-    if large is not None and link != "copy":
-        placer.probe(Path(found.path(large)), found.devs[large], store_dev)  # link or copy?
-    done = [0]
-
-    objects = os.path.join(root, "objects")
-
-    def present(digest: str, size: int) -> bool:
-        if packs.holds(digest):
-            return True
-        try:
-            return os.stat(os.path.join(objects, digest[:2], digest[2:])).st_size == size
-        except FileNotFoundError:
-            return False
-
-    def commit(tmp: Path, digest: str, size: int) -> None:
-        final = root / ArtifactStore.key(digest)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if present(digest, size):  # another file (or process) stored these bytes first
-            tmp.unlink(missing_ok=True)
-        else:
-            os.replace(tmp, final)
-
-    def one(index: int, digest: str | None) -> str:
-        size = found.sizes[index]
-        if digest is not None and present(digest, size):
-            return digest
-        src = found.path(index)
-        # Small files are always packed: one object per file would cost more than its bytes.
-        if size < PACKABLE or (size < _SMALL and placer.copies(found.devs[index], store_dev)):
-            with open(src, "rb") as f:
-                data = f.read()
-            actual = hash_bytes(data)
-            if not present(actual, len(data)):
-                if len(data) < PACKABLE:
-                    packs.writer.add(actual, data)
-                else:
-                    final = root / ArtifactStore.key(actual)
-                    final.parent.mkdir(parents=True, exist_ok=True)
-                    placer.write_bytes(data, final)
-            return actual
-        tmp = placer.stage(Path(src), found.devs[index], store_dev)
-        try:
-            actual = hash_path(str(tmp), size)  # what was stored, not what was stat'ed
-            commit(tmp, actual, os.stat(tmp).st_size)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return actual
-
-    def batch(items: Sequence[tuple[int, str | None]]) -> list[str]:
-        try:
-            out = [one(i, d) for i, d in items]
-        except FileNotFoundError as exc:
-            raise StorageError(f"a file disappeared while it was being added: {exc}") from None
-        except OSError as exc:
-            raise StorageError(f"cannot add to {root}: {exc}") from exc
-        if progress is not None:
-            done[0] += len(items)
-            progress(done[0], len(found))
-        return out
-
-    digests = map_batches(batch, list(enumerate(known)), default_workers(), sizes=found.sizes)
-    if placer.wrote:
-        sync_folder(root)
-    return digests
-
-
-def _store_remote(
-    ctx: DataContext,
-    found: Scan,
-    known: Sequence[str | None],
-    packs: _Packs,
-    progress: Progress | None,
-) -> list[str]:
-    """Hash what the state record does not know; upload what the store lacks (small files packed)."""
-    missing = [i for i, d in enumerate(known) if d is None]
-    hashed = iter(
-        map_batches(
-            lambda chunk: [hash_path(found.path(i), found.sizes[i]) for i in chunk],
-            missing,
-            default_workers(),
-        )
-    )
-    digests = [d if d is not None else next(hashed) for d in known]
-    store = ctx.artifacts
-    absent = ctx.catalog.missing_objects(d for d in digests if not packs.holds(d))
-    todo = {d: i for i, d in enumerate(digests) if d in absent}
-    done = [0]
-
-    def upload(items: Sequence[tuple[str, int]]) -> list[None]:
-        for digest, index in items:
-            if found.sizes[index] < PACKABLE:
-                with open(found.path(index), "rb") as f:
-                    packs.writer.add(digest, f.read())
-            else:
-                store.backend.put_file(ArtifactStore.key(digest), Path(found.path(index)))
-        if progress is not None:
-            done[0] += len(items)
-            progress(done[0], len(todo))
-        return [None] * len(items)
-
-    map_batches(upload, list(todo.items()), default_workers(), batch=16)
-    return digests
 
 
 def add(
@@ -304,6 +163,7 @@ def add(
     link: str | None = None,
     progress: Progress | None = None,
     settings: Settings | None = None,
+    transport: Transport | None = None,
 ) -> DatasetVersion:
     """Snapshot a file or folder into the content store and record it as a dataset version.
 
@@ -313,6 +173,7 @@ def add(
         link: override the ``data_link`` setting (e.g. ``"hardlink,copy"``).
         progress: called with (files done, files in all).
         settings: defaults to the process's settings.
+        transport: where the catalog and the bytes go; default the one ``settings`` choose.
 
     Returns:
         The new version, or the latest one when the content did not change.
@@ -321,15 +182,21 @@ def add(
         NotFound: ``path`` does not exist.
         InvalidInput: an empty folder, a bad name, or a file whose relative path
             cannot be a manifest path (see :func:`keel.validation.check_relative_path`).
+        StorageError: a file could not be read, or stored and flushed to disk; no
+            version was recorded.
     """
-    from keel.data import catalog
+    from keel.artifacts import LocalBackend
     from keel.data.client import NewVersion
+    from keel.data.ingest import Packs, object_keys, store_local, store_remote
+    from keel.data.links import parse_link_methods
+    from keel.data.manifest import Manifest
+    from keel.validation import check_name, check_relative_path
 
-    ctx = DataContext(settings)
+    ctx = DataContext(settings, transport)
     if link is not None:  # checked even where it is not used (a remote store copies)
         parse_link_methods(link)
     found = scan(path)
-    dataset = catalog.check_dataset_name(name or found.root.name)
+    dataset = check_name(name or found.root.name, "dataset name")
     if not len(found):
         raise InvalidInput(f"nothing to add: {found.root} holds no files")
     try:
@@ -339,17 +206,22 @@ def add(
         raise InvalidInput(f"cannot add {found.root}: {exc}; nothing was stored") from None
     record = ctx.state.load(found.root)
     known = known_digests(found, record)
-    packs = _Packs(ctx, ctx.tracked_packs(None if record is None else record.tracked))
-    if ctx.local_root is not None:
-        digests = _store_local(ctx, found, known, packs, link, progress)
-    else:
-        digests = _store_remote(ctx, found, known, packs, progress)
-    manifest = Manifest(
-        {rel: (d, size) for rel, d, size in zip(found.rels, digests, found.sizes, strict=True)}
-    )
-    index = packs.index_for(set(digests))
-    packs_digest = ctx.artifacts.put_bytes(index.to_bytes()).digest if len(index) else None
-    blob = ctx.artifacts.put_bytes(manifest.to_bytes())  # the bytes put_manifest would store
+    packs = Packs(ctx.artifacts, ctx.tracked_packs(None if record is None else record.tracked))
+    backend = ctx.artifacts.backend
+    with paused_gc():
+        if isinstance(backend, LocalBackend):
+            digests, sizes = store_local(ctx, found, known, packs, link, progress)
+        else:
+            digests, sizes = store_remote(ctx, found, known, packs, progress), found.sizes
+        manifest = Manifest(
+            {rel: (d, size) for rel, d, size in zip(found.rels, digests, sizes, strict=True)}
+        )
+        index = packs.index_for(set(digests))
+        packs_digest = ctx.artifacts.put_bytes(index.to_bytes()).digest if len(index) else None
+        blob = ctx.artifacts.put_bytes(manifest.to_bytes())  # the bytes put_manifest stores
+    if isinstance(backend, LocalBackend):
+        # The durability point: every name the version needs is on disk before it is recorded.
+        backend.sync_folders(object_keys(set(digests), index, packs_digest, blob.digest))
     run_id = active_run_id()
     version, _new = ctx.catalog.register_version(
         NewVersion(
@@ -403,6 +275,8 @@ class StatusReport:
 
 
 def _status_one(ctx: DataContext, tracked: TrackedPath) -> StatusReport:
+    from keel.data.manifest import Diff, Manifest, diff_manifests
+
     seen = observe(tracked.path, ctx.state)
     current = seen.tree
     if seen.scan.is_file and current != tracked.digest:
@@ -448,6 +322,8 @@ def status(
 
 
 def _is_ref(text: str) -> bool:
+    from keel.uris import is_dataset_uri
+
     return is_dataset_uri(text) or "@" in text
 
 
@@ -455,6 +331,8 @@ def diff(
     a: str | os.PathLike[str], b: str | os.PathLike[str], *, settings: Settings | None = None
 ) -> Diff:
     """What changed from ``a`` to ``b``; each is a dataset reference or a local path."""
+    from keel.data.manifest import diff_manifests
+
     ctx = DataContext(settings)
 
     def resolve(ref: str | os.PathLike[str]) -> Manifest:

@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import time
-import uuid
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,6 +183,8 @@ class StateCache:
 
     def save(self, record: StateRecord) -> None:
         """Write ``record`` atomically; a failure to write a cache is not an error."""
+        import uuid  # only writers need it
+
         with contextlib.suppress(OSError):
             self.folder.mkdir(parents=True, exist_ok=True)
             final = self._file(record.root)

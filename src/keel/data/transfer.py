@@ -7,9 +7,11 @@ version's manifest after that version's files: a manifest on the remote
 therefore means the files it names are there too.
 
 Every object is written atomically under its digest (an S3 PUT, or a
-temporary name renamed into place) and verified as it is read, so a
-transfer that is killed or loses its connection leaves whole objects
-behind; running it again moves only what is still missing.
+temporary name flushed to disk and renamed into place) and verified as it
+is read, so a transfer that is killed or loses its connection leaves whole
+objects behind; running it again moves only what is still missing. Into a
+local store, the folders of the files are flushed before any manifest is
+moved, so not even a power loss leaves a manifest without its files.
 
 A pull trusts nothing it reads from the remote: every manifest is checked
 entry by entry before anything is moved (a path like ``../x`` refuses the
@@ -32,7 +34,7 @@ from keel.data.manifest import read_manifest
 from keel.data.packs import PackIndex, read_pack_index
 from keel.data.scan import hash_path, map_batches
 from keel.data.snapshot import DataContext, Progress
-from keel.errors import IntegrityError, InvalidInput, NotFound
+from keel.errors import IntegrityError, InvalidInput, NotFound, StorageError
 from keel.uris import parse_dataset_ref
 from keel.validation import safe_join
 
@@ -129,11 +131,11 @@ def _plan(
 def _copy(src: ArtifactStore, dst: ArtifactStore, digest: str) -> int:
     """Copy one object, verified on the way; return its size."""
     key = ArtifactStore.key(digest)
-    root = dst.backend.root if isinstance(dst.backend, LocalBackend) else None
-    if root is not None:
+    local = dst.backend if isinstance(dst.backend, LocalBackend) else None
+    if local is not None:
         # Resolved before any byte moves, so a symlinked folder in the store cannot send them
         # elsewhere (the local-to-local copy below writes the same name through the backend).
-        final = safe_join(root, key, "object")
+        final = safe_join(local.root, key, "object")
     if isinstance(src.backend, LocalBackend):
         path = src.backend.root / key
         size = os.stat(path).st_size
@@ -145,11 +147,18 @@ def _copy(src: ArtifactStore, dst: ArtifactStore, digest: str) -> int:
             )
         dst.backend.put_file(key, path)
         return size
-    if root is not None:
-        # Streamed and verified into the store's tmp folder, then renamed into place.
-        staged = src.get_file(digest, safe_join(root, f"tmp/{uuid.uuid4().hex}.pull", "object"))
+    if local is not None:
+        # Streamed and verified into the store's tmp folder, flushed, then renamed into place.
+        staged = src.get_file(
+            digest, safe_join(local.root, f"tmp/{uuid.uuid4().hex}.pull", "object")
+        )
         final.parent.mkdir(parents=True, exist_ok=True)
         size = staged.stat().st_size
+        try:
+            local.sync_file(staged)
+        except OSError as exc:
+            staged.unlink(missing_ok=True)
+            raise StorageError(f"cannot flush {final} to disk: {exc}; nothing was pulled") from exc
         os.replace(staged, final)
         return size
     data = src.get_bytes(digest)
@@ -192,10 +201,19 @@ def _transfer(
                 progress(moved, len(todo_files) + len(todo_tail))
         return [None] * len(chunk)
 
-    # Manifests only after every file they name is in place.
+    # Manifests only after every file they name is in place (and, in a local store, on disk:
+    # a manifest that outlived a power loss must not name files that did not).
     map_batches(move, todo_files, _WORKERS, batch=8)
+    _make_durable(dst, todo_files)
     map_batches(move, todo_tail, _WORKERS, batch=8)
+    _make_durable(dst, todo_tail)
     return TransferReport(labels, len(everything), len(have), counts[0], counts[1])
+
+
+def _make_durable(store: ArtifactStore, digests: list[str]) -> None:
+    """Flush the folders of objects just moved into a local store (a remote's PUTs are durable)."""
+    if digests and isinstance(store.backend, LocalBackend):
+        store.backend.sync_folders(ArtifactStore.key(d) for d in digests)
 
 
 def _present(store: ArtifactStore, digests: list[str]) -> set[str]:
