@@ -1,13 +1,26 @@
 """Data for bench/drift.py: a reference table and a drifted current table, as Parquet.
 
 Each table has 20 numeric columns of assorted shapes and 5 categorical
-ones. In the current table, 5 numeric columns are shifted by 0.25 of their
-standard deviation and one categorical column is re-weighted; everything
-else is drawn from the same distributions with another seed. Tables are
-written in chunks of ``chunk_rows`` rows, so 10 million rows never sit in
-memory at once.
+ones. The current table is drawn from the same distributions with another
+seed, except for:
 
-    python bench/drift_data.py --rows 200000 --out drift-data
+- **location shifts**: 5 numeric columns moved by 0.25 of their standard
+  deviation (``SHIFTED``);
+- **a scale shift**: one normal column spread 1.3 times wider around the same
+  mean (``SCALED``), which a test of means alone misses;
+- **a re-weighted category**: one categorical column's shares changed
+  (``REWEIGHTED``);
+- **a new category**: one categorical column gains a value the reference
+  never had, on 6% of rows (``NEW_CATEGORY``);
+- **a KS trap**: one column moved by 0.03 standard deviations (``KS_TRAP``).
+  On 150,000 rows a Kolmogorov-Smirnov test calls that significant (p far
+  below 0.01), though the change is immaterial; a correct report at this size
+  must *not* flag it.
+
+Tables are written in chunks of ``chunk_rows`` rows, so 10 million rows never
+sit in memory at once.
+
+    python bench/drift_data.py --rows 150000 --out drift-data
 """
 
 from __future__ import annotations
@@ -19,7 +32,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["CATEGORICAL", "NUMERIC", "SHIFTED", "drifted_columns", "write_pair"]
+__all__ = [
+    "CATEGORICAL",
+    "KS_TRAP",
+    "NEW_CATEGORY",
+    "NUMERIC",
+    "REWEIGHTED",
+    "SCALED",
+    "SHIFTED",
+    "drifted_columns",
+    "write_pair",
+]
 
 NUMERIC = [f"num_{i:02d}" for i in range(20)]
 CATEGORICAL = [f"cat_{i}" for i in range(5)]
@@ -27,6 +50,16 @@ CATEGORICAL = [f"cat_{i}" for i in range(5)]
 SHIFTED = ["num_00", "num_03", "num_07", "num_12", "num_18"]
 REWEIGHTED = "cat_0"
 SHIFT_SD = 0.25
+#: A normal column whose spread grows by ``SCALE`` around the same mean.
+SCALED = "num_05"
+SCALE = 1.3
+#: A categorical column that gains ``NEW_VALUE`` on ``NEW_SHARE`` of the rows.
+NEW_CATEGORY = "cat_1"
+NEW_VALUE = "desktop"
+NEW_SHARE = 0.06
+#: A column moved by an immaterial ``TRAP_SD`` standard deviations (see the module's docstring).
+KS_TRAP = "num_10"
+TRAP_SD = 0.03
 
 _CATEGORIES = {
     "cat_0": (["basic", "plus", "pro", "team"], [0.4, 0.3, 0.2, 0.1]),
@@ -36,18 +69,19 @@ _CATEGORIES = {
     "cat_4": ([f"campaign-{i}" for i in range(30)], list(np.full(30, 1 / 30))),
 }
 _REWEIGHTED_P = [0.2, 0.3, 0.2, 0.3]
+_NORMAL_MEAN = 50.0  # columns 0, 5, 10, 15: normal(50, 10)
 
 
 def drifted_columns() -> set[str]:
     """What a correct drift report flags on these tables."""
-    return {*SHIFTED, REWEIGHTED}
+    return {*SHIFTED, SCALED, REWEIGHTED, NEW_CATEGORY}
 
 
 def _numeric(i: int, rng: np.random.Generator, n: int) -> tuple[np.ndarray, float]:
     """Column ``i``'s values and its distribution's standard deviation."""
     kind = i % 5
     if kind == 0:
-        return rng.normal(50, 10, size=n), 10.0
+        return rng.normal(_NORMAL_MEAN, 10, size=n), 10.0
     if kind == 1:
         sigma = 0.5
         values = rng.lognormal(3, sigma, size=n)
@@ -65,9 +99,16 @@ def _chunk(rng: np.random.Generator, n: int, drifted: bool) -> pa.Table:
         values, sd = _numeric(i, rng, n)
         if drifted and name in SHIFTED:
             values = values + SHIFT_SD * sd
+        elif drifted and name == SCALED:
+            values = _NORMAL_MEAN + (values - _NORMAL_MEAN) * SCALE
+        elif drifted and name == KS_TRAP:
+            values = values + TRAP_SD * sd
         columns[name] = pa.array(values)
     for name, (values, p) in _CATEGORIES.items():
         weights = _REWEIGHTED_P if drifted and name == REWEIGHTED else p
+        if drifted and name == NEW_CATEGORY:
+            values = [*values, NEW_VALUE]
+            weights = [*(np.asarray(p) * (1 - NEW_SHARE)), NEW_SHARE]
         codes = rng.choice(len(values), size=n, p=np.asarray(weights) / np.sum(weights))
         columns[name] = pa.DictionaryArray.from_arrays(
             pa.array(codes, pa.int32()), pa.array(values)
@@ -109,7 +150,7 @@ def write_pair(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--rows", type=int, default=150_000)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from keel.data.profiling.build import PartialProfile, column_floats
+from keel.data.profiling.arrays import column_floats
+from keel.data.profiling.partial import PartialProfile
 from keel.data.profiling.profiles import Profile
 from keel.data.profiling.sketches import Binner
 from keel.data.profiling.sources import Part, Source, read_part

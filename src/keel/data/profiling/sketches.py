@@ -4,56 +4,43 @@
 - :class:`ValueCounts`: running counts of a categorical column's values.
 - :func:`hash_strings` and :func:`kmv_merge`: a k-minimum-values sketch of
   hashed values, which merges exactly and estimates a column's cardinality.
+
+Nothing here loads ``pyarrow.compute`` (25 ms of a command's start-up): the
+Arrow arrays are read through their buffers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from keel.data.profiling.blocks import BLOCK, scratch
+from keel.data.profiling.buffers import valid_mask
 
 __all__ = [
     "KMV_SIZE",
     "Binner",
     "ValueCounts",
     "hash_strings",
-    "int64_array",
-    "int64_values",
     "kmv_merge",
 ]
 
 KMV_SIZE = 1_024  # ~3% relative error on the cardinality estimate
 
 
-def int64_array(values: np.ndarray) -> pa.Array:
-    """An Arrow int64 array over a NumPy array's memory.
-
-    Not ``pa.array(values)``: that makes pyarrow import pandas (to check whether
-    ``values`` is a pandas object), which costs a standalone comparison 0.4 s.
-    """
-    data = np.ascontiguousarray(values, dtype=np.int64)
-    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
-
-
-def int64_values(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A null-free Arrow integer array as int64 NumPy values (without ``to_numpy``, as above)."""
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    if array.type != pa.int64():
-        array = array.cast(pa.int64())
-    return np.frombuffer(
-        array.buffers()[1], dtype=np.int64, count=len(array), offset=array.offset * 8
-    )
-
-
 class Binner:
     """Bin indices of values on fixed edges, as ``searchsorted(edges, x, side="right")``.
 
     Binary search over ~200 edges mispredicts a branch at almost every level
-    (about 50 ns a value). A uniform grid over the inner bins answers most
-    values with one lookup: each grid cell that holds no edge maps to one bin;
-    values in cells that do hold an edge (and the outer tails) fall back to
-    the binary search. Results are identical; typical data bins 3-4x faster.
+    (about 50 ns a value). A uniform grid over the inner bins answers almost
+    every value with two lookups and a comparison: a grid cell that holds no
+    edge maps to one bin; a cell that holds exactly one edge maps to the bin
+    below it, plus one if the value is at or above that edge (the common case
+    for discrete values, where every value sits on an edge). Only values in
+    cells holding several edges, and the outer tails, fall back to the binary
+    search. Results are identical; typical data bins 3-5x faster.
     """
 
     def __init__(self, edges: np.ndarray, cells_per_bin: int = 64) -> None:
@@ -77,58 +64,95 @@ class Binner:
         # sentinel cell at either end, and the sentinels are "unsure" (binary search).
         self.offset = lo - 1.0 / self.scale
         self.lookup = np.concatenate([[0], first, [0]]).astype(np.intp)
-        self.unsure = np.concatenate([[True], first != last, [True]])
+        one = (last - first) == 1
+        threshold = np.full(cells, np.inf)
+        threshold[one] = edges[first[one]]
+        self.threshold = np.concatenate([[np.inf], threshold, [np.inf]])
+        self.unsure = np.concatenate([[True], (last - first) > 1, [True]])
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
+        """The bin index of each value (finite values only)."""
         if not self.cells:
             return np.searchsorted(self.edges, values, side="right")
-        cell = values - self.offset
-        cell *= self.scale
-        np.floor(cell, out=cell)
-        np.clip(cell, 0, self.cells + 1, out=cell)
-        index = cell.astype(np.intp)
-        result = self.lookup[index]
-        unsure = self.unsure[index]
-        if unsure.any():
-            result[unsure] = np.searchsorted(self.edges, values[unsure], side="right")
-        return result
+        out = np.empty(len(values), dtype=np.intp)
+        for start in range(0, len(values), BLOCK):
+            block = values[start : start + BLOCK]
+            out[start : start + len(block)] = self._block(block)
+        return out
 
     def counts(self, values: np.ndarray) -> np.ndarray:
         """Histogram of finite ``values``: below the first edge, each bin, above the last."""
-        return np.bincount(self(values), minlength=len(self.edges) + 1)
+        size = len(self.edges) + 1
+        if not self.cells:
+            return np.bincount(np.searchsorted(self.edges, values, side="right"), minlength=size)
+        total = np.zeros(size, dtype=np.int64)
+        for start in range(0, len(values), BLOCK):
+            total += np.bincount(self._block(values[start : start + BLOCK]), minlength=size)
+        return total
+
+    def _block(self, values: np.ndarray) -> np.ndarray:
+        """Bin indices of at most :data:`BLOCK` values, in the thread's scratch arrays."""
+        work = scratch()
+        n = len(values)
+        cell, edge = work.floats[:n], work.more_floats[:n]
+        index, result = work.index[:n], work.result[:n]
+        above, unsure = work.flags[:n], work.more_flags[:n]
+        np.subtract(values, self.offset, out=cell)
+        cell *= self.scale
+        np.floor(cell, out=cell)
+        np.clip(cell, 0, self.cells + 1, out=cell)
+        np.copyto(index, cell, casting="unsafe")
+        # mode="clip": the indices are in range, and the default mode buffers the output.
+        np.take(self.lookup, index, out=result, mode="clip")
+        np.take(self.threshold, index, out=edge, mode="clip")
+        np.greater_equal(values, edge, out=above)
+        result += above
+        np.take(self.unsure, index, out=unsure, mode="clip")
+        if unsure.any():
+            result[unsure] = np.searchsorted(self.edges, values[unsure], side="right")
+        return result
 
 
 class ValueCounts:
     """Running counts of a categorical column's values (the most frequent ``keep``).
 
-    Merged with ``dictionary_encode`` and ``numpy.bincount`` rather than Arrow's
-    group-by, which loads ``pyarrow.dataset`` and with it pandas.
+    Values are numbered in the order they are first seen; counts are merged with
+    ``numpy.bincount``. When more than four times ``keep`` values are held, only
+    the ``keep`` most frequent stay (which of several tied ones stay follows that
+    numbering), and the rest are counted in ``dropped``.
     """
 
     def __init__(self, keep: int) -> None:
         self.keep = keep
-        self.values: pa.Array = pa.nulls(0, pa.large_string())
+        self._position: dict[str, int] = {}
         self.counts = np.empty(0, dtype=np.int64)
         self.dropped = 0
 
-    def add(self, values: pa.Array, counts: np.ndarray) -> None:
-        """Add ``counts[i]`` occurrences of ``values[i]`` (distinct, non-null values)."""
-        encoded = pa.concat_arrays(
-            [self.values, values.cast(pa.large_string())]
-        ).dictionary_encode()
-        index = int64_values(encoded.indices)
+    @property
+    def values(self) -> list[str]:
+        """The values held, aligned with ``counts``."""
+        return list(self._position)
+
+    def add(self, values: Sequence[str], counts: np.ndarray) -> None:
+        """Add ``counts[i]`` occurrences of ``values[i]`` (non-null; repeats add up)."""
+        position = self._position
+        codes = np.fromiter(
+            (position.setdefault(v, len(position)) for v in values), np.int64, len(values)
+        )
+        index = np.concatenate([np.arange(len(self.counts)), codes])
         weights = np.concatenate([self.counts, counts]).astype(np.float64)
-        self.values = encoded.dictionary
-        self.counts = np.bincount(index, weights, minlength=len(self.values)).astype(np.int64)
+        self.counts = np.bincount(index, weights, minlength=len(position)).astype(np.int64)
         if len(self.counts) > 4 * self.keep:  # bound the working set: keep the leaders
             kept = np.argpartition(-self.counts, self.keep - 1)[: self.keep]
             self.dropped += int(self.counts.sum() - self.counts[kept].sum())
-            self.values, self.counts = self.values.take(int64_array(kept)), self.counts[kept]
+            names = list(position)
+            self._position = {names[i]: j for j, i in enumerate(kept.tolist())}
+            self.counts = self.counts[kept]
 
     def top(self) -> tuple[dict[str, int], int]:
         """The most frequent values (ties by value) and the count of all the others."""
         pairs = sorted(
-            zip(self.values.to_pylist(), self.counts.tolist(), strict=True),
+            zip(self._position, self.counts.tolist(), strict=True),
             key=lambda vc: (-vc[1], vc[0]),
         )[: self.keep]
         categories = dict(pairs)
@@ -148,20 +172,30 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(31))
 
 
-def hash_strings(values: pa.Array) -> np.ndarray:
+def hash_strings(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A 64-bit hash of each non-null string, vectorized over the array's byte buffer.
 
     A polynomial hash of the bytes, computed for all strings at once from
     prefix sums (modulo 2**64, where the base is invertible), then mixed.
     """
-    arr = pc.drop_null(values).cast(pa.large_string())
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    n = len(arr)
-    if n == 0:
+    if isinstance(values, pa.ChunkedArray):
+        if values.num_chunks == 0:
+            return np.empty(0, dtype=np.uint64)
+        values = values.chunk(0) if values.num_chunks == 1 else pa.concat_arrays(values.chunks)
+    if pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type):
+        width: type[np.integer] = np.int64
+    elif pa.types.is_string(values.type) or pa.types.is_binary(values.type):
+        width = np.int32
+    else:
+        import pyarrow.compute as pc  # other types (string views …): Arrow's cast
+
+        return hash_strings(pc.cast(values, pa.large_string()))
+    n = len(values)
+    if n == values.null_count:
         return np.empty(0, dtype=np.uint64)
-    _, offsets_buf, data_buf = arr.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64, count=arr.offset + n + 1)[arr.offset :]
+    _, offsets_buf, data_buf = values.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=width, count=values.offset + n + 1)
+    offsets = offsets[values.offset :].astype(np.int64)
     start, end = offsets[:-1], offsets[1:]
     base = int(start[0])
     size = int(end[-1]) - base
@@ -178,7 +212,9 @@ def hash_strings(values: pa.Array) -> np.ndarray:
         s, e = start - base, end - base
         h = (prefix[e] - prefix[s]) * inverse[s]
         h = h ^ ((e - s).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
-        return _mix(h)
+        mixed = _mix(h)
+    # A null's slot may hold any bytes: hashed with the others, then dropped.
+    return mixed[valid_mask(values)] if values.null_count else mixed
 
 
 def kmv_merge(a: np.ndarray, b: np.ndarray) -> np.ndarray:

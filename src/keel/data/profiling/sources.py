@@ -16,23 +16,30 @@ into parts (:meth:`Source.parts`): profiling and batch scoring
 A :class:`Source` can be read more than once (profiling a reference takes two
 passes) and, for Parquet, split into parts that Ray tasks read on their own.
 Parquet is also read one column of one row group at a time
-(:meth:`Source.column_groups`): decoding a whole row group at once holds every
+(:meth:`Source.column_groups`, or every row group at once with
+:meth:`Source.open_groups`): decoding a whole row group at once holds every
 column's pages and values together, several times the memory of one column.
+Text columns are read from Parquet dictionary-encoded, as they are stored:
+counting categories then reads integer codes instead of a string per row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
 from keel.errors import InvalidInput, NotFound, StorageError
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 __all__ = [
     "CSV_SUFFIXES",
@@ -51,6 +58,7 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv",)
 _CSV_BLOCK_BYTES = 4 << 20
 _COLUMNWISE_MAX_ROWS = 1 << 20  # bigger row groups are read in batches, not a column at a time
+_MAX_OPEN_FILES = 64  # open_groups keeps every file of a folder open at once
 
 Kind = Literal["memory", "parquet", "csv"]
 FileFormat = Literal["parquet", "csv"]
@@ -93,6 +101,7 @@ class Source:
     _batches: Callable[[int], Iterator[pa.RecordBatch]]
     files: tuple[Path, ...] = ()
     _groups: Callable[[], Iterator[ColumnGroup]] | None = None
+    _open_groups: Callable[[], contextlib.AbstractContextManager[list[ColumnGroup]]] | None = None
 
     @property
     def columns(self) -> list[str]:
@@ -105,6 +114,16 @@ class Source:
     def column_groups(self) -> Iterator[ColumnGroup] | None:
         """The rows as groups read a column at a time, or ``None`` when not Parquet."""
         return None if self._groups is None else self._groups()
+
+    def open_groups(self) -> contextlib.AbstractContextManager[list[ColumnGroup] | None]:
+        """Every row group at once, readable in any order while the context is open.
+
+        ``None`` inside the context when the source cannot offer that: not Parquet,
+        row groups too big to read a column at a time, or too many files to keep open.
+        """
+        if self._open_groups is None:
+            return contextlib.nullcontext(None)
+        return self._open_groups()
 
     def parts(self, target_rows: int) -> list[Part]:
         """Row-group slices of about ``target_rows`` rows each (Parquet sources only).
@@ -199,6 +218,7 @@ def _select(source: Source, wanted: list[str]) -> Source:
         batches,
         source.files,
         source._groups,
+        source._open_groups,
     )
 
 
@@ -266,7 +286,7 @@ def _read_column(
         return None
     try:
         with lock:
-            return reader.read_row_group(group, columns=[name]).column(0)
+            return reader.read_row_group(group, columns=[name], use_threads=False).column(0)
     except (pa.ArrowException, OSError) as exc:
         raise StorageError(f"cannot read {file}: {exc}") from exc
 
@@ -314,6 +334,23 @@ def _file_source(path: Path) -> Source:
     )
 
 
+def _open_parquet(file: Path, schema: pa.Schema) -> pq.ParquetFile:
+    """A reader of ``file`` that returns its text columns dictionary-encoded.
+
+    ``pre_buffer=False``: with pyarrow's default, the reader keeps every row group it
+    has read buffered until it closes, so memory grows with the file.
+    """
+    import pyarrow.parquet as pq
+
+    text = [
+        f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+    ]
+    try:
+        return pq.ParquetFile(file, pre_buffer=False, read_dictionary=text or None)
+    except (pa.ArrowException, OSError) as exc:
+        raise StorageError(f"cannot read {file}: {exc}") from exc
+
+
 def _parquet_source(path: Path, files: tuple[Path, ...]) -> Source:
     import pyarrow.parquet as pq
 
@@ -346,20 +383,42 @@ def _parquet_source(path: Path, files: tuple[Path, ...]) -> Source:
                 raise StorageError(f"cannot read {file}: {exc}") from exc
 
     def groups() -> Iterator[ColumnGroup]:
-        for file in files:
-            try:
-                reader = pq.ParquetFile(file, pre_buffer=False)
-            except (pa.ArrowException, OSError) as exc:
-                raise StorageError(f"cannot read {file}: {exc}") from exc
-            lock = threading.Lock()  # one reader, used from the profiling threads in turn
+        for file, file_schema in zip(files, schemas, strict=True):
+            reader = _open_parquet(file, file_schema)
             with reader:
-                for i in range(reader.num_row_groups):
-                    read = functools.partial(_read_column, reader, lock, file, i)
-                    yield ColumnGroup(reader.metadata.row_group(i).num_rows, read)
+                yield from _row_groups(reader, file)
+
+    @contextlib.contextmanager
+    def open_groups() -> Iterator[list[ColumnGroup]]:
+        with contextlib.ExitStack() as stack:
+            held: list[ColumnGroup] = []
+            for file, file_schema in zip(files, schemas, strict=True):
+                reader = stack.enter_context(_open_parquet(file, file_schema))
+                held.extend(_row_groups(reader, file))
+            yield held
 
     return Source(
-        path.name, "parquet", schema, rows, 0, batches, files, groups if columnwise else None
+        path.name,
+        "parquet",
+        schema,
+        rows,
+        0,
+        batches,
+        files,
+        groups if columnwise else None,
+        open_groups if columnwise and len(files) <= _MAX_OPEN_FILES else None,
     )
+
+
+def _row_groups(reader: pq.ParquetFile, file: Path) -> list[ColumnGroup]:
+    lock = threading.Lock()  # one reader, used from the profiling threads in turn
+    return [
+        ColumnGroup(
+            reader.metadata.row_group(i).num_rows,
+            functools.partial(_read_column, reader, lock, file, i),
+        )
+        for i in range(reader.num_row_groups)
+    ]
 
 
 def _csv_source(path: Path) -> Source:
