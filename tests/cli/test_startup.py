@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from _support.cli import TIMEOUT, keel_environ
-from keel.cli import main as cli_main
+from keel.cli import tree as cli_tree
 
 if TYPE_CHECKING:
     from keel.config import Settings
@@ -96,12 +96,13 @@ def test_version_loads_neither_typer_nor_rich_nor_any_store(tmp_path: Path, argv
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"keel {importlib.metadata.version('keel')}\n"
     assert packages(modules).isdisjoint({"typer", "rich", "click", *HEAVY})
-    # nothing of Keel's beyond the package and the entry point
+    # nothing of Keel's beyond the package and the entry point (with its command table)
     assert {m for m in modules if m.startswith("keel")} <= {
         "keel",
         "keel.lazy",
         "keel.cli",
         "keel.cli.main",
+        "keel.cli.tree",
     }
 
 
@@ -136,7 +137,7 @@ def test_help_before_version_prints_the_help(run_keel):
 def test_root_help_lists_every_group_and_command(run_keel, argv):
     result = run_keel(*argv, env=WIDE)
     assert result.returncode == 0, result.stderr
-    expected = {*cli_main._GROUPS, *cli_main._COMMANDS, "init", "demo"}
+    expected = {*cli_tree.GROUPS, *cli_tree.COMMANDS, "init", "demo"}
     assert listed_commands(result.stdout) == expected
     # an outline keeps the group's own help line
     assert "Version files and folders: add, status, diff, checkout, list, show, push, pull." in (
@@ -148,8 +149,8 @@ def test_no_arguments_prints_the_root_help(tmp_path: Path):
     result, _modules = probe(tmp_path)
     assert result.returncode == 2
     assert listed_commands(result.stdout) == {
-        *cli_main._GROUPS,
-        *cli_main._COMMANDS,
+        *cli_tree.GROUPS,
+        *cli_tree.COMMANDS,
         "init",
         "demo",
     }
@@ -177,7 +178,7 @@ def test_drift_help_shows_its_options_and_loads_no_data_library(tmp_path: Path):
 
 def test_group_help_loads_no_other_group(tmp_path: Path):
     _result, modules = probe(tmp_path, "jobs", "--help")
-    groups = {module for module, _attr in cli_main._GROUPS.values()}
+    groups = {module for module, _attr in cli_tree.GROUPS.values()}
     loaded = {m for m in modules if m in groups | {"keel.cli.predict", "keel.cli.ui"}}
     # jobs registers its operator commands from jobs_ops
     assert loaded == {"keel.cli.jobs"}
@@ -211,6 +212,7 @@ def test_data_status_json_loads_neither_rich_nor_pydantic_nor_other_groups(
     cli_modules = {m for m in modules if m.startswith("keel.cli.")}
     assert cli_modules <= {
         "keel.cli.main",
+        "keel.cli.tree",
         "keel.cli.root",
         "keel.cli.output",
         "keel.cli.data",

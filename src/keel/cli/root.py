@@ -2,7 +2,7 @@
 
 :func:`keel.cli.main.main` imports this module only when a run needs Typer
 (``keel --version`` never does), then :func:`build` adds what the arguments
-need (:func:`keel.cli.main.register`) and converts the tree into a Click command.
+need (:func:`keel.cli.tree.register`) and converts the tree into a Click command.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
-from keel.cli.main import reads_only, register
 from keel.cli.output import console, err, print_json
+from keel.cli.tree import reads_only, register
 
 __all__ = ["DemoScenario", "app", "build", "show_warning"]
 
