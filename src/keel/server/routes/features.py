@@ -81,9 +81,10 @@ class WatermarkBody(BaseModel):
     view: str = Field(max_length=MAX_NAME_CHARS)
     store: str = Field(max_length=_URL_CHARS, description="the online store's URL")
     view_version: int = Field(ge=1, le=2**31 - 1)
-    last_event_ms: int | None = None
-    last_created_ms: int | None = None
-    rows: int = Field(ge=0, description="rows the run wrote")
+    # Stored as 64-bit integers (rows are summed across runs): larger values get 422, not 500.
+    last_event_ms: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+    last_created_ms: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+    rows: int = Field(ge=0, le=2**53, description="rows the run wrote")
 
 
 class ViewVersionBody(BaseModel):
