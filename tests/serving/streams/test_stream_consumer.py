@@ -122,7 +122,13 @@ def test_poison_events_go_to_the_dead_letter_sink_with_the_error_and_the_rest_fl
 def test_a_redelivered_event_gets_its_output_again_and_keeps_its_one_log_row(registered):
     rows = registered.features.iloc[:400].to_dict(orient="records")
     source = MemorySource([orjson.dumps(r) for r in rows], "events")
-    first = _consumer(registered.settings, "models:/cancer@champion", source, batch_size=400)
+    first = _consumer(
+        registered.settings,
+        "models:/cancer@champion",
+        source,
+        batch_size=400,
+        commit_interval=3600,  # a slow step must not acknowledge before the "death"
+    )
     first.step()  # answered and logged, then the process "dies" before acknowledging
     assert first.logger is not None
     first.logger.flush()
@@ -144,9 +150,14 @@ def test_a_redelivered_event_whose_row_never_reached_the_log_is_logged_once(regi
     source = MemorySource([orjson.dumps(r) for r in rows], "events")
     # No logger: its rows are lost as a killed process's queue would be.
     lost = StreamConsumer(
-        runtime_for_target("models:/cancer@champion"), source, MemorySink(), MemorySink()
+        runtime_for_target("models:/cancer@champion"),
+        source,
+        MemorySink(),
+        MemorySink(),
+        commit_interval=3600,  # a slow step must not acknowledge before the "death"
     )
     lost.step()
+    assert source.acked == set()
     source.redeliver()
     second = _consumer(registered.settings, "models:/cancer@champion", source, sink=lost.sink)
     _drain(second, source)
