@@ -200,7 +200,7 @@ def tracked(sqlite_env: Settings, tmp_path: Path) -> Path:
     return raw
 
 
-def test_data_status_json_loads_neither_rich_nor_pydantic_nor_other_groups(
+def test_data_status_json_is_answered_without_typer_rich_or_any_group(
     tmp_path: Path, sqlite_env: Settings, tracked: Path
 ):
     (tracked / "b.csv").write_text("x\n22\n")
@@ -208,16 +208,18 @@ def test_data_status_json_loads_neither_rich_nor_pydantic_nor_other_groups(
     assert result.returncode == 0, result.stderr
     (report,) = json.loads(result.stdout)
     assert (report["added"], report["changed"], report["removed"]) == ([], ["b.csv"], [])
-    assert packages(modules).isdisjoint({"rich", "pydantic", "pandas", "pyarrow"})
+    assert packages(modules).isdisjoint({"typer", "click", "rich", "pydantic", *HEAVY})
     cli_modules = {m for m in modules if m.startswith("keel.cli.")}
-    assert cli_modules <= {
-        "keel.cli.main",
-        "keel.cli.tree",
-        "keel.cli.root",
-        "keel.cli.output",
-        "keel.cli.data",
-        "keel.cli.progress",
-    }
+    assert cli_modules == {"keel.cli.main", "keel.cli.tree", "keel.cli.output", "keel.cli.quick"}
+
+
+def test_data_status_for_people_is_answered_without_typer_or_rich_too(
+    tmp_path: Path, sqlite_env: Settings, tracked: Path
+):
+    result, modules = probe(tmp_path, "data", "status", settings=sqlite_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{tracked}  (raw@1): unchanged\n"
+    assert packages(modules).isdisjoint({"typer", "click", "rich"})
 
 
 def test_data_status_of_a_path_as_given_or_spelled_otherwise_reports_the_same(

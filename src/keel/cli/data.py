@@ -81,27 +81,11 @@ def status_command(
     as_json: JsonOption = False,
 ) -> None:
     """List files added, changed and removed since each tracked path was added or checked out."""
+    # Usually answered before Typer starts (keel.cli.quick); this runs the forms it declines.
+    from keel.cli.quick import print_status
     from keel.data.snapshot import status
 
-    reports = status(path)
-    if as_json:
-        print_json([r.to_dict() for r in reports])
-        return
-    for report in reports:
-        label = f"{report.path}  ({report.dataset}@{report.version})"
-        if report.clean:
-            say(f"{label}: [green]unchanged[/green]")
-            continue
-        d = report.diff
-        say(
-            f"{label}: [yellow]{len(d.added)} added, {len(d.changed)} changed, "
-            f"{len(d.removed)} removed[/yellow]"
-        )
-        for marker, paths in (("A", d.added), ("M", d.changed), ("D", d.removed)):
-            for rel in paths[:50]:
-                say(f"  {marker} {rel}")
-            if len(paths) > 50:
-                say(f"  [dim]… {len(paths) - 50} more (--json lists all)[/dim]")
+    print_status(status(path), as_json)
 
 
 @app.command("diff")

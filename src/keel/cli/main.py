@@ -5,8 +5,9 @@ Errors print one line on stderr and exit non-zero — never a traceback
 (``KEEL_DEBUG=1`` shows it).
 
 This module is the entry point and stays light: ``keel --version`` is answered
-here without Typer or Rich; every other run builds the command tree in
-:mod:`keel.cli.root`, from only the group it names (see :func:`keel.cli.tree.register`).
+here without Typer or Rich, and ``keel data status`` in :mod:`keel.cli.quick`; every
+other run builds the command tree in :mod:`keel.cli.root`, from only the group it names
+(see :func:`keel.cli.tree.register`).
 """
 
 from __future__ import annotations
@@ -54,12 +55,17 @@ def main() -> None:
     try:
         import warnings
 
-        from keel.cli.root import build, show_warning
+        from keel.cli.output import show_warning
 
-        command = build(argv)
         if not os.environ.get("KEEL_DEBUG"):
             warnings.showwarning = show_warning
-        command(args=argv, prog_name="keel")
+        from keel.cli.quick import answer
+
+        if answer(argv):  # ``data status``, without building the command tree
+            return
+        from keel.cli.root import build
+
+        build(argv)(args=argv, prog_name="keel")
     except KeelError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "console", "err", "fmt_time", "fmt_value", "print_alias_history", "print_alias_move",
-    "print_json", "print_registered",
+    "print_json", "print_registered", "show_warning",
 ]  # fmt: skip
 
 
@@ -41,6 +42,37 @@ class _LazyConsole:
 
 console = cast("Console", _LazyConsole(highlight=False, soft_wrap=False))
 err = cast("Console", _LazyConsole(stderr=True, highlight=False, soft_wrap=True))
+
+
+_warned: set[tuple[type[Warning], str]] = set()
+_warned_lock = threading.Lock()
+
+
+def show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Print a warning once per process, as one line without Keel's source path.
+
+    Python's own display repeats a warning whenever the warnings filters change
+    (model loading changes them) and points at a line inside Keel, which tells a
+    user of the command nothing. ``KEEL_DEBUG=1`` keeps Python's display.
+    """
+    from rich.markup import escape
+
+    from keel.models import KeelWarning
+
+    text = " ".join(str(message).split())
+    with _warned_lock:
+        if (category, text) in _warned:
+            return
+        _warned.add((category, text))
+    label = "warning" if issubclass(category, KeelWarning) else f"warning ({category.__name__})"
+    err.print(f"[yellow]{label}:[/yellow] {escape(text)}", highlight=False)
 
 
 def _default(obj: Any) -> Any:

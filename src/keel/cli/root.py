@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from keel.cli.output import console, err, print_json
+from keel.cli.output import console, print_json
 from keel.cli.tree import reads_only, register
 
-__all__ = ["DemoScenario", "app", "build", "show_warning"]
+__all__ = ["DemoScenario", "app", "build"]
 
 app = typer.Typer(
     name="keel",
@@ -272,34 +271,3 @@ def _defer_coercion(param: Any, layer: Any) -> None:
     if layer is None or descriptor is None or getattr(param, "_runtime_param", False) is not None:
         return
     param._runtime_param = _Coercion(descriptor, layer)
-
-
-_warned: set[tuple[type[Warning], str]] = set()
-_warned_lock = threading.Lock()
-
-
-def show_warning(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    file: Any = None,
-    line: str | None = None,
-) -> None:
-    """Print a warning once per process, as one line without Keel's source path.
-
-    Python's own display repeats a warning whenever the warnings filters change
-    (model loading changes them) and points at a line inside Keel, which tells a
-    user of the command nothing. ``KEEL_DEBUG=1`` keeps Python's display.
-    """
-    from rich.markup import escape
-
-    from keel.models import KeelWarning
-
-    text = " ".join(str(message).split())
-    with _warned_lock:
-        if (category, text) in _warned:
-            return
-        _warned.add((category, text))
-    label = "warning" if issubclass(category, KeelWarning) else f"warning ({category.__name__})"
-    err.print(f"[yellow]{label}:[/yellow] {escape(text)}", highlight=False)
