@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _MMAP_THRESHOLD = 1 << 22  # below this, plain reads beat mapping the file
 MANIFEST_FORMAT = "keel.manifest/v1"
 
@@ -65,7 +67,7 @@ def hash_file(path: str | os.PathLike[str]) -> str:
 
 def check_digest(digest: str) -> str:
     """``digest`` if it is a BLAKE3 hex digest (64 lowercase hex characters), else InvalidInput."""
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+    if _HEX_DIGEST.fullmatch(digest) is None:
         raise InvalidInput(f"expected a 64-character lowercase hex BLAKE3 digest, got {digest!r}")
     return digest
 

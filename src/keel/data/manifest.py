@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 # The artifact store is imported where manifests are encoded or read, not here: `keel data
 # status` on an unchanged tree needs only :class:`Diff`, and should not pay for the store.
 
-__all__ = ["Diff", "Manifest", "diff_manifests", "read_manifest"]
+__all__ = [
+    "Diff", "Manifest", "cache_manifest", "cached_manifest", "diff_manifests", "read_manifest",
+]  # fmt: skip
 
 
 @dataclass
@@ -105,25 +107,45 @@ def diff_manifests(old: Manifest, new: Manifest) -> Diff:
     return Diff(sorted(new_keys - old_keys), sorted(old_keys - new_keys), changed)
 
 
+def cached_manifest(digest: str, cache_dir: Path) -> Manifest | None:
+    """The manifest named ``digest`` from this machine's cache if a verified copy is there.
+
+    Needs no artifact store, so a status that finds the copy opens none.
+    """
+    try:
+        data = (cache_dir / digest).read_bytes()
+    except OSError:
+        return None
+    if data and blake3.blake3(data).hexdigest() == digest:
+        return _parse(data, digest)
+    return None
+
+
 def read_manifest(store: ArtifactStore, digest: str, cache_dir: Path | None) -> Manifest:
     """The manifest named ``digest``, from a verified local copy when there is one."""
-    cached = None if cache_dir is None else cache_dir / digest
-    if cached is not None:
-        try:
-            data = cached.read_bytes()
-        except OSError:
-            data = b""
-        if data and blake3.blake3(data).hexdigest() == digest:
-            return _parse(data, digest)
+    if cache_dir is not None:
+        manifest = cached_manifest(digest, cache_dir)
+        if manifest is not None:
+            return manifest
     data = store.get_bytes(digest)  # verified by the store
     manifest = _parse(data, digest)
-    if cached is not None:
-        with contextlib.suppress(OSError):
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f".{digest}.{uuid.uuid4().hex[:8]}")
-            tmp.write_bytes(data)
-            os.replace(tmp, cached)
+    if cache_dir is not None:
+        cache_manifest(data, digest, cache_dir)
     return manifest
+
+
+def cache_manifest(data: bytes, digest: str, cache_dir: Path) -> None:
+    """Keep a copy of manifest ``digest`` (its stored ``data``) in this machine's cache.
+
+    Best effort: a copy that cannot be written is read from the store next time, and
+    a torn one fails its digest check and is read from the store too.
+    """
+    cached = cache_dir / digest
+    with contextlib.suppress(OSError):
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{digest}.{uuid.uuid4().hex[:8]}")
+        tmp.write_bytes(data)
+        os.replace(tmp, cached)
 
 
 def _parse(data: bytes, digest: str) -> Manifest:

@@ -126,8 +126,12 @@ class DataContext:
         return Placer(parse_link_methods(link or self.settings.data_link), tmp_dir)
 
     def manifest(self, digest: str) -> Manifest:
-        from keel.data.manifest import read_manifest
+        from keel.data.manifest import cached_manifest, read_manifest
 
+        # the cache first: a hit opens no transport (status then imports no SQL layer)
+        cached = cached_manifest(digest, self.manifest_cache)
+        if cached is not None:
+            return cached
         return read_manifest(self.artifacts, digest, self.manifest_cache)
 
     def packs(self, digest: str | None) -> PackIndex:
@@ -189,7 +193,7 @@ def add(
     from keel.data.client import NewVersion
     from keel.data.ingest import Packs, object_keys, store_local, store_remote
     from keel.data.links import parse_link_methods
-    from keel.data.manifest import Manifest
+    from keel.data.manifest import Manifest, cache_manifest
     from keel.validation import check_name, check_relative_path
 
     ctx = DataContext(settings, transport)
@@ -218,7 +222,8 @@ def add(
         )
         index = packs.index_for(set(digests))
         packs_digest = ctx.artifacts.put_bytes(index.to_bytes()).digest if len(index) else None
-        blob = ctx.artifacts.put_bytes(manifest.to_bytes())  # the bytes put_manifest stores
+        manifest_bytes = manifest.to_bytes()  # the bytes put_manifest stores
+        blob = ctx.artifacts.put_bytes(manifest_bytes)
     if isinstance(backend, LocalBackend):
         # The durability point: every name the version needs is on disk before it is recorded.
         backend.sync_folders(object_keys(set(digests), index, packs_digest, blob.digest))
@@ -236,6 +241,7 @@ def add(
             input_context="add" if run_id else None,
         )
     )
+    cache_manifest(manifest_bytes, blob.digest, ctx.manifest_cache)  # status reads it here
     fresh = make_record(found, digests, record, blob.digest)
     fresh.dataset, fresh.version, fresh.digest = version.name, version.version, version.digest
     ctx.state.save(fresh)
