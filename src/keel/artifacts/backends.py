@@ -11,8 +11,9 @@ key or nothing, even if the writer is killed midway.
   by fsyncing the folder that holds it; :meth:`LocalBackend.sync_folders` does
   that for a whole batch of keys at once (on a thread pool: ``os.fsync``
   releases the GIL, and concurrent syncs share the filesystem's journal
-  commits), so a writer that records names elsewhere (a dataset version) calls
-  it once before recording them.
+  commits). Every :class:`~keel.artifacts.ArtifactStore` write calls it before
+  returning the digest its caller records; ``keel data add``, which writes
+  through the backend itself, calls it once for the whole version.
 - :class:`FsspecBackend` serves any fsspec filesystem (``s3://`` through
   s3fs). An S3 PUT or completed multipart upload is atomic by itself; other
   filesystems get the temporary-name-then-move treatment.
@@ -69,6 +70,13 @@ class Backend(Protocol):
     def move(self, key: str, new_key: str) -> None: ...
 
     def keys(self, prefix: str = "") -> Iterator[str]: ...
+
+    def sync_folders(self, keys: Iterable[str]) -> None:
+        """Make the names of ``keys``, already written, survive a crash of the machine.
+
+        A writer calls it before it records anything that names the keys elsewhere.
+        """
+        ...
 
     def put_table(self, key: str, table: pa.Table) -> None:
         """Write ``table`` as a zstd Parquet file at ``key``: whole or not at all."""
@@ -427,6 +435,10 @@ class FsspecBackend:
                 tmp = f"{self._base}/tmp/{uuid.uuid4().hex}.part"
                 self.fs.pipe_file(tmp, data)
                 self.fs.mv(tmp, self._path(key))
+
+    def sync_folders(self, keys: Iterable[str]) -> None:
+        """Nothing to do: an object store's PUT is durable once it returns, and fsspec
+        offers no flush for other filesystems."""
 
     def open(self, key: str) -> BinaryIO:
         with self._errors(key):

@@ -133,7 +133,10 @@ class ArtifactStore:
     # -- writing ---------------------------------------------------------
 
     def put_bytes(self, data: bytes) -> Blob:
-        """Store ``data``; return its digest and size."""
+        """Store ``data``; return its digest and size once its name is durable."""
+        return self._durable([self._put_bytes(data)])[0]
+
+    def _put_bytes(self, data: bytes) -> Blob:
         digest = hash_bytes(data)
         key = self.key(digest)
         if not self.backend.exists(key):
@@ -141,7 +144,10 @@ class ArtifactStore:
         return Blob(digest, len(data))
 
     def put_file(self, path: str | os.PathLike[str]) -> Blob:
-        """Store a file's bytes; return its digest and size."""
+        """Store a file's bytes; return its digest and size once its name is durable."""
+        return self._durable([self._put_file(path)])[0]
+
+    def _put_file(self, path: str | os.PathLike[str]) -> Blob:
         src = Path(path)
         try:
             size = src.stat().st_size
@@ -160,7 +166,18 @@ class ArtifactStore:
     def put_files(self, paths: list[Path], workers: int = 8) -> list[Blob]:
         """Store several files on a thread pool; blobs in the order of ``paths``."""
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(self.put_file, paths))
+            return self._durable(list(pool.map(self._put_file, paths)))
+
+    def _durable(self, blobs: list[Blob]) -> list[Blob]:
+        """``blobs``, once their names survive a crash of the machine (the backend
+        flushes the folders holding them, each once).
+
+        Every write ends here before its digest is returned, since the caller records
+        the digest next. An object that was already there is flushed too: its writer
+        may have died between its rename and its flush.
+        """
+        self.backend.sync_folders([self.key(b.digest) for b in blobs])
+        return blobs
 
     def put_json(self, obj: Any) -> Blob:
         """Store ``obj`` as canonical JSON (sorted keys, no spaces)."""
@@ -171,7 +188,8 @@ class ArtifactStore:
     ) -> tuple[Blob, list[ManifestEntry]]:
         """Store every file under ``path`` and a manifest naming them.
 
-        Returns the manifest's blob (its digest names the folder) and its entries.
+        Returns the manifest's blob (its digest names the folder) and its entries, once
+        every name is durable.
 
         Raises:
             InvalidInput: ``path`` is not a folder, or a file's relative path is not a
@@ -180,21 +198,18 @@ class ArtifactStore:
         files = folder_files(path)
         for rel, _ in files:  # before any byte is stored
             check_relative_path(rel, "manifest path")
-        blobs = self.put_files([p for _, p in files], workers)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            blobs = list(pool.map(self._put_file, [p for _, p in files]))
         entries = [
             ManifestEntry(rel, b.digest, b.size) for (rel, _), b in zip(files, blobs, strict=True)
         ]
-        return self.put_manifest(entries), entries
+        manifest = self._put_bytes(_manifest_bytes(entries))
+        self._durable([*blobs, manifest])  # one flush per folder for the files and the manifest
+        return manifest, entries
 
     def put_manifest(self, entries: list[ManifestEntry]) -> Blob:
         """Store a manifest for ``entries`` (sorted by path here) and return its blob."""
-        ordered = sorted(entries, key=lambda e: e.path)  # each path was checked when built
-        return self.put_json(
-            {
-                "format": MANIFEST_FORMAT,
-                "entries": [[e.path, e.digest, e.size] for e in ordered],
-            }
-        )
+        return self.put_bytes(_manifest_bytes(entries))
 
     # -- reading ---------------------------------------------------------
 
@@ -293,6 +308,13 @@ class ArtifactStore:
             parts = key.split("/")
             if len(parts) == 3 and len(parts[1]) == 2:
                 yield parts[1] + parts[2]
+
+
+def _manifest_bytes(entries: list[ManifestEntry]) -> bytes:
+    ordered = sorted(entries, key=lambda e: e.path)  # each path was checked when built
+    return canonical_json(
+        {"format": MANIFEST_FORMAT, "entries": [[e.path, e.digest, e.size] for e in ordered]}
+    )
 
 
 def canonical_json(obj: Any) -> bytes:

@@ -103,6 +103,8 @@ async def put_blob(key: str, request: Request, caller: CallerDep) -> dict[str, o
         backend = caller.state.artifacts.backend
         if not await run_in_threadpool(backend.exists, key):
             await run_in_threadpool(backend.put_file, key, path)
+        # the client records the digest once answered: the name must survive a crash first
+        await run_in_threadpool(backend.sync_folders, [key])
     finally:
         path.unlink(missing_ok=True)
     return {"digest": digest, "size": size}
