@@ -17,7 +17,7 @@ import pytest
 import keel
 from keel.errors import InvalidInput, NotFound
 from keel.jobs import Decision, Inventory, Job, JobStore, Scheduler, Step
-from keel.jobs.entities import ADMITTED, PREEMPTED, QUEUED, RUNNING, SUCCEEDED
+from keel.jobs.entities import ADMITTED, FAILED, PREEMPTED, QUEUED, RUNNING, SUCCEEDED
 from keel.store.sql import now_ms
 
 #: The virtual machine every test schedules on (a stand-in for hardware we do not have).
@@ -415,6 +415,35 @@ def test_a_queue_over_its_gpu_hours_per_day_waits_with_the_budget_in_the_reason(
     )
     why = scheduler().why(over.id)
     assert "it: queue budget used 3.50 of its 3 GPU-hours in the last 24 hours" in why.reasons
+
+
+def test_every_attempt_of_a_retried_or_preempted_job_counts_against_the_budget(jobs):
+    add_pool(jobs)
+    add_queue(jobs, "budget", {"a100": 4}, gpu_hours_per_day=4.5)
+    job = submit(jobs, "budget", gpus=2, retries=1)
+    assert admitted(scheduler().schedule()) == [job.id]
+    now = now_ms()
+    # attempt 1 fails after an hour on 2 GPUs and is queued again: 2 GPU-hours
+    running = start(jobs, job, now - 3 * HOUR_MS)
+    jobs.transition(
+        running,
+        Step(FAILED, "exited 1", {"ended_at": now - 2 * HOUR_MS, "exit_code": 1}),
+        Step(QUEUED, "retried", {"pool": None, "devices": [], "assigned_gpu_type": None}),
+    )
+    assert admitted(scheduler().schedule()) == [job.id]
+    # attempt 2 runs an hour and a half, is preempted and queued: 3 more
+    running = start(jobs, job, now - 2 * HOUR_MS)
+    jobs.transition(
+        running,
+        Step(PREEMPTED, "stopped", {"ended_at": now - HOUR_MS // 2}),
+        Step(QUEUED, "requeued", {"pool": None, "devices": [], "assigned_gpu_type": None}),
+    )
+    decisions = scheduler().schedule()
+    # the job row now holds attempt 2's times only (3 GPU-hours); the budget holds both
+    assert only(decisions, job).reason == (
+        "queue budget used 5.00 of its 4.5 GPU-hours in the last 24 hours"
+    )
+    assert jobs.get(job.id).state == QUEUED
 
 
 # -- preemption ---------------------------------------------------------------------------------

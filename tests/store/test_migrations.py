@@ -128,3 +128,43 @@ def test_unreachable_postgres_is_backend_unavailable():
     store = Store("postgresql://postgres@127.0.0.1:1/nothing")
     with pytest.raises(BackendUnavailable, match="cannot reach the metadata store"):
         store.engine  # noqa: B018
+
+
+def test_0016_carries_each_ended_gpu_job_over_as_a_span_of_its_budget(empty_store_url):
+    from keel.store.migrate import upgrade
+
+    engine = create_engine(normalize_url(empty_store_url))
+    with engine.connect() as conn:
+        upgrade(conn, "0015")
+        conn.execute(
+            text(
+                "INSERT INTO job_queues (name, quotas, revision, created_at, updated_at, "
+                "updated_by) VALUES ('q', '{}', 1, 0, 0, 'test')"
+            )
+        )
+        for n, (state, gpus, started, ended) in enumerate(
+            [
+                ("succeeded", 2, 1_000, 3_601_000),  # an hour on 2 GPUs: carried
+                ("running", 1, 5_000, None),  # still running: counted from its row
+                ("failed", 0, 1_000, 2_000),  # no GPUs: nothing to count
+                ("cancelled", 4, None, 9_000),  # never started
+            ],
+            start=1,
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (id, name, queue, priority, kind, target, params, gpus, "
+                    "cpus, memory, max_retries, attempt, state, epoch, submitted_at, "
+                    "submitted_by, updated_at, started_at, ended_at, borrowed, seconds_run) "
+                    "VALUES (:id, 'j', 'q', 1, 'command', '[\"x\"]', '{}', :gpus, 1, 0, 0, 1, "
+                    ":state, 1, 0, 'test', 0, :started, :ended, false, 0)"
+                ),
+                {"id": n, "gpus": gpus, "state": state, "started": started, "ended": ended},
+            )
+        conn.commit()
+        upgrade(conn, "0016")
+        spans = conn.execute(
+            text("SELECT job_id, queue, gpus, started_at, ended_at FROM job_gpu_spans")
+        ).all()
+    engine.dispose()
+    assert [tuple(r) for r in spans] == [(1, "q", 2, 1_000, 3_601_000)]

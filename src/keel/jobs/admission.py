@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, select
 
-from keel.jobs.entities import ACTIVE, Job, Pool, Queue
+from keel.jobs.entities import ACTIVE, RUNNING, Job, Pool, Queue
 from keel.jobs.resources import CPUS, MEMORY, Inventory, Request, format_memory
 from keel.store import schema as s
 
@@ -300,18 +300,25 @@ def load_snapshot(conn: Connection, now: int, pool_timeout_ms: int) -> tuple[Sna
     lost = [j for j in active if j.pool not in pools]
     gpu_seconds: dict[str, float] = defaultdict(float)
     since = now - _DAY_MS
-    spent = conn.execute(
-        select(s.jobs.c.queue, s.jobs.c.gpus, s.jobs.c.started_at, s.jobs.c.ended_at).where(
-            s.jobs.c.gpus > 0,
-            s.jobs.c.started_at.is_not(None),
-            or_(s.jobs.c.ended_at.is_(None), s.jobs.c.ended_at >= since),
-        )
+    # Attempts that stopped within the window (every attempt of a retried job), then
+    # those running now, each counted from the window's start at the earliest.
+    spans = conn.execute(
+        select(
+            s.job_gpu_spans.c.queue,
+            s.job_gpu_spans.c.gpus,
+            s.job_gpu_spans.c.started_at,
+            s.job_gpu_spans.c.ended_at,
+        ).where(s.job_gpu_spans.c.ended_at >= since)
     )
-    for row in spent:
-        end = now if row.ended_at is None or row.ended_at < row.started_at else row.ended_at
-        start = max(row.started_at, since)
-        if end > start:
-            gpu_seconds[row.queue] += row.gpus * (end - start) / 1000
+    running = (
+        (j.queue, j.request.gpus, j.started_at, now)
+        for j in active
+        if j.state == RUNNING and j.request.gpus and j.started_at is not None
+    )
+    for queue, gpus, started_at, ended_at in [*spans, *running]:
+        start = max(started_at, since)
+        if ended_at > start:
+            gpu_seconds[queue] += gpus * (ended_at - start) / 1000
     held = [j for j in active if j.pool in pools]
     return Snapshot(queues, pools, held, gpu_seconds), lost
 

@@ -233,7 +233,30 @@ def move(conn: Connection, job: Job, steps: Sequence[Step], actor: str) -> Job:
     if row is None:
         raise Conflict(f"job {job.id} changed while it was being moved to {state}; read it again")
     conn.execute(s.job_events.insert(), events)
+    span = _gpu_span(job, steps[0] if steps else None, at)
+    if span is not None:
+        conn.execute(s.job_gpu_spans.insert().values(**span))
     return Job.from_row(row)
+
+
+def _gpu_span(job: Job, first: Step | None, at: int) -> dict[str, Any] | None:
+    """The GPU span an attempt leaves when ``first`` takes it out of ``running``, if any.
+
+    The queue's GPU-hour budget adds these up; the job row keeps only its last
+    attempt's times, so a retried or preempted job would otherwise count once.
+    """
+    if job.state != RUNNING or first is None or first.state == RUNNING:
+        return None
+    if not job.request.gpus or job.started_at is None:
+        return None
+    ended = (first.changes or {}).get("ended_at") or at
+    return {
+        "job_id": job.id,
+        "queue": job.queue,
+        "gpus": job.request.gpus,
+        "started_at": job.started_at,
+        "ended_at": max(int(ended), job.started_at),
+    }
 
 
 class JobStore(ClientPart):

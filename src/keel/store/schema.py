@@ -53,6 +53,7 @@ __all__ = [
     "idempotency_keys",
     "imported_objects",
     "job_events",
+    "job_gpu_spans",
     "job_pools",
     "job_prices",
     "job_queues",
@@ -862,6 +863,20 @@ job_events = Table(
     Column("actor", String(256), nullable=False),
     Column("detail", Text),
     Index("ix_job_events_job", "job_id", "id"),
+)
+
+#: Each attempt that held GPUs, once it stopped running (a retry or a preemption makes
+#: another): what a queue's ``gpu_hours_per_day`` counts over the trailing 24 hours.
+job_gpu_spans = Table(
+    "job_gpu_spans",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    Column("queue", String(128), nullable=False),
+    Column("gpus", Integer, nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("ended_at", BigInteger, nullable=False),
+    Index("ix_job_gpu_spans_ended", "ended_at"),
 )
 
 #: Where admitted jobs run: a worker's inventory (``keel jobs worker``), live while its
