@@ -165,6 +165,29 @@ def test_a_redelivered_event_whose_row_never_reached_the_log_is_logged_once(regi
     assert _logged(registered.settings, "cancer").num_rows == 100
 
 
+def test_a_redelivered_event_a_version_refused_keeps_its_one_error_row(registered):
+    rows = registered.features.iloc[:20].to_dict(orient="records")
+    payloads = [orjson.dumps(r) for r in rows]
+    for n in (4, 9):  # refused by the signature: dead letters and rows of the errors log
+        payloads[n] = orjson.dumps({**rows[n], "mean radius": "large"})
+    source = MemorySource(payloads, "events")
+    first = _consumer(registered.settings, "models:/cancer@champion", source, commit_interval=3600)
+    first.step()  # answered and logged, then the process "dies" before acknowledging
+    assert first.error_logger is not None and first.logger is not None
+    first.error_logger.flush()
+    first.logger.flush()
+    assert source.acked == set()
+
+    source.redeliver()
+    second = _consumer(registered.settings, "models:/cancer@champion", source)
+    _drain(second, source)
+
+    errors = _logged(registered.settings, "cancer", ERRORS)
+    assert sorted(errors["request_id"].to_pylist()) == ["events:4", "events:9"]
+    assert second.stats.already_logged == 20  # 18 prediction rows and 2 error rows
+    assert sorted(_outputs(second.dead_letter)) == ["events:4", "events:9"]  # still dead-lettered
+
+
 def test_an_event_delivered_again_while_the_consumer_holds_it_is_answered_once(registered):
     rows = registered.features.iloc[:50].to_dict(orient="records")
     source = MemorySource([orjson.dumps(r) for r in rows], "events")

@@ -63,7 +63,14 @@ import numpy as np
 import orjson
 
 from keel.errors import InvalidInput, SystemFault
-from keel.predictions import PredictionLogger, PredictionReader, error_row, request_columns
+from keel.predictions import (
+    ERRORS,
+    PREDICTIONS,
+    PredictionLogger,
+    PredictionReader,
+    error_row,
+    request_columns,
+)
 from keel.serving import protocols as p
 from keel.serving.app import logged_io
 from keel.serving.runtime import ModelHandle, RoutingTable, Runtime
@@ -377,12 +384,13 @@ class StreamConsumer:
         logged = self._already_logged(good)
         outputs: list[Record] = []
         answered: list[int] = []
+        refused: list[tuple[ModelHandle, str, Event, int, str]] = []
         for role, handle, members in _routes(table, good):
             answer = self._answer_rows(table, handle, [rows[i] for i in members])
             for j, (status, why) in answer.refused.items():
                 event = good[members[j]]
                 dead.append(_dead_letter(event, why))
-                self._log_error(handle, role, event, status, why, started)
+                refused.append((handle, role, event, status, why))
             if self.metrics is not None:
                 self.metrics.answered(role, handle.version, len(answer.ok), answer.ignored)
                 for status, _ in answer.refused.values():
@@ -408,6 +416,8 @@ class StreamConsumer:
                 outputs.append(
                     (event.request_id, orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY))
                 )
+        if refused:
+            self._log_errors(refused, started)
         if table.shadow is not None and answered:
             self._shadow(
                 table,
@@ -544,10 +554,14 @@ class StreamConsumer:
 
     # -- logging -----------------------------------------------------------------------------------
 
-    def _already_logged(self, events: list[Event]) -> set[tuple[str, bool]]:
-        """(request id, is shadow) of the rows the log already holds for redelivered ``events``."""
+    def _already_logged(
+        self, events: list[Event], dataset: str = PREDICTIONS
+    ) -> set[tuple[str, bool]]:
+        """(request id, is shadow) of the rows ``dataset`` (the prediction log, or its
+        errors) already holds for redelivered ``events``."""
+        logger = self.logger if dataset == PREDICTIONS else self.error_logger
         again = [e for e in events if e.redelivered]
-        if not again or self.reader is None or self.logger is None:
+        if not again or self.reader is None or logger is None:
             return set()
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -556,8 +570,10 @@ class StreamConsumer:
         start = min(stamps) - _CLOCK_MARGIN_MS if len(stamps) == len(again) else None
         reader = self.reader
         table = self._retry(
-            lambda: reader.read(self.deployment, start=start, columns=["request_id", "route"]),
-            "reading the prediction log",
+            lambda: reader.read(
+                self.deployment, start=start, columns=["request_id", "route"], dataset=dataset
+            ),
+            f"reading the {dataset} log",
         )
         if table is None or table is True or table.num_rows == 0:
             return set()
@@ -607,6 +623,20 @@ class StreamConsumer:
         columns["row"] = [0] * n
         block = logged_io(handle, data, output, n, columns)
         self.logger.log(self.deployment, columns, n, block)
+
+    def _log_errors(
+        self, refused: list[tuple[ModelHandle, str, Event, int, str]], started: float
+    ) -> None:
+        """Log the events a version refused, but not again those a redelivery brought back
+        whose row the errors log already holds."""
+        if self.error_logger is None:
+            return
+        logged = self._already_logged([event for _, _, event, _, _ in refused], ERRORS)
+        for handle, role, event, status, why in refused:
+            if (event.request_id, role == "shadow") in logged:
+                self.stats.already_logged += 1
+                continue
+            self._log_error(handle, role, event, status, why, started)
 
     def _log_error(
         self, handle: ModelHandle, role: str, event: Event, status: int, why: str, started: float
