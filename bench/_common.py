@@ -47,8 +47,12 @@ Result = dict[str, Any]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without ``KEEL_*``/``MLFLOW_*`` overrides; peers quiet and offline."""
+    """This process's environment without ``KEEL_*``/``MLFLOW_*`` overrides, writing bytecode;
+    peers quiet and offline."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "MLFLOW_"))}
+    # Bytecode as an installed package has it (pip compiles a wheel's modules): without
+    # it, every process compiles Keel's editable sources again and start-up doubles.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update(
         MLFLOW_DISABLE_TELEMETRY="true",
         DO_NOT_TRACK="true",
