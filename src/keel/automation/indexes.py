@@ -41,13 +41,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from keel.automation.gates import GateResult
-from keel.automation.state import AWAITING_APPROVAL, GATING, IDLE, RETRAINING, Transition
+from keel.automation.state import (
+    AWAITING_APPROVAL,
+    GATING,
+    IDLE,
+    RETRAINING,
+    StateHandlers,
+    Transition,
+)
 from keel.errors import ApprovalRequired, InvalidInput, KeelError
 from keel.uris import DatasetURI, parse_dataset_uri
 
 if TYPE_CHECKING:
     from keel.automation.policy import Policy
-    from keel.automation.state import CycleState, PolicyStore
+    from keel.automation.state import CycleState
     from keel.client import Client
     from keel.llm.rag.build import BuildResult
     from keel.llm.rag.evaluation import RetrievalEval
@@ -289,28 +296,8 @@ def refresh_index(
 # -- the controller's cycle -----------------------------------------------------------------------
 
 
-class IndexCycle:
-    """The handlers of an index policy's states (see the module docstring).
-
-    Args:
-        client: the controller's ``keel.Client``.
-        store: the controller's :class:`~keel.automation.state.PolicyStore`.
-        clock: milliseconds since the epoch.
-        moved: the controller's record that it moved a policy into a state (so a state
-            it entered itself is not reported as resumed).
-    """
-
-    def __init__(
-        self,
-        client: Client,
-        store: PolicyStore,
-        clock: Callable[[], int],
-        moved: Callable[[Policy, CycleState], CycleState],
-    ) -> None:
-        self.client = client
-        self.store = store
-        self.clock = clock
-        self.moved = moved
+class IndexCycle(StateHandlers):
+    """The handlers of an index policy's states (see the module docstring)."""
 
     def handler(self, state: str) -> Callable[[Policy, CycleState], bool]:
         """The method that acts on a policy in ``state``."""

@@ -20,13 +20,20 @@ trigger's key) instead of submitting another.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from keel.automation.policy import Policy
 from keel.automation.resources import RetrainResources
-from keel.automation.state import GATING, IDLE, RETRAINING, CycleState, PolicyStore, Transition
+from keel.automation.state import (
+    GATING,
+    IDLE,
+    RETRAINING,
+    CycleState,
+    StateHandlers,
+    Transition,
+)
 from keel.errors import InvalidInput, KeelError, NotFound, PermissionDenied
 from keel.jobs.entities import ACTIVE, CANCELLED, FAILED, SUCCEEDED, Job
 from keel.uris import ModelURI, parse_model_uri
@@ -167,28 +174,8 @@ def job_name(policy: Policy, state: CycleState) -> str:
     return f"{policy.name} retrain: {occasion}"[:256]
 
 
-class QueuedRetrain:
-    """The ``retraining`` state of a policy whose retrain has a queue (see the module docstring).
-
-    Args:
-        client: the controller's ``keel.Client``.
-        store: the controller's :class:`~keel.automation.state.PolicyStore`.
-        clock: milliseconds since the epoch.
-        moved: the controller's record that it moved a policy into a state (so a state
-            it entered itself is not reported as resumed).
-    """
-
-    def __init__(
-        self,
-        client: Client,
-        store: PolicyStore,
-        clock: Callable[[], int],
-        moved: Callable[[Policy, CycleState], CycleState],
-    ) -> None:
-        self.client = client
-        self.store = store
-        self.clock = clock
-        self.moved = moved
+class QueuedRetrain(StateHandlers):
+    """The ``retraining`` state of a policy whose retrain has a queue (see the module docstring)."""
 
     def advance(self, policy: Policy, state: CycleState) -> Progress:
         """Submit the cycle's job if none is recorded; else act on where the job stands."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import builtins
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,7 @@ __all__ = [
     "TRANSITION_COLUMNS",
     "CycleState",
     "PolicyStore",
+    "StateHandlers",
     "Transition",
     "check_transition",
     "new_owner",
@@ -676,3 +678,30 @@ class PolicyStore:
                 .where(table.c.policy == name, table.c.lease_owner == owner)
                 .values(lease_owner=None, lease_until=None)
             )
+
+
+class StateHandlers:
+    """What the handlers of some policy states share with the controller that calls them.
+
+    A policy kind whose states need more than the controller's own handlers
+    (an index policy's cycle, a retrain that waits on a job queue) subclasses this.
+
+    Args:
+        client: the controller's ``keel.Client``.
+        store: the controller's :class:`PolicyStore`.
+        clock: milliseconds since the epoch.
+        moved: the controller's record that it moved a policy into a state (so a state
+            it entered itself is not reported as resumed).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        store: PolicyStore,
+        clock: Callable[[], int],
+        moved: Callable[[Policy, CycleState], CycleState],
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.clock = clock
+        self.moved = moved
