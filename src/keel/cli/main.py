@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
-from keel.cli.tree import ROOT_OPTIONS
+from keel.cli.tree import leading_options
 
 
 def _asks_version(argv: list[str]) -> bool:
@@ -25,20 +25,11 @@ def _asks_version(argv: list[str]) -> bool:
     Anything else before that word (``--help``, an unknown option, ``--home`` with no
     value) leaves the answer to Typer, which may print help or an error instead.
     """
-    args = iter(argv)
-    asked = False
-    for arg in args:
-        if arg == "--version":
-            asked = True
-        elif arg in ROOT_OPTIONS:
-            if next(args, None) is None:
-                return False
-        elif arg.startswith("-"):
-            if not arg.startswith(tuple(f"{option}=" for option in ROOT_OPTIONS)):
-                return False
-        else:
-            break
-    return asked
+    leading = leading_options(argv)
+    if leading is None:
+        return False
+    flags = [option for option, value in leading[0] if value is None]
+    return bool(flags) and all(flag == "--version" for flag in flags)
 
 
 def main() -> None:

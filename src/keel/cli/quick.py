@@ -18,7 +18,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from keel.cli.tree import ROOT_OPTIONS
+from keel.cli.tree import leading_options
 
 # Not ``typing.TYPE_CHECKING``: this module is imported on the hot path, without typing.
 TYPE_CHECKING = False
@@ -48,17 +48,13 @@ class StatusCall:
 
 def parse_status(argv: Sequence[str]) -> StatusCall | None:
     """The call ``argv`` makes if it is exactly a ``data status`` run, else ``None``."""
-    roots: dict[str, str] = {}
-    rest = list(argv)
-    while rest and rest[0].startswith("-"):
-        option, eq, value = rest.pop(0).partition("=")
-        if option not in ROOT_OPTIONS or option in roots:
-            return None
-        if not eq:
-            if not rest:
-                return None
-            value = rest.pop(0)
-        roots[option] = value
+    leading = leading_options(list(argv))
+    if leading is None:
+        return None
+    options, rest = leading
+    roots = {option: value for option, value in options if value is not None}
+    if len(roots) < len(options):  # a flag (--help, --verbose) or a root option twice
+        return None
     if rest[:2] != ["data", "status"]:
         return None
     path: str | None = None

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
     import typer
 
-__all__ = ["COMMANDS", "GROUPS", "READ_ONLY", "ROOT_OPTIONS", "reads_only", "register"]
+__all__ = [
+    "COMMANDS", "GROUPS", "READ_ONLY", "ROOT_OPTIONS", "leading_options", "reads_only", "register",
+]  # fmt: skip
 
 #: Command groups by name: (module, Typer app). Building a Typer command costs time per
 #: option, so a run registers only the group its arguments name (see :func:`register`);
@@ -88,6 +90,31 @@ READ_ONLY = frozenset(
         ("jobs", "queues", "show"),
     }
 )
+
+
+def leading_options(argv: list[str]) -> tuple[list[tuple[str, str | None]], list[str]] | None:
+    """The options before the first word of ``argv``, and the arguments from that word on.
+
+    A root option comes with its value (``--home H`` or ``--home=H``); any other option
+    comes alone, its value ``None`` (``--version``, ``--help``). ``None`` when a root
+    option ends ``argv`` without its value.
+    """
+    options: list[tuple[str, str | None]] = []
+    rest = iter(argv)
+    for arg in rest:
+        if not arg.startswith("-"):
+            return options, [arg, *rest]
+        option, eq, value = arg.partition("=")
+        if arg in ROOT_OPTIONS:
+            given = next(rest, None)
+            if given is None:
+                return None
+            options.append((arg, given))
+        elif eq and option in ROOT_OPTIONS:
+            options.append((option, value))
+        else:
+            options.append((arg, None))
+    return options, []
 
 
 def _named(argv: list[str]) -> str | None:
