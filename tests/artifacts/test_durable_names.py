@@ -10,14 +10,13 @@ real artifact folder and the run a real SQLite row.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from _support.storage import Flushes, is_folder
 from keel import Client
 from keel.artifacts import ArtifactStore, LocalBackend
 from keel.errors import StorageError
@@ -25,21 +24,6 @@ from keel.transport import LocalTransport
 
 if TYPE_CHECKING:
     from keel.config import Settings
-
-
-class Flushes:
-    """An ``fsync`` that records the folders it flushed, and fails them when told to."""
-
-    def __init__(self) -> None:
-        self.folders: list[str] = []
-        self.fail_folders = False
-
-    def __call__(self, fd: int) -> None:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            if self.fail_folders:
-                raise OSError(errno.EIO, "Input/output error")
-            self.folders.append(os.readlink(f"/proc/self/fd/{fd}"))
-        os.fsync(fd)
 
 
 @pytest.fixture
@@ -64,7 +48,7 @@ def test_a_stored_object_returns_only_after_the_folders_naming_it_are_flushed(
     store: ArtifactStore, flushes: Flushes
 ):
     blob = store.put_bytes(b"a model's weights")
-    assert _holding(store, blob.digest) <= set(flushes.folders)
+    assert _holding(store, blob.digest) <= flushes.folders
 
 
 def test_storing_the_same_bytes_again_flushes_the_names_again(
@@ -72,9 +56,9 @@ def test_storing_the_same_bytes_again_flushes_the_names_again(
 ):
     # A first writer may have died between its rename and its flush.
     blob = store.put_bytes(b"same")
-    flushes.folders.clear()
+    before = len(flushes.folder_flushes)
     assert store.put_bytes(b"same") == blob
-    assert _holding(store, blob.digest) <= set(flushes.folders)
+    assert _holding(store, blob.digest) <= set(flushes.folder_flushes[before:])
 
 
 def test_a_folder_is_flushed_once_for_all_its_files_and_its_manifest(
@@ -88,8 +72,8 @@ def test_a_folder_is_flushed_once_for_all_its_files_and_its_manifest(
     wanted = set().union(
         *(_holding(store, d) for d in [manifest.digest, *(e.digest for e in entries)])
     )
-    assert wanted <= set(flushes.folders)
-    assert len(flushes.folders) == len(set(flushes.folders))  # each folder once
+    assert wanted <= flushes.folders
+    assert len(flushes.folder_flushes) == len(flushes.folders)  # each folder once
 
 
 def test_a_folder_flush_that_fails_records_no_artifact(
@@ -99,11 +83,11 @@ def test_a_folder_flush_that_fails_records_no_artifact(
     run = client.tracking.create_run(client.tracking.get_or_create_experiment("e").id)
     weights = tmp_path / "weights.bin"
     weights.write_bytes(os.urandom(256))
-    flushes.fail_folders = True
+    flushes.fail = is_folder
     with pytest.raises(StorageError, match="cannot flush folder"):
         client.tracking.log_artifact(run.id, weights)
     assert client.tracking.list_artifacts(run.id) == []
 
-    flushes.fail_folders = False  # the disk is back: the same call stores and records it
+    flushes.fail = lambda fd: False  # the disk is back: the same call stores and records it
     entry = client.tracking.log_artifact(run.id, weights)
     assert [e.digest for e in client.tracking.list_artifacts(run.id)] == [entry.digest]

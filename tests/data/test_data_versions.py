@@ -13,7 +13,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,26 +22,13 @@ import pytest
 import keel
 import keel.data as kd
 from _support.cli import keel_environ
+from _support.storage import make_tree, settle
 from keel.artifacts import ArtifactStore
 from keel.data.client import NewVersion
 from keel.data.packs import read_pack_index
 from keel.data.profiling import Profile
 from keel.data.snapshot import DataContext
-from keel.data.state import RACY_WINDOW_NS
 from keel.errors import Conflict, IntegrityError, InvalidInput, NotFound
-
-
-def make_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
-
-
-def settle() -> None:
-    """Let fresh mtimes age past the racy window, so the state cache may remember them."""
-    time.sleep(RACY_WINDOW_NS / 1e9 + 0.05)
 
 
 def test_add_folder_records_a_numbered_version_with_its_manifest(any_env, tmp_path: Path):

@@ -12,66 +12,27 @@ machine's filesystem.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import keel.data as kd
+from _support.storage import Flushes, is_folder, make_tree, settle
 from keel.artifacts import ArtifactStore, LocalBackend, hash_bytes
 from keel.config import Settings
 from keel.data.packs import read_pack_index
 from keel.data.scan import scan
-from keel.data.state import RACY_WINDOW_NS
 from keel.errors import StorageError
 from keel.transport import LocalTransport
 
 BIG = 300_000  # above the packing threshold: an object of its own
 
 
-def make_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
-
-
-def settle() -> None:
-    """Let fresh mtimes age past the racy window, so the state cache may remember them."""
-    time.sleep(RACY_WINDOW_NS / 1e9 + 0.05)
-
-
-class Flushes:
-    """An ``fsync`` that records what it flushed and fails where ``fail`` says so."""
-
-    def __init__(self, fail: Callable[[int], bool] = lambda fd: False) -> None:
-        self.fail = fail
-        self.files: set[int] = set()  # inodes: a renamed file keeps its own
-        self.folders: set[str] = set()
-
-    def __call__(self, fd: int) -> None:
-        info = os.fstat(fd)
-        if self.fail(fd):
-            raise OSError(errno.EIO, "Input/output error")
-        if stat.S_ISDIR(info.st_mode):
-            self.folders.add(os.readlink(f"/proc/self/fd/{fd}"))
-        else:
-            self.files.add(info.st_ino)
-        os.fsync(fd)
-
-
 def transport(settings: Settings, fsync: Callable[[int], None]) -> LocalTransport:
     backend = LocalBackend(settings.artifacts_url, fsync=fsync)
     return LocalTransport(settings, artifacts=ArtifactStore(backend))
-
-
-def is_folder(fd: int) -> bool:
-    return stat.S_ISDIR(os.fstat(fd).st_mode)
 
 
 def test_an_object_whose_flush_fails_is_not_stored_and_no_version_is_recorded(
