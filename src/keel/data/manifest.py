@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 # status` on an unchanged tree needs only :class:`Diff`, and should not pay for the store.
 
 __all__ = [
-    "Diff", "Manifest", "cache_manifest", "cached_manifest", "diff_manifests", "read_manifest",
+    "Diff", "Manifest", "cache_manifest", "cached_manifest", "diff_manifests", "fetch_manifest",
+    "read_manifest",
 ]  # fmt: skip
 
 
@@ -127,6 +128,11 @@ def read_manifest(store: ArtifactStore, digest: str, cache_dir: Path | None) -> 
         manifest = cached_manifest(digest, cache_dir)
         if manifest is not None:
             return manifest
+    return fetch_manifest(store, digest, cache_dir)
+
+
+def fetch_manifest(store: ArtifactStore, digest: str, cache_dir: Path | None) -> Manifest:
+    """The manifest named ``digest`` from the store, its copy then kept in ``cache_dir``."""
     data = store.get_bytes(digest)  # verified by the store
     manifest = _parse(data, digest)
     if cache_dir is not None:

@@ -126,13 +126,13 @@ class DataContext:
         return Placer(parse_link_methods(link or self.settings.data_link), tmp_dir)
 
     def manifest(self, digest: str) -> Manifest:
-        from keel.data.manifest import cached_manifest, read_manifest
+        from keel.data.manifest import cached_manifest, fetch_manifest
 
         # the cache first: a hit opens no transport (status then imports no SQL layer)
         cached = cached_manifest(digest, self.manifest_cache)
         if cached is not None:
             return cached
-        return read_manifest(self.artifacts, digest, self.manifest_cache)
+        return fetch_manifest(self.artifacts, digest, self.manifest_cache)
 
     def packs(self, digest: str | None) -> PackIndex:
         from keel.data.packs import read_pack_index
